@@ -1,0 +1,96 @@
+"""The public model object: ``gpt2_max.load(...)`` returns a :class:`GPT2`."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping, Sequence
+
+import numpy as np
+
+from gpt2_max.config import GPT2Config
+from gpt2_max.engine import CompiledGPT2
+from gpt2_max.errors import InputError
+from gpt2_max.tokenizer import Tokenizer
+from gpt2_max.weights import DEFAULT_MODEL, Checkpoint, load_weights, locate
+
+# Ablation can be given as (layer, head) pairs or {layer: [heads]}.
+Ablation = Iterable[tuple[int, int]] | Mapping[int, Iterable[int]] | None
+
+
+class GPT2:
+    """A loaded GPT-2: its config, tokenizer and compiled MAX graphs."""
+
+    def __init__(self, checkpoint: Checkpoint, weights: Mapping[str, np.ndarray]) -> None:
+        self.name = checkpoint.name
+        self.config: GPT2Config = checkpoint.config
+        self.tokenizer = Tokenizer()
+        started = time.perf_counter()
+        self.engine = CompiledGPT2(self.config, weights)
+        self.compile_seconds = time.perf_counter() - started
+        # The token-embedding matrix [V, E], shared with the graphs (no copy),
+        # for the Embed tab's nearest-neighbour view.
+        self.wte = weights["wte.weight"]
+        self.wpe = weights["wpe.weight"]
+
+    def check_token_ids(self, token_ids: Sequence[int]) -> np.ndarray:
+        """Validates ids for a forward pass: 1..n_positions of them, each in the vocabulary."""
+        try:
+            ids = np.asarray(list(token_ids), dtype=np.int64)
+        except (TypeError, ValueError, OverflowError) as error:
+            raise InputError(f"token ids must be integers ({error})") from error
+        if ids.ndim != 1 or ids.size == 0:
+            raise InputError("give at least one token")
+        if ids.size > self.config.n_positions:
+            raise InputError(
+                f"{ids.size} tokens is more than this model's context of "
+                f"{self.config.n_positions} tokens"
+            )
+        bad = ids[(ids < 0) | (ids >= self.config.vocab_size)]
+        if bad.size:
+            raise InputError(
+                f"token id {int(bad[0])} is outside the vocabulary 0..{self.config.vocab_size - 1}"
+            )
+        return ids
+
+    def head_keep(self, ablate: Ablation) -> np.ndarray:
+        """[L, H] of 1.0 with 0.0 at each ablated (layer, head)."""
+        keep = np.ones((self.config.n_layer, self.config.n_head), dtype=np.float32)
+        if ablate is None:
+            return keep
+        pairs = (
+            [(layer, head) for layer, heads in ablate.items() for head in heads]
+            if isinstance(ablate, Mapping)
+            else list(ablate)
+        )
+        for pair in pairs:
+            try:
+                layer, head = (int(v) for v in pair)
+            except (TypeError, ValueError) as error:
+                raise InputError(f"ablate wants (layer, head) pairs, got {pair!r}") from error
+            if not (0 <= layer < self.config.n_layer and 0 <= head < self.config.n_head):
+                raise InputError(
+                    f"no head ({layer}, {head}): layers are 0..{self.config.n_layer - 1}, "
+                    f"heads 0..{self.config.n_head - 1}"
+                )
+            keep[layer, head] = 0.0
+        return keep
+
+    def trace(
+        self, token_ids: Sequence[int], causal: bool = True, ablate: Ablation = None
+    ) -> dict[str, np.ndarray]:
+        """Runs the model on ``token_ids`` and returns every intermediate (see gpt2_max.hooks).
+
+        causal=False switches the causal mask off; ablate zeroes the output of
+        the given heads. Both are inputs of the one compiled graph.
+        """
+        ids = self.check_token_ids(token_ids)
+        return self.engine.run_trace(ids, mask_off=not causal, head_keep=self.head_keep(ablate))
+
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text)
+
+
+def load(repo_id_or_dir: str = DEFAULT_MODEL) -> GPT2:
+    """Loads a GPT-2-family checkpoint (Hub repo id or local directory) and compiles it."""
+    checkpoint = locate(repo_id_or_dir)
+    return GPT2(checkpoint, load_weights(checkpoint))

@@ -1,0 +1,285 @@
+"""GPT-2 as MAX modules, one per stage, named as in Hugging Face.
+
+Shape legend (one sequence, no batch dimension):
+    T  tokens in the sequence          E  n_embd, the residual-stream width
+    P  tokens already in the KV cache  H  attention heads, D = E / H per head
+    V  vocabulary size                 F  MLP hidden width (4E)
+    L  number of blocks
+
+Parameter names match Hugging Face's GPT-2 key for key (``wte.weight``,
+``h.0.attn.c_attn.weight``, ...), so a checkpoint loads with no renaming, and
+the ``Conv1D`` layers keep GPT-2's ``[in, out]`` weight layout so no weight is
+transposed at load time.
+
+Every module records what it computes through a ``Recorder`` under
+TransformerLens' hook names (see :mod:`gpt2_max.hooks`). The trace graph
+returns those recordings; the decode graph passes a recorder that keeps only
+the key/value rows it needs for the cache.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+from max.experimental import functional as F
+from max.experimental.nn import Module, ModuleList
+from max.experimental.tensor import Tensor
+
+from gpt2_max.config import GPT2Config
+from gpt2_max.hooks import trace_keys
+
+# record(hook_name, tensor) stores one intermediate of the forward pass.
+Recorder = Callable[[str, Tensor], None]
+
+
+def ignore(_name: str, _value: Tensor) -> None:
+    """A recorder that keeps nothing."""
+
+
+def _parameter(shape: list[int]) -> Tensor:
+    # A placeholder: Module.compile binds the checkpoint's array of this name and
+    # shape, so the value here is never read (built under F.lazy(), never realised).
+    return Tensor.zeros(shape)
+
+
+class Embedding(Module):
+    """A lookup table: row i is the vector for id i (``wte`` tokens, ``wpe`` positions)."""
+
+    def __init__(self, rows: int, dim: int) -> None:
+        self.weight = _parameter([rows, dim])  # [rows, E]
+
+    def forward(self, ids: Tensor) -> Tensor:
+        return F.gather(self.weight, ids, axis=0)  # [T] -> [T, E]
+
+
+class Conv1D(Module):
+    """GPT-2's dense layer: ``x @ W + b`` with W stored ``[in, out]`` (not Linear's ``[out, in]``)."""
+
+    def __init__(self, n_in: int, n_out: int) -> None:
+        self.weight = _parameter([n_in, n_out])  # [in, out]
+        self.bias = _parameter([n_out])  # [out]
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x @ self.weight + self.bias  # [T, in] -> [T, out]
+
+
+class LayerNorm(Module):
+    """Normalise each position's vector to mean 0, variance 1, then scale and shift."""
+
+    def __init__(self, dim: int, eps: float) -> None:
+        self.weight = _parameter([dim])  # [E] scale (gamma)
+        self.bias = _parameter([dim])  # [E] shift (beta)
+        self.eps = eps  # added to the variance so a constant vector does not divide by 0
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.layer_norm(x, self.weight, self.bias, self.eps)  # [T, E] -> [T, E]
+
+
+class Attention(Module):
+    """Multi-head self-attention: each head mixes the value vectors of the positions it may see."""
+
+    def __init__(self, config: GPT2Config) -> None:
+        self.c_attn = Conv1D(config.n_embd, 3 * config.n_embd)  # fused q|k|v projection
+        self.c_proj = Conv1D(config.n_embd, config.n_embd)  # heads back into the residual stream
+        self.n_head = config.n_head
+        self.head_dim = config.head_dim
+
+    def project_qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Queries, keys and values per head: [T, E] -> 3 x [T, H, D]."""
+        qkv = self.c_attn(x)  # [T, E] -> [T, 3E]; columns are q, then k, then v
+        E = self.n_head * self.head_dim
+        q, k, v = F.split(qkv, [E, E, E], axis=1)  # 3 x [T, E]
+        split_heads = [-1, self.n_head, self.head_dim]
+        return q.reshape(split_heads), k.reshape(split_heads), v.reshape(split_heads)
+
+    def forward(
+        self,
+        x: Tensor,
+        allowed: Tensor | None,
+        head_keep: Tensor | None,
+        record: Recorder,
+        past_k: Tensor | None = None,
+        past_v: Tensor | None = None,
+    ) -> Tensor:
+        """[T, E] -> [T, E].
+
+        allowed: [T, P+T] bool, which key positions each query may attend to;
+            None lets every query see every key (one new token after a cache).
+        head_keep: [H] float, 1 keeps a head and 0 zeroes its output (ablation).
+        past_k, past_v: [P, H, D] cached keys and values of earlier tokens.
+        """
+        q, k, v = self.project_qkv(x)  # 3 x [T, H, D]
+        record("attn.hook_q", q)
+        record("attn.hook_k", k)
+        record("attn.hook_v", v)
+        if past_k is not None and past_v is not None:
+            k = F.concat([past_k, k], axis=0)  # [P, H, D] + [T, H, D] -> [P+T, H, D]
+            v = F.concat([past_v, v], axis=0)
+        q_h = q.permute([1, 0, 2])  # [T, H, D] -> [H, T, D]
+        k_h = k.permute([1, 2, 0])  # [P+T, H, D] -> [H, D, P+T]
+        v_h = v.permute([1, 0, 2])  # [P+T, H, D] -> [H, P+T, D]
+        # Dividing by sqrt(D) keeps the dot products' variance near 1 whatever
+        # the head width, so softmax does not saturate.
+        scores = (q_h @ k_h) * (1.0 / math.sqrt(self.head_dim))  # [H, T, P+T]
+        if allowed is not None:
+            # -inf, not a large negative number: softmax gives exactly 0 there.
+            scores = F.where(allowed, scores, float("-inf"))  # [T, P+T] broadcasts over H
+        record("attn.hook_attn_scores", scores)
+        pattern = F.softmax(scores, axis=-1)  # [H, T, P+T], each row sums to 1
+        record("attn.hook_pattern", pattern)
+        z = (pattern @ v_h).permute([1, 0, 2])  # [H, T, D] -> [T, H, D]
+        if head_keep is not None:
+            z = z * head_keep.reshape([1, self.n_head, 1])  # zero ablated heads' outputs
+        record("attn.hook_z", z)
+        merged = z.reshape([-1, self.n_head * self.head_dim])  # [T, H, D] -> [T, E]
+        return self.c_proj(merged)  # [T, E]
+
+
+class MLP(Module):
+    """Two dense layers around a GELU, applied to each position on its own."""
+
+    def __init__(self, config: GPT2Config) -> None:
+        self.c_fc = Conv1D(config.n_embd, config.mlp_dim)  # [E] -> [F]
+        self.c_proj = Conv1D(config.mlp_dim, config.n_embd)  # [F] -> [E]
+
+    def forward(self, x: Tensor, record: Recorder) -> Tensor:
+        pre = self.c_fc(x)  # [T, E] -> [T, F]
+        record("mlp.hook_pre", pre)
+        # GPT-2 was trained with the tanh approximation of GELU ("gelu_new"),
+        # not the exact erf form; the two differ by up to ~1e-3.
+        post = F.gelu(pre, approximate="tanh")  # [T, F]
+        record("mlp.hook_post", post)
+        return self.c_proj(post)  # [T, F] -> [T, E]
+
+
+class Block(Module):
+    """One transformer block: attention then MLP, each added to the residual stream."""
+
+    def __init__(self, config: GPT2Config) -> None:
+        self.ln_1 = LayerNorm(config.n_embd, config.layer_norm_epsilon)
+        self.attn = Attention(config)
+        self.ln_2 = LayerNorm(config.n_embd, config.layer_norm_epsilon)
+        self.mlp = MLP(config)
+
+    def forward(
+        self,
+        x: Tensor,
+        allowed: Tensor | None,
+        head_keep: Tensor | None,
+        record: Recorder,
+        past_k: Tensor | None = None,
+        past_v: Tensor | None = None,
+    ) -> Tensor:
+        record("hook_resid_pre", x)  # [T, E]
+        normalized_1 = self.ln_1(x)
+        record("ln1.hook_normalized", normalized_1)
+        attn_out = self.attn(normalized_1, allowed, head_keep, record, past_k, past_v)
+        record("hook_attn_out", attn_out)
+        x = x + attn_out  # pre-norm residual: the block adds to, never replaces, the stream
+        record("hook_resid_mid", x)
+        normalized_2 = self.ln_2(x)
+        record("ln2.hook_normalized", normalized_2)
+        mlp_out = self.mlp(normalized_2, record)
+        record("hook_mlp_out", mlp_out)
+        x = x + mlp_out
+        record("hook_resid_post", x)
+        return x  # [T, E]
+
+
+def _in_block(record: Recorder, layer: int) -> Recorder:
+    return lambda name, value: record(f"blocks.{layer}.{name}", value)
+
+
+class GPT2Body(Module):
+    """The parameters of GPT-2 (``wte``, ``wpe``, ``h``, ``ln_f``) and the steps both graphs share."""
+
+    def __init__(self, config: GPT2Config) -> None:
+        self.wte = Embedding(config.vocab_size, config.n_embd)
+        self.wpe = Embedding(config.n_positions, config.n_embd)
+        self.h = ModuleList([Block(config) for _ in range(config.n_layer)])
+        self.ln_f = LayerNorm(config.n_embd, config.layer_norm_epsilon)
+        self.n_layer = config.n_layer
+
+    def embed(self, token_ids: Tensor, positions: Tensor, record: Recorder) -> Tensor:
+        token_vectors = self.wte(token_ids)  # [T] -> [T, E]
+        record("hook_embed", token_vectors)
+        position_vectors = self.wpe(positions)  # [T] -> [T, E]
+        record("hook_pos_embed", position_vectors)
+        return token_vectors + position_vectors  # the residual stream starts here
+
+    def unembed(self, x: Tensor, record: Recorder) -> Tensor:
+        normalized = self.ln_f(x)  # [T, E]
+        record("ln_final.hook_normalized", normalized)
+        # The output matrix is tied to wte: the logit of token v is the dot
+        # product with wte row v. wte [V, E] @ x^T [E, T] reads wte in its
+        # stored layout (a transposed copy would add V*E floats per call).
+        return (self.wte.weight @ normalized.transpose(0, 1)).transpose(0, 1)  # [T, V]
+
+
+class GPT2Trace(GPT2Body):
+    """The whole forward pass over a sequence, returning every intermediate.
+
+    Inputs (all runtime values of one compiled graph):
+        token_ids  [T] int64
+        positions  [T] int64, 0..T-1
+        mask_off   [1] float32, 1 switches the causal mask off (every token sees every token)
+        head_keep  [L, H] float32, 0 ablates a head's output, 1 keeps it
+    Returns one tensor per name in :func:`gpt2_max.hooks.trace_keys`, in that order.
+    """
+
+    def forward(
+        self, token_ids: Tensor, positions: Tensor, mask_off: Tensor, head_keep: Tensor
+    ) -> tuple[Tensor, ...]:
+        expected_keys = trace_keys(self.n_layer)
+        recorded: list[Tensor] = []
+
+        def record(name: str, value: Tensor) -> None:
+            # The graph returns a tuple; its order must be trace_keys' order.
+            assert name == expected_keys[len(recorded)], (name, expected_keys[len(recorded)])
+            recorded.append(value)
+
+        x = self.embed(token_ids, positions, record)
+        # Query at position i may read key j when j <= i (the causal mask),
+        # or anywhere when the mask is switched off.
+        causal = F.greater_equal(positions.reshape([-1, 1]), positions.reshape([1, -1]))  # [T, T]
+        allowed = F.logical_or(causal, F.greater(mask_off, 0.5))  # [T, T] bool
+        for layer, block in enumerate(self.h):
+            x = block(x, allowed, head_keep[layer], _in_block(record, layer))
+        record("logits", self.unembed(x, record))  # [T, V]
+        return tuple(recorded)
+
+
+class GPT2DecodeStep(GPT2Body):
+    """One generation step: a new token plus the cache of earlier keys and values.
+
+    Inputs:
+        token_id  [1] int64, the newest token
+        position  [1] int64, its position (= P, the cache length)
+        past_kv   [P, L, 2, H, D] float32, keys (index 0) and values (1) of
+                  the P earlier tokens, time-major so that the first P rows of a
+                  preallocated cache are one contiguous block (no copy to pass)
+    Returns:
+        logits    [1, V] for the next token
+        new_kv    [1, L, 2, H, D], this token's keys and values, to append to the cache
+    """
+
+    def forward(self, token_id: Tensor, position: Tensor, past_kv: Tensor) -> tuple[Tensor, Tensor]:
+        new_rows: list[Tensor] = []
+
+        def keep_kv(name: str, value: Tensor) -> None:
+            if name.endswith(("attn.hook_k", "attn.hook_v")):
+                new_rows.append(value)  # [1, H, D]
+
+        x = self.embed(token_id, position, ignore)  # [1, E]
+        for layer, block in enumerate(self.h):
+            past_k = past_kv[:, layer, 0]  # [P, H, D]
+            past_v = past_kv[:, layer, 1]  # [P, H, D]
+            # One query that may see every cached key: no mask is needed.
+            x = block(x, None, None, keep_kv, past_k, past_v)
+        logits = self.unembed(x, ignore)  # [1, V]
+        per_layer = [
+            F.stack([new_rows[2 * layer], new_rows[2 * layer + 1]], axis=1)  # [1, 2, H, D]
+            for layer in range(self.n_layer)
+        ]
+        return logits, F.stack(per_layer, axis=1)  # [1, L, 2, H, D]
