@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from types import MappingProxyType
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
 from gpt2_max.config import GPT2Config
 from gpt2_max.engine import CompiledGPT2
 from gpt2_max.errors import InputError
+from gpt2_max.generate import Generation, generate, stream
+from gpt2_max.sampling import SampleStep, SamplingSettings
 from gpt2_max.tokenizer import Tokenizer
 from gpt2_max.weights import DEFAULT_MODEL, Checkpoint, load_weights, locate
 
@@ -27,10 +30,9 @@ class GPT2:
         started = time.perf_counter()
         self.engine = CompiledGPT2(self.config, weights)
         self.compile_seconds = time.perf_counter() - started
-        # The token-embedding matrix [V, E], shared with the graphs (no copy),
-        # for the Embed tab's nearest-neighbour view.
-        self.wte = weights["wte.weight"]
-        self.wpe = weights["wpe.weight"]
+        # Read-only views of the checkpoint's arrays, shared with the graphs
+        # (no copy): wte [V, E] for nearest-token search, ln_f for the logit lens.
+        self.weights: Mapping[str, np.ndarray] = MappingProxyType(dict(weights))
 
     def check_token_ids(self, token_ids: Sequence[int]) -> np.ndarray:
         """Validates ids for a forward pass: 1..n_positions of them, each in the vocabulary."""
@@ -86,8 +88,27 @@ class GPT2:
         ids = self.check_token_ids(token_ids)
         return self.engine.run_trace(ids, mask_off=not causal, head_keep=self.head_keep(ablate))
 
-    def encode(self, text: str) -> list[int]:
-        return self.tokenizer.encode(text)
+    def generate(
+        self,
+        prompt_or_ids: str | Sequence[int],
+        max_new_tokens: int = 32,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        seed: int | None = None,
+    ) -> Generation:
+        """Generates text with the KV cache; see :mod:`gpt2_max.sampling` for the filters' order."""
+        return generate(self, prompt_or_ids, max_new_tokens, temperature, top_k, top_p, seed)
+
+    def stream(
+        self,
+        prompt_ids: Sequence[int],
+        max_new_tokens: int,
+        settings: SamplingSettings,
+        keep_logits: bool = False,
+    ) -> Iterator[SampleStep]:
+        """Yields each generated step as it is made (its return value is the stop reason)."""
+        return stream(self, prompt_ids, max_new_tokens, settings, keep_logits)
 
 
 def load(repo_id_or_dir: str = DEFAULT_MODEL) -> GPT2:

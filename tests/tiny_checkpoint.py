@@ -94,12 +94,15 @@ def write_hub_cache(
 
 
 def write_save_pretrained(
-    directory: Path, config: GPT2Config = TINY_CONFIG, seed: int = TINY_SEED
+    directory: Path,
+    config: GPT2Config = TINY_CONFIG,
+    seed: int = TINY_SEED,
+    weights: dict[str, np.ndarray] | None = None,
 ) -> Path:
     """Writes a checkpoint the way ``save_pretrained`` does (``transformer.`` prefix)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    weights = tiny_weights(config, seed)
+    weights = tiny_weights(config, seed) if weights is None else weights
     tensors = {f"transformer.{name}": value for name, value in weights.items()}
     tensors["lm_head.weight"] = weights["wte.weight"].copy()  # tied to wte
     save_file(tensors, str(directory / "model.safetensors"), metadata={"format": "pt"})

@@ -1,0 +1,125 @@
+"""GPT-2 Explorer on MAX: type text, watch GPT-2 process it stage by stage.
+
+    python app.py [--model ID_OR_DIR] [--port N] [--share]
+
+One prompt and one Run feed all eight tabs from one trace of the compiled MAX
+graph; each tab re-renders from that cached trace when its own controls change.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+
+os.environ.setdefault("MODULAR_TELEMETRY_ENABLED", "0")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+import gradio as gr  # noqa: E402
+
+from components import (  # noqa: E402
+    tab_attention,
+    tab_blocks,
+    tab_embed,
+    tab_logits,
+    tab_mask,
+    tab_mlp,
+    tab_sample,
+    tab_tokenize,
+)
+from components.common import AppContext, guarded  # noqa: E402
+from components.run import PRECOMPUTED, ExplorerService  # noqa: E402
+from components.settings import Settings  # noqa: E402
+
+TABS = (tab_tokenize, tab_embed, tab_mask, tab_attention, tab_mlp, tab_blocks, tab_logits, tab_sample)
+
+# Chosen for teaching: each shows one behaviour clearly.
+EXAMPLES = [
+    "The cat sat on the mat. The cat sat on the",  # repeated phrase: induction-like attention
+    "The capital of France is",  # an obvious next word
+    "def add(a, b):\n    return a +",  # code
+    "1, 2, 3, 4, 5, 6, 7,",  # numbers
+    "Le chat est assis sur le tapis.",  # not English
+    "When Mary and John went to the store, John gave a drink to",  # indirect object
+]
+
+HEADER = """# GPT-2 Explorer on MAX
+Every number below is computed by GPT-2 written in Modular's MAX, on your text: one compiled graph records
+every intermediate tensor. Work through the tabs left to right, from text to the next token."""
+
+
+def run_note(run) -> str:
+    if run.source == PRECOMPUTED:
+        origin = "**Precomputed** trace of this example (shown while the model loads)."
+    else:
+        extra = " · causal mask **off**" if not run.causal else ""
+        origin = f"**Live** trace: {run.n_tokens} tokens, MAX graph time {run.seconds * 1000:.0f} ms{extra}."
+    return origin + (f"\n\n⚠️ {run.notice}" if run.notice else "")
+
+
+def build_app(service: ExplorerService) -> gr.Blocks:
+    settings = service.settings
+    with gr.Blocks(title="GPT-2 Explorer on MAX") as demo:
+        gr.Markdown(HEADER)
+        status = gr.Markdown(service.status_markdown(), elem_id="model-status")
+        prompt = gr.Textbox(
+            label="Prompt",
+            value=EXAMPLES[0],
+            lines=3,
+            max_lines=12,
+            elem_id="prompt",
+        )
+        with gr.Row():
+            run_button = gr.Button("Run", variant="primary", elem_id="run-button")
+        gr.Examples(EXAMPLES, inputs=prompt, label="Examples for teaching")
+        note = gr.Markdown(elem_id="run-note")
+        state = gr.State(None)
+        ctx = AppContext(service=service, state=state)
+        with gr.Tabs():
+            for tab in TABS:
+                tab.build(ctx)
+
+        @guarded("keep", "text")
+        def start_run(text):
+            run = service.run(text)
+            return run.request, run_note(run)
+
+        for trigger in (run_button.click, prompt.submit):
+            event = trigger(
+                start_run,
+                [prompt],
+                [state, note],
+                concurrency_limit=settings.concurrency_limit,
+                concurrency_id="model",
+            )
+            for fn, inputs, outputs in ctx.run_listeners:
+                event.then(fn, inputs, outputs, concurrency_limit=settings.concurrency_limit, concurrency_id="model")
+
+        # The status line follows the background load, then stops polling.
+        timer = gr.Timer(2.0)
+
+        def poll():
+            return service.status_markdown(), gr.Timer(active=not service.wait_until_loaded(0))
+
+        timer.tick(poll, None, [status, timer], queue=False)
+    demo.queue(default_concurrency_limit=settings.concurrency_limit, max_size=settings.max_queue)
+    return demo
+
+
+def main() -> None:
+    settings = Settings.from_env()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=settings.model, help="Hub repo id or local directory (host's choice)")
+    parser.add_argument("--port", type=int, default=None, help="default: Gradio's (7860)")
+    parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
+    parser.add_argument("--share", action="store_true", help="also open a public Gradio link")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    service = ExplorerService(settings, args.model)
+    service.start_loading()
+    demo = build_app(service)
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share, show_error=False)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,157 @@
+"""Figure builders shared by the tabs: numpy in, ``plotly.graph_objects.Figure`` out.
+
+They know nothing of Gradio or MAX. Conventions:
+- sequential 0..1 (probabilities, attention): Viridis, readable by colour-blind users;
+- signed values (activations, embeddings): RdBu diverging with its midpoint at 0;
+- token text on the axes and in every hover;
+- ``-inf`` (masked cells) becomes NaN, drawn as a gap, never sent as JSON infinity;
+- every figure has an explicit height (some Gradio versions draw height-less ones at 0).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+
+SEQUENTIAL = "Viridis"
+DIVERGING = "RdBu"
+DEFAULT_HEIGHT = 420
+FONT = dict(size=14)
+
+
+def finite(values: np.ndarray) -> np.ndarray:
+    """float64 copy with +-inf and NaN as NaN (Plotly shows a gap; JSON stays valid)."""
+    out = np.asarray(values, dtype=np.float64).copy()
+    out[~np.isfinite(out)] = np.nan
+    return out
+
+
+def layout(fig: go.Figure, title: str, height: int = DEFAULT_HEIGHT, **extra) -> go.Figure:
+    fig.update_layout(
+        title=dict(text=title, font=dict(size=16)),
+        height=height,
+        margin=dict(l=60, r=20, t=60, b=60),
+        font=FONT,
+        template="plotly_white",
+        **extra,
+    )
+    return fig
+
+
+def heatmap(
+    values: np.ndarray,
+    x_labels: Sequence[str],
+    y_labels: Sequence[str],
+    title: str,
+    *,
+    x_title: str = "",
+    y_title: str = "",
+    value_name: str = "value",
+    diverging: bool = False,
+    zmin: float | None = None,
+    zmax: float | None = None,
+    height: int = DEFAULT_HEIGHT,
+    hover_text: np.ndarray | None = None,
+) -> go.Figure:
+    """A labelled heatmap; rows are ``y_labels`` (top to bottom), columns ``x_labels``."""
+    z = finite(values)
+    kwargs = {}
+    if diverging:
+        bound = float(np.nanmax(np.abs(z))) if np.isfinite(z).any() else 1.0
+        kwargs = dict(zmid=0.0, zmin=-bound if zmin is None else zmin, zmax=bound if zmax is None else zmax)
+    else:
+        if zmin is not None:
+            kwargs["zmin"] = zmin
+        if zmax is not None:
+            kwargs["zmax"] = zmax
+    hover = f"{y_title or 'row'}: %{{y}}<br>{x_title or 'column'}: %{{x}}<br>{value_name}: %{{z:.4g}}"
+    if hover_text is not None:
+        kwargs["text"] = hover_text
+        hover += "<br>%{text}"
+    fig = go.Figure(
+        go.Heatmap(
+            z=z,
+            x=list(x_labels),
+            y=list(y_labels),
+            colorscale=DIVERGING if diverging else SEQUENTIAL,
+            hovertemplate=hover + "<extra></extra>",
+            hoverongaps=False,
+            **kwargs,
+        )
+    )
+    layout(fig, title, height)
+    fig.update_xaxes(title=x_title, type="category", tickangle=-45)
+    fig.update_yaxes(title=y_title, type="category", autorange="reversed")
+    return fig
+
+
+def bars(
+    labels: Sequence[str],
+    values: Sequence[float],
+    title: str,
+    *,
+    value_name: str = "value",
+    horizontal: bool = True,
+    height: int = DEFAULT_HEIGHT,
+    hover_extra: Sequence[str] | None = None,
+) -> go.Figure:
+    """Bars, most important first (top when horizontal)."""
+    hover = f"%{{{'y' if horizontal else 'x'}}}<br>{value_name}: %{{{'x' if horizontal else 'y'}:.4g}}"
+    kwargs = {}
+    if hover_extra is not None:
+        kwargs["text"] = list(hover_extra)
+        kwargs["textposition"] = "none"
+        hover += "<br>%{text}"
+    trace = go.Bar(
+        x=list(values) if horizontal else list(labels),
+        y=list(labels) if horizontal else list(values),
+        orientation="h" if horizontal else "v",
+        marker_color="#3b6fb6",
+        hovertemplate=hover + "<extra></extra>",
+        **kwargs,
+    )
+    fig = go.Figure(trace)
+    layout(fig, title, height)
+    if horizontal:
+        fig.update_yaxes(type="category", autorange="reversed")
+        fig.update_xaxes(title=value_name)
+    else:
+        fig.update_xaxes(type="category", tickangle=-45)
+        fig.update_yaxes(title=value_name)
+    return fig
+
+
+def lines(
+    x: Sequence,
+    series: dict[str, Sequence[float]],
+    title: str,
+    *,
+    x_title: str = "",
+    y_title: str = "",
+    height: int = DEFAULT_HEIGHT,
+    hover_text: dict[str, Sequence[str]] | None = None,
+) -> go.Figure:
+    """One line per series over shared x values."""
+    fig = go.Figure()
+    for name, ys in series.items():
+        extra = {}
+        hover = f"{name}<br>{x_title or 'x'}: %{{x}}<br>{y_title or 'y'}: %{{y:.4g}}"
+        if hover_text and name in hover_text:
+            extra["text"] = list(hover_text[name])
+            hover += "<br>%{text}"
+        fig.add_trace(go.Scatter(x=list(x), y=list(ys), mode="lines+markers", name=name, hovertemplate=hover + "<extra></extra>", **extra))
+    layout(fig, title, height)
+    fig.update_xaxes(title=x_title)
+    fig.update_yaxes(title=y_title)
+    return fig
+
+
+def message_figure(text: str, height: int = 200) -> go.Figure:
+    """A blank figure that says why there is nothing to plot yet."""
+    fig = go.Figure()
+    fig.add_annotation(text=text, showarrow=False, font=dict(size=16), xref="paper", yref="paper", x=0.5, y=0.5)
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    return layout(fig, "", height)

@@ -1,0 +1,54 @@
+"""Host settings, read from the environment in one place."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from gpt2_max.weights import DEFAULT_MODEL
+
+GPT2_FAMILY = (
+    "openai-community/gpt2",
+    "openai-community/gpt2-medium",
+    "openai-community/gpt2-large",
+    "openai-community/gpt2-xl",
+    "distilbert/distilgpt2",
+)
+
+
+def _int(name: str, default: int, low: int, high: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    value = int(raw) if raw.lstrip("-").isdigit() else default
+    return max(low, min(high, value))
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the host allows. Every field has an environment variable (GPT2_EXPLORER_*)."""
+
+    model: str = DEFAULT_MODEL  # loaded at start (--model overrides)
+    allowed_models: tuple[str, ...] = GPT2_FAMILY  # the only models a browser may ask for
+    max_prompt_tokens: int = 256  # longer prompts are cut to this, and the page says so
+    max_prompt_chars: int = 20_000  # longer pastes are refused before tokenizing
+    max_new_tokens: int = 64  # the Sample tab's ceiling
+    max_sample_draws: int = 500  # "sample N times" ceiling
+    concurrency_limit: int = 2  # model runs at once (2 cores)
+    max_queue: int = 64  # waiting requests beyond this get "busy, try again"
+    trace_cache_mb: int = 1024  # server-side memory for cached traces (LRU)
+    examples_dir: str = field(default="examples")  # precomputed example traces
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        allowed = os.environ.get("GPT2_EXPLORER_ALLOWED_MODELS", "")
+        return cls(
+            model=os.environ.get("GPT2_EXPLORER_MODEL", DEFAULT_MODEL),
+            allowed_models=tuple(m.strip() for m in allowed.split(",") if m.strip()) or GPT2_FAMILY,
+            max_prompt_tokens=_int("GPT2_EXPLORER_MAX_PROMPT_TOKENS", 256, 1, 1024),
+            max_prompt_chars=_int("GPT2_EXPLORER_MAX_PROMPT_CHARS", 20_000, 1, 1_000_000),
+            max_new_tokens=_int("GPT2_EXPLORER_MAX_NEW_TOKENS", 64, 1, 1024),
+            max_sample_draws=_int("GPT2_EXPLORER_MAX_SAMPLE_DRAWS", 500, 1, 10_000),
+            concurrency_limit=_int("GPT2_EXPLORER_CONCURRENCY", 2, 1, 64),
+            max_queue=_int("GPT2_EXPLORER_MAX_QUEUE", 64, 1, 10_000),
+            trace_cache_mb=_int("GPT2_EXPLORER_TRACE_CACHE_MB", 1024, 16, 65_536),
+            examples_dir=os.environ.get("GPT2_EXPLORER_EXAMPLES_DIR", "examples"),
+        )

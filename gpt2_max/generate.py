@@ -1,0 +1,107 @@
+"""Text generation with a key/value cache: prefill once, then one small decode step per token.
+
+Prefill runs the trace graph over the prompt (it returns every layer's keys
+and values, ``blocks.{i}.attn.hook_k`` / ``hook_v``) and copies them into a
+cache preallocated for the model's whole context. Each later token runs the
+decode-step graph on that token and the cache's first P rows, so a step costs
+one pass over the weights however long the text is, instead of replaying the
+whole sequence as the MAX tutorial does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from gpt2_max.errors import InputError
+from gpt2_max.sampling import SampleStep, SamplingSettings, choose
+
+STOP_END_OF_TEXT = "end_of_text"  # the model chose <|endoftext|>
+STOP_MAX_TOKENS = "max_new_tokens"  # the requested number of tokens was reached
+STOP_CONTEXT_FULL = "context_full"  # the sequence filled the model's n_positions
+
+
+@dataclass
+class Generation:
+    """What one call to ``generate`` made."""
+
+    prompt_ids: list[int]
+    ids: list[int] = field(default_factory=list)  # the new tokens only
+    text: str = ""  # the new tokens decoded
+    steps: list[SampleStep] = field(default_factory=list)
+    stop_reason: str = ""
+
+
+def stream(
+    model,
+    prompt_ids: Sequence[int],
+    max_new_tokens: int,
+    settings: SamplingSettings,
+    keep_logits: bool = False,
+) -> Iterator[SampleStep]:
+    """Yields one :class:`SampleStep` per new token. The generator's return value is the stop reason."""
+    if not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 1:
+        raise InputError("max_new_tokens must be a whole number >= 1")
+    prompt = model.check_token_ids(prompt_ids)
+    config = model.config
+    if len(prompt) >= config.n_positions:
+        raise InputError(
+            f"the prompt fills the whole context ({config.n_positions} tokens); "
+            "there is no room for a new token"
+        )
+    rng = np.random.default_rng(settings.seed)
+    keep_all = np.ones((config.n_layer, config.n_head), dtype=np.float32)
+    prefill = model.engine.run_trace(prompt, mask_off=False, head_keep=keep_all)
+    # [n_positions, L, 2, H, D]: time-major, so cache[:P] is one contiguous block.
+    cache = np.empty(
+        (config.n_positions, config.n_layer, 2, config.n_head, config.head_dim), dtype=np.float32
+    )
+    length = len(prompt)
+    for layer in range(config.n_layer):
+        cache[:length, layer, 0] = prefill[f"blocks.{layer}.attn.hook_k"]  # [T, H, D]
+        cache[:length, layer, 1] = prefill[f"blocks.{layer}.attn.hook_v"]
+    logits = prefill["logits"][-1]  # [V] next-token logits after the prompt
+    del prefill
+    produced = 0
+    while True:
+        step = choose(logits, settings, rng, position=length)
+        if keep_logits:
+            step = SampleStep(**{**step.__dict__, "logits": np.array(logits)})
+        yield step
+        produced += 1
+        if step.token_id == model.tokenizer.eot_id:
+            return STOP_END_OF_TEXT
+        if produced >= max_new_tokens:
+            return STOP_MAX_TOKENS
+        if length + 1 >= config.n_positions:  # prompt + new tokens fill the context
+            return STOP_CONTEXT_FULL
+        logits, new_kv = model.engine.run_decode(step.token_id, cache[:length])
+        cache[length] = new_kv  # [L, 2, H, D]
+        length += 1
+
+
+def generate(
+    model,
+    prompt: str | Sequence[int],
+    max_new_tokens: int = 32,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    seed: int | None = None,
+) -> Generation:
+    """Generates up to ``max_new_tokens`` after ``prompt`` (text or token ids)."""
+    prompt_ids = model.tokenizer.encode(prompt) if isinstance(prompt, str) else list(prompt)
+    settings = SamplingSettings(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
+    result = Generation(prompt_ids=prompt_ids)
+    steps = stream(model, prompt_ids, max_new_tokens, settings)
+    while True:
+        try:
+            result.steps.append(next(steps))
+        except StopIteration as stop:
+            result.stop_reason = stop.value
+            break
+    result.ids = [step.token_id for step in result.steps]
+    result.text = model.tokenizer.decode(result.ids)
+    return result

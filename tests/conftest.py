@@ -1,0 +1,65 @@
+"""Shared fixtures: a tiny checkpoint in a private Hugging Face cache, loaded once per session.
+
+The cache directory and HF_HUB_OFFLINE are set before anything imports
+huggingface_hub, so every test loads through the same ``hf_hub_download`` call
+a real download uses, and none can reach the network.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))
+
+HUB_CACHE = Path(tempfile.mkdtemp(prefix="explorer-hub-cache-"))
+os.environ["HF_HUB_CACHE"] = str(HUB_CACHE)
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["MODULAR_TELEMETRY_ENABLED"] = "0"
+
+import pytest  # noqa: E402
+
+from tiny_checkpoint import TINY_REPO_ID, write_hub_cache  # noqa: E402
+
+write_hub_cache(HUB_CACHE)
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    """The tiny model loaded by repo id from the Hub cache: one compile for the whole suite."""
+    import gpt2_max
+
+    return gpt2_max.load(TINY_REPO_ID)
+
+
+@pytest.fixture(scope="session")
+def tiny_weights_by_name():
+    from tiny_checkpoint import tiny_weights
+
+    return tiny_weights()
+
+
+EXAMPLE_TEXT = "The cat sat on the mat. The cat sat on the"
+
+
+@pytest.fixture(scope="session")
+def explorer_service(tiny_model, tmp_path_factory):
+    """The app's service around the already-compiled tiny model (no second compile)."""
+    from components.run import ExplorerService
+    from components.settings import Settings
+
+    settings = Settings(model=TINY_REPO_ID, examples_dir=str(tmp_path_factory.mktemp("examples")))
+    service = ExplorerService(settings, TINY_REPO_ID)
+    service.model = tiny_model
+    service._loaded.set()
+    return service
+
+
+@pytest.fixture(scope="session")
+def tiny_run(explorer_service):
+    """A live Run of the tiny model on a teaching example (15 tokens, repeated phrase)."""
+    return explorer_service.run(EXAMPLE_TEXT)

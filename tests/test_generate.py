@@ -1,0 +1,170 @@
+"""Generation with the KV cache: equal to full recomputation, to transformers, and sampling's rules."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gpt2_max.errors import InputError
+from gpt2_max.generate import STOP_CONTEXT_FULL, STOP_END_OF_TEXT, STOP_MAX_TOKENS
+from gpt2_max.sampling import SamplingSettings, filtered_distribution, softmax
+from tiny_checkpoint import TINY_CONFIG
+
+GOLDENS = np.load(Path(__file__).parent / "goldens" / "hf_tiny_gpt2.npz")
+# The decode step sums attention over the cache in a different order from the
+# full-sequence graph (one query row vs a [T, T] matmul); float32 rounding of
+# logits of order 0.1-1 stays below 1e-5 (measured ~1e-6).
+CACHED_LOGITS_ATOL = 1e-5
+CACHED_LOGITS_RTOL = 1e-5
+
+
+def test_greedy_equals_the_argmax_path_of_full_traces(tiny_model):
+    prompt = tiny_model.tokenizer.encode("The cat sat on the mat because")
+    result = tiny_model.generate(prompt, max_new_tokens=12, temperature=0.0)
+    assert len(result.ids) == 12 and result.stop_reason == STOP_MAX_TOKENS
+    sequence = list(prompt)
+    for step, token in zip(result.steps, result.ids, strict=True):
+        full = tiny_model.trace(sequence)["logits"][-1]
+        assert int(np.argmax(full)) == token
+        assert step.position == len(sequence)
+        sequence.append(token)
+    assert result.text == tiny_model.tokenizer.decode(result.ids)
+
+
+@pytest.mark.parametrize("prompt", ["a", "b"])
+def test_greedy_equals_transformers_generate(tiny_model, prompt):
+    ids = GOLDENS[f"{prompt}.input_ids"].tolist()
+    expected = GOLDENS[f"{prompt}.greedy_ids"].tolist()
+    result = tiny_model.generate(ids, max_new_tokens=len(expected), temperature=0.0)
+    assert result.ids == expected
+
+
+def test_cached_decode_logits_equal_full_recompute(tiny_model):
+    prompt = tiny_model.tokenizer.encode("Once upon a time, in a land far away")
+    settings = SamplingSettings(temperature=1.0, seed=7)  # sampled, so tokens vary
+    steps = list(tiny_model.stream(prompt, 10, settings, keep_logits=True))
+    sequence = list(prompt)
+    for step in steps:
+        full = tiny_model.trace(sequence)["logits"][-1]
+        np.testing.assert_allclose(step.logits, full, atol=CACHED_LOGITS_ATOL, rtol=CACHED_LOGITS_RTOL)
+        sequence.append(step.token_id)
+
+
+def test_a_fixed_seed_repeats_and_another_seed_differs(tiny_model):
+    prompt = tiny_model.tokenizer.encode("Numbers:")
+    first = tiny_model.generate(prompt, max_new_tokens=8, temperature=1.5, seed=11)
+    again = tiny_model.generate(prompt, max_new_tokens=8, temperature=1.5, seed=11)
+    other = tiny_model.generate(prompt, max_new_tokens=8, temperature=1.5, seed=12)
+    assert first.ids == again.ids
+    assert first.ids != other.ids
+
+
+def test_generation_stops_when_the_context_is_full(tiny_model):
+    prompt = [464] * (TINY_CONFIG.n_positions - 3)
+    result = tiny_model.generate(prompt, max_new_tokens=50, temperature=0.0)
+    assert len(result.ids) == 3 and result.stop_reason == STOP_CONTEXT_FULL
+    with pytest.raises(InputError, match="no room"):
+        tiny_model.generate([464] * TINY_CONFIG.n_positions, max_new_tokens=1)
+
+
+def test_generation_stops_at_end_of_text(tmp_path):
+    """A checkpoint rigged so <|endoftext|> is always the most likely token.
+
+    With ln_f's scale at 0 the final vector is ln_f's bias b at every position,
+    so logit v = wte[v] . b; putting 10 b in wte's row 50256 makes that logit
+    10 |b|^2 ~ 0.26 while the others are ~N(0, 0.003). Same shapes, so the
+    compiled graphs are reused.
+    """
+    import gpt2_max
+    from tiny_checkpoint import tiny_weights, write_save_pretrained
+
+    weights = tiny_weights()
+    weights["ln_f.weight"][:] = 0.0
+    weights["wte.weight"][50256] = 10.0 * weights["ln_f.bias"]
+    model = gpt2_max.load(str(write_save_pretrained(tmp_path / "eot", weights=weights)))
+    result = model.generate("Hello", max_new_tokens=10, temperature=0.0)
+    assert result.ids == [50256] and result.stop_reason == STOP_END_OF_TEXT
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"temperature": -1.0}, "temperature"),
+        ({"temperature": float("nan")}, "temperature"),
+        ({"top_k": -2}, "top_k"),
+        ({"top_p": 0.0}, "top_p"),
+        ({"top_p": 1.5}, "top_p"),
+        ({"seed": -5}, "seed"),
+        ({"max_new_tokens": 0}, "max_new_tokens"),
+    ],
+)
+def test_bad_sampling_settings_are_refused(tiny_model, kwargs, message):
+    with pytest.raises(InputError, match=message):
+        tiny_model.generate("Hi", **kwargs)
+
+
+LOGITS = np.random.default_rng(0).normal(size=1000) * 3.0
+
+
+@pytest.mark.parametrize("k", [1, 5, 40])
+def test_top_k_keeps_exactly_k(k):
+    probs = filtered_distribution(LOGITS, SamplingSettings(temperature=1.0, top_k=k))
+    assert np.count_nonzero(probs) == k
+    assert set(np.flatnonzero(probs)) == set(np.argsort(-LOGITS)[:k])
+    assert probs.sum() == pytest.approx(1.0, abs=1e-12)
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5, 0.9, 0.99])
+def test_top_p_keeps_the_smallest_set_reaching_p(p):
+    probs = filtered_distribution(LOGITS, SamplingSettings(temperature=1.0, top_p=p))
+    raw = softmax(LOGITS)
+    order = np.argsort(-raw)
+    kept = np.count_nonzero(probs)
+    assert set(np.flatnonzero(probs)) == set(order[:kept])
+    assert raw[order[:kept]].sum() >= p - 1e-12  # reaches p
+    assert raw[order[: kept - 1]].sum() < p  # one fewer would not
+    assert probs.sum() == pytest.approx(1.0, abs=1e-12)
+
+
+def test_top_k_then_top_p_together():
+    settings = SamplingSettings(temperature=0.7, top_k=10, top_p=0.8)
+    probs = filtered_distribution(LOGITS, settings)
+    after_k = filtered_distribution(LOGITS, SamplingSettings(temperature=0.7, top_k=10))
+    order = np.argsort(-after_k)
+    kept = np.count_nonzero(probs)
+    assert kept <= 10
+    assert after_k[order[:kept]].sum() >= 0.8 - 1e-12
+    assert after_k[order[: kept - 1]].sum() < 0.8
+
+
+def test_temperature_zero_and_near_zero_give_the_argmax():
+    best = int(np.argmax(LOGITS))
+    greedy = filtered_distribution(LOGITS, SamplingSettings(temperature=0.0))
+    assert greedy[best] == 1.0 and np.count_nonzero(greedy) == 1
+    cold = filtered_distribution(LOGITS, SamplingSettings(temperature=1e-3))
+    assert cold[best] > 0.999999
+
+
+def test_high_temperature_flattens():
+    hot = filtered_distribution(LOGITS, SamplingSettings(temperature=50.0))
+    assert hot.max() < 2.0 / len(LOGITS)
+
+
+def test_cli_generate_and_trace(tmp_path, capsys, tiny_model):
+    from gpt2_max.__main__ import main
+    from tiny_checkpoint import TINY_REPO_ID
+
+    assert main(["generate", "Hello", "--model", TINY_REPO_ID, "--max-new-tokens", "5", "--temperature", "0"]) == 0
+    printed = capsys.readouterr().out
+    expected = tiny_model.generate("Hello", max_new_tokens=5, temperature=0.0)
+    assert printed == "Hello" + expected.text + "\n"
+    out = tmp_path / "trace.npz"
+    assert main(["trace", "Hello world", "--model", TINY_REPO_ID, "--out", str(out), "--ablate", "0:1"]) == 0
+    saved = np.load(out)
+    reference = tiny_model.trace([15496, 995], ablate=[(0, 1)])
+    np.testing.assert_array_equal(saved["token_ids"], [15496, 995])
+    np.testing.assert_array_equal(saved["logits"], reference["logits"])
+    assert main(["trace", "x", "--model", "/no/such/dir"]) == 2
+    assert "no directory" in capsys.readouterr().err
