@@ -115,7 +115,7 @@ def main() -> None:
     parser.add_argument("--share", action="store_true", help="also open a public Gradio link")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    service = ExplorerService(settings, args.model)
+    service = ExplorerService(settings, args.model, tuple(EXAMPLES))
     service.start_loading()
     demo = build_app(service)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, show_error=False)

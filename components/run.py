@@ -10,6 +10,7 @@ request on the next view.
 from __future__ import annotations
 
 import hashlib
+import logging
 import threading
 import time
 from collections import OrderedDict
@@ -23,6 +24,8 @@ from gpt2_max.errors import ExplorerError, InputError
 from gpt2_max.tokenizer import Token, Tokenizer
 
 from components.settings import Settings
+
+log = logging.getLogger("explorer")
 
 LIVE = "live"
 PRECOMPUTED = "precomputed"
@@ -119,9 +122,12 @@ def example_path(examples_dir: str | Path, model_name: str, text: str) -> Path:
 class ExplorerService:
     """Loads the model in the background and turns requests into Runs."""
 
-    def __init__(self, settings: Settings, model_name: str | None = None) -> None:
+    def __init__(self, settings: Settings, model_name: str | None = None, examples: tuple[str, ...] = ()) -> None:
         self.settings = settings
         self.model_name = model_name or settings.model
+        self.examples = tuple(examples)
+        # Committed examples first, then ones this host saved after an earlier start.
+        self.example_dirs = (Path(settings.examples_dir), Path(settings.cache_dir) / "examples")
         self.tokenizer = Tokenizer()
         self.store = TraceStore(settings.trace_cache_mb * 1024 * 1024)
         self.model = None
@@ -149,6 +155,19 @@ class ExplorerService:
             self.load_error = f"the model could not be loaded ({type(error).__name__}: {error})"
         self.load_seconds = time.perf_counter() - started
         self._loaded.set()
+        if self.model is not None:
+            self.save_examples()
+
+    def save_examples(self) -> None:
+        """Saves live traces of the examples, so the next start of this host has them at once."""
+        for text in self.examples:
+            if self.precomputed(text) is not None:
+                continue
+            try:
+                run = self.run(text)
+                save_example(example_path(self.example_dirs[-1], self.model_name, run.text), run)
+            except (OSError, ExplorerError) as error:
+                log.warning("could not save example %r: %s", text[:40], error)
 
     def wait_until_loaded(self, timeout: float | None = None) -> bool:
         return self._loaded.wait(timeout)
@@ -258,8 +277,9 @@ class ExplorerService:
         )
 
     def precomputed(self, text: str) -> Run | None:
-        path = example_path(self.settings.examples_dir, self.model_name, text)
-        if not path.is_file():
+        paths = [example_path(d, self.model_name, text) for d in self.example_dirs]
+        path = next((p for p in paths if p.is_file()), None)
+        if path is None:
             return None
         with np.load(path) as data:
             arrays = {k: data[k] for k in data.files}

@@ -35,7 +35,8 @@ class Settings:
     concurrency_limit: int = 2  # model runs at once (2 cores)
     max_queue: int = 64  # waiting requests beyond this get "busy, try again"
     trace_cache_mb: int = 1024  # server-side memory for cached traces (LRU)
-    examples_dir: str = field(default="examples")  # precomputed example traces
+    examples_dir: str = "examples"  # precomputed example traces committed with the app
+    cache_dir: str = field(default_factory=lambda: os.path.expanduser("~/.cache/gpt2-explorer"))
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -51,4 +52,5 @@ class Settings:
             max_queue=_int("GPT2_EXPLORER_MAX_QUEUE", 64, 1, 10_000),
             trace_cache_mb=_int("GPT2_EXPLORER_TRACE_CACHE_MB", 1024, 16, 65_536),
             examples_dir=os.environ.get("GPT2_EXPLORER_EXAMPLES_DIR", "examples"),
+            cache_dir=os.environ.get("GPT2_EXPLORER_CACHE_DIR", os.path.expanduser("~/.cache/gpt2-explorer")),
         )

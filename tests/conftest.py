@@ -52,7 +52,11 @@ def explorer_service(tiny_model, tmp_path_factory):
     from components.run import ExplorerService
     from components.settings import Settings
 
-    settings = Settings(model=TINY_REPO_ID, examples_dir=str(tmp_path_factory.mktemp("examples")))
+    settings = Settings(
+        model=TINY_REPO_ID,
+        examples_dir=str(tmp_path_factory.mktemp("examples")),
+        cache_dir=str(tmp_path_factory.mktemp("explorer-cache")),
+    )
     service = ExplorerService(settings, TINY_REPO_ID)
     service.model = tiny_model
     service._loaded.set()

@@ -1,0 +1,293 @@
+"""Attention: one head's pattern, every head at a glance, a position's q/k/v, and ablating a head."""
+
+from __future__ import annotations
+
+import gradio as gr
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from gpt2_max.hooks import block_key
+from gpt2_max.modules import Attention
+
+from components.common import NO_RUN, AppContext, clamp, export_npz, guarded, intro, source_block
+from components.plots import SEQUENTIAL, heatmap, layout, message_figure
+from components.run import Run
+from components.tab_embed import md_text, unique_labels
+from components.tab_mask import fmt_p, probabilities
+
+TOP_NEXT = 10
+# Each small multiple is drawn at most GRID_BINS x GRID_BINS cells (longer inputs are
+# averaged over blocks of positions), so 12 x 12 heads stay light in the browser.
+GRID_BINS = 32
+# Okabe-Ito blue and orange: distinguishable with every common colour-vision deficiency.
+BEFORE_COLOUR = "#0072B2"
+AFTER_COLOUR = "#E69F00"
+NEEDS_MODEL = "Ablating a head runs the model again, which needs the live model; it is still loading (or unavailable)."
+
+INTRO = intro(
+    "4 · Attention",
+    "In every block each head projects each position's vector to a query, a key and a value (D = E/H numbers "
+    "each; 64 in GPT-2 small). A query's scaled dot products with the keys it may read, after the mask and a "
+    "softmax, give that head's attention pattern: how much of each readable position's value (its own and "
+    "earlier ones') it mixes into this position. Heads learn different patterns (the previous token, the first token, an earlier copy of "
+    "the current token); ablating a head zeroes its output, which shows what it contributes to the prediction.",
+    [
+        ("blocks.{i}.attn.hook_q / hook_k / hook_v", "[T, H, D] per head"),
+        ("blocks.{i}.attn.hook_pattern", "[H, T, T] rows = queries, columns = keys, rows sum to 1"),
+        ("blocks.{i}.attn.hook_z", "[T, H, D] pattern @ v (0 for an ablated head)"),
+        ("logits", "[T, V] next-token scores"),
+    ],
+)
+
+
+def _height(T: int) -> int:
+    return max(360, min(800, 18 * T + 170))
+
+
+def pattern_figure(run: Run, layer: int, head: int) -> go.Figure:
+    pattern = run.trace[block_key(layer, "attn.hook_pattern")][head]
+    return heatmap(
+        pattern, run.labels, run.labels, f"Attention pattern, layer {layer} head {head}: each row sums to 1",
+        x_title="key (read from)", y_title="query (reading)", value_name="attention weight",
+        zmin=0.0, zmax=1.0, height=_height(run.n_tokens),
+    )
+
+
+def pool_bins(T: int, bins: int = GRID_BINS) -> np.ndarray:
+    """Start positions of at most ``bins`` contiguous blocks covering 0..T-1."""
+    return np.unique(np.linspace(0, T, min(T, bins) + 1).astype(int)[:-1])
+
+
+def grid_values(run: Run, bins: int = GRID_BINS) -> tuple[np.ndarray, list[str]]:
+    """([L, H, G, G] patterns averaged over blocks of positions (exact when T <= bins), G labels)."""
+    L, H, T = run.config.n_layer, run.config.n_head, run.n_tokens
+    starts = pool_bins(T, bins)
+    stops = np.append(starts[1:], T)
+    counts = (stops - starts).astype(np.float64)
+    out = np.empty((L, H, len(starts), len(starts)))
+    for layer in range(L):
+        pattern = run.trace[block_key(layer, "attn.hook_pattern")].astype(np.float64)  # [H, T, T]
+        summed = np.add.reduceat(np.add.reduceat(pattern, starts, axis=1), starts, axis=2)
+        out[layer] = summed / counts[:, None] / counts[None, :]
+    if len(starts) == T:
+        labels = run.labels
+    else:
+        labels = [
+            f"{a}–{b - 1} {run.tokens[a].display}…{run.tokens[b - 1].display}" if b - a > 1 else run.labels[a]
+            for a, b in zip(starts, stops)
+        ]
+    return out, labels
+
+
+def grid_figure(run: Run, values: np.ndarray, labels: list[str]) -> go.Figure:
+    """Layers x heads small multiples on one shared 0..1 colour scale."""
+    L, H, G = values.shape[0], values.shape[1], values.shape[2]
+    fig = make_subplots(
+        rows=L, cols=H,
+        column_titles=[f"head {h}" for h in range(H)],
+        row_titles=[f"layer {layer}" for layer in range(L)],
+        horizontal_spacing=0.01 if H > 6 else 0.03,
+        vertical_spacing=0.01 if L > 6 else 0.04,
+    )
+    pooled = G < run.n_tokens
+    traces, rows, cols = [], [], []
+    for layer in range(L):
+        for h in range(H):
+            traces.append(
+                go.Heatmap(
+                    z=values[layer, h].astype(np.float32), x=labels, y=labels, coloraxis="coloraxis",
+                    hovertemplate=(
+                        f"layer {layer} head {h}<br>query: %{{y}}<br>key: %{{x}}<br>"
+                        f"{'mean ' if pooled else ''}attention: %{{z:.3f}}<extra></extra>"
+                    ),
+                )
+            )
+            rows.append(layer + 1)
+            cols.append(h + 1)
+    fig.add_traces(traces, rows=rows, cols=cols)
+    cell = 90 if L > 4 else 150
+    title = "Every head's pattern (rows = queries, columns = keys)"
+    if pooled:
+        title += f"; averaged over blocks of ~{run.n_tokens / G:.0f} positions"
+    # The colour bar goes below the grid: the row titles take the right-hand side.
+    colorbar = dict(title=dict(text="attention weight", side="top"), orientation="h", x=0.5, xanchor="center",
+                    y=-0.01, yanchor="top", len=0.5, thickness=12)
+    layout(fig, title, height=L * cell + 190,
+           coloraxis=dict(colorscale=SEQUENTIAL, cmin=0.0, cmax=1.0, colorbar=colorbar))
+    fig.update_xaxes(showticklabels=False, type="category")
+    fig.update_yaxes(showticklabels=False, type="category", autorange="reversed")
+    fig.update_annotations(font_size=11)
+    fig.update_layout(margin=dict(l=20, r=60, t=80, b=70))
+    return fig
+
+
+def qkv_figure(run: Run, layer: int, head: int, position: int) -> tuple[go.Figure, np.ndarray]:
+    rows = np.stack([run.trace[block_key(layer, f"attn.hook_{name}")][position, head] for name in "qkv"])  # [3, D]
+    where = f"position {position} {run.tokens[position].display!r}"
+    hover = np.full(rows.shape, where, dtype=object)
+    fig = heatmap(
+        rows, [str(d) for d in range(rows.shape[1])], ["query q", "key k", "value v"],
+        f"q, k and v of {where}, layer {layer} head {head} ({rows.shape[1]} numbers each)",
+        x_title="head dimension", y_title="vector", value_name="value", diverging=True, height=300, hover_text=hover,
+    )
+    return fig, rows
+
+
+def ablation_figure(run: Run, tokens, layer: int, head: int, after: Run | None) -> tuple[go.Figure, str, dict]:
+    """Top next tokens at the last position before and (given ``after``) after ablating the head."""
+    before = probabilities(run.trace["logits"][-1])
+    ids = list(np.argsort(-before, kind="stable")[:TOP_NEXT])
+    after_probs = None
+    if after is not None:
+        after_probs = probabilities(after.trace["logits"][-1])
+        ids += [i for i in np.argsort(-after_probs, kind="stable")[:TOP_NEXT] if i not in ids]
+    ids = np.asarray(ids, dtype=np.int64)
+    texts = [tokens(int(i)) for i in ids]
+    labels = unique_labels(texts, ids)
+    last = f"position {run.n_tokens - 1} {run.tokens[-1].display!r}"
+    fig = go.Figure(
+        go.Bar(
+            x=labels, y=before[ids], name="before", marker_color=BEFORE_COLOUR,
+            customdata=[f"id {int(i)}" for i in ids],
+            hovertemplate=f"next token %{{x}} (%{{customdata}})<br>after {last}<br>before: %{{y:.4g}}<extra></extra>",
+        )
+    )
+    arrays = {"top_ids": ids, "prob_before": before[ids]}
+    if after_probs is None:
+        title = f"Top {TOP_NEXT} next tokens after {last} (tick “Ablate this head” to compare)"
+        markdown = f"Tick **Ablate this head** to zero layer {layer} head {head}'s output and rerun the same graph."
+    else:
+        fig.add_trace(
+            go.Bar(
+                x=labels, y=after_probs[ids], name=f"after ablating L{layer}H{head}", marker_color=AFTER_COLOUR,
+                customdata=[f"id {int(i)}" for i in ids],
+                hovertemplate=f"next token %{{x}} (%{{customdata}})<br>after {last}<br>ablated: %{{y:.4g}}<extra></extra>",
+            )
+        )
+        arrays["prob_after"] = after_probs[ids]
+        title = f"Next-token probabilities after {last}, before vs after ablating layer {layer} head {head}"
+        top_before, top_after = int(np.argmax(before)), int(np.argmax(after_probs))
+        kl = float(np.sum(before * (np.log(np.maximum(before, 1e-300)) - np.log(np.maximum(after_probs, 1e-300)))))
+        markdown = (
+            f"Ablating layer {layer} head {head} moves P(**{md_text(tokens(top_before))}**) from "
+            f"{fmt_p(before[top_before])} to {fmt_p(after_probs[top_before])}; the top token is now "
+            f"**{md_text(tokens(top_after))}** ({fmt_p(after_probs[top_after])}). "
+            f"KL(before ‖ after) = {kl:.4g} nats over the whole vocabulary."
+        )
+    layout(fig, title, height=440, barmode="group", legend=dict(orientation="h", y=1.0, x=1, xanchor="right", yanchor="bottom"))
+    fig.update_layout(margin=dict(t=100))  # room for the legend between the title and the bars
+    fig.update_xaxes(type="category", tickangle=-45, title="next token")
+    fig.update_yaxes(title="probability")
+    return fig, markdown, arrays
+
+
+def render_head(run: Run | None, tokens, layer: int = 0, head: int = 0, position: int | None = None, after: Run | None = None):
+    """-> (pattern fig, q/k/v fig, ablation fig, markdown, arrays) for one head.
+
+    ``after`` is ``service.variant(run, ablated=[(layer, head)])``, or None to show only "before".
+    """
+    if run is None:
+        blank = message_figure(NO_RUN)
+        return blank, blank, blank, NO_RUN, {}
+    layer = clamp(layer, 0, run.config.n_layer - 1)
+    head = clamp(head, 0, run.config.n_head - 1)
+    T = run.n_tokens
+    position = clamp(T - 1 if position is None else position, 0, T - 1, default=T - 1)
+    pattern_fig = pattern_figure(run, layer, head)
+    qkv_fig, qkv = qkv_figure(run, layer, head, position)
+    ablation_fig, markdown, ablation_arrays = ablation_figure(run, tokens, layer, head, after)
+    arrays = {
+        "token_ids": np.asarray(run.token_ids, dtype=np.int64),
+        "layer": np.int64(layer),
+        "head": np.int64(head),
+        "position": np.int64(position),
+        "pattern": run.trace[block_key(layer, "attn.hook_pattern")][head],
+        "q": qkv[0],
+        "k": qkv[1],
+        "v": qkv[2],
+        **ablation_arrays,
+    }
+    return pattern_fig, qkv_fig, ablation_fig, markdown, arrays
+
+
+def render(run: Run | None, tokens, layer: int = 0, head: int = 0, position: int | None = None, after: Run | None = None):
+    """-> (pattern fig, all-heads grid fig, q/k/v fig, ablation fig, markdown, arrays)."""
+    pattern_fig, qkv_fig, ablation_fig, markdown, arrays = render_head(run, tokens, layer, head, position, after)
+    if run is None:
+        return pattern_fig, message_figure(NO_RUN), qkv_fig, ablation_fig, markdown, arrays
+    values, labels = grid_values(run)
+    arrays["grid"] = values
+    return pattern_fig, grid_figure(run, values, labels), qkv_fig, ablation_fig, markdown, arrays
+
+
+def build(ctx: AppContext) -> None:
+    service = ctx.service
+    settings = service.settings
+    with gr.Tab("Attention", id="attention"):
+        gr.Markdown(INTRO)
+        with gr.Row():
+            layer = gr.Slider(0, 11, value=0, step=1, label="Layer")
+            head = gr.Slider(0, 11, value=0, step=1, label="Head")
+            position = gr.Dropdown(label="q, k, v of the token at", choices=[], type="index", interactive=True)
+            ablate = gr.Checkbox(label="Ablate this head (zero its output)", value=False)
+        pattern_plot = gr.Plot(label="Attention pattern")
+        qkv_plot = gr.Plot(label="Query, key and value")
+        ablation_plot = gr.Plot(label="Ablation")
+        text = gr.Markdown()
+        download = gr.DownloadButton("Download patterns, q/k/v and probabilities (.npz)", variant="secondary")
+        grid_plot = gr.Plot(label="All heads")
+        source_block(Attention)
+
+    def token_text(token_id: int) -> str:
+        return service.tokenizer.token(token_id).display
+
+    def ablated_variant(run: Run, layer_value, head_value, on) -> tuple[Run | None, str]:
+        if not on:
+            return None, ""
+        if not service.ready:
+            return None, f"⚠️ {NEEDS_MODEL}\n\n"
+        pair = (clamp(layer_value, 0, run.config.n_layer - 1), clamp(head_value, 0, run.config.n_head - 1))
+        return service.variant(run, ablated=sorted(set(run.ablated) | {pair})), ""
+
+    @guarded("plot", "plot", "plot", "plot", "text", "keep", "keep", "keep", "keep")
+    def refresh(request, layer_value, head_value, on):
+        run = ctx.current(request)
+        if run is None:
+            *figures, markdown, _ = render(None, token_text)
+            return *figures, markdown, None, gr.update(), gr.update(), gr.update()
+        after, notice = ablated_variant(run, layer_value, head_value, on)
+        *figures, markdown, arrays = render(run, token_text, layer_value, head_value, None, after)
+        L, H = run.config.n_layer, run.config.n_head
+        return (
+            *figures, notice + markdown, export_npz("attention", arrays),
+            gr.update(maximum=L - 1, value=clamp(layer_value, 0, L - 1)),
+            gr.update(maximum=H - 1, value=clamp(head_value, 0, H - 1)),
+            gr.update(choices=[(label, i) for i, label in enumerate(run.labels)], value=run.n_tokens - 1),
+        )
+
+    @guarded("plot", "plot", "plot", "text", "keep")
+    def update(request, layer_value, head_value, position_value, on):
+        run = ctx.current(request)
+        if run is None:
+            *figures, markdown, _ = render_head(None, token_text)
+            return *figures, markdown, None
+        after, notice = ablated_variant(run, layer_value, head_value, on)
+        *figures, markdown, arrays = render_head(run, token_text, layer_value, head_value, position_value, after)
+        arrays["grid"], _ = grid_values(run)
+        return *figures, notice + markdown, export_npz("attention", arrays)
+
+    ctx.on_run(
+        refresh,
+        [ctx.state, layer, head, ablate],
+        [pattern_plot, grid_plot, qkv_plot, ablation_plot, text, download, layer, head, position],
+    )
+    for control in (layer, head, position, ablate):
+        # Ablating runs the model: share the model's concurrency queue.
+        control.change(
+            update,
+            [ctx.state, layer, head, position, ablate],
+            [pattern_plot, qkv_plot, ablation_plot, text, download],
+            concurrency_limit=settings.concurrency_limit,
+            concurrency_id="model",
+        )

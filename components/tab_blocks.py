@@ -1,0 +1,387 @@
+"""Blocks: the residual stream through the layers, what each block adds, and the logit lens."""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import gradio as gr
+import numpy as np
+import plotly.graph_objects as go
+
+from gpt2_max.hooks import block_key
+from gpt2_max.modules import Block, GPT2Body
+
+from components.common import NO_RUN, AppContext, clamp, export_npz, guarded, intro, source_block
+from components.plots import finite, heatmap, layout, lines, message_figure
+from components.run import Run
+
+MEAN = "mean"  # the position control's value for "averaged over positions"
+# Okabe-Ito: distinguishable with every common colour-vision deficiency.
+ATTN_COLOUR = "#E69F00"
+MLP_COLOUR = "#0072B2"
+# The lens computes [rows, V] logits at a time: ~32 MiB of float32 per 167 rows of GPT-2's
+# vocabulary. A typical prompt (L x T rows of a few hundred) is one matmul; a 1,024-token
+# prompt through 12 layers is a few dozen, so memory stays bounded.
+LENS_CHUNK_FLOATS = 2**25
+# ~1 s per 600 rows on two CPU cores: beyond this many positions the lens covers the last ones.
+LENS_MAX_POSITIONS = 256
+LENS_TEXT_MAX_POSITIONS = 24  # write the top token inside the heatmap cells up to this width
+NO_WEIGHTS = "The logit lens needs the model's weights (ln_f and wte); they are still loading. Run again once the model is ready."
+
+INTRO = intro(
+    "6 · Blocks",
+    "Each block reads the residual stream and adds two things back: what attention moved between "
+    "positions (`hook_attn_out`), then what the MLP computed at each position (`hook_mlp_out`), so "
+    "`resid_post = resid_pre + attn_out + mlp_out`; nothing is overwritten. The *logit lens* applies "
+    "the model's own final layer norm (`ln_f`) and unembedding (`wte`ᵀ) to the stream after every "
+    "block, as if the model stopped there, to show at which layer each prediction takes shape.",
+    [
+        ("blocks.{i}.hook_resid_pre / hook_resid_post", "[T, E] the stream entering / leaving block i"),
+        ("blocks.{i}.hook_attn_out, blocks.{i}.hook_mlp_out", "[T, E] what attention and the MLP add"),
+        ("logit lens", "[L, T, V] ln_f(resid_post) @ wteᵀ for every block L and position T"),
+    ],
+)
+
+
+def stage_names(n_layer: int) -> list[str]:
+    return ["embed"] + [f"after block {i}" for i in range(n_layer)]
+
+
+def residual_norms(run: Run) -> np.ndarray:
+    """[L+1, T]: ‖stream‖ at each position after the embedding and after each block."""
+    L = run.config.n_layer
+    stages = [run.trace[block_key(0, "hook_resid_pre")]] + [run.trace[block_key(i, "hook_resid_post")] for i in range(L)]
+    return np.stack([np.linalg.norm(s.astype(np.float64), axis=-1) for s in stages])
+
+
+def addition_norms(run: Run) -> tuple[np.ndarray, np.ndarray]:
+    """([L, T], [L, T]): ‖attn_out‖ and ‖mlp_out‖ of each block at each position."""
+    L = run.config.n_layer
+    attn = np.stack([np.linalg.norm(run.trace[block_key(i, "hook_attn_out")].astype(np.float64), axis=-1) for i in range(L)])
+    mlp = np.stack([np.linalg.norm(run.trace[block_key(i, "hook_mlp_out")].astype(np.float64), axis=-1) for i in range(L)])
+    return attn, mlp
+
+
+# -- the logit lens ------------------------------------------------------------
+
+
+def final_layer_norm(x: np.ndarray, weights: Mapping[str, np.ndarray], eps: float) -> np.ndarray:
+    """The model's ln_f in float32 numpy: [N, E] -> [N, E] (biased variance, as in GPT-2)."""
+    x = np.asarray(x, dtype=np.float32)
+    mean = x.mean(axis=-1, keepdims=True)
+    centred = x - mean
+    var = (centred * centred).mean(axis=-1, keepdims=True)
+    normed = centred / np.sqrt(var + np.float32(eps))
+    return normed * weights["ln_f.weight"].astype(np.float32) + weights["ln_f.bias"].astype(np.float32)
+
+
+def lens_logits(x: np.ndarray, weights: Mapping[str, np.ndarray], eps: float) -> np.ndarray:
+    """[N, E] residual vectors -> [N, V] logits through ln_f and the tied unembedding (wteᵀ)."""
+    return final_layer_norm(x, weights, eps) @ weights["wte.weight"].T
+
+
+@dataclass(frozen=True)
+class Lens:
+    start: int  # the first position covered (0 unless the text is longer than LENS_MAX_POSITIONS)
+    top_ids: np.ndarray  # [L, T'] the most likely next token after each block, at positions start..T-1
+    top_probs: np.ndarray  # [L, T'] its probability
+    final_id: int  # the model's final prediction: argmax of logits at the last position
+    final_probs: np.ndarray  # [L] that token's probability at the last position after each block
+    final_ranks: np.ndarray  # [L] its rank there (1 = most likely)
+
+
+def logit_lens(run: Run, weights: Mapping[str, np.ndarray]) -> Lens:
+    """The lens over every block and (the last LENS_MAX_POSITIONS) positions: one [L*T, E] @ [E, V]
+    matmul, in row chunks when that would be large."""
+    L = run.config.n_layer
+    start = max(0, run.n_tokens - LENS_MAX_POSITIONS)
+    T = run.n_tokens - start
+    resid = np.stack([run.trace[block_key(i, "hook_resid_post")][start:] for i in range(L)]).reshape(L * T, -1)
+    V = weights["wte.weight"].shape[0]
+    final_id = int(np.argmax(run.trace["logits"][-1]))
+    top_ids = np.empty(L * T, dtype=np.int64)
+    top_probs = np.empty(L * T, dtype=np.float64)
+    final_probs = np.empty(L * T, dtype=np.float64)
+    final_ranks = np.empty(L * T, dtype=np.int64)
+    chunk = max(1, LENS_CHUNK_FLOATS // V)
+    for row in range(0, L * T, chunk):
+        logits = lens_logits(resid[row : row + chunk], weights, run.config.layer_norm_epsilon)
+        peak = logits.max(axis=-1, keepdims=True)
+        total = np.exp(logits - peak).sum(axis=-1, dtype=np.float64)
+        rows = slice(row, row + logits.shape[0])
+        top_ids[rows] = logits.argmax(axis=-1)
+        top_probs[rows] = 1.0 / total  # exp(peak - peak) / total
+        target = logits[:, final_id : final_id + 1]
+        final_probs[rows] = np.exp((target - peak)[:, 0].astype(np.float64)) / total
+        final_ranks[rows] = 1 + (logits > target).sum(axis=-1)
+    last = np.arange(L) * T + (T - 1)
+    return Lens(
+        start=start,
+        top_ids=top_ids.reshape(L, T),
+        top_probs=top_probs.reshape(L, T),
+        final_id=final_id,
+        final_probs=final_probs[last],
+        final_ranks=final_ranks[last],
+    )
+
+
+_LENS_CACHE: OrderedDict[tuple[int, int], tuple[weakref.ref, Lens]] = OrderedDict()
+_LENS_LOCK = threading.Lock()
+_LENS_CACHE_SIZE = 8
+
+
+def cached_lens(run: Run, weights: Mapping[str, np.ndarray]) -> Lens:
+    """logit_lens, kept for the last few Runs so position changes do not redo the matmul."""
+    key = (id(run), id(weights))
+    with _LENS_LOCK:
+        hit = _LENS_CACHE.get(key)
+        if hit is not None and hit[0]() is run:
+            _LENS_CACHE.move_to_end(key)
+            return hit[1]
+    lens = logit_lens(run, weights)
+    with _LENS_LOCK:
+        _LENS_CACHE[key] = (weakref.ref(run), lens)
+        while len(_LENS_CACHE) > _LENS_CACHE_SIZE:
+            _LENS_CACHE.popitem(last=False)
+    return lens
+
+
+# -- figures -------------------------------------------------------------------
+
+
+def resolve(run: Run, position) -> int | None:
+    """None for "averaged over positions", else a position kept in range."""
+    if position is None or position == MEAN or position == "":
+        return None
+    return clamp(position, 0, run.n_tokens - 1, default=run.n_tokens - 1)
+
+
+def where(run: Run, position: int | None) -> str:
+    return "averaged over positions" if position is None else f"at {run.labels[position]!r}"
+
+
+def norms_figure(run: Run, position: int | None) -> go.Figure:
+    norms = residual_norms(run)
+    T = run.n_tokens
+    x = stage_names(run.config.n_layer)
+    series = {f"mean over the {T} positions": norms.mean(axis=1)}
+    hover = {next(iter(series)): [f"averaged over {T} tokens"] * len(x)}
+    shown = [T - 1] if position is None or position == T - 1 else [position, T - 1]
+    for p in shown:
+        name = f"{'last position ' if p == T - 1 else ''}{run.labels[p]}"
+        series[name] = norms[:, p]
+        hover[name] = [f"token {run.labels[p]}<br>position {p}"] * len(x)
+    fig = lines(
+        x,
+        series,
+        "Size of the residual stream, ‖x‖, after each stage",
+        x_title="stage",
+        y_title="‖residual stream‖",
+        height=400,
+        hover_text=hover,
+    )
+    fig.update_yaxes(rangemode="tozero")
+    return fig
+
+
+def additions_figure(run: Run, position: int | None) -> go.Figure:
+    attn, mlp = addition_norms(run)
+    if position is None:
+        attn_v, mlp_v = attn.mean(axis=1), mlp.mean(axis=1)
+        note = f"mean over {run.n_tokens} positions"
+    else:
+        attn_v, mlp_v = attn[:, position], mlp[:, position]
+        note = f"token {run.labels[position]}<br>position {position}"
+    x = [f"block {i}" for i in range(run.config.n_layer)]
+    fig = go.Figure()
+    bars_ = (("attn_out", "attention adds", attn_v, ATTN_COLOUR), ("mlp_out", "MLP adds", mlp_v, MLP_COLOUR))
+    for tensor, name, values, colour in bars_:
+        fig.add_trace(
+            go.Bar(
+                x=x,
+                y=finite(values),
+                name=f"‖{tensor}‖ ({name})",
+                marker_color=colour,
+                hovertemplate=f"%{{x}}: {name} a vector of norm %{{y:.4g}}<br>{note}<extra></extra>",
+            )
+        )
+    layout(fig, f"How much each block's attention and MLP add, {where(run, position)}", height=400, barmode="group")
+    fig.update_xaxes(type="category", title="block")
+    fig.update_yaxes(title="‖added vector‖")
+    return fig
+
+
+def lens_heatmap(run: Run, lens: Lens, display) -> go.Figure:
+    L, T = lens.top_ids.shape
+    text = np.array([[display(int(t)) for t in row] for row in lens.top_ids], dtype=object)
+    fig = heatmap(
+        lens.top_probs,
+        run.labels[lens.start :],
+        [f"after block {i}" for i in range(L)],
+        "Logit lens: the top next token after each block (colour = its probability)"
+        + (f", last {T} positions" if lens.start else ""),
+        x_title="position",
+        y_title="layer",
+        value_name="probability",
+        zmin=0.0,
+        zmax=1.0,
+        height=max(260, min(900, 46 * L + 200)),
+        hover_text=text,
+    )
+    fig.update_traces(
+        hovertemplate="%{y}<br>position %{x}<br>top next token: %{text}<br>probability %{z:.4f}<extra></extra>",
+        colorbar=dict(title=dict(text="probability")),
+    )
+    if T <= LENS_TEXT_MAX_POSITIONS:
+        fig.update_traces(texttemplate="%{text}", textfont=dict(size=11))
+    return fig
+
+
+def final_figure(run: Run, lens: Lens, display) -> go.Figure:
+    L = lens.final_probs.size
+    final = display(lens.final_id)
+    name = f"p({final})"
+    hover = [
+        f"position {run.n_tokens - 1} ({run.labels[-1]})<br>"
+        f"final prediction {final} (id {lens.final_id}), rank {r} here<br>this layer's top guess: "
+        f"{display(int(lens.top_ids[i, -1]))} (p={lens.top_probs[i, -1]:.3g})"
+        for i, r in enumerate(lens.final_ranks)
+    ]
+    fig = lines(
+        [f"after block {i}" for i in range(L)],
+        {name: lens.final_probs},
+        f"How the final prediction {final!r} at the last position {run.labels[-1]!r} grows through the layers",
+        x_title="layer",
+        y_title="probability",
+        height=380,
+        hover_text={name: hover},
+    )
+    fig.update_yaxes(rangemode="tozero")
+    return fig
+
+
+def summary_markdown(run: Run, position: int | None, lens: Lens | None, display) -> str:
+    norms = residual_norms(run)
+    attn, mlp = addition_norms(run)
+    if position is None:
+        a, m, n = attn.mean(axis=1), mlp.mean(axis=1), norms.mean(axis=1)
+    else:
+        a, m, n = attn[:, position], mlp[:, position], norms[:, position]
+    layer, kind = (int(np.argmax(m)), "MLP") if m.max() > a.max() else (int(np.argmax(a)), "attention")
+    lines_md = [
+        f"**Residual stream {where(run, position)}:** ‖x‖ goes from {n[0]:.3g} after the embedding "
+        f"to {n[-1]:.3g} after the last block. The largest single addition is block {layer}'s {kind}."
+    ]
+    if lens is not None:
+        final = display(lens.final_id)
+        settled = next((i for i in range(lens.top_ids.shape[0]) if (lens.top_ids[i:, -1] == lens.final_id).all()), None)
+        when = f"is the lens's top guess from block {settled} on" if settled is not None else "is never the lens's top guess"
+        lines_md.append(
+            f"**Logit lens:** the final prediction at the last position is {final!r} "
+            f"(p = {lens.final_probs[-1]:.3g} after the last block); it {when}. "
+            "The lens after the last block is exactly the model's output."
+        )
+    return "\n\n".join(lines_md)
+
+
+def token_display(tokenizer):
+    if tokenizer is None:
+        return lambda token_id: f"id {token_id}"
+
+    def display(token_id: int) -> str:
+        return tokenizer.token(token_id).display if 0 <= token_id < tokenizer.n_vocab else f"id {token_id}"
+
+    return display
+
+
+def render(run: Run | None, weights: Mapping[str, np.ndarray] | None, tokenizer, position=MEAN):
+    """-> (residual norms, additions, lens heatmap, final-prediction line, summary markdown)."""
+    if run is None:
+        return (*(message_figure(NO_RUN) for _ in range(4)), NO_RUN)
+    position = resolve(run, position)
+    display = token_display(tokenizer)
+    if weights is None:
+        lens = None
+        lens_fig = final_fig = message_figure(NO_WEIGHTS)
+    else:
+        lens = cached_lens(run, weights)
+        lens_fig, final_fig = lens_heatmap(run, lens, display), final_figure(run, lens, display)
+    return (
+        norms_figure(run, position),
+        additions_figure(run, position),
+        lens_fig,
+        final_fig,
+        summary_markdown(run, position, lens, display),
+    )
+
+
+def tensors(run: Run, weights: Mapping[str, np.ndarray] | None) -> dict[str, np.ndarray]:
+    """What the plots show, for the .npz download (per position; the plots' means are over axis 1)."""
+    attn, mlp = addition_norms(run)
+    arrays = {
+        "token_ids": np.asarray(run.token_ids),
+        "residual_norms": residual_norms(run),
+        "attn_out_norms": attn,
+        "mlp_out_norms": mlp,
+    }
+    if weights is not None:
+        lens = cached_lens(run, weights)
+        arrays.update(
+            lens_first_position=np.asarray(lens.start),
+            lens_top_ids=lens.top_ids,
+            lens_top_probs=lens.top_probs,
+            final_token_id=np.asarray(lens.final_id),
+            final_token_probs=lens.final_probs,
+            final_token_ranks=lens.final_ranks,
+        )
+    return arrays
+
+
+def build(ctx: AppContext) -> None:
+    service = ctx.service
+    with gr.Tab("Blocks", id="blocks"):
+        gr.Markdown(INTRO)
+        with gr.Row():
+            position_control = gr.Dropdown(
+                label="Position for the block additions",
+                choices=[("mean over positions", MEAN)],
+                value=MEAN,
+                interactive=True,
+                elem_id="blocks-position",
+            )
+            download = gr.DownloadButton("Download norms and logit lens (.npz)", variant="secondary")
+        summary = gr.Markdown()
+        norms_plot = gr.Plot(label="Residual stream norm")
+        additions_plot = gr.Plot(label="What each block adds")
+        lens_plot = gr.Plot(label="Logit lens")
+        final_plot = gr.Plot(label="The final prediction through the layers")
+        source_block(Block, GPT2Body.unembed, label="MAX source of this stage (Block; unembed, which the lens reuses)")
+
+    def weights():
+        model = service.model
+        return model.weights if model is not None else None
+
+    def export(run: Run | None, w):
+        return export_npz("blocks", tensors(run, w)) if run is not None else None
+
+    @guarded("plot", "plot", "plot", "plot", "text", "keep", "keep")
+    def refresh(request):
+        run = ctx.current(request)
+        w = weights()
+        figures = render(run, w, service.tokenizer, MEAN)
+        choices = [("mean over positions", MEAN)]
+        if run is not None:
+            choices += [(label, i) for i, label in enumerate(run.labels)]
+        return (*figures, gr.update(choices=choices, value=MEAN), export(run, w))
+
+    @guarded("plot", "plot", "plot", "plot", "text")
+    def change(request, position):
+        return render(ctx.current(request), weights(), service.tokenizer, position)
+
+    outputs = [norms_plot, additions_plot, lens_plot, final_plot, summary]
+    ctx.on_run(refresh, [ctx.state], [*outputs, position_control, download])
+    position_control.input(change, [ctx.state, position_control], outputs, trigger_mode="always_last")

@@ -1,0 +1,292 @@
+"""Logits: the next-token distribution at each position, its entropy, and where any token ranks."""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections import OrderedDict
+
+import gradio as gr
+import numpy as np
+import plotly.graph_objects as go
+
+from gpt2_max.modules import GPT2Body, LayerNorm
+from gpt2_max.sampling import softmax
+from gpt2_max.tokenizer import Tokenizer
+
+from components.common import NO_RUN, AppContext, clamp, export_npz, guarded, intro, source_block
+from components.plots import bars, lines, message_figure
+from components.run import Run
+
+TOP_CANDIDATES = 15
+TYPED_MAX_CHARS = 200  # only the first token of the typed text is used
+ENTROPY_CHUNK_FLOATS = 2**24  # entropy over [rows, V] float64 at a time (~128 MiB)
+CHOSEN_COLOUR = "#D55E00"  # Okabe-Ito vermillion
+TYPED_HINT = "Type a token above (for example ` mat`, with its leading space) to see its rank and probability here."
+
+INTRO = intro(
+    "7 · Logits",
+    "The final layer norm (`ln_f`) and the unembedding turn each position's vector into one score, a "
+    "*logit*, per vocabulary token: GPT-2 reuses the token-embedding matrix `wte`, so a token's "
+    "logit is the dot product of the normalised vector with that token's embedding. Softmax turns the "
+    "scores into probabilities that sum to 1. The logits at position t are the model's guess for "
+    "token t+1: every position is a next-token prediction, and only the last one predicts past the text.",
+    [
+        ("ln_final.hook_normalized", "[T, E] ln_f output"),
+        ("logits", "[T, V] = ln_f output @ wteᵀ (V = 50,257 tokens)"),
+        ("probabilities", "[V] per position, softmax of that position's logits"),
+    ],
+)
+
+
+def probabilities(run: Run, position: int) -> np.ndarray:
+    """[V] float64: softmax of the logits at one position."""
+    return softmax(run.trace["logits"][position])
+
+
+def entropy_bits(logits: np.ndarray) -> np.ndarray:
+    """[N, V] logits -> [N] entropy of each row's softmax, in bits (-sum p log2 p)."""
+    logits = np.atleast_2d(logits)
+    out = np.empty(logits.shape[0])
+    chunk = max(1, ENTROPY_CHUNK_FLOATS // logits.shape[1])
+    for start in range(0, logits.shape[0], chunk):
+        z = logits[start : start + chunk].astype(np.float64)
+        z = z - z.max(axis=1, keepdims=True)
+        log_total = np.log(np.exp(z).sum(axis=1, keepdims=True))
+        log_p = z - log_total  # natural log of each probability
+        out[start : start + chunk] = -(np.exp(log_p) * log_p).sum(axis=1) / np.log(2.0)
+    return out
+
+
+def rank_of(probs: np.ndarray, token_id: int) -> int:
+    """1 for the most likely token: 1 + how many tokens are strictly more likely."""
+    return 1 + int(np.count_nonzero(probs > probs[token_id]))
+
+
+def top_candidates(probs: np.ndarray, k: int = TOP_CANDIDATES) -> np.ndarray:
+    return np.argsort(-probs, kind="stable")[: min(k, probs.size)]
+
+
+def next_token_surprise(run: Run) -> np.ndarray:
+    """[T] bits: -log2 p(actual token t+1) at each position t (NaN at the last, which has none)."""
+    logits = run.trace["logits"]
+    out = np.full(run.n_tokens, np.nan)
+    for t in range(run.n_tokens - 1):
+        z = logits[t].astype(np.float64)
+        z = z - z.max()
+        out[t] = (np.log(np.exp(z).sum()) - z[run.token_ids[t + 1]]) / np.log(2.0)
+    return out
+
+
+_STATS: OrderedDict[int, tuple[weakref.ref, tuple[np.ndarray, np.ndarray]]] = OrderedDict()
+_STATS_LOCK = threading.Lock()
+
+
+def uncertainty(run: Run) -> tuple[np.ndarray, np.ndarray]:
+    """(entropy [T], next-token surprise [T]) in bits, computed once per Run (T x V softmaxes)."""
+    with _STATS_LOCK:
+        hit = _STATS.get(id(run))
+        if hit is not None and hit[0]() is run:
+            return hit[1]
+    stats = (entropy_bits(run.trace["logits"]), next_token_surprise(run))
+    with _STATS_LOCK:
+        _STATS[id(run)] = (weakref.ref(run), stats)
+        while len(_STATS) > 8:
+            _STATS.popitem(last=False)
+    return stats
+
+
+def token_display(tokenizer: Tokenizer, token_id: int) -> str:
+    return tokenizer.token(token_id).display if 0 <= token_id < tokenizer.n_vocab else f"id {token_id}"
+
+
+def resolve(run: Run, position) -> int:
+    """A position from the control or a raw API value, kept in range (default: the last)."""
+    return clamp(position, 0, run.n_tokens - 1, default=run.n_tokens - 1)
+
+
+def candidates_figure(run: Run, tokenizer: Tokenizer, position: int) -> go.Figure:
+    probs = probabilities(run, position)
+    logits = run.trace["logits"][position]
+    top = top_candidates(probs)
+    actual = run.token_ids[position + 1] if position + 1 < run.n_tokens else None
+    label = run.labels[position]
+    hover = [
+        f"token id {t}<br>logit {logits[t]:.4g}<br>predicted at position {position} ({label}) for position {position + 1}"
+        + ("<br><b>the actual next token</b>" if t == actual else "")
+        for t in top
+    ]
+    fig = bars(
+        [f"{rank}. {token_display(tokenizer, int(t))}" for rank, t in enumerate(top, start=1)],
+        probs[top].tolist(),
+        f"Top {top.size} next-token candidates after {label!r}",
+        value_name="probability",
+        height=max(320, 26 * top.size + 130),
+        hover_extra=hover,
+    )
+    if actual is not None and actual in top:
+        colours = [CHOSEN_COLOUR if t == actual else "#3b6fb6" for t in top]
+        fig.update_traces(marker_color=colours)
+    return fig
+
+
+def entropy_figure(run: Run, position: int) -> go.Figure:
+    entropy, surprise = uncertainty(run)
+    next_labels = [f"actual next token {run.tokens[t + 1].display}" for t in range(run.n_tokens - 1)] + ["no next token in the text"]
+    series = {"entropy (bits)": entropy, "surprise of the actual next token (bits)": surprise}
+    fig = lines(
+        run.labels,
+        series,
+        "Uncertainty at each position",
+        x_title="position",
+        y_title="bits",
+        height=380,
+        hover_text={
+            "entropy (bits)": [f"perplexity {2.0 ** h:.3g}" for h in entropy],
+            "surprise of the actual next token (bits)": next_labels,
+        },
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=[run.labels[position]],
+            y=[entropy[position]],
+            mode="markers",
+            name="chosen position",
+            marker=dict(color=CHOSEN_COLOUR, size=14, symbol="diamond"),
+            hovertemplate="chosen position %{x}<br>entropy %{y:.4g} bits<extra></extra>",
+        )
+    )
+    fig.update_xaxes(type="category", tickangle=-45)
+    fig.update_yaxes(rangemode="tozero")
+    return fig
+
+
+def summary_markdown(run: Run, tokenizer: Tokenizer, position: int) -> str:
+    probs = probabilities(run, position)
+    V = probs.size
+    entropies, surprise = uncertainty(run)
+    entropy = float(entropies[position])
+    best = int(np.argmax(probs))
+    parts = [
+        f"**Position {position} ({run.labels[position]!r}) predicts position {position + 1}.** "
+        f"The most likely next token is {token_display(tokenizer, best)!r} with p = {probs[best]:.4g}.",
+        f"**Entropy: {entropy:.3f} bits** (0 = certain; the maximum, every token equally likely, is "
+        f"log2 {V:,} = {np.log2(V):.2f} bits). 2^{entropy:.2f} ≈ **{2.0 ** entropy:,.1f}**: the model is as "
+        "uncertain as a fair choice among that many tokens (the distribution's perplexity).",
+    ]
+    if position + 1 < run.n_tokens:
+        actual = run.token_ids[position + 1]
+        parts.append(
+            f"**The actual next token** {token_display(tokenizer, actual)!r} (id {actual}) has p = "
+            f"{probs[actual]:.4g}, rank {rank_of(probs, actual):,} of {V:,}."
+        )
+    else:
+        parts.append(
+            "This is the last position: the token it predicts is not in the text yet; generation "
+            "samples the next token from this distribution."
+        )
+    if run.n_tokens > 1:
+        mean = float(surprise[:-1].mean())
+        parts.append(
+            f"Over the whole text the actual next tokens cost {mean:.2f} bits each on average "
+            f"(the cross-entropy loss GPT-2 was trained to lower, here in bits): a perplexity of 2^{mean:.2f} ≈ {2.0 ** mean:,.1f}."
+        )
+    return "\n\n".join(parts)
+
+
+def typed_markdown(run: Run | None, tokenizer: Tokenizer, position, typed: str | None) -> str:
+    """Rank and probability of the first token of the typed text at the chosen position."""
+    if run is None:
+        return NO_RUN
+    if not typed:
+        return TYPED_HINT
+    position = resolve(run, position)
+    ids = tokenizer.encode(str(typed)[:TYPED_MAX_CHARS])
+    if not ids:
+        return TYPED_HINT
+    token_id = ids[0]
+    probs = probabilities(run, position)
+    if token_id >= probs.size:
+        return f"Token id {token_id} is outside this model's {probs.size:,}-token vocabulary."
+    shown = token_display(tokenizer, token_id)
+    used = f"Used token {shown!r} (id {token_id})"
+    if len(ids) > 1:
+        pieces = ", ".join(repr(token_display(tokenizer, i)) for i in ids[:8]) + (", …" if len(ids) > 8 else "")
+        used += f", the first of the {len(ids)} tokens your text encodes to ({pieces}); the model scores one token at a time"
+    return (
+        f"{used}.\n\nAfter {run.labels[position]!r} it has **rank {rank_of(probs, token_id):,}** of "
+        f"{probs.size:,} (1 = most likely) and **probability {probs[token_id]:.4g}** "
+        f"(logit {run.trace['logits'][position][token_id]:.4g})."
+    )
+
+
+def render(run: Run | None, tokenizer: Tokenizer, position=None, typed: str | None = ""):
+    """-> (candidates figure, entropy figure, summary markdown, typed-token markdown)."""
+    if run is None:
+        return message_figure(NO_RUN), message_figure(NO_RUN), NO_RUN, ""
+    position = resolve(run, position)
+    return (
+        candidates_figure(run, tokenizer, position),
+        entropy_figure(run, position),
+        summary_markdown(run, tokenizer, position),
+        typed_markdown(run, tokenizer, position, typed),
+    )
+
+
+def tensors(run: Run, position=None) -> dict[str, np.ndarray]:
+    """What the plots show, for the .npz download."""
+    position = resolve(run, position)
+    probs = probabilities(run, position)
+    top = top_candidates(probs)
+    entropy, surprise = uncertainty(run)
+    return {
+        "token_ids": np.asarray(run.token_ids),
+        "position": np.asarray(position),
+        "logits": run.trace["logits"][position],
+        "probabilities": probs,
+        "top_ids": top,
+        "top_probs": probs[top],
+        "entropy_bits": entropy,
+        "next_token_surprise_bits": surprise,
+    }
+
+
+def build(ctx: AppContext) -> None:
+    tokenizer = ctx.service.tokenizer
+    with gr.Tab("Logits", id="logits"):
+        gr.Markdown(INTRO)
+        with gr.Row():
+            position_control = gr.Dropdown(label="Position (its logits predict the next token)", choices=[], interactive=True, elem_id="logits-position")
+            typed = gr.Textbox(label="Where does this token rank? (first token of the text is used)", placeholder=" mat", max_lines=1, elem_id="logits-typed")
+            download = gr.DownloadButton("Download this position's logits (.npz)", variant="secondary")
+        summary = gr.Markdown()
+        typed_text = gr.Markdown()
+        candidates_plot = gr.Plot(label="Next-token candidates")
+        entropy_plot = gr.Plot(label="Entropy per position")
+        source_block(GPT2Body.unembed, LayerNorm, label="MAX source of this stage (unembed and its ln_f)")
+
+    def export(run: Run | None, position):
+        return export_npz("logits", tensors(run, position)) if run is not None else None
+
+    @guarded("plot", "plot", "text", "text", "keep", "keep")
+    def refresh(request, text):
+        run = ctx.current(request)
+        figures = render(run, tokenizer, None, text)
+        if run is None:
+            return (*figures, gr.update(choices=[], value=None), None)
+        choices = [(label, i) for i, label in enumerate(run.labels)]
+        return (*figures, gr.update(choices=choices, value=run.n_tokens - 1), export(run, None))
+
+    @guarded("plot", "plot", "text", "text", "keep")
+    def change(request, position, text):
+        run = ctx.current(request)
+        return (*render(run, tokenizer, position, text), export(run, position))
+
+    @guarded("text")
+    def rank(request, position, text):
+        return typed_markdown(ctx.current(request), tokenizer, position, text)
+
+    outputs = [candidates_plot, entropy_plot, summary, typed_text]
+    ctx.on_run(refresh, [ctx.state, typed], [*outputs, position_control, download])
+    position_control.input(change, [ctx.state, position_control, typed], [*outputs, download], trigger_mode="always_last")
+    typed.change(rank, [ctx.state, position_control, typed], [typed_text])

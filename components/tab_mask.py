@@ -1,0 +1,244 @@
+"""Mask: the causal mask, one head's scores before and after it, the pattern, and predictions without it."""
+
+from __future__ import annotations
+
+import math
+
+import gradio as gr
+import numpy as np
+import plotly.graph_objects as go
+
+from gpt2_max.hooks import block_key
+from gpt2_max.modules import Attention, GPT2Trace
+
+from components.common import NO_RUN, AppContext, clamp, export_npz, guarded, intro, source_block
+from components.plots import heatmap, lines, message_figure
+from components.run import Run
+from components.tab_embed import md_text
+
+NEEDS_MODEL = "Switching the mask off runs the model again, which needs the live model; it is still loading (or unavailable)."
+
+INTRO = intro(
+    "3 · Mask",
+    "GPT-2 predicts each next token from the tokens before it, so in every attention head the query at "
+    "position i may read only the keys at positions j ≤ i. The causal mask enforces this: it sets the scaled "
+    "scores q·k/√D of later keys to −inf before the softmax, which makes their attention weight exactly 0. "
+    "Here the mask is an input of the one compiled MAX graph, so switching it off reruns the same graph and "
+    "lets every position read later tokens too; GPT-2 was never trained that way, so the predictions change.",
+    [
+        ("mask (allowed)", "[T, T] bool, query i may read key j when j ≤ i"),
+        ("blocks.{i}.attn.hook_attn_scores", "[H, T, T] q·k/√D, −inf where masked"),
+        ("blocks.{i}.attn.hook_pattern", "[H, T, T] softmax over keys; rows sum to 1"),
+        ("logits", "[T, V] next-token scores at each position"),
+    ],
+)
+
+
+def probabilities(logits: np.ndarray) -> np.ndarray:
+    """Softmax over the last axis, in float64 (a row [V] or rows [T, V])."""
+    values = np.asarray(logits, dtype=np.float64)
+    values = values - values.max(axis=-1, keepdims=True)
+    exp = np.exp(values)
+    return exp / exp.sum(axis=-1, keepdims=True)
+
+
+def fmt_p(p: float) -> str:
+    """A probability for text: 3 decimals, or 3 significant digits when it is tiny."""
+    return f"{p:.3f}" if p >= 0.001 else f"{p:.2e}"
+
+
+def top_predictions(logits: np.ndarray, also: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """For each position: (top token id, its probability, probability of ``also[t]`` if given).
+
+    Row by row, so a [T, 50257] float64 softmax is never held whole.
+    """
+    T = logits.shape[0]
+    ids = np.empty(T, dtype=np.int64)
+    probs = np.empty(T)
+    other = None if also is None else np.empty(T)
+    for t in range(T):
+        p = probabilities(logits[t])
+        ids[t] = int(np.argmax(p))
+        probs[t] = p[ids[t]]
+        if other is not None:
+            other[t] = p[also[t]]
+    return ids, probs, other
+
+
+def raw_scores(run: Run, layer: int) -> np.ndarray:
+    """[H, T, T] q·k/√D from the trace's queries and keys: the scores before the mask is applied.
+
+    They equal ``hook_attn_scores`` wherever the mask allows (same float32 inputs) and
+    show the values the mask replaced with −inf.
+    """
+    q = run.trace[block_key(layer, "attn.hook_q")].astype(np.float64)  # [T, H, D]
+    k = run.trace[block_key(layer, "attn.hook_k")].astype(np.float64)
+    return np.einsum("thd,shd->hts", q, k) / math.sqrt(q.shape[-1])
+
+
+def _height(T: int) -> int:
+    return max(340, min(720, 16 * T + 170))
+
+
+def mask_figure(allowed: np.ndarray, run: Run, mask_off: bool) -> go.Figure:
+    hover = np.where(allowed, "allowed: the query reads this key", "blocked: score set to −inf, weight 0")
+    title = "Mask OFF: every query may read every key" if mask_off else "Causal mask: yellow = allowed (1), purple = blocked (0)"
+    fig = heatmap(
+        allowed.astype(np.float64), run.labels, run.labels, title,
+        x_title="key (read)", y_title="query (reading)", value_name="allowed (1) or blocked (0)",
+        zmin=0.0, zmax=1.0, height=_height(run.n_tokens), hover_text=hover,
+    )
+    fig.update_traces(colorbar=dict(tickvals=[0, 1], ticktext=["0 blocked (−inf)", "1 allowed"]), xgap=1, ygap=1)
+    return fig
+
+
+def predictions(run: Run, unmasked: Run | None, tokenizer_tokens) -> tuple[go.Figure, str, dict[str, np.ndarray]]:
+    """Top next token per position with the mask on, and (when given) what the mask-off run gives."""
+    on_ids, on_probs, _ = top_predictions(run.trace["logits"])
+    on_text = [tokenizer_tokens(int(i)) for i in on_ids]
+    arrays = {"top_on_ids": on_ids, "top_on_prob": on_probs}
+    series = {"mask on: P(its top token)": on_probs}
+    hover = {"mask on: P(its top token)": [f"top next token {t!r}" for t in on_text]}
+    header = "| position · token | next in text | mask on: top next (P) |"
+    rule = "|---|---|---|"
+    if unmasked is not None:
+        off_ids, off_probs, off_of_on = top_predictions(unmasked.trace["logits"], also=on_ids)
+        off_text = [tokenizer_tokens(int(i)) for i in off_ids]
+        arrays.update(top_off_ids=off_ids, top_off_prob=off_probs, off_prob_of_on_top=off_of_on)
+        series["mask off: P(the mask-on top token)"] = off_of_on
+        hover["mask off: P(the mask-on top token)"] = [f"token {t!r}" for t in on_text]
+        series["mask off: P(its own top token)"] = off_probs
+        hover["mask off: P(its own top token)"] = [f"top next token {t!r}" for t in off_text]
+        header += " mask off: top next (P) | mask off: P(mask-on top) |"
+        rule += "---|---|"
+    rows = [header, rule]
+    for t, label in enumerate(run.labels):
+        following = md_text(run.tokens[t + 1].display) if t + 1 < run.n_tokens else "—"
+        row = f"| {md_text(label)} | {following} | {md_text(on_text[t])} ({fmt_p(on_probs[t])}) |"
+        if unmasked is not None:
+            changed = " ⚠️" if off_ids[t] != on_ids[t] else ""
+            row += f" {md_text(off_text[t])} ({fmt_p(off_probs[t])}){changed} | {fmt_p(off_of_on[t])} |"
+        rows.append(row)
+    if unmasked is None:
+        title = "Probability of the top next token at each position (tick “Turn the causal mask off” to compare)"
+        summary = "Tick **Turn the causal mask off** to rerun the same graph without the mask and compare."
+    else:
+        changed = int(np.sum(off_ids != on_ids))
+        title = "Next-token probability at each position, mask on vs off"
+        summary = (
+            f"Without the mask the top next token changes at **{changed} of {run.n_tokens}** positions (⚠️ below). "
+            "Earlier positions now also read later tokens, including the very token they should predict; "
+            "even the last position can change, because in later layers it reads earlier positions' vectors, "
+            "which were themselves computed without the mask."
+        )
+    fig = lines(run.labels, series, title, x_title="position · token", y_title="probability", height=400, hover_text=hover)
+    fig.update_xaxes(type="category", tickangle=-45)
+    fig.update_yaxes(rangemode="tozero")
+    return fig, summary + "\n\n" + "\n".join(rows), arrays
+
+
+def render(run: Run | None, tokens, layer: int = 0, head: int = 0, mask_off: bool = False, unmasked: Run | None = None):
+    """-> (mask fig, raw scores fig, masked scores fig, pattern fig, predictions fig, markdown, arrays).
+
+    ``run`` is the causal Run; ``unmasked`` the same tokens with the mask off
+    (``service.variant(run, causal=False)``), used when ``mask_off`` is set.
+    ``tokens(id)`` gives a token id's display text.
+    """
+    if run is None:
+        blank = message_figure(NO_RUN)
+        return blank, blank, blank, blank, blank, NO_RUN, {}
+    layer = clamp(layer, 0, run.config.n_layer - 1)
+    head = clamp(head, 0, run.config.n_head - 1)
+    notice = ""
+    if mask_off and unmasked is None:
+        notice = f"⚠️ {NEEDS_MODEL}\n\n"
+        mask_off = False
+    shown = unmasked if mask_off else run
+    scores = shown.trace[block_key(layer, "attn.hook_attn_scores")][head]  # [T, T], -inf where masked
+    pattern = shown.trace[block_key(layer, "attn.hook_pattern")][head]
+    raw = raw_scores(shown, layer)[head]
+    allowed = np.isfinite(scores)
+    T = run.n_tokens
+    bound = float(np.max(np.abs(raw))) or 1.0
+    where = f"layer {layer}, head {head}" + (", mask off" if mask_off else "")
+    common = dict(x_title="key", y_title="query", height=_height(T))
+    raw_fig = heatmap(raw, run.labels, run.labels, f"Scores q·k/√D before the mask ({where})",
+                      value_name="score", diverging=True, zmin=-bound, zmax=bound, **common)
+    masked_fig = heatmap(scores, run.labels, run.labels, "After the mask: −inf cells left blank",
+                         value_name="score", diverging=True, zmin=-bound, zmax=bound, **common)
+    pattern_fig = heatmap(pattern, run.labels, run.labels, "Softmax over keys: the attention pattern",
+                          value_name="attention weight", zmin=0.0, zmax=1.0, **common)
+    prediction_fig, prediction_md, prediction_arrays = predictions(run, unmasked if mask_off else None, tokens)
+    blocked = int(np.sum(~allowed))
+    markdown = (
+        f"{notice}**{blocked} of {T * T}** (query, key) pairs are blocked"
+        + (" (the mask is off)" if mask_off else f": the {T * (T - 1) // 2} above the diagonal")
+        + ". Every row of the pattern sums to 1 over the keys it may read.\n\n"
+        + prediction_md
+    )
+    arrays = {
+        "token_ids": np.asarray(run.token_ids, dtype=np.int64),
+        "layer": np.int64(layer),
+        "head": np.int64(head),
+        "mask_off": np.bool_(mask_off),
+        "allowed": allowed,
+        "raw_scores": raw,
+        "masked_scores": scores,
+        "pattern": pattern,
+        **prediction_arrays,
+    }
+    return mask_figure(allowed, run, mask_off), raw_fig, masked_fig, pattern_fig, prediction_fig, markdown, arrays
+
+
+def build(ctx: AppContext) -> None:
+    service = ctx.service
+    settings = service.settings
+    with gr.Tab("Mask", id="mask"):
+        gr.Markdown(INTRO)
+        with gr.Row():
+            layer = gr.Slider(0, 11, value=0, step=1, label="Layer")
+            head = gr.Slider(0, 11, value=0, step=1, label="Head")
+            mask_off = gr.Checkbox(label="Turn the causal mask off", value=False)
+            download = gr.DownloadButton("Download mask, scores and predictions (.npz)", variant="secondary")
+        mask_plot = gr.Plot(label="Causal mask")
+        with gr.Row():
+            raw_plot = gr.Plot(label="Scores before the mask")
+            masked_plot = gr.Plot(label="Scores after the mask")
+            pattern_plot = gr.Plot(label="Attention pattern")
+        predictions_plot = gr.Plot(label="Predictions with and without the mask")
+        text = gr.Markdown()
+        source_block(GPT2Trace.forward, Attention.forward, label="MAX source: where the mask is built (GPT2Trace) and applied (Attention)")
+
+    def token_text(token_id: int) -> str:
+        return service.tokenizer.token(token_id).display
+
+    def view(request, layer_value, head_value, off):
+        run = ctx.current(request)
+        if run is None:
+            return None, render(None, token_text)
+        if not run.causal:
+            run = service.variant(run, causal=True)
+        unmasked = service.variant(run, causal=False) if off and service.ready else None
+        *figures, markdown, arrays = render(run, token_text, layer_value, head_value, bool(off), unmasked)
+        return run, (*figures, markdown, export_npz("mask", arrays))
+
+    @guarded("plot", "plot", "plot", "plot", "plot", "text", "keep", "keep", "keep")
+    def refresh(request, layer_value, head_value, off):
+        run, outputs = view(request, layer_value, head_value, off)
+        if run is None:
+            return *outputs[:6], None, gr.update(), gr.update()
+        layers = gr.update(maximum=run.config.n_layer - 1, value=clamp(layer_value, 0, run.config.n_layer - 1))
+        heads = gr.update(maximum=run.config.n_head - 1, value=clamp(head_value, 0, run.config.n_head - 1))
+        return *outputs, layers, heads
+
+    @guarded("plot", "plot", "plot", "plot", "plot", "text", "keep")
+    def update(request, layer_value, head_value, off):
+        run, outputs = view(request, layer_value, head_value, off)
+        return (*outputs[:6], None) if run is None else outputs
+
+    outputs = [mask_plot, raw_plot, masked_plot, pattern_plot, predictions_plot, text, download]
+    inputs = [ctx.state, layer, head, mask_off]
+    ctx.on_run(refresh, inputs, outputs + [layer, head])
+    for control in (layer, head, mask_off):
+        # Turning the mask off runs the model: share the model's concurrency queue.
+        control.change(update, inputs, outputs, concurrency_limit=settings.concurrency_limit, concurrency_id="model")

@@ -1,0 +1,204 @@
+"""The app in a real browser: start it on the tiny model, Run a prompt, open every tab, see its plots.
+
+Playwright drives Debian's Chromium (``apt-get install chromium``); without it the
+tests skip. The app runs as a subprocess on a free port, offline, on the tiny
+checkpoint in the session's private Hub cache. Screenshots of every tab go to
+``artifacts/screenshots/<tab>.png``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tiny_checkpoint import TINY_REPO_ID
+
+REPO = Path(__file__).resolve().parent.parent
+CHROMIUM = Path("/usr/bin/chromium")
+SCREENSHOTS = REPO / "artifacts" / "screenshots"
+TABS = ("Tokenize", "Embed", "Mask", "Attention", "MLP", "Blocks", "Logits", "Sample")
+START_TIMEOUT_S = 180  # page answering (imports, Gradio start)
+READY_TIMEOUT_S = 300  # model loaded: the tiny graph is compiled once and cached
+PLOT_TIMEOUT_MS = 120_000  # a tab's plots after Run (the refreshes are chained, 2 cores)
+PROMPT_TOKENS = 64
+
+if not CHROMIUM.exists():
+    pytest.skip(
+        "Chromium is not installed at /usr/bin/chromium (apt-get install -y chromium); "
+        "the browser tests need it",
+        allow_module_level=True,
+    )
+sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright for Python is not installed in this environment")
+
+
+def prompt_of(n_tokens: int) -> str:
+    """A readable prompt of exactly n tokens (checked with the app's own tokenizer)."""
+    from gpt2_max.tokenizer import Tokenizer
+
+    tokenizer = Tokenizer()
+    story = (
+        "The cat sat on the mat while the dog slept by the warm fire. The children played in the "
+        "garden until the rain came, and then they ran inside to read stories about dragons, "
+        "castles and brave knights who travelled across distant mountains. "
+    )
+    ids = tokenizer.encode(story * 4)[:n_tokens]
+    text = tokenizer.decode(ids)
+    assert len(tokenizer.encode(text)) == n_tokens
+    return text
+
+
+def prompt_words(text: str) -> list[str]:
+    return sorted({w.lower() for w in re.findall(r"[A-Za-z]{3,}", text)})
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """The app on the tiny model, in a subprocess: yields its URL; always terminated."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "HF_HUB_CACHE": os.environ["HF_HUB_CACHE"],  # the session's private cache (conftest)
+        "HF_HUB_OFFLINE": "1",
+        "GRADIO_ANALYTICS_ENABLED": "False",
+        "MODULAR_TELEMETRY_ENABLED": "0",
+        "PYTHONUNBUFFERED": "1",
+    }
+    log_path = tmp_path_factory.mktemp("app") / "app.log"
+    python = REPO / ".venv" / "bin" / "python"
+    command = [str(python if python.exists() else sys.executable), "app.py", "--model", TINY_REPO_ID,
+               "--port", str(port), "--host", "127.0.0.1"]
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"the app exited with {process.returncode}:\n{log_path.read_text()[-4000:]}")
+            try:
+                with urllib.request.urlopen(url, timeout=5) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"the app did not answer within {START_TIMEOUT_S} s:\n{log_path.read_text()[-4000:]}")
+            time.sleep(1)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=20)
+        print(f"\napp log ({log_path}):\n{log_path.read_text()[-3000:]}")
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM),
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+            timeout=60_000,
+        )
+        try:
+            context = browser.new_context(viewport={"width": 1500, "height": 1000})
+            context.set_default_timeout(30_000)
+            page = context.new_page()
+            page.goto(server, timeout=60_000)
+            page.locator("#prompt textarea").wait_for(state="visible", timeout=60_000)
+            sync_api.expect(page.locator("#model-status")).to_contain_text("ready", timeout=READY_TIMEOUT_S * 1000)
+            yield page
+        finally:
+            browser.close()
+
+
+# True when the selected tab shows a Plotly plot of non-zero height whose SVG text holds a prompt word.
+PLOT_WITH_WORD = """
+(words) => {
+  for (const plot of document.querySelectorAll('.js-plotly-plot')) {
+    const box = plot.getBoundingClientRect();
+    if (plot.offsetParent === null || box.height <= 0 || box.width <= 0) continue;
+    const text = Array.from(plot.querySelectorAll('svg text')).map(t => t.textContent).join(' ').toLowerCase();
+    if (words.some(w => text.includes(w))) return true;
+  }
+  return false;
+}
+"""
+
+ERROR_TOASTS = ".toast-body.error"
+
+
+def open_tab(page, name: str) -> None:
+    page.get_by_role("tab", name=name, exact=True).click(timeout=15_000)
+
+
+def run_prompt(page, text: str) -> float:
+    """Types text, clicks Run; returns the click's time.perf_counter()."""
+    page.locator("#prompt textarea").fill(text)
+    started = time.perf_counter()
+    page.locator("#run-button").click()
+    return started
+
+
+def test_every_tab_shows_plots_of_the_prompt(page):
+    text = prompt_of(PROMPT_TOKENS)
+    words = prompt_words(text)
+    started = run_prompt(page, text)
+    sync_api.expect(page.locator("#run-note")).to_contain_text(f"{PROMPT_TOKENS} tokens", timeout=PLOT_TIMEOUT_MS)
+    traced = time.perf_counter() - started
+    drawn_at = {}
+    for name in TABS:
+        open_tab(page, name)
+        try:
+            page.wait_for_function(PLOT_WITH_WORD, arg=words, timeout=PLOT_TIMEOUT_MS, polling=250)
+        except sync_api.TimeoutError:
+            SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(SCREENSHOTS / f"{name.lower()}-failed.png"), full_page=True)
+            pytest.fail(f"the {name} tab shows no plot with a word of the prompt in {PLOT_TIMEOUT_MS / 1000:.0f} s")
+        drawn_at[name] = time.perf_counter() - started
+    total = time.perf_counter() - started
+    print(
+        f"\n{PROMPT_TOKENS}-token prompt: Run -> trace shown {traced:.2f} s; Run -> plots of all eight tabs drawn "
+        f"{total:.2f} s (" + ", ".join(f"{k} {v:.1f}" for k, v in drawn_at.items()) + ")"
+    )
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    for name in TABS:
+        open_tab(page, name)
+        page.wait_for_function(PLOT_WITH_WORD, arg=words, timeout=PLOT_TIMEOUT_MS, polling=250)
+        page.wait_for_timeout(500)  # let Plotly finish its transitions before the picture
+        page.screenshot(path=str(SCREENSHOTS / f"{name.lower()}.png"), full_page=True)
+    errors = page.locator(ERROR_TOASTS).all_inner_texts()
+    assert not errors, f"error messages on the page: {errors}"
+
+
+def test_sample_tab_streams_a_generation(page):
+    open_tab(page, "Sample")
+    page.locator("#sample-generate").click()
+    sync_api.expect(page.locator("#sample-status")).to_contain_text("tokens generated", timeout=PLOT_TIMEOUT_MS)
+    # the generated text is marked, and the step chart is for the last step
+    assert page.locator("#sample-text mark").count() >= 1
+    sync_api.expect(page.locator(".js-plotly-plot .gtitle").filter(has_text="Step")).not_to_have_count(0, timeout=30_000)
+    page.locator("#sample-n-button").click()
+    sync_api.expect(page.locator(".js-plotly-plot .gtitle").filter(has_text="draws of the token")).not_to_have_count(0, timeout=30_000)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.wait_for_timeout(500)
+    page.screenshot(path=str(SCREENSHOTS / "sample-generated.png"), full_page=True)
+    errors = page.locator(ERROR_TOASTS).all_inner_texts()
+    assert not errors, f"error messages on the page: {errors}"

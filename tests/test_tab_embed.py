@@ -1,0 +1,123 @@
+"""The Embed tab's figures hold the trace's embedding rows, their norms, and independent nearest-token cosines."""
+
+from __future__ import annotations
+
+import gradio as gr
+import numpy as np
+import pytest
+
+from components import tab_embed
+from components.common import AppContext
+
+
+@pytest.fixture(scope="module")
+def weights(explorer_service):
+    return explorer_service.model.weights
+
+
+def render(run, service, **kwargs):
+    return tab_embed.render(run, service.model.weights, service.tokenizer, **kwargs)
+
+
+def independent_nearest(wte: np.ndarray, token_id: int, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    table = wte.astype(np.float64)
+    vector = table[token_id]
+    cosine = table @ vector / (np.linalg.norm(table, axis=1) * np.linalg.norm(vector))
+    order = [i for i in np.argsort(-cosine) if i != token_id][:k]
+    return np.asarray(order), cosine[order]
+
+
+def test_heatmaps_show_token_position_and_summed_rows(tiny_run, explorer_service, weights):
+    token_fig, position_fig, sum_fig, *_ = render(tiny_run, explorer_service)
+    T, E = tiny_run.n_tokens, tiny_run.config.n_embd
+    np.testing.assert_array_equal(token_fig.data[0].z, tiny_run.trace["hook_embed"])
+    np.testing.assert_array_equal(position_fig.data[0].z, tiny_run.trace["hook_pos_embed"])
+    np.testing.assert_array_equal(sum_fig.data[0].z, tiny_run.trace["blocks.0.hook_resid_pre"])
+    # The right tensors: rows of wte at the token ids, rows 0..T-1 of wpe, and their sum.
+    np.testing.assert_array_equal(token_fig.data[0].z, weights["wte.weight"][list(tiny_run.token_ids)])
+    np.testing.assert_array_equal(position_fig.data[0].z, weights["wpe.weight"][:T])
+    np.testing.assert_allclose(sum_fig.data[0].z, token_fig.data[0].z + position_fig.data[0].z, atol=1e-6)
+    for fig in (token_fig, position_fig, sum_fig):
+        assert list(fig.data[0].y) == tiny_run.labels  # tokens on the y axis
+        assert list(fig.data[0].x) == [str(d) for d in range(E)]  # embedding dimension on x
+        assert fig.data[0].zmid == 0  # diverging scale centred at 0
+        assert fig.layout.height and fig.layout.height >= 260
+        assert "%{y}" in fig.data[0].hovertemplate and "%{z" in fig.data[0].hovertemplate
+
+
+def test_norms_are_the_l2_norms_per_position(tiny_run, explorer_service):
+    norms_fig = render(tiny_run, explorer_service)[3]
+    expected = {
+        "token": np.linalg.norm(tiny_run.trace["hook_embed"], axis=1),
+        "position": np.linalg.norm(tiny_run.trace["hook_pos_embed"], axis=1),
+        "sum": np.linalg.norm(tiny_run.trace["blocks.0.hook_resid_pre"], axis=1),
+    }
+    assert len(norms_fig.data) == 3
+    for trace, (name, values) in zip(norms_fig.data, expected.items()):
+        assert trace.name.startswith(name)
+        assert list(trace.x) == tiny_run.labels
+        np.testing.assert_allclose(trace.y, values, rtol=1e-5)
+
+
+@pytest.mark.parametrize("position", [1, None])
+def test_nearest_tokens_match_an_independent_cosine_search(tiny_run, explorer_service, weights, position):
+    *_, nearest_fig, _, markdown, arrays = render(tiny_run, explorer_service, position=position)
+    chosen = tiny_run.n_tokens - 1 if position is None else position
+    token_id = tiny_run.token_ids[chosen]
+    ids, cosines = independent_nearest(weights["wte.weight"], token_id)
+    np.testing.assert_array_equal(arrays["nearest_ids"], ids)
+    np.testing.assert_allclose(nearest_fig.data[0].x, cosines, rtol=1e-5, atol=1e-6)
+    displays = [explorer_service.tokenizer.token(int(i)).display for i in ids]
+    assert list(nearest_fig.data[0].y) == displays
+    assert tiny_run.tokens[chosen].display in nearest_fig.layout.title.text
+    assert token_id not in arrays["nearest_ids"]  # the token itself is left out
+
+
+def test_position_similarity_is_the_cosine_of_wpe_rows(tiny_run, explorer_service, weights):
+    T = tiny_run.n_tokens
+    sim_fig = render(tiny_run, explorer_service)[5]
+    rows = tiny_run.trace["hook_pos_embed"].astype(np.float64)
+    unit = rows / np.linalg.norm(rows, axis=1, keepdims=True)
+    np.testing.assert_allclose(sim_fig.data[0].z, unit @ unit.T, atol=1e-6)
+    assert list(sim_fig.data[0].x) == tiny_run.labels and list(sim_fig.data[0].y) == tiny_run.labels
+    assert (sim_fig.data[0].zmin, sim_fig.data[0].zmax) == (-1.0, 1.0)
+    # Beyond the input: wpe's own rows.
+    sim_fig = render(tiny_run, explorer_service, n_positions=T + 10)[5]
+    rows = weights["wpe.weight"][: T + 10].astype(np.float64)
+    unit = rows / np.linalg.norm(rows, axis=1, keepdims=True)
+    np.testing.assert_allclose(sim_fig.data[0].z, unit @ unit.T, atol=1e-6)
+    assert list(sim_fig.data[0].x)[:T] == tiny_run.labels and len(sim_fig.data[0].x) == T + 10
+
+
+def test_out_of_range_controls_are_clamped(tiny_run, explorer_service):
+    T = tiny_run.n_tokens
+    *_, nearest_fig, sim_fig, _, arrays = render(tiny_run, explorer_service, position=10_000, n_positions=10**9)
+    assert arrays["nearest_position"] == T - 1
+    assert len(sim_fig.data[0].x) == min(tab_embed.MAX_SIMILARITY_POSITIONS, tiny_run.config.n_positions)
+    *_, arrays = render(tiny_run, explorer_service, position=-7, n_positions=-3)
+    assert arrays["nearest_position"] == 0 and arrays["position_cosine"].shape == (1, 1)
+    *_, arrays = render(tiny_run, explorer_service, position="not a number", n_positions=float("nan"))
+    assert arrays["nearest_position"] == T - 1 and arrays["position_cosine"].shape == (T, T)
+
+
+def test_without_weights_the_nearest_view_waits_and_the_rest_still_renders(tiny_run, explorer_service):
+    token_fig, *_, nearest_fig, sim_fig, _, arrays = tab_embed.render(tiny_run, None, explorer_service.tokenizer, n_positions=500)
+    assert tab_embed.NEEDS_WEIGHTS in nearest_fig.layout.annotations[0].text
+    assert len(sim_fig.data[0].x) == tiny_run.n_tokens  # no wpe beyond the trace without weights
+    np.testing.assert_array_equal(token_fig.data[0].z, tiny_run.trace["hook_embed"])
+    figures = tab_embed.render(None, None, explorer_service.tokenizer)
+    assert len(figures) == 8 and figures[-1] == {}
+
+
+def test_tab_builds_and_its_handlers_export_the_plotted_tensors(tiny_run, explorer_service):
+    with gr.Blocks():
+        ctx = AppContext(service=explorer_service, state=gr.State(None))
+        tab_embed.build(ctx)
+    (refresh, inputs, outputs), = ctx.run_listeners
+    assert len(outputs) == 10
+    result = refresh(tiny_run.request)
+    assert result[6].startswith(f"**{tiny_run.n_tokens} tokens**")
+    with np.load(result[-1]) as saved:
+        np.testing.assert_array_equal(saved["hook_embed"], tiny_run.trace["hook_embed"])
+        np.testing.assert_array_equal(saved["token_ids"], tiny_run.token_ids)
+        assert saved["nearest_ids"].shape == (10,)

@@ -1,0 +1,126 @@
+"""The Mask tab's figures: the mask, one head's scores before/after it, its pattern, predictions with it on and off."""
+
+from __future__ import annotations
+
+import math
+
+import gradio as gr
+import numpy as np
+import pytest
+
+from components import tab_mask
+from components.common import AppContext
+from components.plots import finite
+
+
+@pytest.fixture(scope="module")
+def unmasked(tiny_run, explorer_service):
+    return explorer_service.variant(tiny_run, causal=False)
+
+
+def tokens(explorer_service):
+    return lambda token_id: explorer_service.tokenizer.token(token_id).display
+
+
+def softmax(logits):
+    values = np.asarray(logits, dtype=np.float64)
+    exp = np.exp(values - values.max(axis=-1, keepdims=True))
+    return exp / exp.sum(axis=-1, keepdims=True)
+
+
+def test_mask_scores_and_pattern_come_from_the_chosen_layer_and_head(tiny_run, explorer_service):
+    mask_fig, raw_fig, masked_fig, pattern_fig, _, markdown, arrays = tab_mask.render(tiny_run, tokens(explorer_service), 1, 2)
+    T = tiny_run.n_tokens
+    scores = tiny_run.trace["blocks.1.attn.hook_attn_scores"][2]
+    # The mask: 1 on and below the diagonal (allowed), 0 above (blocked).
+    np.testing.assert_array_equal(mask_fig.data[0].z, np.tril(np.ones((T, T))))
+    assert "blocked" in mask_fig.layout.title.text and list(mask_fig.data[0].colorbar.ticktext)[0].startswith("0 blocked")
+    # The masked scores: the trace's, with -inf as a gap (NaN).
+    np.testing.assert_array_equal(masked_fig.data[0].z, finite(scores))
+    assert np.isnan(masked_fig.data[0].z[0, 1]) and not np.isnan(masked_fig.data[0].z[1, 0])
+    np.testing.assert_array_equal(pattern_fig.data[0].z, tiny_run.trace["blocks.1.attn.hook_pattern"][2])
+    assert (pattern_fig.data[0].zmin, pattern_fig.data[0].zmax) == (0.0, 1.0)
+    # The raw scores: q.k/sqrt(D) of this layer and head, finite everywhere, equal to the trace where allowed.
+    q = tiny_run.trace["blocks.1.attn.hook_q"][:, 2].astype(np.float64)
+    k = tiny_run.trace["blocks.1.attn.hook_k"][:, 2].astype(np.float64)
+    np.testing.assert_allclose(raw_fig.data[0].z, q @ k.T / math.sqrt(q.shape[1]), rtol=1e-9)
+    assert np.isfinite(raw_fig.data[0].z).all()
+    allowed = np.isfinite(scores)
+    np.testing.assert_allclose(raw_fig.data[0].z[allowed], scores[allowed], atol=1e-5)
+    assert "layer 1, head 2" in raw_fig.layout.title.text
+    for fig in (mask_fig, raw_fig, masked_fig, pattern_fig):
+        assert list(fig.data[0].x) == tiny_run.labels and list(fig.data[0].y) == tiny_run.labels
+        assert fig.layout.height >= 340
+    assert f"**{T * (T - 1) // 2} of {T * T}**" in markdown
+    np.testing.assert_array_equal(arrays["masked_scores"], scores)
+
+
+def test_raw_scores_equal_the_mask_off_runs_scores_in_layer_0(tiny_run, explorer_service, unmasked):
+    # In layer 0 queries and keys do not depend on the mask, so a mask-off run's scores are the raw ones.
+    for head in range(tiny_run.config.n_head):
+        raw_fig = tab_mask.render(tiny_run, tokens(explorer_service), 0, head)[1]
+        np.testing.assert_allclose(raw_fig.data[0].z, unmasked.trace["blocks.0.attn.hook_attn_scores"][head], atol=1e-5)
+
+
+def test_predictions_with_the_mask_on(tiny_run, explorer_service):
+    fig, markdown = tab_mask.render(tiny_run, tokens(explorer_service), 0, 0)[4:6]
+    probs = softmax(tiny_run.trace["logits"])
+    assert len(fig.data) == 1 and list(fig.data[0].x) == tiny_run.labels
+    np.testing.assert_allclose(fig.data[0].y, probs.max(axis=1), rtol=1e-6)
+    top = explorer_service.tokenizer.token(int(probs[-1].argmax())).display
+    assert repr(top) in fig.data[0].text[-1]
+    assert "Turn the causal mask off" in markdown
+
+
+def test_mask_off_shows_the_unmasked_run_and_both_predictions(tiny_run, explorer_service, unmasked):
+    mask_fig, raw_fig, masked_fig, pattern_fig, fig, markdown, arrays = tab_mask.render(
+        tiny_run, tokens(explorer_service), 1, 3, True, unmasked
+    )
+    T = tiny_run.n_tokens
+    np.testing.assert_array_equal(mask_fig.data[0].z, np.ones((T, T)))
+    np.testing.assert_array_equal(pattern_fig.data[0].z, unmasked.trace["blocks.1.attn.hook_pattern"][3])
+    np.testing.assert_array_equal(masked_fig.data[0].z, unmasked.trace["blocks.1.attn.hook_attn_scores"][3])
+    np.testing.assert_allclose(raw_fig.data[0].z, unmasked.trace["blocks.1.attn.hook_attn_scores"][3], atol=1e-5)
+    on = softmax(tiny_run.trace["logits"])
+    off = softmax(unmasked.trace["logits"])
+    on_top = on.argmax(axis=1)
+    assert len(fig.data) == 3
+    np.testing.assert_allclose(fig.data[0].y, on.max(axis=1), rtol=1e-6)
+    np.testing.assert_allclose(fig.data[1].y, off[np.arange(T), on_top], rtol=1e-6)
+    np.testing.assert_allclose(fig.data[2].y, off.max(axis=1), rtol=1e-6)
+    np.testing.assert_array_equal(arrays["top_off_ids"], off.argmax(axis=1))
+    assert not np.allclose(fig.data[0].y, fig.data[1].y)  # the mask matters at earlier positions
+    changed = int(np.sum(off.argmax(axis=1) != on_top))
+    assert f"**{changed} of {T}**" in markdown
+    assert markdown.count("\n| ") == T + 1  # header and one row per position
+
+
+def test_mask_off_without_a_live_model_says_so(tiny_run, explorer_service):
+    mask_fig, *_, markdown, arrays = tab_mask.render(tiny_run, tokens(explorer_service), 0, 0, True, None)
+    assert tab_mask.NEEDS_MODEL in markdown
+    assert not arrays["mask_off"] and mask_fig.data[0].z[0, 1] == 0
+
+
+def test_out_of_range_layer_and_head_are_clamped(tiny_run, explorer_service):
+    L, H = tiny_run.config.n_layer, tiny_run.config.n_head
+    *_, arrays = tab_mask.render(tiny_run, tokens(explorer_service), 99, -4)
+    assert (arrays["layer"], arrays["head"]) == (L - 1, 0)
+    np.testing.assert_array_equal(arrays["pattern"], tiny_run.trace[f"blocks.{L - 1}.attn.hook_pattern"][0])
+    *_, arrays = tab_mask.render(tiny_run, tokens(explorer_service), None, "x")
+    assert (arrays["layer"], arrays["head"]) == (0, 0)
+    figures = tab_mask.render(None, tokens(explorer_service))
+    assert len(figures) == 7
+
+
+def test_tab_builds_and_its_handlers_clamp_and_export(tiny_run, explorer_service, unmasked):
+    with gr.Blocks():
+        ctx = AppContext(service=explorer_service, state=gr.State(None))
+        tab_mask.build(ctx)
+    (refresh, inputs, outputs), = ctx.run_listeners
+    assert len(inputs) == 4 and len(outputs) == 9
+    result = refresh(tiny_run.request, 50, 50, True)
+    assert not result[5].startswith("⚠️")
+    assert result[-2]["value"] == tiny_run.config.n_layer - 1 and result[-1]["value"] == tiny_run.config.n_head - 1
+    with np.load(result[6]) as saved:
+        assert saved["mask_off"] and saved["layer"] == 1 and saved["head"] == 3
+        np.testing.assert_array_equal(saved["pattern"], unmasked.trace["blocks.1.attn.hook_pattern"][3])
