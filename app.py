@@ -16,6 +16,7 @@ os.environ.setdefault("MODULAR_TELEMETRY_ENABLED", "0")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import gradio as gr  # noqa: E402
+import numpy as np  # noqa: E402
 
 from components import (  # noqa: E402
     tab_attention,
@@ -27,9 +28,10 @@ from components import (  # noqa: E402
     tab_sample,
     tab_tokenize,
 )
-from components.common import AppContext, guarded  # noqa: E402
+from components.common import AppContext, fmt_p, guarded, md_text  # noqa: E402
 from components.run import PRECOMPUTED, ExplorerService  # noqa: E402
 from components.settings import Settings  # noqa: E402
+from gpt2_max.sampling import softmax  # noqa: E402
 
 TABS = (tab_tokenize, tab_embed, tab_mask, tab_attention, tab_mlp, tab_blocks, tab_logits, tab_sample)
 
@@ -48,13 +50,19 @@ Every number below is computed by GPT-2 written in Modular's MAX, on your text: 
 every intermediate tensor. Work through the tabs left to right, from text to the next token."""
 
 
-def run_note(run) -> str:
+def run_note(run, tokenizer) -> str:
+    """The line under the prompt: where the trace came from, and the model's next-token guess."""
     if run.source == PRECOMPUTED:
         origin = "**Precomputed** trace of this example (shown while the model loads)."
     else:
-        extra = " · causal mask **off**" if not run.causal else ""
-        origin = f"**Live** trace: {run.n_tokens} tokens, MAX graph time {run.seconds * 1000:.0f} ms{extra}."
-    return origin + (f"\n\n⚠️ {run.notice}" if run.notice else "")
+        origin = f"**Live** trace: {run.n_tokens} tokens, MAX graph time {run.seconds * 1000:.0f} ms."
+    probs = softmax(run.trace["logits"][-1])
+    best = int(np.argmax(probs))
+    guess = (
+        f" Most likely next token: **{md_text(tokenizer.token(best).display)}** "
+        f"(id {best}, p = {fmt_p(float(probs[best]))})."
+    )
+    return origin + guess + (f"\n\n⚠️ {run.notice}" if run.notice else "")
 
 
 def build_app(service: ExplorerService) -> gr.Blocks:
@@ -82,18 +90,19 @@ def build_app(service: ExplorerService) -> gr.Blocks:
         @guarded("keep", "text")
         def start_run(text):
             run = service.run(text)
-            return run.request, run_note(run)
+            return run.request, run_note(run, service.tokenizer)
 
-        for trigger in (run_button.click, prompt.submit):
-            event = trigger(
-                start_run,
-                [prompt],
-                [state, note],
-                concurrency_limit=settings.concurrency_limit,
-                concurrency_id="model",
-            )
-            for fn, inputs, outputs in ctx.run_listeners:
-                event.then(fn, inputs, outputs, concurrency_limit=settings.concurrency_limit, concurrency_id="model")
+        event = gr.on(
+            [run_button.click, prompt.submit],
+            start_run,
+            [prompt],
+            [state, note],
+            api_name="run",
+            concurrency_limit=settings.concurrency_limit,
+            concurrency_id="model",
+        )
+        for fn, inputs, outputs, name in ctx.run_listeners:
+            event.then(fn, inputs, outputs, api_name=name, concurrency_limit=settings.concurrency_limit, concurrency_id="model")
 
         # The status line follows the background load, then stops polling.
         timer = gr.Timer(2.0)
@@ -101,7 +110,7 @@ def build_app(service: ExplorerService) -> gr.Blocks:
         def poll():
             return service.status_markdown(), gr.Timer(active=not service.wait_until_loaded(0))
 
-        timer.tick(poll, None, [status, timer], queue=False)
+        timer.tick(poll, None, [status, timer], queue=False, api_name="status")
     demo.queue(default_concurrency_limit=settings.concurrency_limit, max_size=settings.max_queue)
     return demo
 

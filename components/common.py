@@ -31,11 +31,16 @@ class AppContext:
 
     service: ExplorerService
     state: gr.State  # the current Run's request (plain data)
-    run_listeners: list[tuple[Callable, list, list]] = field(default_factory=list)
+    run_listeners: list[tuple[Callable, list, list, str]] = field(default_factory=list)
 
     def on_run(self, fn: Callable, inputs: list, outputs: list) -> None:
-        """Registers a refresh to chain after every Run (app.py wires them)."""
-        self.run_listeners.append((fn, inputs, outputs))
+        """Registers a refresh to chain after every Run (app.py wires them).
+
+        Its API name is ``render_<tab>`` (from the tab module's name), so a raw
+        API client can call it too.
+        """
+        tab = fn.__module__.rsplit(".", 1)[-1].removeprefix("tab_")
+        self.run_listeners.append((fn, inputs, outputs, f"render_{tab}"))
 
     def current(self, request: dict | None) -> Run | None:
         return self.service.from_request(request)
@@ -49,33 +54,50 @@ def user_message(error: BaseException) -> str:
     return "Something went wrong computing this view; the error was logged. Try another input."
 
 
+def error_outputs(outputs: tuple[str, ...], error: BaseException):
+    """What a handler with outputs of these kinds shows instead of a traceback."""
+    message = user_message(error)
+    first_text = outputs.index("text") if "text" in outputs else -1
+    values = []
+    for index, kind in enumerate(outputs):
+        if kind == "plot":
+            values.append(message_figure(message))
+        elif index == first_text:
+            values.append(f"⚠️ {message}")
+        elif kind == "text":
+            values.append("")
+        else:
+            values.append(gr.update())
+    return values[0] if len(values) == 1 else tuple(values)
+
+
 def guarded(*outputs: str) -> Callable:
     """Wraps a handler whose outputs are of the given kinds ("plot", "text" or "keep").
 
     On any error the handler's plots show the message, its first text output
     says what happened, and "keep" outputs are left as they were, so the page
-    stays usable and no traceback reaches it.
+    stays usable and no traceback reaches it. Generator handlers (streaming)
+    stay generators, so Gradio still streams them.
     """
 
     def decorate(fn: Callable) -> Callable:
+        if inspect.isgeneratorfunction(fn):
+
+            @functools.wraps(fn)
+            def stream_wrapper(*args, **kwargs):
+                try:
+                    yield from fn(*args, **kwargs)
+                except Exception as error:  # noqa: BLE001 - shown as a message, never a traceback
+                    yield error_outputs(outputs, error)
+
+            return stream_wrapper
+
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
             try:
                 return fn(*args, **kwargs)
             except Exception as error:  # noqa: BLE001 - nothing reaches the screen as a traceback
-                message = user_message(error)
-                first_text = outputs.index("text") if "text" in outputs else -1
-                values = []
-                for index, kind in enumerate(outputs):
-                    if kind == "plot":
-                        values.append(message_figure(message))
-                    elif index == first_text:
-                        values.append(f"⚠️ {message}")
-                    elif kind == "text":
-                        values.append("")
-                    else:
-                        values.append(gr.update())
-                return values[0] if len(values) == 1 else tuple(values)
+                return error_outputs(outputs, error)
 
         return wrapper
 
@@ -111,6 +133,21 @@ def clamp(value, low: int, high: int, default: int = 0) -> int:
     except (TypeError, ValueError, OverflowError):
         number = default
     return max(low, min(high, number))
+
+
+def md_text(text: str) -> str:
+    """Token text safe inside markdown (tables, bold)."""
+    return "".join("\\" + c if c in "\\`*_{}[]()#+-.!|<>~" else c for c in text)
+
+
+def unique_labels(texts: list[str], ids) -> list[str]:
+    """Token texts as category labels; two tokens that display alike get their ids added."""
+    return [f"{t} (id {i})" if texts.count(t) > 1 else t for t, i in zip(texts, ids)]
+
+
+def fmt_p(p: float) -> str:
+    """A probability for text: 3 decimals, or 3 significant digits when it is tiny."""
+    return f"{p:.3f}" if p >= 0.001 else f"{p:.2e}"
 
 
 def shape_text(array: np.ndarray) -> str:

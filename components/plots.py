@@ -14,6 +14,10 @@ from collections.abc import Sequence
 
 import numpy as np
 import plotly.graph_objects as go
+import plotly.io as pio
+
+# Set once: naming the template on every figure costs ~40 ms per figure.
+pio.templates.default = "plotly_white"
 
 SEQUENTIAL = "Viridis"
 DIVERGING = "RdBu"
@@ -34,7 +38,6 @@ def layout(fig: go.Figure, title: str, height: int = DEFAULT_HEIGHT, **extra) ->
         height=height,
         margin=dict(l=60, r=20, t=60, b=60),
         font=FONT,
-        template="plotly_white",
         **extra,
     )
     return fig

@@ -180,7 +180,10 @@ class ExplorerService:
         if self.model is not None:
             return f"**Model:** `{self.model_name}` ready (MAX graph compiled in {self.model.compile_seconds:.1f} s). Results below are **live**."
         if self.load_error:
-            return f"**Model `{self.model_name}` is not available:** {self.load_error}\n\nThe example prompts still work from precomputed traces."
+            return (
+                f"**Model `{self.model_name}` is not available** (failed after {self.load_seconds:.1f} s): "
+                f"{self.load_error}\n\nThe example prompts still work from precomputed traces."
+            )
         return (
             f"**Loading `{self.model_name}`** (download and MAX compile; a few seconds when cached, "
             "minutes on a cold host). Meanwhile the example prompts show **precomputed** traces."

@@ -9,12 +9,11 @@ from plotly.subplots import make_subplots
 
 from gpt2_max.hooks import block_key
 from gpt2_max.modules import Attention
+from gpt2_max.sampling import softmax
 
-from components.common import NO_RUN, AppContext, clamp, export_npz, guarded, intro, source_block
+from components.common import NO_RUN, AppContext, clamp, export_npz, fmt_p, guarded, intro, md_text, source_block, unique_labels
 from components.plots import SEQUENTIAL, heatmap, layout, message_figure
 from components.run import Run
-from components.tab_embed import md_text, unique_labels
-from components.tab_mask import fmt_p, probabilities
 
 TOP_NEXT = 10
 # Each small multiple is drawn at most GRID_BINS x GRID_BINS cells (longer inputs are
@@ -136,11 +135,11 @@ def qkv_figure(run: Run, layer: int, head: int, position: int) -> tuple[go.Figur
 
 def ablation_figure(run: Run, tokens, layer: int, head: int, after: Run | None) -> tuple[go.Figure, str, dict]:
     """Top next tokens at the last position before and (given ``after``) after ablating the head."""
-    before = probabilities(run.trace["logits"][-1])
+    before = softmax(run.trace["logits"][-1])
     ids = list(np.argsort(-before, kind="stable")[:TOP_NEXT])
     after_probs = None
     if after is not None:
-        after_probs = probabilities(after.trace["logits"][-1])
+        after_probs = softmax(after.trace["logits"][-1])
         ids += [i for i in np.argsort(-after_probs, kind="stable")[:TOP_NEXT] if i not in ids]
     ids = np.asarray(ids, dtype=np.int64)
     texts = [tokens(int(i)) for i in ids]

@@ -11,7 +11,7 @@ import plotly.graph_objects as go
 from gpt2_max.modules import Embedding, GPT2Body
 from gpt2_max.tokenizer import Tokenizer
 
-from components.common import NO_RUN, AppContext, clamp, export_npz, guarded, intro, source_block
+from components.common import NO_RUN, AppContext, clamp, export_npz, guarded, intro, md_text, source_block, unique_labels
 from components.plots import bars, heatmap, lines, message_figure
 from components.run import Run
 
@@ -68,16 +68,6 @@ def cosine_matrix(rows: np.ndarray) -> np.ndarray:
     rows = np.asarray(rows, dtype=np.float64)
     unit = rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
     return unit @ unit.T
-
-
-def md_text(text: str) -> str:
-    """Token text safe inside markdown (tables, bold)."""
-    return "".join("\\" + c if c in "\\`*_{}[]()#+-.!|<>~" else c for c in text)
-
-
-def unique_labels(texts: list[str], ids) -> list[str]:
-    """Token texts as category labels; two tokens that display alike get their ids added."""
-    return [f"{t} (id {i})" if texts.count(t) > 1 else t for t, i in zip(texts, ids)]
 
 
 def _rows_height(n_rows: int) -> int:

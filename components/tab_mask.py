@@ -10,11 +10,11 @@ import plotly.graph_objects as go
 
 from gpt2_max.hooks import block_key
 from gpt2_max.modules import Attention, GPT2Trace
+from gpt2_max.sampling import softmax
 
-from components.common import NO_RUN, AppContext, clamp, export_npz, guarded, intro, source_block
+from components.common import NO_RUN, AppContext, clamp, export_npz, fmt_p, guarded, intro, md_text, source_block
 from components.plots import heatmap, lines, message_figure
 from components.run import Run
-from components.tab_embed import md_text
 
 NEEDS_MODEL = "Switching the mask off runs the model again, which needs the live model; it is still loading (or unavailable)."
 
@@ -34,19 +34,6 @@ INTRO = intro(
 )
 
 
-def probabilities(logits: np.ndarray) -> np.ndarray:
-    """Softmax over the last axis, in float64 (a row [V] or rows [T, V])."""
-    values = np.asarray(logits, dtype=np.float64)
-    values = values - values.max(axis=-1, keepdims=True)
-    exp = np.exp(values)
-    return exp / exp.sum(axis=-1, keepdims=True)
-
-
-def fmt_p(p: float) -> str:
-    """A probability for text: 3 decimals, or 3 significant digits when it is tiny."""
-    return f"{p:.3f}" if p >= 0.001 else f"{p:.2e}"
-
-
 def top_predictions(logits: np.ndarray, also: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """For each position: (top token id, its probability, probability of ``also[t]`` if given).
 
@@ -57,7 +44,7 @@ def top_predictions(logits: np.ndarray, also: np.ndarray | None = None) -> tuple
     probs = np.empty(T)
     other = None if also is None else np.empty(T)
     for t in range(T):
-        p = probabilities(logits[t])
+        p = softmax(logits[t])
         ids[t] = int(np.argmax(p))
         probs[t] = p[ids[t]]
         if other is not None:

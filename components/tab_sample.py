@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 import html
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import gradio as gr
 import numpy as np
@@ -417,26 +416,6 @@ def render_preview(run: Run | None, tokenizer: Tokenizer, temperature, top_k, to
 # -- Gradio -----------------------------------------------------------------
 
 
-def guarded_stream(*outputs: str) -> Callable:
-    """``guarded`` for a generator handler: an error at any step yields the message outputs once."""
-
-    @guarded(*outputs)
-    def fail(error: BaseException):
-        raise error
-
-    def decorate(fn: Callable) -> Callable:
-        @functools.wraps(fn)
-        def wrapper(*args, **kwargs):
-            try:
-                yield from fn(*args, **kwargs)
-            except Exception as error:  # noqa: BLE001 - shown as a message, never a traceback
-                yield fail(error)
-
-        return wrapper
-
-    return decorate
-
-
 def build(ctx: AppContext) -> None:
     service = ctx.service
     tokenizer = service.tokenizer
@@ -479,7 +458,7 @@ def build(ctx: AppContext) -> None:
         reset = gr.update(maximum=2, value=1, interactive=False)
         return message, fig, html_text, reset, empty_generation(run.token_ids) if run else None, hist, note, None
 
-    @guarded_stream("text", "plot", "text", "keep", "keep", "keep")
+    @guarded("text", "plot", "text", "keep", "keep", "keep")
     def run_generation(request, t, k, p, s, n):
         yield from stream_views(service, ctx.current(request), t, k, p, s, n)
 
@@ -494,7 +473,7 @@ def build(ctx: AppContext) -> None:
     ctx.on_run(refresh, [ctx.state, *knobs, n_draws],
                [status, step_plot, text, step_slider, generation, hist_plot, hist_note, download])
     generate.click(run_generation, [ctx.state, *knobs, max_new], [status, step_plot, text, step_slider, generation, download],
-                   concurrency_limit=limits.concurrency_limit, concurrency_id="model")
+                   concurrency_limit=limits.concurrency_limit, concurrency_id="model", api_name="generate")
     step_slider.input(select_step, [generation, step_slider], [step_plot, text], trigger_mode="always_last")
     sample_button.click(sample, [ctx.state, *knobs, n_draws], [hist_plot, hist_note])
     for knob in (temperature, top_k, top_p, n_draws):  # the histogram follows the filters at once

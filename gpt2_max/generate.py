@@ -82,19 +82,9 @@ def stream(
         length += 1
 
 
-def generate(
-    model,
-    prompt: str | Sequence[int],
-    max_new_tokens: int = 32,
-    temperature: float = 1.0,
-    top_k: int = 0,
-    top_p: float = 1.0,
-    seed: int | None = None,
-) -> Generation:
-    """Generates up to ``max_new_tokens`` after ``prompt`` (text or token ids)."""
-    prompt_ids = model.tokenizer.encode(prompt) if isinstance(prompt, str) else list(prompt)
-    settings = SamplingSettings(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
-    result = Generation(prompt_ids=prompt_ids)
+def collect(model, prompt_ids: Sequence[int], max_new_tokens: int, settings: SamplingSettings) -> Generation:
+    """Runs :func:`stream` to the end and gathers its steps."""
+    result = Generation(prompt_ids=list(prompt_ids))
     steps = stream(model, prompt_ids, max_new_tokens, settings)
     while True:
         try:

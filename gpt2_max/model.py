@@ -11,7 +11,7 @@ import numpy as np
 from gpt2_max.config import GPT2Config
 from gpt2_max.engine import CompiledGPT2
 from gpt2_max.errors import InputError
-from gpt2_max.generate import Generation, generate, stream
+from gpt2_max.generate import Generation, collect, stream
 from gpt2_max.sampling import SampleStep, SamplingSettings
 from gpt2_max.tokenizer import Tokenizer
 from gpt2_max.weights import DEFAULT_MODEL, Checkpoint, load_weights, locate
@@ -98,7 +98,9 @@ class GPT2:
         seed: int | None = None,
     ) -> Generation:
         """Generates text with the KV cache; see :mod:`gpt2_max.sampling` for the filters' order."""
-        return generate(self, prompt_or_ids, max_new_tokens, temperature, top_k, top_p, seed)
+        prompt_ids = self.tokenizer.encode(prompt_or_ids) if isinstance(prompt_or_ids, str) else list(prompt_or_ids)
+        settings = SamplingSettings(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
+        return collect(self, prompt_ids, max_new_tokens, settings)
 
     def stream(
         self,

@@ -42,9 +42,11 @@ class SamplingSettings:
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits.astype(np.float64) - np.max(logits)
+    """float64 softmax over the last axis: a row [V] or rows [T, V]."""
+    shifted = np.asarray(logits, dtype=np.float64)
+    shifted = shifted - shifted.max(axis=-1, keepdims=True)
     e = np.exp(shifted)
-    return e / e.sum()
+    return e / e.sum(axis=-1, keepdims=True)
 
 
 def _most_likely_first(probs: np.ndarray, count: int) -> np.ndarray:

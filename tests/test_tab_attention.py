@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import gradio as gr
 import numpy as np
 import pytest
 
 from components import tab_attention
-from components.common import AppContext
+from tab_helpers import build_tab, softmax, token_text
 
 
 @pytest.fixture(scope="module")
@@ -15,18 +14,8 @@ def ablated(tiny_run, explorer_service):
     return explorer_service.variant(tiny_run, ablated=[(1, 2)])
 
 
-def tokens(explorer_service):
-    return lambda token_id: explorer_service.tokenizer.token(token_id).display
-
-
-def softmax(logits):
-    values = np.asarray(logits, dtype=np.float64)
-    exp = np.exp(values - values.max(axis=-1, keepdims=True))
-    return exp / exp.sum(axis=-1, keepdims=True)
-
-
 def test_pattern_is_the_chosen_heads_with_tokens_on_both_axes(tiny_run, explorer_service):
-    pattern_fig = tab_attention.render(tiny_run, tokens(explorer_service), 1, 2)[0]
+    pattern_fig = tab_attention.render(tiny_run, token_text(explorer_service), 1, 2)[0]
     np.testing.assert_array_equal(pattern_fig.data[0].z, tiny_run.trace["blocks.1.attn.hook_pattern"][2])
     assert list(pattern_fig.data[0].x) == tiny_run.labels and list(pattern_fig.data[0].y) == tiny_run.labels
     assert (pattern_fig.data[0].zmin, pattern_fig.data[0].zmax) == (0.0, 1.0)
@@ -35,7 +24,7 @@ def test_pattern_is_the_chosen_heads_with_tokens_on_both_axes(tiny_run, explorer
 
 
 def test_grid_has_every_head_on_one_colour_scale(tiny_run, explorer_service):
-    grid_fig = tab_attention.render(tiny_run, tokens(explorer_service))[1]
+    grid_fig = tab_attention.render(tiny_run, token_text(explorer_service))[1]
     L, H = tiny_run.config.n_layer, tiny_run.config.n_head
     assert len(grid_fig.data) == L * H
     for layer in range(L):
@@ -63,7 +52,7 @@ def test_grid_pools_long_inputs_into_block_means(tiny_run):
 
 
 def test_qkv_are_the_heads_vectors_at_the_position(tiny_run, explorer_service):
-    qkv_fig = tab_attention.render(tiny_run, tokens(explorer_service), 1, 3, 4)[2]
+    qkv_fig = tab_attention.render(tiny_run, token_text(explorer_service), 1, 3, 4)[2]
     for row, name in enumerate("qkv"):
         np.testing.assert_array_equal(qkv_fig.data[0].z[row], tiny_run.trace[f"blocks.1.attn.hook_{name}"][4, 3])
     assert len(qkv_fig.data[0].x) == tiny_run.config.head_dim
@@ -72,7 +61,7 @@ def test_qkv_are_the_heads_vectors_at_the_position(tiny_run, explorer_service):
 
 
 def test_ablation_moves_the_next_token_probabilities(tiny_run, explorer_service, ablated):
-    ablation_fig, markdown, arrays = tab_attention.render(tiny_run, tokens(explorer_service), 1, 2, None, ablated)[3:6]
+    ablation_fig, markdown, arrays = tab_attention.render(tiny_run, token_text(explorer_service), 1, 2, None, ablated)[3:6]
     before = softmax(tiny_run.trace["logits"][-1])
     after = softmax(ablated.trace["logits"][-1])
     ids = arrays["top_ids"]
@@ -92,26 +81,23 @@ def test_ablation_moves_the_next_token_probabilities(tiny_run, explorer_service,
 
 
 def test_without_ablation_only_before_is_shown(tiny_run, explorer_service):
-    ablation_fig, markdown = tab_attention.render(tiny_run, tokens(explorer_service), 1, 2)[3:5]
+    ablation_fig, markdown = tab_attention.render(tiny_run, token_text(explorer_service), 1, 2)[3:5]
     assert len(ablation_fig.data) == 1
     assert "Ablate this head" in markdown
 
 
 def test_out_of_range_controls_are_clamped(tiny_run, explorer_service):
     L, H, T = tiny_run.config.n_layer, tiny_run.config.n_head, tiny_run.n_tokens
-    *_, arrays = tab_attention.render_head(tiny_run, tokens(explorer_service), 50, 50, -1)
+    *_, arrays = tab_attention.render_head(tiny_run, token_text(explorer_service), 50, 50, -1)
     assert (arrays["layer"], arrays["head"], arrays["position"]) == (L - 1, H - 1, 0)
     np.testing.assert_array_equal(arrays["q"], tiny_run.trace[f"blocks.{L - 1}.attn.hook_q"][0, H - 1])
-    *_, arrays = tab_attention.render_head(tiny_run, tokens(explorer_service), -3, None, 10_000)
+    *_, arrays = tab_attention.render_head(tiny_run, token_text(explorer_service), -3, None, 10_000)
     assert (arrays["layer"], arrays["head"], arrays["position"]) == (0, 0, T - 1)
-    assert len(tab_attention.render(None, tokens(explorer_service))) == 6
+    assert len(tab_attention.render(None, token_text(explorer_service))) == 6
 
 
 def test_tab_builds_and_its_handlers_clamp_and_export(tiny_run, explorer_service, ablated):
-    with gr.Blocks():
-        ctx = AppContext(service=explorer_service, state=gr.State(None))
-        tab_attention.build(ctx)
-    (refresh, inputs, outputs), = ctx.run_listeners
+    refresh, inputs, outputs = build_tab(tab_attention, explorer_service)
     assert len(inputs) == 4 and len(outputs) == 9
     result = refresh(tiny_run.request, 1, 99, True)  # head 99 -> the last head, 3
     assert not result[4].startswith("⚠️")

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import gradio as gr
 import numpy as np
 import pytest
 
 from components import tab_embed
-from components.common import AppContext
+from tab_helpers import build_tab
 
 
 @pytest.fixture(scope="module")
@@ -110,10 +109,7 @@ def test_without_weights_the_nearest_view_waits_and_the_rest_still_renders(tiny_
 
 
 def test_tab_builds_and_its_handlers_export_the_plotted_tensors(tiny_run, explorer_service):
-    with gr.Blocks():
-        ctx = AppContext(service=explorer_service, state=gr.State(None))
-        tab_embed.build(ctx)
-    (refresh, inputs, outputs), = ctx.run_listeners
+    refresh, inputs, outputs = build_tab(tab_embed, explorer_service)
     assert len(outputs) == 10
     result = refresh(tiny_run.request)
     assert result[6].startswith(f"**{tiny_run.n_tokens} tokens**")

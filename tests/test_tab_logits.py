@@ -7,6 +7,7 @@ import pytest
 
 from components import tab_logits
 from components.common import NO_RUN
+from tab_helpers import refresh_with_defaults
 
 
 def float64_softmax(logits):
@@ -124,17 +125,7 @@ def test_no_run_shows_a_message(tokenizer):
 
 
 def test_built_tab_refreshes_after_a_run(explorer_service, tiny_run):
-    import gradio as gr
-
-    from components.common import AppContext
-
-    with gr.Blocks():
-        ctx = AppContext(service=explorer_service, state=gr.State(None))
-        tab_logits.build(ctx)
-    (refresh, inputs, outputs), = ctx.run_listeners
-    values = refresh(tiny_run.request, *[getattr(c, "value", None) for c in inputs[1:]])
-    assert len(values) == len(outputs)
-    assert not any(isinstance(v, str) and v.startswith("⚠️") for v in values), values
+    values = refresh_with_defaults(tab_logits, explorer_service, tiny_run)
     path = values[-1]  # the download button's .npz
     assert str(path).endswith(".npz")
     with np.load(path) as data:

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import math
 
-import gradio as gr
 import numpy as np
 import pytest
 
 from components import tab_mask
-from components.common import AppContext
 from components.plots import finite
+from tab_helpers import build_tab, softmax, token_text
 
 
 @pytest.fixture(scope="module")
@@ -18,18 +17,8 @@ def unmasked(tiny_run, explorer_service):
     return explorer_service.variant(tiny_run, causal=False)
 
 
-def tokens(explorer_service):
-    return lambda token_id: explorer_service.tokenizer.token(token_id).display
-
-
-def softmax(logits):
-    values = np.asarray(logits, dtype=np.float64)
-    exp = np.exp(values - values.max(axis=-1, keepdims=True))
-    return exp / exp.sum(axis=-1, keepdims=True)
-
-
 def test_mask_scores_and_pattern_come_from_the_chosen_layer_and_head(tiny_run, explorer_service):
-    mask_fig, raw_fig, masked_fig, pattern_fig, _, markdown, arrays = tab_mask.render(tiny_run, tokens(explorer_service), 1, 2)
+    mask_fig, raw_fig, masked_fig, pattern_fig, _, markdown, arrays = tab_mask.render(tiny_run, token_text(explorer_service), 1, 2)
     T = tiny_run.n_tokens
     scores = tiny_run.trace["blocks.1.attn.hook_attn_scores"][2]
     # The mask: 1 on and below the diagonal (allowed), 0 above (blocked).
@@ -58,12 +47,12 @@ def test_mask_scores_and_pattern_come_from_the_chosen_layer_and_head(tiny_run, e
 def test_raw_scores_equal_the_mask_off_runs_scores_in_layer_0(tiny_run, explorer_service, unmasked):
     # In layer 0 queries and keys do not depend on the mask, so a mask-off run's scores are the raw ones.
     for head in range(tiny_run.config.n_head):
-        raw_fig = tab_mask.render(tiny_run, tokens(explorer_service), 0, head)[1]
+        raw_fig = tab_mask.render(tiny_run, token_text(explorer_service), 0, head)[1]
         np.testing.assert_allclose(raw_fig.data[0].z, unmasked.trace["blocks.0.attn.hook_attn_scores"][head], atol=1e-5)
 
 
 def test_predictions_with_the_mask_on(tiny_run, explorer_service):
-    fig, markdown = tab_mask.render(tiny_run, tokens(explorer_service), 0, 0)[4:6]
+    fig, markdown = tab_mask.render(tiny_run, token_text(explorer_service), 0, 0)[4:6]
     probs = softmax(tiny_run.trace["logits"])
     assert len(fig.data) == 1 and list(fig.data[0].x) == tiny_run.labels
     np.testing.assert_allclose(fig.data[0].y, probs.max(axis=1), rtol=1e-6)
@@ -74,7 +63,7 @@ def test_predictions_with_the_mask_on(tiny_run, explorer_service):
 
 def test_mask_off_shows_the_unmasked_run_and_both_predictions(tiny_run, explorer_service, unmasked):
     mask_fig, raw_fig, masked_fig, pattern_fig, fig, markdown, arrays = tab_mask.render(
-        tiny_run, tokens(explorer_service), 1, 3, True, unmasked
+        tiny_run, token_text(explorer_service), 1, 3, True, unmasked
     )
     T = tiny_run.n_tokens
     np.testing.assert_array_equal(mask_fig.data[0].z, np.ones((T, T)))
@@ -96,27 +85,24 @@ def test_mask_off_shows_the_unmasked_run_and_both_predictions(tiny_run, explorer
 
 
 def test_mask_off_without_a_live_model_says_so(tiny_run, explorer_service):
-    mask_fig, *_, markdown, arrays = tab_mask.render(tiny_run, tokens(explorer_service), 0, 0, True, None)
+    mask_fig, *_, markdown, arrays = tab_mask.render(tiny_run, token_text(explorer_service), 0, 0, True, None)
     assert tab_mask.NEEDS_MODEL in markdown
     assert not arrays["mask_off"] and mask_fig.data[0].z[0, 1] == 0
 
 
 def test_out_of_range_layer_and_head_are_clamped(tiny_run, explorer_service):
     L, H = tiny_run.config.n_layer, tiny_run.config.n_head
-    *_, arrays = tab_mask.render(tiny_run, tokens(explorer_service), 99, -4)
+    *_, arrays = tab_mask.render(tiny_run, token_text(explorer_service), 99, -4)
     assert (arrays["layer"], arrays["head"]) == (L - 1, 0)
     np.testing.assert_array_equal(arrays["pattern"], tiny_run.trace[f"blocks.{L - 1}.attn.hook_pattern"][0])
-    *_, arrays = tab_mask.render(tiny_run, tokens(explorer_service), None, "x")
+    *_, arrays = tab_mask.render(tiny_run, token_text(explorer_service), None, "x")
     assert (arrays["layer"], arrays["head"]) == (0, 0)
-    figures = tab_mask.render(None, tokens(explorer_service))
+    figures = tab_mask.render(None, token_text(explorer_service))
     assert len(figures) == 7
 
 
 def test_tab_builds_and_its_handlers_clamp_and_export(tiny_run, explorer_service, unmasked):
-    with gr.Blocks():
-        ctx = AppContext(service=explorer_service, state=gr.State(None))
-        tab_mask.build(ctx)
-    (refresh, inputs, outputs), = ctx.run_listeners
+    refresh, inputs, outputs = build_tab(tab_mask, explorer_service)
     assert len(inputs) == 4 and len(outputs) == 9
     result = refresh(tiny_run.request, 50, 50, True)
     assert not result[5].startswith("⚠️")
