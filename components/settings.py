@@ -34,7 +34,7 @@ class Settings:
     max_sample_draws: int = 500  # "sample N times" ceiling
     concurrency_limit: int = 2  # model runs at once (2 cores)
     max_queue: int = 64  # waiting requests beyond this get "busy, try again"
-    trace_cache_mb: int = 1024  # server-side memory for cached traces (LRU)
+    trace_cache_mb: int = 2048  # server-side memory for cached traces (LRU; evicted ones are recomputed)
     examples_dir: str = "examples"  # precomputed example traces committed with the app
     cache_dir: str = field(default_factory=lambda: os.path.expanduser("~/.cache/gpt2-explorer"))
 
@@ -50,7 +50,7 @@ class Settings:
             max_sample_draws=_int("GPT2_EXPLORER_MAX_SAMPLE_DRAWS", 500, 1, 10_000),
             concurrency_limit=_int("GPT2_EXPLORER_CONCURRENCY", 2, 1, 64),
             max_queue=_int("GPT2_EXPLORER_MAX_QUEUE", 64, 1, 10_000),
-            trace_cache_mb=_int("GPT2_EXPLORER_TRACE_CACHE_MB", 1024, 16, 65_536),
+            trace_cache_mb=_int("GPT2_EXPLORER_TRACE_CACHE_MB", 2048, 16, 65_536),
             examples_dir=os.environ.get("GPT2_EXPLORER_EXAMPLES_DIR", "examples"),
             cache_dir=os.environ.get("GPT2_EXPLORER_CACHE_DIR", os.path.expanduser("~/.cache/gpt2-explorer")),
         )

@@ -54,24 +54,25 @@ class Embedding(Module):
 
 
 class Conv1D(Module):
-    """GPT-2's dense layer ``x @ W + b``.
+    """GPT-2's dense layer ``x @ W + b``, with W in one of two layouts.
 
-    Hugging Face's ``Conv1D`` stores W as ``[in, out]``; the loader hands it
-    over transposed, ``[out, in]`` (see ``gpt2_max.weights.CONV1D_SUFFIXES``),
-    because MAX's CPU matmul is measured 3x faster at T=64 on that layout
-    (``x @ W^T``) and, for one row, as fast as a matrix-vector product
-    (``W @ x^T``). The math is unchanged: ``x @ W_in_out == x @ (W_out_in)^T``.
+    Hugging Face's ``Conv1D`` stores W as ``[in, out]`` and the trace graph uses
+    it as stored. The decode step multiplies a single row, which MAX's CPU
+    matmul does fastest as a matrix-vector product ``W @ x^T`` with W as
+    ``[out, in]`` (measured: 27.9 vs 21.3 tokens/s for GPT-2 small), so its
+    graph takes a transposed copy (``rows_first=True``). Same math either way.
     """
 
-    def __init__(self, n_in: int, n_out: int) -> None:
-        self.weight = _parameter([n_out, n_in])  # [out, in]
+    def __init__(self, n_in: int, n_out: int, rows_first: bool = False) -> None:
+        self.rows_first = rows_first
+        self.weight = _parameter([n_out, n_in] if rows_first else [n_in, n_out])
         self.bias = _parameter([n_out])  # [out]
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.shape[0] == 1:
-            # One row (a decode step): W [out, in] @ x^T [in, 1] streams W row by row.
-            return (self.weight @ x.transpose(0, 1)).transpose(0, 1) + self.bias  # [1, out]
-        return x @ self.weight.T + self.bias  # [T, in] -> [T, out]
+        if self.rows_first:
+            # W [out, in] @ x^T [in, T] streams W row by row.
+            return (self.weight @ x.transpose(0, 1)).transpose(0, 1) + self.bias  # [T, out]
+        return x @ self.weight + self.bias  # [T, in] @ [in, out] -> [T, out]
 
 
 class LayerNorm(Module):
@@ -89,9 +90,9 @@ class LayerNorm(Module):
 class Attention(Module):
     """Multi-head self-attention: each head mixes the value vectors of the positions it may see."""
 
-    def __init__(self, config: GPT2Config) -> None:
-        self.c_attn = Conv1D(config.n_embd, 3 * config.n_embd)  # fused q|k|v projection
-        self.c_proj = Conv1D(config.n_embd, config.n_embd)  # heads back into the residual stream
+    def __init__(self, config: GPT2Config, rows_first: bool = False) -> None:
+        self.c_attn = Conv1D(config.n_embd, 3 * config.n_embd, rows_first)  # fused q|k|v projection
+        self.c_proj = Conv1D(config.n_embd, config.n_embd, rows_first)  # heads back into the residual stream
         self.n_head = config.n_head
         self.head_dim = config.head_dim
 
@@ -149,9 +150,9 @@ class Attention(Module):
 class MLP(Module):
     """Two dense layers around a GELU, applied to each position on its own."""
 
-    def __init__(self, config: GPT2Config) -> None:
-        self.c_fc = Conv1D(config.n_embd, config.mlp_dim)  # [E] -> [F]
-        self.c_proj = Conv1D(config.mlp_dim, config.n_embd)  # [F] -> [E]
+    def __init__(self, config: GPT2Config, rows_first: bool = False) -> None:
+        self.c_fc = Conv1D(config.n_embd, config.mlp_dim, rows_first)  # [E] -> [F]
+        self.c_proj = Conv1D(config.mlp_dim, config.n_embd, rows_first)  # [F] -> [E]
 
     def forward(self, x: Tensor, record: Recorder) -> Tensor:
         pre = self.c_fc(x)  # [T, E] -> [T, F]
@@ -166,11 +167,11 @@ class MLP(Module):
 class Block(Module):
     """One transformer block: attention then MLP, each added to the residual stream."""
 
-    def __init__(self, config: GPT2Config) -> None:
+    def __init__(self, config: GPT2Config, rows_first: bool = False) -> None:
         self.ln_1 = LayerNorm(config.n_embd, config.layer_norm_epsilon)
-        self.attn = Attention(config)
+        self.attn = Attention(config, rows_first)
         self.ln_2 = LayerNorm(config.n_embd, config.layer_norm_epsilon)
-        self.mlp = MLP(config)
+        self.mlp = MLP(config, rows_first)
 
     def forward(
         self,
@@ -204,10 +205,13 @@ def _in_block(record: Recorder, layer: int) -> Recorder:
 class GPT2Body(Module):
     """The parameters of GPT-2 (``wte``, ``wpe``, ``h``, ``ln_f``) and the steps both graphs share."""
 
+    # Whether the dense layers take their weights [out, in] (see Conv1D).
+    rows_first = False
+
     def __init__(self, config: GPT2Config) -> None:
         self.wte = Embedding(config.vocab_size, config.n_embd)
         self.wpe = Embedding(config.n_positions, config.n_embd)
-        self.h = ModuleList([Block(config) for _ in range(config.n_layer)])
+        self.h = ModuleList([Block(config, self.rows_first) for _ in range(config.n_layer)])
         self.ln_f = LayerNorm(config.n_embd, config.layer_norm_epsilon)
         self.n_layer = config.n_layer
 
@@ -263,6 +267,8 @@ class GPT2Trace(GPT2Body):
 class GPT2DecodeStep(GPT2Body):
     """One generation step: a new token plus the cache of earlier keys and values.
 
+    Its dense layers take their weights transposed, ``[out, in]`` (see Conv1D).
+
     Inputs:
         token_id  [1] int64, the newest token
         position  [1] int64, its position (= P, the cache length)
@@ -273,6 +279,8 @@ class GPT2DecodeStep(GPT2Body):
         logits    [1, V] for the next token
         new_kv    [1, L, 2, H, D], this token's keys and values, to append to the cache
     """
+
+    rows_first = True
 
     def forward(self, token_id: Tensor, position: Tensor, past_kv: Tensor) -> tuple[Tensor, Tensor]:
         new_rows: list[Tensor] = []

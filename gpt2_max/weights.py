@@ -2,9 +2,9 @@
 
 Weights come back as float32 numpy arrays under Hugging Face's names without
 the ``transformer.`` prefix (``wte.weight``, ``h.0.attn.c_attn.weight``, ...),
-so they map key for key onto :mod:`gpt2_max.modules`. One layout change:
-GPT-2's ``Conv1D`` stores ``[in, out]``; those four weights per block are
-transposed once here to ``[out, in]``, the layout MAX's CPU matmul runs fastest.
+in the checkpoint's own layout (GPT-2's ``Conv1D`` stores ``[in, out]``), so
+they map key for key onto :mod:`gpt2_max.modules`. The decode-step graph wants
+those four weights per block transposed; :mod:`gpt2_max.engine` makes that copy.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ HUB_CONNECT_TIMEOUT_S = 3.0
 # triangle and its fill value. GPT-2 builds its mask from positions instead.
 _BUFFER_SUFFIXES = (".attn.bias", ".attn.masked_bias")
 _PREFIX = "transformer."
-# GPT-2's Conv1D weights, stored [in, out]; the MAX Conv1D module takes them [out, in].
+# GPT-2's Conv1D weights, stored [in, out].
 CONV1D_SUFFIXES = (".attn.c_attn.weight", ".attn.c_proj.weight", ".mlp.c_fc.weight", ".mlp.c_proj.weight")
 
 
@@ -237,9 +237,6 @@ def canonical_name(name: str) -> str | None:
 def load_weights(checkpoint: Checkpoint) -> dict[str, np.ndarray]:
     """Reads every parameter as a contiguous float32 array, checked against the config.
 
-    Conv1D weights come back transposed to ``[out, in]`` (the layout the MAX
-    modules use); every other tensor is as stored.
-
     Tensors are read one at a time from the memory-mapped file, so peak memory
     is the float32 weights plus one tensor, not two copies of the file.
     """
@@ -259,8 +256,6 @@ def load_weights(checkpoint: Checkpoint) -> dict[str, np.ndarray]:
                         "not a GPT-2 parameter"
                     )
                 array = handle.get_tensor(stored_name)
-                if name.endswith(CONV1D_SUFFIXES):
-                    array = array.T  # [in, out] -> [out, in]; the copy below makes it contiguous
                 weights[name] = np.ascontiguousarray(array, dtype=np.float32)
     except SafetensorError as error:
         raise ModelLoadError(f"{checkpoint.safetensors_path} is not a readable safetensors file: {error}") from error
@@ -270,8 +265,6 @@ def load_weights(checkpoint: Checkpoint) -> dict[str, np.ndarray]:
             f"{checkpoint.name} lacks {len(missing)} GPT-2 parameters, e.g. {missing[:3]}"
         )
     for name, shape in expected.items():
-        if name.endswith(CONV1D_SUFFIXES):
-            shape = shape[::-1]
         if weights[name].shape != shape:
             raise ModelLoadError(
                 f"{name} has shape {weights[name].shape} in {checkpoint.name}, "

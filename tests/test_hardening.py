@@ -54,15 +54,39 @@ def app_client(explorer_service):
     demo.close()
 
 
-def run(client, text):
-    """Calls the Run endpoint: returns (request dict or None, note markdown)."""
+def run(client, text) -> str:
+    """Calls the Run endpoint; returns the note under the prompt.
+
+    The Run's state stays on the server in this client's session (Gradio never
+    sends ``gr.State`` over the API), so later calls of this client render it.
+    """
     return client.predict(text, api_name="/run")
 
 
+def run_over_http(base_url: str, text: str) -> str:
+    """Calls Run with hand-written JSON, as a browser may: ``\\ud800`` escapes (a lone
+    surrogate) are valid JSON, though no UTF-8 client library will send them."""
+    import json
+
+    import httpx
+
+    body = json.dumps({"data": [text]}, ensure_ascii=True)
+    with httpx.Client(base_url=base_url, timeout=30) as http:
+        event = http.post("gradio_api/call/run", content=body, headers={"content-type": "application/json"})
+        event.raise_for_status()
+        stream = http.get(f"gradio_api/call/run/{event.json()['event_id']}").text
+    payload = stream.split("event: complete")[1].split("data:", 1)[1].strip().splitlines()[0]
+    return json.loads(payload)[-1]  # outputs: state (never sent, null), note
+
+
+def token_count(note: str) -> int:
+    return int(note.split("trace: ")[1].split(" tokens")[0])
+
+
 def assert_still_serving(client, tokenizer):
-    state, note = run(client, NORMAL_PROMPT)
+    note = run(client, NORMAL_PROMPT)
     assert note.startswith("**Live**"), note
-    assert state["token_ids"] == tokenizer.encode(NORMAL_PROMPT)
+    assert token_count(note) == len(tokenizer.encode(NORMAL_PROMPT))
 
 
 LIVE = "**Live**"
@@ -104,59 +128,73 @@ BAD_TEXTS = {
 @pytest.mark.parametrize("case", list(BAD_TEXTS))
 def test_bad_text_gets_a_message_and_the_app_keeps_serving(app_client, explorer_service, case):
     text, expected = BAD_TEXTS[case]
-    state, note = run(app_client, text)
+    note = run_over_http(app_client.src, text) if case == "lone surrogate" else run(app_client, text)
     assert expected in note, note
     assert "Traceback" not in note and "File \"" not in note
     if expected == LIVE or "cut" in expected:
         assert note.startswith(LIVE)
-        assert 1 <= len(state["token_ids"]) <= explorer_service.settings.max_prompt_tokens
+        assert 1 <= token_count(note) <= explorer_service.settings.max_prompt_tokens
     assert_still_serving(app_client, explorer_service.tokenizer)
 
 
-def raw_api_cases(state):
-    """(endpoint, args) sent straight to the API with values no slider would allow."""
-    return [
-        ("/render_attention", [state, 99, -5, 10_000]),
-        ("/render_attention", [state, -1, 999, -3]),
-        ("/render_mask", [state, 50, 50, True]),
-        ("/render_mlp", [state, 1_000]),
-        ("/render_logits", [state, "\x00" * 10]),
-        ("/render_logits", [state, "🤗" * 1000]),
-        ("/render_embed", [{**state, "token_ids": [-5, 10**12]}]),
-        ("/render_sample", [state, -1.0, -4, 7.5, -3, 10_000]),
-        ("/render_sample", [state, 1e9, 10**9, 0.0, 10**30, 0]),
-        ("/render_tokenize", [{"text": "x", "token_ids": [10**9], "causal": True, "ablated": [], "source": "live"}]),
-        ("/render_blocks", [{"bogus": 1}]),
-    ]
+# (endpoint, args) sent straight to the API with values no slider would allow.
+RAW_API_CASES = [
+    ("/render_attention", [99, -5, 10_000]),
+    ("/render_attention", [-1, 999, -3]),
+    ("/render_mask", [50, 50, True]),
+    ("/render_mlp", [1_000]),
+    ("/render_logits", ["\x00" * 10]),
+    ("/render_logits", ["🤗" * 1000]),
+    ("/render_embed", []),
+    ("/render_sample", [-1.0, -4, 7.5, -3, 10_000]),
+    ("/render_sample", [1e9, 10**9, 0.0, 10**30, 0]),
+    ("/render_tokenize", []),
+    ("/render_blocks", []),
+]
+
+
+def call_raw(client, endpoint, args):
+    """Calls an endpoint; Gradio's own validation may refuse a value, which is fine, but never with a traceback."""
+    try:
+        result = client.predict(*args, api_name=endpoint)
+    except Exception as error:  # noqa: BLE001
+        assert "Traceback" not in str(error), error
+        return None
+    assert "Traceback" not in str(result), result
+    return result
 
 
 def test_out_of_range_values_sent_to_the_api_never_crash(app_client, explorer_service):
-    state, _ = run(app_client, "The cat sat on the mat")
-    endpoints = {name for name in app_client.view_api(print_info=False, return_format="dict")["named_endpoints"]}
-    for endpoint, args in raw_api_cases(state):
-        assert endpoint in endpoints, (endpoint, sorted(endpoints))
-        try:
-            result = app_client.predict(*args, api_name=endpoint)
-        except Exception as error:  # noqa: BLE001 - Gradio's own validation refusing a value is fine
-            message = str(error)
-            assert "Traceback" not in message
-        else:
-            flat = str(result)
-            assert "Traceback" not in flat
+    endpoints = set(app_client.view_api(print_info=False, return_format="dict")["named_endpoints"])
+    assert {endpoint for endpoint, _ in RAW_API_CASES} <= endpoints, sorted(endpoints)
+    run(app_client, "The cat sat on the mat")  # the session's current Run
+    for endpoint, args in RAW_API_CASES:
+        call_raw(app_client, endpoint, args)
         assert_still_serving(app_client, explorer_service.tokenizer)
 
 
+def test_views_before_any_run_say_what_to_do(app_client):
+    from gradio_client import Client
+
+    from components.common import NO_RUN
+
+    fresh = Client(app_client.src, verbose=False)  # a new session: no Run yet
+    try:
+        result = call_raw(fresh, "/render_tokenize", [])
+        assert NO_RUN in str(result)
+        result = call_raw(fresh, "/render_logits", ["cat"])
+        assert NO_RUN in str(result) or "Run" in str(result)
+    finally:
+        fresh.close()
+
+
 def test_bad_sampling_settings_sent_to_the_api(app_client, explorer_service):
-    state, _ = run(app_client, "Once upon a time")
+    run(app_client, "Once upon a time")
     endpoints = app_client.view_api(print_info=False, return_format="dict")["named_endpoints"]
     assert "/generate" in endpoints
     # temperature, top-k, top-p, seed, max new tokens
     for settings in ([float("nan"), 0, 1.0, 0, 4], [1.0, 0, 1.0, 0, 0], [1.0, 0, 0.0, 0, 4], [1.0, -3, 1.0, -1, 10**6]):
-        try:
-            result = app_client.predict(state, *settings, api_name="/generate")
-            assert "Traceback" not in str(result)
-        except Exception as error:  # noqa: BLE001
-            assert "Traceback" not in str(error)
+        call_raw(app_client, "/generate", settings)
         assert_still_serving(app_client, explorer_service.tokenizer)
 
 
@@ -195,47 +233,56 @@ def test_32_users_at_once_each_get_their_own_answer(app_client, explorer_service
 
     model = explorer_service.model
     tokenizer = explorer_service.tokenizer
-    users = 32
-    prompts = [f"User {i} asks about the number {i * 7919 % 1000} and the colour {['red', 'blue', 'green'][i % 3]}" for i in range(users)]
-    expected_best = [int(np.argmax(model.trace(tokenizer.encode(p))["logits"][-1])) for p in prompts]
+    users, rounds = 32, 3
+    colours = ["red", "blue", "green"]
+    # A new prompt per user and round, so every request runs the model.
+    prompts = [
+        [f"Round {r}: user {i} asks about {i * 7919 % 1000} and {colours[(i + r) % 3]}" for i in range(users)]
+        for r in range(rounds)
+    ]
+    expected_best = [[int(np.argmax(model.trace(tokenizer.encode(p))["logits"][-1])) for p in row] for row in prompts]
     clients = [Client(app_client.src, verbose=False) for _ in range(users)]
     process = psutil.Process()
-    rss_mb = []
+    rss_mb, store_mb, throughput = [], [], []
     latencies: list[float] = []
 
-    def one(i: int) -> float:
+    def one(r: int, i: int) -> float:
         started = time.perf_counter()
-        state, note = run(clients[i], prompts[i])
+        note = run(clients[i], prompts[r][i])
         elapsed = time.perf_counter() - started
-        assert state["token_ids"] == tokenizer.encode(prompts[i]), i
-        assert f"(id {expected_best[i]}," in note, (i, note)
+        # This client's own prompt: its token count and the model's top next token for it.
+        assert token_count(note) == len(tokenizer.encode(prompts[r][i])), (r, i, note)
+        assert f"(id {expected_best[r][i]}," in note, (r, i, note)
         return elapsed
 
-    try:
-        throughput = []
-        for _round in range(3):
-            gc.collect()
-            rss_mb.append(process.memory_info().rss / 2**20)
-            started = time.perf_counter()
-            with ThreadPoolExecutor(max_workers=users) as pool:
-                round_latencies = list(pool.map(one, range(users)))
-            throughput.append(users / (time.perf_counter() - started))
-            latencies += round_latencies
+    def measure() -> None:
         gc.collect()
         rss_mb.append(process.memory_info().rss / 2**20)
+        store_mb.append(explorer_service.store.nbytes / 2**20)
+
+    try:
+        for r in range(rounds):
+            measure()
+            started = time.perf_counter()
+            with ThreadPoolExecutor(max_workers=users) as pool:
+                latencies += list(pool.map(lambda i, r=r: one(r, i), range(users)))
+            throughput.append(users / (time.perf_counter() - started))
+        measure()
     finally:
         for client in clients:
             client.close()
     p50 = statistics.median(latencies)
     p95 = float(np.percentile(latencies, 95))
     print(
-        f"\nload test: {users} clients x 3 rounds; throughput {', '.join(f'{t:.1f}' for t in throughput)} req/s; "
-        f"latency p50 {p50 * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms; RSS MB by round {[round(m) for m in rss_mb]}; "
-        f"trace store {len(explorer_service.store)} runs, {explorer_service.store.nbytes / 2**20:.1f} MB"
+        f"\nload test: {users} clients x {rounds} rounds, each request a new prompt; throughput "
+        f"{', '.join(f'{t:.1f}' for t in throughput)} req/s; latency p50 {p50 * 1000:.0f} ms, "
+        f"p95 {p95 * 1000:.0f} ms; RSS MB before each round and after {[round(m) for m in rss_mb]}; "
+        f"cached traces MB {[round(m, 1) for m in store_mb]}"
     )
-    # No growth across rounds once the first round has filled caches: the
-    # same 32 requests hit the trace store, which is bounded anyway.
-    assert rss_mb[-1] - rss_mb[1] < 100, rss_mb
+    # Memory grows by what the bounded trace store holds, and not otherwise:
+    # compare growth from after round 1 (buffers and caches warm) to the end.
+    growth_outside_store = (rss_mb[-1] - rss_mb[1]) - (store_mb[-1] - store_mb[1])
+    assert growth_outside_store < 100, (rss_mb, store_mb)
     assert explorer_service.store.nbytes <= explorer_service.store.budget_bytes
 
 
@@ -258,7 +305,7 @@ def test_overload_gets_busy_try_again_not_a_crash(explorer_service):
     def attempt(i: int) -> None:
         client = Client(url, verbose=False)
         try:
-            _, note = run(client, f"A long enough prompt number {i} " * 8)
+            note = run(client, f"A long enough prompt number {i} " * 8)
             outcome = "ok" if note.startswith("**Live**") else note
         except Exception as error:  # noqa: BLE001
             outcome = str(error)
@@ -274,7 +321,7 @@ def test_overload_gets_busy_try_again_not_a_crash(explorer_service):
         for thread in threads:
             thread.join(120)
         client = Client(url, verbose=False)
-        _, note = run(client, NORMAL_PROMPT)
+        note = run(client, NORMAL_PROMPT)
         client.close()
     finally:
         demo.close()
@@ -332,9 +379,9 @@ def test_no_network_start_says_so_within_5_s_and_examples_still_work(tmp_path, e
         seconds = float(status.split("failed after ")[1].split(" s")[0])
         print(f"\nno network: the load failed after {seconds:.1f} s")
         assert seconds < 5.0
-        _, note = run(client, EXAMPLES[1])
+        note = run(client, EXAMPLES[1])
         assert note.startswith("**Precomputed**"), note
-        _, note = run(client, "Some text that is not an example")
+        note = run(client, "Some text that is not an example")
         assert "unavailable" in note and "example prompts still work" in note
         client.close()
     finally:
@@ -352,5 +399,5 @@ def test_trace_memory_at_the_host_limit_is_within_budget(explorer_service):
     per_trace = trace_nbytes(small, limit)
     budget = explorer_service.settings.trace_cache_mb * 2**20
     print(f"\nGPT-2 small trace at {limit} tokens: {per_trace / 2**20:.0f} MB; store budget {budget / 2**20:.0f} MB")
-    assert per_trace < budget / 4  # the store keeps at least 4 maximum-length traces
+    assert per_trace < budget / 6  # the store keeps at least 6 maximum-length traces
     assert Path(HUB_CACHE).exists()

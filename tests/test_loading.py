@@ -11,7 +11,7 @@ import pytest
 
 from gpt2_max.config import GPT2Config
 from gpt2_max.errors import ModelLoadError
-from gpt2_max.weights import CONV1D_SUFFIXES, expected_shapes, load_weights, locate
+from gpt2_max.weights import expected_shapes, load_weights, locate
 from tiny_checkpoint import TINY_CONFIG, TINY_REPO_ID, tiny_weights, write_hub_cache, write_save_pretrained
 
 # config.json of the released GPT-2 family, as the Hub serves them (abridged to
@@ -68,17 +68,12 @@ def test_non_gpt2_configs_are_refused(change, message):
         GPT2Config.from_dict(raw)
 
 
-def as_loaded(expected: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Checkpoint arrays as load_weights returns them: Conv1D weights [in, out] -> [out, in]."""
-    return {k: (v.T if k.endswith(CONV1D_SUFFIXES) else v) for k, v in expected.items()}
-
-
 def test_hub_cache_layout_loads_offline_by_repo_id():
     checkpoint = locate(TINY_REPO_ID)
     assert checkpoint.config == TINY_CONFIG
     assert "models--explorer-tests--tiny-gpt2" in str(checkpoint.directory)
     loaded = load_weights(checkpoint)
-    expected = as_loaded(tiny_weights())
+    expected = tiny_weights()
     assert set(loaded) == set(expected)  # attn.bias buffers skipped
     for name, value in expected.items():
         np.testing.assert_array_equal(loaded[name], value, err_msg=name)
@@ -88,7 +83,7 @@ def test_hub_cache_layout_loads_offline_by_repo_id():
 def test_save_pretrained_layout_loads_the_same_weights(tmp_path):
     directory = write_save_pretrained(tmp_path / "ckpt")
     loaded = load_weights(locate(str(directory)))
-    expected = as_loaded(tiny_weights())
+    expected = tiny_weights()
     assert set(loaded) == set(expected)  # prefix stripped, lm_head (tied) dropped
     for name, value in expected.items():
         np.testing.assert_array_equal(loaded[name], value, err_msg=name)
