@@ -144,7 +144,7 @@ def test_bad_settings_give_a_message(explorer_service, tiny_run, temperature, to
     with pytest.raises(InputError, match=message):
         tab_sample.sampling_settings(temperature, top_k, top_p, seed)
     # through the guarded handlers: a message in the status, plots saying it, no exception
-    stream = tab_sample.guarded_stream("text", "plot", "text", "keep", "keep", "keep")(tab_sample.stream_views)
+    stream = tab_sample.guarded("text", "plot", "text", "keep", "keep", "keep")(tab_sample.stream_views)
     outputs = list(stream(explorer_service, tiny_run, temperature, top_k, top_p, seed, 5))
     assert len(outputs) == 1
     status, fig, *_ = outputs[0]
