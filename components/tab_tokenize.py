@@ -49,6 +49,7 @@ def token_grid(run: Run) -> go.Figure:
             z=colour_index,
             text=text,
             texttemplate="%{text}",
+            textfont=dict(size=14),
             customdata=hover,
             hovertemplate="%{customdata}<extra></extra>",
             colorscale=colorscale,
@@ -85,6 +86,7 @@ def merge_figure(tokenizer: Tokenizer, chunk: str) -> go.Figure:
             y=labels,
             text=text,
             texttemplate="%{text}",
+            textfont=dict(size=14),
             hovertemplate="%{y}: %{text}<extra></extra>",
             colorscale=[[i / steps_n, c] for i, c in enumerate(PALETTE)],
             zmin=0,
@@ -95,7 +97,7 @@ def merge_figure(tokenizer: Tokenizer, chunk: str) -> go.Figure:
             hoverongaps=False,
         )
     )
-    layout(fig, f"Byte-pair merges of {display_bytes(chunk.encode('utf-8'))!r}", height=max(180, 46 * len(steps) + 90))
+    layout(fig, f"Byte-pair merges of {display_bytes(chunk.encode('utf-8'))!r}", height=max(220, 64 * len(steps) + 110))
     fig.update_xaxes(visible=False)
     fig.update_yaxes(type="category", autorange="reversed")
     return fig
