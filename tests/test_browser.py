@@ -76,6 +76,8 @@ def server(tmp_path_factory):
         "GRADIO_ANALYTICS_ENABLED": "False",
         "MODULAR_TELEMETRY_ENABLED": "0",
         "PYTHONUNBUFFERED": "1",
+        # Examples the app saves after loading go to a temporary place, not ~/.cache.
+        "GPT2_EXPLORER_CACHE_DIR": str(tmp_path_factory.mktemp("explorer-cache")),
     }
     log_path = tmp_path_factory.mktemp("app") / "app.log"
     python = REPO / ".venv" / "bin" / "python"
@@ -110,23 +112,33 @@ def server(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def page(server):
+def browser():
     with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
+        chromium = playwright.chromium.launch(
             executable_path=str(CHROMIUM),
             args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
             timeout=60_000,
         )
         try:
-            context = browser.new_context(viewport={"width": 1500, "height": 1000})
-            context.set_default_timeout(30_000)
-            page = context.new_page()
-            page.goto(server, timeout=60_000)
-            page.locator("#prompt textarea").wait_for(state="visible", timeout=60_000)
-            sync_api.expect(page.locator("#model-status")).to_contain_text("ready", timeout=READY_TIMEOUT_S * 1000)
-            yield page
+            yield chromium
         finally:
-            browser.close()
+            chromium.close()
+
+
+def open_app(browser, url: str, width: int, height: int):
+    """A new page at the app, once the model is ready."""
+    context = browser.new_context(viewport={"width": width, "height": height})
+    context.set_default_timeout(30_000)
+    page = context.new_page()
+    page.goto(url, timeout=60_000)
+    page.locator("#prompt textarea").wait_for(state="visible", timeout=60_000)
+    sync_api.expect(page.locator("#model-status")).to_contain_text("ready", timeout=READY_TIMEOUT_S * 1000)
+    return page
+
+
+@pytest.fixture(scope="module")
+def page(browser, server):
+    return open_app(browser, server, 1500, 1000)
 
 
 # True when the selected tab shows a Plotly plot of non-zero height whose SVG text holds a prompt word.
@@ -146,7 +158,13 @@ ERROR_TOASTS = ".toast-body.error"
 
 
 def open_tab(page, name: str) -> None:
-    page.get_by_role("tab", name=name, exact=True).click(timeout=15_000)
+    tab = page.get_by_role("tab", name=name, exact=True)
+    if tab.count() == 0:
+        # On a narrow screen Gradio moves the tabs that do not fit into a "More tabs" menu.
+        page.get_by_role("button", name="More tabs").click(timeout=15_000)
+        page.locator(".overflow-dropdown button", has_text=name).click(timeout=15_000)
+        return
+    tab.click(timeout=15_000)
 
 
 def run_prompt(page, text: str) -> float:
@@ -202,3 +220,20 @@ def test_sample_tab_streams_a_generation(page):
     page.screenshot(path=str(SCREENSHOTS / "sample-generated.png"), full_page=True)
     errors = page.locator(ERROR_TOASTS).all_inner_texts()
     assert not errors, f"error messages on the page: {errors}"
+
+
+def test_phone_width_page_fits_and_plots(browser, server):
+    """A phone (390 px wide): no sideways scrolling, and the plots still draw."""
+    phone = open_app(browser, server, 390, 844)
+    text = "The cat sat on the mat. The cat sat on the"
+    run_prompt(phone, text)
+    sync_api.expect(phone.locator("#run-note")).to_contain_text("tokens", timeout=PLOT_TIMEOUT_MS)
+    for name in ("Attention", "Logits"):
+        open_tab(phone, name)
+        phone.wait_for_function(PLOT_WITH_WORD, arg=prompt_words(text), timeout=PLOT_TIMEOUT_MS, polling=250)
+        overflow = phone.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+        assert overflow <= 1, f"the {name} tab scrolls sideways by {overflow} px at phone width"
+    phone.wait_for_timeout(500)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    phone.screenshot(path=str(SCREENSHOTS / "phone-logits.png"), full_page=True)
+    phone.context.close()
