@@ -69,7 +69,18 @@ def build_app(service: ExplorerService) -> gr.Blocks:
     settings = service.settings
     with gr.Blocks(title="GPT-2 Explorer on MAX") as demo:
         gr.Markdown(HEADER)
-        status = gr.Markdown(service.status_markdown(), elem_id="model-status")
+        with gr.Row():
+            status = gr.Markdown(service.status_markdown(), elem_id="model-status")
+            # Only the models the host allows (settings); never a free-text id or path.
+            model_choice = gr.Dropdown(
+                choices=list(service.allowed_models),
+                value=service.model_name,
+                label="Model (the host's list)",
+                interactive=len(service.allowed_models) > 1,
+                elem_id="model-choice",
+                scale=0,
+                min_width=260,
+            )
         prompt = gr.Textbox(
             label="Prompt",
             value=EXAMPLES[0],
@@ -88,14 +99,14 @@ def build_app(service: ExplorerService) -> gr.Blocks:
                 tab.build(ctx)
 
         @guarded("keep", "text")
-        def start_run(text):
-            run = service.run(text)
+        def start_run(text, model_name):
+            run = service.run(text, model_name=model_name)
             return run.request, run_note(run, service.tokenizer)
 
         event = gr.on(
             [run_button.click, prompt.submit],
             start_run,
-            [prompt],
+            [prompt, model_choice],
             [state, note],
             api_name="run",
             concurrency_limit=settings.concurrency_limit,
@@ -104,13 +115,20 @@ def build_app(service: ExplorerService) -> gr.Blocks:
         for fn, inputs, outputs, name in ctx.run_listeners:
             event.then(fn, inputs, outputs, api_name=name, concurrency_limit=settings.concurrency_limit, concurrency_id="model")
 
-        # The status line follows the background load, then stops polling.
+        # The status line follows the chosen model's background load, then stops polling.
         timer = gr.Timer(2.0)
 
-        def poll():
-            return service.status_markdown(), gr.Timer(active=not service.wait_until_loaded(0))
+        @guarded("text", "keep")
+        def poll(model_name):
+            return service.status_markdown(model_name), gr.Timer(active=not service.wait_until_loaded(0, model_name))
 
-        timer.tick(poll, None, [status, timer], queue=False, api_name="status")
+        @guarded("text", "keep")
+        def choose_model(model_name):
+            service.start_loading(model_name)
+            return service.status_markdown(model_name), gr.Timer(active=True)
+
+        timer.tick(poll, [model_choice], [status, timer], queue=False, api_name="status")
+        model_choice.change(choose_model, [model_choice], [status, timer], queue=False, api_name="choose_model")
     demo.queue(default_concurrency_limit=settings.concurrency_limit, max_size=settings.max_queue)
     return demo
 

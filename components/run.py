@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -66,6 +66,7 @@ class Run:
             "ablated": [list(p) for p in self.ablated],
             "source": self.source,
             "notice": self.notice,
+            "model": self.model_name,
         }
 
 
@@ -119,79 +120,129 @@ def example_path(examples_dir: str | Path, model_name: str, text: str) -> Path:
     return Path(examples_dir) / slug / f"{digest}.npz"
 
 
+@dataclass
+class ModelSlot:
+    """One allowed model's loading state."""
+
+    model: object = None  # gpt2_max.GPT2 once loaded
+    error: str = ""
+    seconds: float = 0.0  # how long loading took (or took to fail)
+    started: bool = False
+    done: threading.Event = field(default_factory=threading.Event)
+
+
 class ExplorerService:
-    """Loads the model in the background and turns requests into Runs."""
+    """Loads models in the background and turns requests into Runs.
+
+    The host's model (``model_name``) loads at start; a user may pick another
+    only from ``settings.allowed_models``, and it loads on first use.
+    """
 
     def __init__(self, settings: Settings, model_name: str | None = None, examples: tuple[str, ...] = ()) -> None:
         self.settings = settings
-        self.model_name = model_name or settings.model
+        self.model_name = model_name or settings.model  # the default for every request
+        self.allowed_models = (self.model_name,) + tuple(m for m in settings.allowed_models if m != self.model_name)
         self.examples = tuple(examples)
         # Committed examples first, then ones this host saved after an earlier start.
         self.example_dirs = (Path(settings.examples_dir), Path(settings.cache_dir) / "examples")
         self.tokenizer = Tokenizer()
         self.store = TraceStore(settings.trace_cache_mb * 1024 * 1024)
-        self.model = None
-        self.load_error = ""
-        self.load_seconds = 0.0
-        self._loaded = threading.Event()
+        self._slots = {name: ModelSlot() for name in self.allowed_models}
+        self._slots_lock = threading.Lock()
 
     # -- model lifecycle -------------------------------------------------
 
-    def start_loading(self) -> threading.Thread:
-        """Downloads and compiles in a worker thread, so the page answers at once."""
-        thread = threading.Thread(target=self._load, name="model-loader", daemon=True)
+    def check_allowed(self, name: str | None) -> str:
+        """The model a request may use: the default, or one of the host's allowed models."""
+        if name in (None, ""):
+            return self.model_name
+        if name not in self._slots:
+            raise InputError(
+                f"{str(name)[:80]!r} is not one of the models this host offers: {', '.join(self.allowed_models)}"
+            )
+        return name
+
+    def start_loading(self, name: str | None = None) -> threading.Thread | None:
+        """Downloads and compiles a model in a worker thread (once), so the page answers at once."""
+        name = self.check_allowed(name)
+        slot = self._slots[name]
+        with self._slots_lock:
+            if slot.started:
+                return None
+            slot.started = True
+        thread = threading.Thread(target=self._load, args=(name,), name=f"load-{name}", daemon=True)
         thread.start()
         return thread
 
-    def _load(self) -> None:
+    def _load(self, name: str) -> None:
         import gpt2_max
 
+        slot = self._slots[name]
         started = time.perf_counter()
         try:
-            self.model = gpt2_max.load(self.model_name)
+            slot.model = gpt2_max.load(name)
         except ExplorerError as error:
-            self.load_error = str(error)
+            slot.error = str(error)
         except Exception as error:  # noqa: BLE001 - the page must say something, not die
-            self.load_error = f"the model could not be loaded ({type(error).__name__}: {error})"
-        self.load_seconds = time.perf_counter() - started
-        self._loaded.set()
-        if self.model is not None:
-            self.save_examples()
+            slot.error = f"the model could not be loaded ({type(error).__name__}: {error})"
+        slot.seconds = time.perf_counter() - started
+        slot.done.set()
+        if slot.model is not None:
+            self.save_examples(name)
 
-    def save_examples(self) -> None:
+    def adopt(self, model, name: str | None = None) -> None:
+        """Uses an already-loaded model (tests share one compiled model this way)."""
+        slot = self._slots[self.check_allowed(name)]
+        slot.model, slot.started = model, True
+        slot.done.set()
+
+    def save_examples(self, name: str) -> None:
         """Saves live traces of the examples, so the next start of this host has them at once."""
         for text in self.examples:
-            if self.precomputed(text) is not None:
+            if self.precomputed(text, name) is not None:
                 continue
             try:
-                run = self.run(text)
-                save_example(example_path(self.example_dirs[-1], self.model_name, run.text), run)
+                run = self.run(text, model_name=name)
+                save_example(example_path(self.example_dirs[-1], name, run.text), run)
             except (OSError, ExplorerError) as error:
                 log.warning("could not save example %r: %s", text[:40], error)
 
-    def wait_until_loaded(self, timeout: float | None = None) -> bool:
-        return self._loaded.wait(timeout)
+    def model_for(self, name: str | None = None):
+        """The loaded model of that name (default: the host's), or None while it loads."""
+        return self._slots[self.check_allowed(name)].model
 
     @property
-    def ready(self) -> bool:
-        return self.model is not None
+    def model(self):
+        return self.model_for(None)
 
-    def status_markdown(self) -> str:
-        if self.model is not None:
-            return f"**Model:** `{self.model_name}` ready (MAX graph compiled in {self.model.compile_seconds:.1f} s). Results below are **live**."
-        if self.load_error:
+    @property
+    def load_error(self) -> str:
+        return self._slots[self.model_name].error
+
+    def wait_until_loaded(self, timeout: float | None = None, name: str | None = None) -> bool:
+        return self._slots[self.check_allowed(name)].done.wait(timeout)
+
+    def status_markdown(self, name: str | None = None) -> str:
+        name = self.check_allowed(name)
+        slot = self._slots[name]
+        if slot.model is not None:
             return (
-                f"**Model `{self.model_name}` is not available** (failed after {self.load_seconds:.1f} s): "
-                f"{self.load_error}\n\nThe example prompts still work from precomputed traces."
+                f"**Model:** `{name}` ready (MAX graph compiled in {slot.model.compile_seconds:.1f} s). "
+                "Results below are **live**."
+            )
+        if slot.error:
+            return (
+                f"**Model `{name}` is not available** (failed after {slot.seconds:.1f} s): "
+                f"{slot.error}\n\nThe example prompts still work from precomputed traces."
             )
         return (
-            f"**Loading `{self.model_name}`** (download and MAX compile; a few seconds when cached, "
+            f"**Loading `{name}`** (download and MAX compile; a few seconds when cached, "
             "minutes on a cold host). Meanwhile the example prompts show **precomputed** traces."
         )
 
     # -- requests --------------------------------------------------------
 
-    def prepare(self, text: str) -> tuple[str, list[int], str]:
+    def prepare(self, text: str, model=None) -> tuple[str, list[int], str]:
         """Validates and tokenizes text: (text, ids, notice). Refuses what cannot be run."""
         if not isinstance(text, str):
             raise InputError("the prompt must be text")
@@ -205,8 +256,8 @@ class ExplorerService:
             raise InputError("type some text first: the prompt is empty")
         ids = self.tokenizer.encode(text)
         limit = self.settings.max_prompt_tokens
-        if self.model is not None:
-            limit = min(limit, self.model.config.n_positions)
+        if model is not None:
+            limit = min(limit, model.config.n_positions)
         notice = ""
         if len(ids) > limit:
             notice = (
@@ -217,38 +268,44 @@ class ExplorerService:
             text = self.tokenizer.decode(ids)
         return text, ids, notice
 
-    def run(self, text: str, causal: bool = True, ablated=()) -> Run:
+    def run(self, text: str, causal: bool = True, ablated=(), model_name: str | None = None) -> Run:
         """The Run for a user's text: live when the model is ready, else a precomputed example."""
-        text, ids, notice = self.prepare(text)
-        if self.model is None:
-            run = self.precomputed(text)
+        name = self.check_allowed(model_name)
+        model = self.model_for(name)
+        text, ids, notice = self.prepare(text, model)
+        if model is None:
+            self.start_loading(name)
+            run = self.precomputed(text, name)
             if run is None:
+                error = self._slots[name].error
                 raise InputError(
-                    "the model is still loading; try one of the example prompts, "
+                    f"the model {name} is still loading; try one of the example prompts, "
                     "which have precomputed traces, or wait a moment"
-                    if not self.load_error
-                    else f"the model is unavailable ({self.load_error}); the example prompts still work"
+                    if not error
+                    else f"the model {name} is unavailable ({error}); the example prompts still work"
                 )
             return run
-        return self.run_ids(text, ids, causal, ablated, notice)
+        return self.run_ids(text, ids, causal, ablated, notice, name)
 
-    def run_ids(self, text: str, ids, causal: bool = True, ablated=(), notice: str = "") -> Run:
-        if self.model is None:
-            raise InputError("the model is not loaded yet")
+    def run_ids(self, text: str, ids, causal: bool = True, ablated=(), notice: str = "", model_name: str | None = None) -> Run:
+        name = self.check_allowed(model_name)
+        model = self.model_for(name)
+        if model is None:
+            raise InputError(f"the model {name} is not loaded yet")
         ablated = tuple(sorted((int(a), int(b)) for a, b in ablated))
-        key = request_key(self.model_name, ids, causal, ablated)
+        key = request_key(name, ids, causal, ablated)
         cached = self.store.get(key)
         if cached is not None:
             return cached
         started = time.perf_counter()
-        trace = self.model.trace(ids, causal=causal, ablate=ablated)
+        trace = model.trace(ids, causal=causal, ablate=ablated)
         run = Run(
             text=text,
             token_ids=tuple(int(i) for i in ids),
             tokens=tuple(self.tokenizer.tokens(ids)),
             trace=trace,
-            config=self.model.config,
-            model_name=self.model_name,
+            config=model.config,
+            model_name=name,
             causal=causal,
             ablated=ablated,
             source=LIVE,
@@ -266,21 +323,24 @@ class ExplorerService:
             run.causal if causal is None else causal,
             run.ablated if ablated is None else ablated,
             run.notice,
+            run.model_name,
         )
 
     def from_request(self, request: dict | None) -> Run | None:
         """Rebuilds the Run a ``gr.State`` points at (from the store, or recomputed)."""
         if not request:
             return None
-        if request.get("source") == PRECOMPUTED or self.model is None:
-            return self.precomputed(request["text"])
+        name = self.check_allowed(request.get("model"))
+        if request.get("source") == PRECOMPUTED or self.model_for(name) is None:
+            return self.precomputed(request["text"], name)
         return self.run_ids(
             request["text"], request["token_ids"], request["causal"], [tuple(p) for p in request["ablated"]],
-            request.get("notice", ""),
+            request.get("notice", ""), name,
         )
 
-    def precomputed(self, text: str) -> Run | None:
-        paths = [example_path(d, self.model_name, text) for d in self.example_dirs]
+    def precomputed(self, text: str, model_name: str | None = None) -> Run | None:
+        name = self.check_allowed(model_name)
+        paths = [example_path(d, name, text) for d in self.example_dirs]
         path = next((p for p in paths if p.is_file()), None)
         if path is None:
             return None
@@ -294,7 +354,7 @@ class ExplorerService:
             tokens=tuple(self.tokenizer.tokens(ids)),
             trace=arrays,
             config=config,
-            model_name=self.model_name,
+            model_name=name,
             source=PRECOMPUTED,
         )
 

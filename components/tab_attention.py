@@ -244,7 +244,7 @@ def build(ctx: AppContext) -> None:
     def ablated_variant(run: Run, layer_value, head_value, on) -> tuple[Run | None, str]:
         if not on:
             return None, ""
-        if not service.ready:
+        if service.model_for(run.model_name) is None:
             return None, f"⚠️ {NEEDS_MODEL}\n\n"
         pair = (clamp(layer_value, 0, run.config.n_layer - 1), clamp(head_value, 0, run.config.n_head - 1))
         return service.variant(run, ablated=sorted(set(run.ablated) | {pair})), ""

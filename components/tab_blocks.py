@@ -361,8 +361,8 @@ def build(ctx: AppContext) -> None:
         final_plot = gr.Plot(label="The final prediction through the layers")
         source_block(Block, GPT2Body.unembed, label="MAX source of this stage (Block; unembed, which the lens reuses)")
 
-    def weights():
-        model = service.model
+    def weights(run: Run | None):
+        model = service.model_for(run.model_name) if run is not None else None
         return model.weights if model is not None else None
 
     def export(run: Run | None, w):
@@ -371,7 +371,7 @@ def build(ctx: AppContext) -> None:
     @guarded("plot", "plot", "plot", "plot", "text", "keep", "keep")
     def refresh(request):
         run = ctx.current(request)
-        w = weights()
+        w = weights(run)
         figures = render(run, w, service.tokenizer, MEAN)
         choices = [("mean over positions", MEAN)]
         if run is not None:
@@ -380,7 +380,8 @@ def build(ctx: AppContext) -> None:
 
     @guarded("plot", "plot", "plot", "plot", "text")
     def change(request, position):
-        return render(ctx.current(request), weights(), service.tokenizer, position)
+        run = ctx.current(request)
+        return render(run, weights(run), service.tokenizer, position)
 
     outputs = [norms_plot, additions_plot, lens_plot, final_plot, summary]
     ctx.on_run(refresh, [ctx.state], [*outputs, position_control, download])

@@ -222,18 +222,18 @@ def build(ctx: AppContext) -> None:
             similarity_plot = gr.Plot(label="Position similarity")
         source_block(Embedding, GPT2Body.embed)
 
-    def weights():
-        model = service.model
+    def weights(run: Run | None):
+        model = service.model_for(run.model_name) if run is not None else None
         return model.weights if model is not None else None
 
     @guarded("plot", "plot", "plot", "plot", "plot", "plot", "text", "keep", "keep", "keep")
     def refresh(request):
         run = ctx.current(request)
-        *figures, markdown, arrays = render(run, weights(), service.tokenizer)
+        *figures, markdown, arrays = render(run, weights(run), service.tokenizer)
         if run is None:
             return *figures, markdown, gr.update(), gr.update(), None
         choice = gr.update(choices=position_choices(run), value=run.n_tokens - 1)
-        count = gr.update(maximum=max(similarity_limit(run, weights()), 2), value=run.n_tokens)
+        count = gr.update(maximum=max(similarity_limit(run, weights(run)), 2), value=run.n_tokens)
         return *figures, markdown, choice, count, export_npz("embed", arrays)
 
     @guarded("plot", "plot", "text", "keep")
@@ -243,8 +243,8 @@ def build(ctx: AppContext) -> None:
             return message_figure(NO_RUN), message_figure(NO_RUN), NO_RUN, None
         arrays = embedding_arrays(run)
         markdown = summary_markdown(arrays)
-        nearest_fig, nearest_md, nearest_arrays = render_nearest(run, weights(), service.tokenizer, chosen)
-        sim_fig, sim_arrays = render_similarity(run, weights(), count)
+        nearest_fig, nearest_md, nearest_arrays = render_nearest(run, weights(run), service.tokenizer, chosen)
+        sim_fig, sim_arrays = render_similarity(run, weights(run), count)
         markdown = " ".join(m for m in (markdown, nearest_md) if m)
         return nearest_fig, sim_fig, markdown, export_npz("embed", {**arrays, **nearest_arrays, **sim_arrays})
 

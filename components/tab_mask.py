@@ -205,7 +205,7 @@ def build(ctx: AppContext) -> None:
             return None, render(None, token_text)
         if not run.causal:
             run = service.variant(run, causal=True)
-        unmasked = service.variant(run, causal=False) if off and service.ready else None
+        unmasked = service.variant(run, causal=False) if off and service.model_for(run.model_name) is not None else None
         *figures, markdown, arrays = render(run, token_text, layer_value, head_value, bool(off), unmasked)
         return run, (*figures, markdown, export_npz("mask", arrays))
 

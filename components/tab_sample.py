@@ -283,7 +283,7 @@ def stream_views(service: ExplorerService, run: Run | None, temperature, top_k, 
         yield NO_RUN, message_figure(NO_RUN), "", gr.update(), None, None
         return
     settings = with_seed(sampling_settings(temperature, top_k, top_p, seed))
-    model = service.model
+    model = service.model_for(run.model_name)
     if model is None:
         raise InputError(
             "generation needs the live model, which is still loading (or unavailable); "

@@ -58,8 +58,7 @@ def explorer_service(tiny_model, tmp_path_factory):
         cache_dir=str(tmp_path_factory.mktemp("explorer-cache")),
     )
     service = ExplorerService(settings, TINY_REPO_ID)
-    service.model = tiny_model
-    service._loaded.set()
+    service.adopt(tiny_model)
     return service
 
 

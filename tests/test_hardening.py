@@ -23,6 +23,7 @@ import psutil
 import pytest
 
 from conftest import HUB_CACHE, REPO
+from tiny_checkpoint import TINY_REPO_ID
 
 NORMAL_PROMPT = "Hello world"
 
@@ -54,13 +55,13 @@ def app_client(explorer_service):
     demo.close()
 
 
-def run(client, text) -> str:
+def run(client, text, model=TINY_REPO_ID) -> str:
     """Calls the Run endpoint; returns the note under the prompt.
 
     The Run's state stays on the server in this client's session (Gradio never
     sends ``gr.State`` over the API), so later calls of this client render it.
     """
-    return client.predict(text, api_name="/run")
+    return client.predict(text, model, api_name="/run")
 
 
 def run_over_http(base_url: str, text: str) -> str:
@@ -70,7 +71,7 @@ def run_over_http(base_url: str, text: str) -> str:
 
     import httpx
 
-    body = json.dumps({"data": [text]}, ensure_ascii=True)
+    body = json.dumps({"data": [text, TINY_REPO_ID]}, ensure_ascii=True)
     with httpx.Client(base_url=base_url, timeout=30) as http:
         event = http.post("gradio_api/call/run", content=body, headers={"content-type": "application/json"})
         event.raise_for_status()
@@ -198,6 +199,30 @@ def test_bad_sampling_settings_sent_to_the_api(app_client, explorer_service):
         assert_still_serving(app_client, explorer_service.tokenizer)
 
 
+@pytest.mark.parametrize(
+    "model", ["nobody/evil-model", "/etc", "../../secret", "http://example.invalid/x", "openai-community/gpt2 ; rm -rf /"]
+)
+def test_only_the_hosts_models_can_be_chosen(app_client, explorer_service, model):
+    note = call_raw(app_client, "/run", ["Hello", model])
+    if note is not None:  # Gradio may refuse a value outside the dropdown's choices itself
+        assert "not one of the models this host offers" in note, note
+    assert_still_serving(app_client, explorer_service.tokenizer)
+
+
+def test_an_allowed_model_that_cannot_load_says_why_and_the_default_keeps_serving(app_client, explorer_service):
+    other = "distilbert/distilgpt2"  # allowed, but not in this offline test cache
+    assert other in explorer_service.allowed_models
+    call_raw(app_client, "/choose_model", [other])
+    assert explorer_service.wait_until_loaded(30, other)
+    status = app_client.predict(other, api_name="/status")[0]
+    assert "not available" in status and "HF_HUB_OFFLINE" in status, status
+    note = run(app_client, "Hello there", other)
+    assert "unavailable" in note, note
+    with pytest.raises(Exception, match="not one of the models"):
+        explorer_service.run("Hello", model_name="nobody/evil-model")
+    assert_still_serving(app_client, explorer_service.tokenizer)
+
+
 def test_bad_models_are_refused_with_a_message(tmp_path):
     from components.run import ExplorerService
     from components.settings import Settings
@@ -296,8 +321,7 @@ def test_overload_gets_busy_try_again_not_a_crash(explorer_service):
 
     settings = replace(explorer_service.settings, max_queue=1, concurrency_limit=1)
     service = ExplorerService(settings, explorer_service.model_name)
-    service.model = explorer_service.model
-    service._loaded.set()
+    service.adopt(explorer_service.model)
     demo, url = serve(service)
     outcomes: list[str] = []
     lock = threading.Lock()
@@ -372,16 +396,16 @@ def test_no_network_start_says_so_within_5_s_and_examples_still_work(tmp_path, e
         assert client is not None, "the app did not start"
         status = ""
         while time.monotonic() < deadline and "not available" not in status:
-            status = client.predict(api_name="/status")[0]
+            status = client.predict(model_name, api_name="/status")[0]
             time.sleep(0.5)
         assert "cannot be reached" in status, status
         assert "python -m gpt2_max download" in status and "HF_HUB_OFFLINE" in status
         seconds = float(status.split("failed after ")[1].split(" s")[0])
         print(f"\nno network: the load failed after {seconds:.1f} s")
         assert seconds < 5.0
-        note = run(client, EXAMPLES[1])
+        note = run(client, EXAMPLES[1], model_name)
         assert note.startswith("**Precomputed**"), note
-        note = run(client, "Some text that is not an example")
+        note = run(client, "Some text that is not an example", model_name)
         assert "unavailable" in note and "example prompts still work" in note
         client.close()
     finally:
