@@ -230,15 +230,20 @@ class ExplorerService:
                 f"**Model:** `{name}` ready (MAX graph compiled in {slot.model.compile_seconds:.1f} s). "
                 "Results below are **live**."
             )
+        examples = (
+            "The example prompts still work from precomputed traces."
+            if self.has_precomputed(name)
+            else "No precomputed example traces are available for this model on this host."
+        )
         if slot.error:
-            return (
-                f"**Model `{name}` is not available** (failed after {slot.seconds:.1f} s): "
-                f"{slot.error}\n\nThe example prompts still work from precomputed traces."
-            )
+            return f"**Model `{name}` is not available** (failed after {slot.seconds:.1f} s): {slot.error}\n\n{examples}"
         return (
             f"**Loading `{name}`** (download and MAX compile; a few seconds when cached, "
-            "minutes on a cold host). Meanwhile the example prompts show **precomputed** traces."
+            f"minutes on a cold host). {examples}"
         )
+
+    def has_precomputed(self, name: str) -> bool:
+        return any(example_path(d, name, text).is_file() for d in self.example_dirs for text in self.examples)
 
     # -- requests --------------------------------------------------------
 
@@ -278,11 +283,11 @@ class ExplorerService:
             run = self.precomputed(text, name)
             if run is None:
                 error = self._slots[name].error
+                examples = "; the example prompts still work" if self.has_precomputed(name) else ""
                 raise InputError(
-                    f"the model {name} is still loading; try one of the example prompts, "
-                    "which have precomputed traces, or wait a moment"
+                    f"the model {name} is still loading; wait a moment{examples}"
                     if not error
-                    else f"the model {name} is unavailable ({error}); the example prompts still work"
+                    else f"the model {name} is unavailable ({error}){examples}"
                 )
             return run
         return self.run_ids(text, ids, causal, ablated, notice, name)

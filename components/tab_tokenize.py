@@ -23,7 +23,7 @@ INTRO = intro(
     "the longest pieces the 50,257-entry vocabulary knows, and each piece becomes an id. "
     "**␣** marks a leading space (GPT-2's vocabulary writes it **Ġ**), **↵** a newline (**Ċ**); "
     "`<0xE2>` is one byte of a character split across tokens.",
-    [("token_ids", "[T] int64"), ("vocabulary", "50,257 entries: 256 bytes + 50,000 merges + `<|endoftext|>`")],
+    [("token_ids", "[T] int64"), ("vocabulary", "50,257 entries: 256 bytes + 50,000 merges + &lt;|endoftext|&gt;")],
 )
 
 
