@@ -10,6 +10,7 @@ They know nothing of Gradio or MAX. Conventions:
 
 from __future__ import annotations
 
+import html
 from collections.abc import Sequence
 
 import numpy as np
@@ -23,6 +24,15 @@ SEQUENTIAL = "Viridis"
 DIVERGING = "RdBu"
 DEFAULT_HEIGHT = 420
 FONT = dict(size=14)
+
+
+def plot_text(text: str) -> str:
+    """Token text for a Plotly label or cell: its pseudo-HTML would eat '<0xE2>' or '<|endoftext|>'."""
+    return html.escape(str(text), quote=False)
+
+
+def plot_texts(texts: Sequence) -> list[str]:
+    return [plot_text(t) for t in texts]
 
 
 def finite(values: np.ndarray) -> np.ndarray:
@@ -76,8 +86,8 @@ def heatmap(
     fig = go.Figure(
         go.Heatmap(
             z=z,
-            x=list(x_labels),
-            y=list(y_labels),
+            x=plot_texts(x_labels),
+            y=plot_texts(y_labels),
             colorscale=DIVERGING if diverging else SEQUENTIAL,
             hovertemplate=hover + "<extra></extra>",
             hoverongaps=False,
@@ -108,8 +118,8 @@ def bars(
         kwargs["textposition"] = "none"
         hover += "<br>%{text}"
     trace = go.Bar(
-        x=list(values) if horizontal else list(labels),
-        y=list(labels) if horizontal else list(values),
+        x=list(values) if horizontal else plot_texts(labels),
+        y=plot_texts(labels) if horizontal else list(values),
         orientation="h" if horizontal else "v",
         marker_color="#3b6fb6",
         hovertemplate=hover + "<extra></extra>",
@@ -144,7 +154,7 @@ def lines(
         if hover_text and name in hover_text:
             extra["text"] = list(hover_text[name])
             hover += "<br>%{text}"
-        fig.add_trace(go.Scatter(x=list(x), y=list(ys), mode="lines+markers", name=name, hovertemplate=hover + "<extra></extra>", **extra))
+        fig.add_trace(go.Scatter(x=plot_texts(x), y=list(ys), mode="lines+markers", name=name, hovertemplate=hover + "<extra></extra>", **extra))
     layout(fig, title, height)
     fig.update_xaxes(title=x_title)
     fig.update_yaxes(title=y_title)

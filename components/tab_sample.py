@@ -16,7 +16,7 @@ from gpt2_max.sampling import SampleStep, SamplingSettings, choose, filtered_dis
 from gpt2_max.tokenizer import Tokenizer
 
 from components.common import NO_RUN, AppContext, clamp, export_npz, guarded, intro, source_block
-from components.plots import layout, message_figure
+from components.plots import layout, message_figure, plot_text
 from components.run import ExplorerService, Run
 
 # Okabe-Ito colours (see tab_tokenize): raw distribution, filtered distribution, the drawn token.
@@ -99,11 +99,6 @@ def settings_text(settings: SamplingSettings) -> str:
 def prob_text(p: float) -> str:
     """0.123, or 3.5e-05 for the tiny probabilities of a flat distribution."""
     return f"{p:.3f}" if p >= 0.001 or p == 0 else f"{p:.1e}"
-
-
-def plot_text(text: str) -> str:
-    """Token text for a Plotly label: its pseudo-HTML would eat '<0xE2>' or '<|endoftext|>'."""
-    return html.escape(text, quote=False)
 
 
 def token_labels(tokenizer: Tokenizer, ids: Sequence[int]) -> list[str]:

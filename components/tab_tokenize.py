@@ -9,7 +9,7 @@ import plotly.graph_objects as go
 from gpt2_max.tokenizer import BYTE_TO_SYMBOL, Tokenizer, display_bytes
 
 from components.common import NO_RUN, AppContext, clamp, export_npz, guarded, intro, source_block
-from components.plots import layout, message_figure
+from components.plots import layout, message_figure, plot_text
 from components.run import Run
 
 TOKENS_PER_ROW = 12
@@ -37,9 +37,9 @@ def token_grid(run: Run) -> go.Figure:
     for position, token in enumerate(run.tokens):
         r, c = divmod(position, TOKENS_PER_ROW)
         colour_index[r, c] = position % len(PALETTE)
-        text[r, c] = f"{token.display}<br>{token.id}"
+        text[r, c] = f"{plot_text(token.display)}<br>{token.id}"
         hover[r, c] = (
-            f"position {position}<br>token {token.display!r}<br>id {token.id}<br>"
+            f"position {position}<br>token {plot_text(repr(token.display))}<br>id {token.id}<br>"
             f"bytes {token.bytes.hex(' ')}<br>vocabulary spelling {token.symbol}"
         )
     steps = len(PALETTE) - 1
@@ -77,7 +77,7 @@ def merge_figure(tokenizer: Tokenizer, chunk: str) -> go.Figure:
         for col, part in enumerate(parts):
             z[row, col] = col % len(PALETTE)
             rank = tokenizer.rank(part)
-            text[row, col] = f"{display_bytes(part)}<br>{'' if rank is None else rank}"
+            text[row, col] = f"{plot_text(display_bytes(part))}<br>{'' if rank is None else rank}"
     labels = ["bytes"] + [f"merge {i}" for i in range(1, len(steps))]
     steps_n = len(PALETTE) - 1
     fig = go.Figure(
@@ -97,7 +97,7 @@ def merge_figure(tokenizer: Tokenizer, chunk: str) -> go.Figure:
             hoverongaps=False,
         )
     )
-    layout(fig, f"Byte-pair merges of {display_bytes(chunk.encode('utf-8'))!r}", height=max(220, 64 * len(steps) + 110))
+    layout(fig, f"Byte-pair merges of {plot_text(repr(display_bytes(chunk.encode('utf-8'))))}", height=max(220, 64 * len(steps) + 110))
     fig.update_xaxes(visible=False)
     fig.update_yaxes(type="category", autorange="reversed")
     return fig

@@ -43,3 +43,16 @@ def test_built_tab_exports_the_token_ids(explorer_service, tiny_run):
     values = refresh_with_defaults(tab_tokenize, explorer_service, tiny_run)
     with np.load(values[-1]) as data:
         np.testing.assert_array_equal(data["token_ids"], tiny_run.token_ids)
+
+
+def test_partial_utf8_and_special_tokens_survive_plotly_markup(explorer_service):
+    """Plotly reads '<...>' in labels as markup; token text like '<0xF0>' must be escaped."""
+    run = explorer_service.run("🤗 <|endoftext|>")
+    grid = tab_tokenize.render(run, explorer_service.tokenizer)[0]
+    cells = [t for row in grid.data[0].text for t in row if t]
+    assert any(c.startswith("&lt;0xF0&gt;") for c in cells), cells
+    assert "<0x" not in "".join(cells).replace("<br>", "")
+    from components.plots import heatmap
+
+    fig = heatmap(np.zeros((1, run.n_tokens)), run.labels, ["row"], "t")
+    assert all("<" not in label for label in fig.data[0].x)
