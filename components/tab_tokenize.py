@@ -27,6 +27,27 @@ INTRO = intro(
 )
 
 
+def coloured_cells(colour_index: np.ndarray, text: np.ndarray, hover: np.ndarray, y_labels=None) -> go.Heatmap:
+    """Cells coloured by ``colour_index`` (a PALETTE index, NaN = empty) and labelled with ``text``."""
+    top = len(PALETTE) - 1
+    return go.Heatmap(
+        z=colour_index,
+        y=y_labels,
+        text=text,
+        texttemplate="%{text}",
+        textfont=dict(size=14),
+        customdata=hover,
+        hovertemplate="%{customdata}<extra></extra>",
+        colorscale=[[i / top, colour] for i, colour in enumerate(PALETTE)],
+        zmin=0,
+        zmax=top,
+        showscale=False,
+        xgap=3,
+        ygap=3,
+        hoverongaps=False,
+    )
+
+
 def token_grid(run: Run) -> go.Figure:
     """The tokens as coloured cells, in reading order, each labelled with its text and id."""
     n = run.n_tokens
@@ -42,25 +63,7 @@ def token_grid(run: Run) -> go.Figure:
             f"position {position}<br>token {plot_text(repr(token.display))}<br>id {token.id}<br>"
             f"bytes {token.bytes.hex(' ')}<br>vocabulary spelling {token.symbol}"
         )
-    steps = len(PALETTE) - 1
-    colorscale = [[i / steps, colour] for i, colour in enumerate(PALETTE)]
-    fig = go.Figure(
-        go.Heatmap(
-            z=colour_index,
-            text=text,
-            texttemplate="%{text}",
-            textfont=dict(size=14),
-            customdata=hover,
-            hovertemplate="%{customdata}<extra></extra>",
-            colorscale=colorscale,
-            zmin=0,
-            zmax=steps,
-            showscale=False,
-            xgap=3,
-            ygap=3,
-            hoverongaps=False,
-        )
-    )
+    fig = go.Figure(coloured_cells(colour_index, text, hover))
     layout(fig, f"{n} tokens (text and id per cell)", height=max(160, 70 * rows + 80))
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False, autorange="reversed")
@@ -70,33 +73,18 @@ def token_grid(run: Run) -> go.Figure:
 def merge_figure(tokenizer: Tokenizer, chunk: str) -> go.Figure:
     """One row per merge step: the parts after that step, as in token_grid."""
     steps = tokenizer.merge_steps(chunk)
-    width = len(steps[0])
-    z = np.full((len(steps), width), np.nan)
-    text = np.full((len(steps), width), "", dtype=object)
+    shape = (len(steps), len(steps[0]))
+    colour_index = np.full(shape, np.nan)
+    text = np.full(shape, "", dtype=object)
+    hover = np.full(shape, "", dtype=object)
+    labels = ["bytes"] + [f"merge {i}" for i in range(1, len(steps))]
     for row, parts in enumerate(steps):
         for col, part in enumerate(parts):
-            z[row, col] = col % len(PALETTE)
+            colour_index[row, col] = col % len(PALETTE)
             rank = tokenizer.rank(part)
             text[row, col] = f"{plot_text(display_bytes(part))}<br>{'' if rank is None else rank}"
-    labels = ["bytes"] + [f"merge {i}" for i in range(1, len(steps))]
-    steps_n = len(PALETTE) - 1
-    fig = go.Figure(
-        go.Heatmap(
-            z=z,
-            y=labels,
-            text=text,
-            texttemplate="%{text}",
-            textfont=dict(size=14),
-            hovertemplate="%{y}: %{text}<extra></extra>",
-            colorscale=[[i / steps_n, c] for i, c in enumerate(PALETTE)],
-            zmin=0,
-            zmax=steps_n,
-            showscale=False,
-            xgap=3,
-            ygap=3,
-            hoverongaps=False,
-        )
-    )
+            hover[row, col] = f"{labels[row]}: {text[row, col]}"
+    fig = go.Figure(coloured_cells(colour_index, text, hover, labels))
     layout(fig, f"Byte-pair merges of {plot_text(repr(display_bytes(chunk.encode('utf-8'))))}", height=max(220, 64 * len(steps) + 110))
     fig.update_xaxes(visible=False)
     fig.update_yaxes(type="category", autorange="reversed")
