@@ -7,9 +7,9 @@ Shape legend (one sequence, no batch dimension):
     L  number of blocks
 
 Parameter names match Hugging Face's GPT-2 key for key (``wte.weight``,
-``h.0.attn.c_attn.weight``, ...), so a checkpoint loads with no renaming, and
-the ``Conv1D`` layers keep GPT-2's ``[in, out]`` weight layout so no weight is
-transposed at load time.
+``h.0.attn.c_attn.weight``, ...), so a checkpoint loads with no renaming. The
+trace graph's ``Conv1D`` layers keep GPT-2's ``[in, out]`` weight layout; the
+decode graph's take a transposed copy (see :class:`Conv1D`).
 
 Every module records what it computes through a ``Recorder`` under
 TransformerLens' hook names (see :mod:`gpt2_max.hooks`). The trace graph
