@@ -121,7 +121,9 @@ def predictions(run: Run, unmasked: Run | None, tokenizer_tokens) -> tuple[go.Fi
     fig = lines(run.labels, series, title, x_title="position · token", y_title="probability", height=400, hover_text=hover)
     fig.update_xaxes(type="category", tickangle=-45)
     fig.update_yaxes(rangemode="tozero")
-    return fig, summary + "\n\n" + "\n".join(rows), arrays
+    # Collapsed: a row per position makes a long page on a projector.
+    table = "<details><summary>Top next token at every position (table)</summary>\n\n" + "\n".join(rows) + "\n\n</details>"
+    return fig, summary + "\n\n" + table, arrays
 
 
 def render(run: Run | None, tokens, layer: int = 0, head: int = 0, mask_off: bool = False, unmasked: Run | None = None):
