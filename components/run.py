@@ -15,6 +15,7 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -51,9 +52,11 @@ class Run:
     def n_tokens(self) -> int:
         return len(self.token_ids)
 
-    @property
+    @cached_property
     def labels(self) -> list[str]:
-        """One unique axis label per position: "3 ␣cat" (position first, so repeats stay apart)."""
+        """One unique axis label per position: "3 ␣cat" (position first, so repeats stay apart).
+
+        Computed once per Run: the tabs index it inside per-position loops."""
         return [f"{i} {t.display}" for i, t in enumerate(self.tokens)]
 
     @property

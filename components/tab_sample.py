@@ -15,8 +15,8 @@ from gpt2_max.modules import GPT2DecodeStep
 from gpt2_max.sampling import SampleStep, SamplingSettings, choose, filtered_distribution, softmax
 from gpt2_max.tokenizer import Tokenizer
 
-from components.common import NO_RUN, AppContext, clamp, export_npz, guarded, intro, source_block
-from components.plots import layout, message_figure, plot_text
+from components.common import NO_RUN, AppContext, clamp, export_npz, guarded, intro, source_block, unique_labels
+from components.plots import layout, message_figure, plot_text, plot_texts
 from components.run import ExplorerService, Run
 
 # Okabe-Ito colours (see tab_tokenize): raw distribution, filtered distribution, the drawn token.
@@ -101,11 +101,19 @@ def prob_text(p: float) -> str:
     return f"{p:.3f}" if p >= 0.001 or p == 0 else f"{p:.1e}"
 
 
+def grouped_bars_layout(fig: go.Figure, title: str, n_rows: int) -> None:
+    """Horizontal grouped bars, one row per token, legend below: both Sample charts."""
+    layout(fig, title, height=ROW_HEIGHT * n_rows + 190, barmode="group",
+           legend=dict(orientation="h", yanchor="top", y=-0.08, x=0))
+    fig.update_layout(margin=dict(l=60, r=20, t=90, b=90))
+    fig.update_yaxes(type="category", autorange="reversed", automargin=True)
+    fig.update_xaxes(rangemode="tozero")
+
+
 def token_labels(tokenizer: Tokenizer, ids: Sequence[int]) -> list[str]:
     """One unique, readable label per token id (the id is added where two look alike)."""
     shown = [tokenizer.token(int(i)).display for i in ids]
-    counts = {s: shown.count(s) for s in shown}
-    return [plot_text(s if counts[s] == 1 else f"{s} ({int(i)})") for s, i in zip(shown, ids, strict=True)]
+    return plot_texts(unique_labels(shown, [int(i) for i in ids]))
 
 
 def context_text(tokenizer: Tokenizer, ids: Sequence[int], n: int = CONTEXT_TOKENS) -> str:
@@ -178,11 +186,8 @@ def step_figure(tokenizer: Tokenizer, shown: Shown, context_ids: Sequence[int], 
         f"({step.kept:,} tokens kept)<br><sup>after “{context}” · ▶ = the drawn token, "
         f"in vermilion</sup>"
     )
-    layout(fig, full_title, height=ROW_HEIGHT * len(ids) + 190, barmode="group",
-           legend=dict(orientation="h", yanchor="top", y=-0.08, x=0))
-    fig.update_layout(margin=dict(l=60, r=20, t=90, b=90))
-    fig.update_yaxes(type="category", autorange="reversed", automargin=True)
-    fig.update_xaxes(title="probability", rangemode="tozero", exponentformat="e")
+    grouped_bars_layout(fig, full_title, len(ids))
+    fig.update_xaxes(title="probability", exponentformat="e")
     return fig
 
 
@@ -371,11 +376,8 @@ def histogram_figure(tokenizer: Tokenizer, logits: np.ndarray, settings: Samplin
         f"{n} draws of the token after “{context_text(tokenizer, context_ids)}”"
         f"<br><sup>{plot_text(settings_text(settings))}</sup>"
     )
-    layout(fig, title, height=ROW_HEIGHT * len(labels) + 190, barmode="group",
-           legend=dict(orientation="h", yanchor="top", y=-0.08, x=0))
-    fig.update_layout(margin=dict(l=60, r=20, t=90, b=90))
-    fig.update_yaxes(type="category", autorange="reversed", automargin=True)
-    fig.update_xaxes(title="count", rangemode="tozero")
+    grouped_bars_layout(fig, title, len(labels))
+    fig.update_xaxes(title="count")
     frequencies = np.zeros_like(probs)
     frequencies[drawn_ids] = counts / n
     distance = 0.5 * float(np.abs(frequencies - probs).sum())

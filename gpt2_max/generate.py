@@ -11,7 +11,7 @@ whole sequence as the MAX tutorial does.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -68,7 +68,7 @@ def stream(
     while True:
         step = choose(logits, settings, rng, position=length)
         if keep_logits:
-            step = SampleStep(**{**step.__dict__, "logits": np.array(logits)})
+            step = replace(step, logits=np.array(logits))
         yield step
         produced += 1
         if step.token_id == model.tokenizer.eot_id:
