@@ -52,8 +52,7 @@ def stream(
             "there is no room for a new token"
         )
     rng = np.random.default_rng(settings.seed)
-    keep_all = np.ones((config.n_layer, config.n_head), dtype=np.float32)
-    prefill = model.engine.run_trace(prompt, mask_off=False, head_keep=keep_all)
+    prefill = model.trace(prompt)  # causal, no ablation: the prompt's keys and values
     # [n_positions, L, 2, H, D]: time-major, so cache[:P] is one contiguous block.
     cache = np.empty(
         (config.n_positions, config.n_layer, 2, config.n_head, config.head_dim), dtype=np.float32
