@@ -249,5 +249,5 @@ def build(ctx: AppContext) -> None:
 
     outputs = [gelu_plot, heatmap_plot, bars_plot, summary]
     ctx.on_run(refresh, [ctx.state, layer_control], [*outputs, layer_control, position_control, download])
-    for control in (layer_control, position_control):
-        control.input(change, [ctx.state, layer_control, position_control], [*outputs, download], trigger_mode="always_last")
+    for control, api_name in ((layer_control, "change_mlp"), (position_control, "change_mlp_position")):
+        control.input(change, [ctx.state, layer_control, position_control], [*outputs, download], trigger_mode="always_last", api_name=api_name)
