@@ -1,6 +1,7 @@
 """Benchmark: the MAX engine against PyTorch + transformers, in one run, on this machine.
 
     .venv/bin/python -m benchmarks [--torch-python .venv-ref/bin/python] [--skip-cold] [--out FILE]
+    .venv/bin/python -m benchmarks classroom --students 30 [...]   # the app under load: benchmarks/classroom.py
 
 Measures for GPT-2 small's shape (the real openai-community/gpt2 when it is in
 the Hugging Face cache, else random weights at std 0.02, as the output says):
@@ -81,7 +82,7 @@ def measure_max(directory: str) -> dict:
     for n in SEQUENCE_LENGTHS:
         ids = ids_of_length(n)
         result[f"trace_{n}_s"] = median_seconds(lambda ids=ids: model.trace(ids), repeats_for(n))
-    model.engine.warm_decode()
+    model.engine.warm("decode")
     prompt = ids_of_length(PROMPT_TOKENS)
     produced: list[int] = []
 
@@ -153,4 +154,8 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["classroom"]:
+        from benchmarks.classroom import main as classroom
+
+        sys.exit(classroom(sys.argv[2:]))
     sys.exit(main())

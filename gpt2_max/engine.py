@@ -1,14 +1,18 @@
 """Compiling the MAX graphs of one loaded model and running them on numpy data.
 
-Two graphs per model, each compiled once with symbolic lengths and reused for
+Three graphs per model, each compiled once with symbolic lengths and reused for
 every request:
 - the trace graph (:class:`gpt2_max.modules.GPT2Trace`): the whole sequence,
   every intermediate; also the prefill of generation, since it returns each
-  layer's keys and values;
+  layer's keys and values; compiled when the model loads;
+- the analysis graph (:class:`gpt2_max.modules.GPT2Analysis`): the logit lens,
+  next-token top-k and nearest tokens, everything that reads all of ``wte``,
+  returning only the top-k rows the tabs show;
 - the decode-step graph (:class:`gpt2_max.modules.GPT2DecodeStep`): one new
-  token against the KV cache, compiled on first use, with its own transposed
-  copy of the dense layers' weights (+70% of the weights' memory, only once
-  something is generated).
+  token against the KV cache, with its own transposed copy of the dense layers'
+  weights (+70% of the weights' memory).
+The last two compile on first use, or ahead of it through ``warm`` (the app
+compiles them in the background right after loading).
 
 Inputs and outputs cross between numpy and MAX without copies
 (``Buffer.from_numpy`` and ``np.from_dlpack`` share memory on the CPU).
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Mapping
 
 os.environ.setdefault("MODULAR_TELEMETRY_ENABLED", "0")
@@ -30,8 +35,21 @@ from max.graph import DeviceRef, TensorType  # noqa: E402
 
 from gpt2_max.config import GPT2Config  # noqa: E402
 from gpt2_max.hooks import trace_keys  # noqa: E402
-from gpt2_max.modules import GPT2DecodeStep, GPT2Trace  # noqa: E402
+from gpt2_max.modules import GPT2Analysis, GPT2DecodeStep, GPT2Trace  # noqa: E402
 from gpt2_max.weights import CONV1D_SUFFIXES  # noqa: E402
+
+
+# The analysis graph's fixed top-k widths: the Logits tab lists 15 candidates, the
+# nearest-token view 10 (plus the token itself, which it leaves out).
+LENS_TOP_K = 16
+NEAREST_TOP_K = 11
+# Rows per analysis call: its [rows, V] float32 logits are ~51 MB for GPT-2 at 256 rows.
+ANALYSIS_CHUNK_ROWS = 256
+GRAPH_NAMES = ("trace", "analysis", "decode")
+ANALYSIS_KEYS = (
+    "lens_top_ids", "lens_top_probs", "lens_target_prob", "lens_target_rank", "lens_entropy",
+    "nearest_ids", "nearest_cosines",
+)
 
 
 def default_device() -> Device:
@@ -54,6 +72,10 @@ class CompiledGPT2:
         self._run_lock = threading.Lock()
         self._compile_lock = threading.Lock()
         self._decode = None
+        self._analysis = None
+        # Seconds each graph took to compile in this process (absent until compiled).
+        self.compile_seconds: dict[str, float] = {}
+        started = time.perf_counter()
         ref = DeviceRef.from_device(self.device)
         with F.lazy():
             trace_module = GPT2Trace(config)
@@ -64,10 +86,30 @@ class CompiledGPT2:
             TensorType(DType.float32, [config.n_layer, config.n_head], device=ref),  # head_keep [L, H]
             weights=weights,
         )
+        self.compile_seconds["trace"] = time.perf_counter() - started
+
+    def _compiled_analysis(self):
+        with self._compile_lock:
+            if self._analysis is None:
+                started = time.perf_counter()
+                cfg = self.config
+                ref = DeviceRef.from_device(self.device)
+                with F.lazy():
+                    module = GPT2Analysis(cfg, LENS_TOP_K, NEAREST_TOP_K)
+                names = ("wte.weight", "ln_f.weight", "ln_f.bias")
+                self._analysis = module.compile(
+                    TensorType(DType.float32, ["rows", cfg.n_embd], device=ref),  # lens_rows [N, E]
+                    TensorType(DType.int64, ["rows"], device=ref),  # lens_targets [N]
+                    TensorType(DType.float32, ["queries", cfg.n_embd], device=ref),  # query_rows [M, E]
+                    weights={name: self._weights[name] for name in names},
+                )
+                self.compile_seconds["analysis"] = time.perf_counter() - started
+            return self._analysis
 
     def _compiled_decode(self):
         with self._compile_lock:
             if self._decode is None:
+                started = time.perf_counter()
                 cfg = self.config
                 ref = DeviceRef.from_device(self.device)
                 with F.lazy():
@@ -86,11 +128,15 @@ class CompiledGPT2:
                     ),
                     weights=decode_weights,
                 )
+                self.compile_seconds["decode"] = time.perf_counter() - started
             return self._decode
 
-    def warm_decode(self) -> None:
-        """Compiles the decode-step graph now rather than on the first generated token."""
-        self._compiled_decode()
+    def is_compiled(self, graph: str) -> bool:
+        return graph in self.compile_seconds
+
+    def warm(self, graph: str) -> None:
+        """Compiles one graph ("analysis" or "decode") now rather than on first use."""
+        {"analysis": self._compiled_analysis, "decode": self._compiled_decode}[graph]()
 
     def _to_device(self, array: np.ndarray) -> Buffer:
         buffer = Buffer.from_numpy(np.ascontiguousarray(array))
@@ -114,6 +160,36 @@ class CompiledGPT2:
         with self._run_lock:
             outputs = self._trace.execute_raw(*(self._to_device(a) for a in inputs))
         return {key: self._to_numpy(out) for key, out in zip(self._keys, outputs, strict=True)}
+
+    def run_analysis(
+        self, lens_rows: np.ndarray, lens_targets: np.ndarray, query_rows: np.ndarray
+    ) -> dict[str, np.ndarray]:
+        """lens_rows [N, E], lens_targets [N], query_rows [M, E] -> the outputs of GPT2Analysis.
+
+        Rows go through in chunks of ANALYSIS_CHUNK_ROWS, so memory stays bounded
+        for the lens's L x T rows; an empty side gets one zero row (sliced off)."""
+        analysis = self._compiled_analysis()
+        E = self.config.n_embd
+        lens_rows = np.asarray(lens_rows, dtype=np.float32).reshape(-1, E)
+        lens_targets = np.asarray(lens_targets, dtype=np.int64).reshape(-1)
+        query_rows = np.asarray(query_rows, dtype=np.float32).reshape(-1, E)
+        n, m = lens_rows.shape[0], query_rows.shape[0]
+        chunk = ANALYSIS_CHUNK_ROWS
+        parts: list[dict[str, np.ndarray]] = []
+        for start in range(0, max(n, m, 1), chunk):
+            rows, targets, queries = lens_rows[start : start + chunk], lens_targets[start : start + chunk], query_rows[start : start + chunk]
+            n_rows, n_queries = rows.shape[0], queries.shape[0]
+            if n_rows == 0:
+                rows, targets = np.zeros((1, E), np.float32), np.zeros(1, np.int64)
+            if n_queries == 0:
+                queries = np.zeros((1, E), np.float32)
+            with self._run_lock:
+                outputs = analysis.execute_raw(*(self._to_device(a) for a in (rows, targets, queries)))
+            named = {key: self._to_numpy(out).copy() for key, out in zip(ANALYSIS_KEYS, outputs, strict=True)}
+            for key in ANALYSIS_KEYS:
+                named[key] = named[key][: n_queries if key.startswith("nearest") else n_rows]
+            parts.append(named)
+        return {key: np.concatenate([p[key] for p in parts]) for key in ANALYSIS_KEYS}
 
     def run_decode(self, token_id: int, past_kv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """One step: token at position P, past_kv [P, L, 2, H, D] -> (logits [V], new_kv [L, 2, H, D])."""

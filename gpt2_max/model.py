@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from types import MappingProxyType
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 
@@ -27,12 +26,15 @@ class GPT2:
         self.name = checkpoint.name
         self.config: GPT2Config = checkpoint.config
         self.tokenizer = Tokenizer()
-        started = time.perf_counter()
         self.engine = CompiledGPT2(self.config, weights)
-        self.compile_seconds = time.perf_counter() - started
         # Read-only views of the checkpoint's arrays, shared with the graphs
         # (no copy): wte [V, E] for nearest-token search, ln_f for the logit lens.
         self.weights: Mapping[str, np.ndarray] = MappingProxyType(dict(weights))
+
+    @property
+    def compile_seconds(self) -> float:
+        """How long the trace graph took to compile (the other graphs: ``engine.compile_seconds``)."""
+        return self.engine.compile_seconds["trace"]
 
     def check_token_ids(self, token_ids: Sequence[int]) -> np.ndarray:
         """Validates ids for a forward pass: 1..n_positions of them, each in the vocabulary."""

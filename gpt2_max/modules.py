@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+from max.dtype import DType
 from max.experimental import functional as F
 from max.experimental.nn import Module, ModuleList
 from max.experimental.tensor import Tensor
@@ -313,3 +314,62 @@ class GPT2DecodeStep(GPT2Body):
             for layer in range(self.n_layer)
         ]
         return logits, F.stack(per_layer, axis=1)  # [1, L, 2, H, D]
+
+
+class GPT2Analysis(Module):
+    """The analyses that read the whole vocabulary, as one graph over rows of residual vectors.
+
+    Only ``wte`` and ``ln_f`` are parameters (the same arrays the other graphs use).
+    N and M are symbolic, so one compiled graph serves the logit lens (N = L x T
+    rows), the next-token view (N = T) and the nearest-token search (M = T).
+
+    Inputs:
+        lens_rows     [N, E] float32, residual-stream vectors to read out as if the model stopped there
+        lens_targets  [N] int64, a token per row whose probability and rank are wanted
+        query_rows    [M, E] float32, vectors to compare with every wte row by cosine
+    Returns (N, M rows; K = lens_top_k, J = nearest_top_k):
+        lens_top_ids     [N, K] int64, most likely next tokens after ln_f and the tied unembedding
+        lens_top_probs   [N, K] float32, their probabilities
+        lens_target_prob [N] float32, the target token's probability
+        lens_target_rank [N] int64, its rank (1 = most likely; 1 + how many are strictly more likely)
+        lens_entropy     [N] float32, entropy of the row's distribution in nats
+        nearest_ids      [M, J] int64, the wte rows most similar in direction, best first
+        nearest_cosines  [M, J] float32, their cosine similarities
+    """
+
+    def __init__(self, config: GPT2Config, lens_top_k: int, nearest_top_k: int) -> None:
+        self.wte = Embedding(config.vocab_size, config.n_embd)
+        self.ln_f = LayerNorm(config.n_embd, config.layer_norm_epsilon)
+        self.vocab_size = config.vocab_size
+        self.lens_top_k = lens_top_k
+        self.nearest_top_k = nearest_top_k
+
+    def forward(self, lens_rows: Tensor, lens_targets: Tensor, query_rows: Tensor) -> tuple[Tensor, ...]:
+        # The logit lens: the model's own final layer norm and unembedding (GPT2Body.unembed).
+        normalized = self.ln_f(lens_rows)  # [N, E]
+        logits = (self.wte.weight @ normalized.transpose(0, 1)).transpose(0, 1)  # [V, E] @ [E, N] -> [N, V]
+        log_probs = F.logsoftmax(logits, axis=-1)  # [N, V], stable for the tiny probabilities
+        top_log_probs, top_ids = F.top_k(log_probs, k=self.lens_top_k, axis=-1)  # 2 x [N, K]
+        # The target's logit, picked by a one-hot comparison (one pass over [N, V]).
+        vocabulary = F.arange(0, self.vocab_size, 1, dtype=lens_targets.dtype, device=lens_targets.device)  # [V]
+        is_target = F.equal(vocabulary.reshape([1, -1]), lens_targets.reshape([-1, 1]))  # [N, V]
+        target_log_prob = F.sum(F.where(is_target, log_probs, 0.0), axis=-1)  # [N, 1]
+        # Rank from strict comparisons, so tied tokens share the better rank.
+        above = F.sum(F.cast(F.greater(log_probs, target_log_prob), DType.float32), axis=-1)  # [N, 1]
+        entropy = -F.sum(F.exp(log_probs) * log_probs, axis=-1)  # [N, 1] nats
+        # Nearest tokens by cosine: the direction of each query against every wte row.
+        wte_norms = F.sqrt(F.sum(self.wte.weight * self.wte.weight, axis=-1))  # [V, 1]
+        dots = self.wte.weight @ query_rows.transpose(0, 1)  # [V, E] @ [E, M] -> [V, M]
+        query_norms = F.sqrt(F.sum(query_rows * query_rows, axis=-1)).reshape([1, -1])  # [1, M]
+        # The 1e-12 floor keeps an all-zero vector from dividing by 0 (its cosines become 0).
+        cosines = (dots / F.elementwise_max(wte_norms * query_norms, 1e-12)).transpose(0, 1)  # [M, V]
+        nearest_cosines, nearest_ids = F.top_k(cosines, k=self.nearest_top_k, axis=-1)  # 2 x [M, J]
+        return (
+            top_ids,
+            F.exp(top_log_probs),
+            F.exp(target_log_prob).reshape([-1]),
+            (F.cast(above, DType.int64) + 1).reshape([-1]),
+            entropy.reshape([-1]),
+            nearest_ids,
+            nearest_cosines,
+        )

@@ -1,0 +1,127 @@
+"""Analyses of a trace that read the whole vocabulary, run by the model's MAX analysis graph.
+
+Each returns only what a view shows (top-k rows, one probability per row), never
+a [rows, V] array: the graph (:class:`gpt2_max.modules.GPT2Analysis`) does the
+[rows, E] @ [E, V] products and the softmaxes, and hands back K numbers per row.
+L blocks, T tokens, E width, K = ``LENS_TOP_K``, J = ``NEAREST_TOP_K - 1``.
+
+    model = gpt2_max.load("openai-community/gpt2")
+    trace = model.trace(ids)
+    lens = logit_lens(model, trace)        # top tokens after every block, at every position
+    nxt = next_tokens(model, trace, ids)   # top-k, entropy, actual next token's rank per position
+    near = nearest_tokens(model, trace["hook_embed"], exclude=ids)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from gpt2_max.engine import LENS_TOP_K, NEAREST_TOP_K
+from gpt2_max.hooks import block_key
+
+LN2 = float(np.log(2.0))
+
+
+@dataclass(frozen=True)
+class Lens:
+    """The logit lens: ln_f and the tied unembedding applied to the stream after every block."""
+
+    start: int  # the first position covered (0 unless only the last positions were asked for)
+    top_ids: np.ndarray  # [L, T', K] most likely next tokens after each block, best first
+    top_probs: np.ndarray  # [L, T', K] their probabilities
+    final_ids: np.ndarray  # [T'] the model's final prediction at each position (argmax of the logits)
+    final_probs: np.ndarray  # [L, T'] that token's probability after each block
+    final_ranks: np.ndarray  # [L, T'] its rank there (1 = most likely)
+
+    @property
+    def final_id(self) -> int:
+        """The final prediction at the last position."""
+        return int(self.final_ids[-1])
+
+
+@dataclass(frozen=True)
+class NextTokens:
+    """The next-token distribution at every position, summarised."""
+
+    top_ids: np.ndarray  # [T, K] most likely next tokens, best first
+    top_probs: np.ndarray  # [T, K]
+    entropy_bits: np.ndarray  # [T] -sum p log2 p
+    actual_probs: np.ndarray  # [T] probability of the token that follows in the text (NaN at the last)
+    actual_ranks: np.ndarray  # [T] its rank (0 at the last position, which has no next token)
+
+    @property
+    def surprise_bits(self) -> np.ndarray:
+        """[T] -log2 p(actual next token); NaN at the last position."""
+        with np.errstate(divide="ignore"):
+            return -np.log2(self.actual_probs)
+
+
+@dataclass(frozen=True)
+class Nearest:
+    """For each vector, the vocabulary rows of ``wte`` closest in direction (cosine)."""
+
+    ids: np.ndarray  # [N, J] best first, the excluded id (the token itself) left out
+    cosines: np.ndarray  # [N, J]
+
+
+def final_predictions(trace: Mapping[str, np.ndarray]) -> np.ndarray:
+    """[T] argmax of the logits at every position (what the model predicts next)."""
+    return np.asarray(trace["logits"]).argmax(axis=-1).astype(np.int64)
+
+
+def logit_lens(model, trace: Mapping[str, np.ndarray], start: int = 0) -> Lens:
+    """The lens over every block at positions start..T-1: one analysis-graph pass over L x T' rows."""
+    L = model.config.n_layer
+    resid = np.stack([trace[block_key(i, "hook_resid_post")][start:] for i in range(L)])  # [L, T', E]
+    T = resid.shape[1]
+    final_ids = final_predictions(trace)[start:]  # [T']
+    out = model.engine.run_analysis(resid.reshape(L * T, -1), np.tile(final_ids, L), np.zeros((0, resid.shape[-1])))
+    return Lens(
+        start=start,
+        top_ids=out["lens_top_ids"].reshape(L, T, LENS_TOP_K),
+        top_probs=out["lens_top_probs"].reshape(L, T, LENS_TOP_K).astype(np.float64),
+        final_ids=final_ids,
+        final_probs=out["lens_target_prob"].reshape(L, T).astype(np.float64),
+        final_ranks=out["lens_target_rank"].reshape(L, T),
+    )
+
+
+def next_tokens(model, trace: Mapping[str, np.ndarray], token_ids: Sequence[int]) -> NextTokens:
+    """Top-k, entropy and the actual next token's probability and rank at every position.
+
+    Reads out the last block's stream through ln_f and the unembedding in the analysis
+    graph (the same computation as the trace's logits, to float32 rounding)."""
+    L = model.config.n_layer
+    rows = trace[block_key(L - 1, "hook_resid_post")]  # [T, E]
+    ids = np.asarray(token_ids, dtype=np.int64)
+    following = np.append(ids[1:], 0)  # the last position's target is a placeholder, masked below
+    out = model.engine.run_analysis(rows, following, np.zeros((0, rows.shape[-1])))
+    actual_probs = out["lens_target_prob"].astype(np.float64)
+    actual_ranks = out["lens_target_rank"].copy()
+    actual_probs[-1], actual_ranks[-1] = np.nan, 0
+    return NextTokens(
+        top_ids=out["lens_top_ids"],
+        top_probs=out["lens_top_probs"].astype(np.float64),
+        entropy_bits=out["lens_entropy"].astype(np.float64) / LN2,
+        actual_probs=actual_probs,
+        actual_ranks=actual_ranks,
+    )
+
+
+def nearest_tokens(model, vectors: np.ndarray, exclude: Sequence[int] | None = None) -> Nearest:
+    """The NEAREST_TOP_K - 1 wte rows closest in direction to each vector [N, E].
+
+    ``exclude[i]`` (the token whose own row vector i is) is left out of row i; when it is
+    not among the top NEAREST_TOP_K, the last one is dropped instead, so every row has J."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    out = model.engine.run_analysis(np.zeros((0, vectors.shape[-1])), np.zeros(0), vectors)
+    ids, cosines = out["nearest_ids"], out["nearest_cosines"].astype(np.float64)
+    keep = np.ones(ids.shape, dtype=bool)
+    for row in range(ids.shape[0]):
+        own = np.flatnonzero(ids[row] == exclude[row]) if exclude is not None else ()
+        keep[row, own[0] if len(own) else -1] = False
+    J = NEAREST_TOP_K - 1
+    return Nearest(ids=ids[keep].reshape(-1, J), cosines=cosines[keep].reshape(-1, J))
