@@ -2,8 +2,9 @@
 
     python app.py [--model ID_OR_DIR] [--port N] [--share]
 
-One prompt and one Run feed all eight tabs from one trace of the compiled MAX
-graph; each tab re-renders from that cached trace when its own controls change.
+One prompt and one Run make one trace of the compiled MAX graph; the tab on screen
+renders from it at once, every other tab when it is opened (once per Run and
+setting), and a control re-renders only the figures that depend on it.
 """
 
 from __future__ import annotations
@@ -65,9 +66,18 @@ def run_note(run, tokenizer) -> str:
     return origin + guess + (f"\n\n⚠️ {run.notice}" if run.notice else "")
 
 
+# Gradio's copies of exported files are deleted every 10 minutes once older than 30.
+DELETE_CACHE = (600, 1800)
+
+
 def build_app(service: ExplorerService) -> gr.Blocks:
+    return build_ui(service)[0]
+
+
+def build_ui(service: ExplorerService) -> tuple[gr.Blocks, AppContext]:
+    """The page and the context holding its tab views (tests render the views through it)."""
     settings = service.settings
-    with gr.Blocks(title="GPT-2 Explorer on MAX") as demo:
+    with gr.Blocks(title="GPT-2 Explorer on MAX", delete_cache=DELETE_CACHE) as demo:
         gr.Markdown(HEADER)
         with gr.Row():
             status = gr.Markdown(service.status_markdown(), elem_id="model-status")
@@ -112,15 +122,14 @@ def build_app(service: ExplorerService) -> gr.Blocks:
             concurrency_limit=settings.concurrency_limit,
             concurrency_id="model",
         )
-        for fn, inputs, outputs, name in ctx.run_listeners:
-            event.then(fn, inputs, outputs, api_name=name, concurrency_limit=settings.concurrency_limit, concurrency_id="model")
+        ctx.wire_run(event)  # then the figures of the tab on screen, and only those
 
-        # The status line follows the chosen model's background load, then stops polling.
+        # The status line follows the chosen model's background load (every graph), then stops polling.
         timer = gr.Timer(2.0)
 
         @guarded("text", "keep")
         def poll(model_name):
-            return service.status_markdown(model_name), gr.Timer(active=not service.wait_until_loaded(0, model_name))
+            return service.status_markdown(model_name), gr.Timer(active=not service.wait_until_ready(0, model_name))
 
         @guarded("text", "keep")
         def choose_model(model_name):
@@ -130,7 +139,7 @@ def build_app(service: ExplorerService) -> gr.Blocks:
         timer.tick(poll, [model_choice], [status, timer], queue=False, api_name="status")
         model_choice.change(choose_model, [model_choice], [status, timer], queue=False, api_name="choose_model")
     demo.queue(default_concurrency_limit=settings.concurrency_limit, max_size=settings.max_queue)
-    return demo
+    return demo, ctx
 
 
 def main() -> None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import inspect
+import json
 import logging
 import tempfile
 import traceback
@@ -23,24 +25,155 @@ log = logging.getLogger("explorer")
 
 NO_RUN = "Type a prompt (or pick an example) and press Run."
 EXPORT_DIR = Path(tempfile.gettempdir()) / "gpt2-explorer-exports"
+# Exports kept on disk at once: each download is written when asked for and fetched at
+# once, so a few dozen cover a class exporting together.
+MAX_EXPORT_FILES = 64
+
+
+@dataclass
+class TabView:
+    """One tab's figures and how to make them: rendered only when the tab is looked at.
+
+    ``render(request, *controls)`` returns the values of ``outputs``; ``rendered``
+    holds the key (Run and control values) of what the tab shows now, so opening it
+    again for the same Run and settings sends nothing and computes nothing.
+    """
+
+    tab_id: str
+    render: Callable
+    controls: list
+    outputs: list
+    rendered: gr.State
+    renders: int = 0  # how many times render ran (what the render-on-view tests count)
+    export: Callable | None = None  # (request, *values) -> (note, file update), set by AppContext.export
+    open: Callable | None = None  # what opening the tab calls: (request, rendered key, *controls)
+    handlers: list = field(default_factory=list)  # the control handlers, as wired (tests call them)
+
+    def key(self, request: dict | None, control_values) -> str:
+        return view_key(request, control_values)
+
+    def render_if_stale(self, request, rendered_key, *control_values):
+        """-> (*outputs, key): the tab's figures, or skips when it already shows this key."""
+        key = self.key(request, control_values)
+        if rendered_key == key:
+            return (*(gr.skip() for _ in self.outputs), key)
+        self.renders += 1
+        values = self.render(request, *control_values)
+        values = values if isinstance(values, tuple) else (values,)
+        return (*values, key)
+
+
+def view_key(request: dict | None, control_values) -> str:
+    """What a tab's figures depend on: the Run's request and the tab's control values."""
+    raw = json.dumps([request, list(control_values)], sort_keys=True, default=str)
+    return hashlib.sha256(raw.encode()).hexdigest()[:24]
 
 
 @dataclass
 class AppContext:
-    """Handed to every tab's ``build``: the service, the shared state and the Run hooks."""
+    """Handed to every tab's ``build``: the service, the shared state and the tab views.
+
+    A tab declares its view once (``view``); the context wires it so that a Run
+    renders only the tab on screen, opening a tab renders it when what it shows is
+    stale, and a control re-renders only the figures its handler returns
+    (``control``). One mechanism for all eight tabs.
+    """
 
     service: ExplorerService
     state: gr.State  # the current Run's request (plain data)
-    run_listeners: list[tuple[Callable, list, list, str]] = field(default_factory=list)
+    visible: gr.State = None  # the id of the tab on screen
+    views: dict[str, TabView] = field(default_factory=dict)
 
-    def on_run(self, fn: Callable, inputs: list, outputs: list) -> None:
-        """Registers a refresh to chain after every Run (app.py wires them).
+    def __post_init__(self) -> None:
+        if self.visible is None:
+            self.visible = gr.State(None)
 
-        Its API name is ``render_<tab>`` (from the tab module's name), so a raw
-        API client can call it too.
-        """
-        tab = fn.__module__.rsplit(".", 1)[-1].removeprefix("tab_")
-        self.run_listeners.append((fn, inputs, outputs, f"render_{tab}"))
+    def view(self, tab: gr.Tab, render: Callable, controls: list, outputs: list) -> TabView:
+        """Registers a tab's render; opening the tab (API name ``render_<tab>``) renders it if stale."""
+        tab_id = str(tab.id)
+        view = TabView(tab_id, render, list(controls), list(outputs), gr.State(None))
+        self.views[tab_id] = view
+        if self.visible.value is None:
+            self.visible.value = tab_id  # the first tab is the one on screen when the page opens
+
+        @guarded(*(["keep"] * (len(view.outputs) + 2)))
+        def open_tab(request, rendered_key, *control_values):
+            return (tab_id, *view.render_if_stale(request, rendered_key, *control_values))
+
+        view.open = open_tab
+        tab.select(
+            open_tab,
+            [self.state, view.rendered, *view.controls],
+            [self.visible, *view.outputs, view.rendered],
+            api_name=f"render_{tab_id}",
+            concurrency_limit=self.service.settings.concurrency_limit,
+            concurrency_id="model",
+        )
+        return view
+
+    def control(self, view: TabView, triggers, fn: Callable, inputs: list, outputs: list, **event) -> None:
+        """Wires a control handler of a view: ``fn(*inputs)`` updates ``outputs`` (the figures that
+        depend on the control), and the view's key follows, so reopening the tab recomputes nothing."""
+        n = len(inputs)
+        # The key needs the request and the view's controls: added to the inputs where missing.
+        event_inputs = list(inputs) + [c for c in [self.state, *view.controls] if not any(c is i for i in inputs)]
+        at = [next(k for k, c in enumerate(event_inputs) if c is wanted) for wanted in [self.state, *view.controls]]
+
+        def handler(*args):
+            values = fn(*args[:n])
+            values = values if isinstance(values, tuple) else (values,)
+            return (*values, view.key(args[at[0]], [args[k] for k in at[1:]]))
+
+        handler.__name__ = fn.__name__
+        view.handlers.append((handler, event_inputs))
+        for trigger in triggers:
+            trigger(handler, event_inputs, [*outputs, view.rendered], **event)
+
+    def wire_run(self, run_event) -> None:
+        """After a Run: render the tab on screen, and only it (API name ``render_visible``)."""
+        views = list(self.views.values())
+        inputs: list = [self.state, self.visible]
+        outputs: list = []
+        for view in views:
+            inputs += [view.rendered, *view.controls]
+            outputs += [*view.outputs, view.rendered]
+
+        @guarded(*(["keep"] * len(outputs)))
+        def render_visible(request, visible, *args):
+            values: list = []
+            for view in views:
+                rendered_key, controls = args[0], args[1 : 1 + len(view.controls)]
+                args = args[1 + len(view.controls) :]
+                if view.tab_id == visible:
+                    values += view.render_if_stale(request, rendered_key, *controls)
+                else:
+                    values += [gr.skip() for _ in view.outputs] + [gr.skip()]
+            return tuple(values)
+
+        self.render_visible = render_visible
+        run_event.then(
+            render_visible,
+            inputs,
+            outputs,
+            api_name="render_visible",
+            concurrency_limit=self.service.settings.concurrency_limit,
+            concurrency_id="model",
+        )
+
+    def export(self, view: TabView, export: ExportControls, arrays: Callable, inputs: list | None = None) -> None:
+        """An export written only when asked for: ``arrays(run, *values of inputs)`` -> the tensors
+        behind the tab's plots (``inputs``: the controls they depend on, default the view's)."""
+        inputs = view.controls if inputs is None else inputs
+
+        @guarded("text", "keep")
+        def write(request, *values):
+            run = self.current(request)
+            if run is None:
+                return NO_RUN, gr.update()
+            return "", gr.update(value=export_npz(view.tab_id, arrays(run, *values)), visible=True)
+
+        view.export = write
+        export.button.click(write, [self.state, *inputs], [export.note, export.file], api_name=f"export_{view.tab_id}")
 
     def current(self, request: dict | None) -> Run | None:
         return self.service.from_request(request)
@@ -118,12 +251,40 @@ def source_block(*objects: object, label: str = "MAX source of this stage") -> N
 
 
 def export_npz(name: str, arrays: dict[str, np.ndarray]) -> str:
-    """Writes arrays to a fresh .npz in the export directory; returns its path for gr.File."""
+    """Writes arrays to a fresh .npz in the export directory; returns its path for gr.File.
+
+    Only the newest MAX_EXPORT_FILES exports are kept (older ones are deleted here), so
+    a class exporting all day leaves a bounded directory; Gradio's copies of them are
+    bounded by the app's ``delete_cache``."""
     EXPORT_DIR.mkdir(parents=True, exist_ok=True)
     handle = tempfile.NamedTemporaryFile(dir=EXPORT_DIR, prefix=f"{name}-", suffix=".npz", delete=False)
     with handle:
         np.savez_compressed(handle, **{k: np.asarray(v) for k, v in arrays.items()})
+    prune_exports(MAX_EXPORT_FILES)
     return handle.name
+
+
+def prune_exports(keep: int) -> None:
+    """Deletes all but the ``keep`` newest files of the export directory."""
+    files = sorted(EXPORT_DIR.glob("*.npz"), key=lambda p: p.stat().st_mtime if p.exists() else 0.0)
+    for old in files[: max(0, len(files) - keep)]:
+        old.unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class ExportControls:
+    button: gr.Button  # writes the .npz when pressed
+    file: gr.File  # the written file, hidden until there is one
+    note: gr.Markdown  # why nothing was written (no Run yet)
+
+
+def export_controls(label: str) -> ExportControls:
+    """A tab's export: a button, the file it fills, and a line for "nothing to export yet"."""
+    with gr.Column(min_width=200):
+        button = gr.Button(label, variant="secondary", size="sm")
+        file = gr.File(label="Export", visible=False, interactive=False)
+        note = gr.Markdown()
+    return ExportControls(button, file, note)
 
 
 def clamp(value, low: int, high: int, default: int = 0) -> int:

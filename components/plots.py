@@ -5,7 +5,11 @@ They know nothing of Gradio or MAX. Conventions:
 - signed values (activations, embeddings): RdBu diverging with its midpoint at 0;
 - token text on the axes and in every hover;
 - ``-inf`` (masked cells) becomes NaN, drawn as a gap, never sent as JSON infinity;
-- every figure has an explicit height (some Gradio versions draw height-less ones at 0).
+- every figure has an explicit height (some Gradio versions draw height-less ones at 0);
+- a screenful, not a tensor: a heatmap axis longer than ``MAX_CELLS_PER_AXIS`` is averaged
+  over blocks of neighbouring rows or columns (``binned_heatmap``, the title says so), values
+  go as float32 arrays (Plotly sends numpy arrays as base64), and hovers are hovertemplates
+  over the cell's coordinates, not one string per cell.
 """
 
 from __future__ import annotations
@@ -24,6 +28,9 @@ SEQUENTIAL = "Viridis"
 DIVERGING = "RdBu"
 DEFAULT_HEIGHT = 420
 FONT = dict(size=14)
+# A screen shows about this many rows or columns of heatmap cells (a 1080-pixel-high plot
+# gives each of 128 rows ~6 pixels); longer axes are averaged over blocks of neighbours.
+MAX_CELLS_PER_AXIS = 128
 
 
 def plot_text(text: str) -> str:
@@ -35,11 +42,54 @@ def plot_texts(texts: Sequence) -> list[str]:
     return [plot_text(t) for t in texts]
 
 
+def template_text(text: str) -> str:
+    """Token text written into a hovertemplate itself: escaped, and a "%{" in it is not a placeholder."""
+    return plot_text(text).replace("%{", "%&#123;")
+
+
 def finite(values: np.ndarray) -> np.ndarray:
     """float64 copy with +-inf and NaN as NaN (Plotly shows a gap; JSON stays valid)."""
     out = np.asarray(values, dtype=np.float64).copy()
     out[~np.isfinite(out)] = np.nan
     return out
+
+
+def bin_starts(n: int, bins: int = MAX_CELLS_PER_AXIS) -> np.ndarray:
+    """Start indices of at most ``bins`` contiguous blocks of near-equal size covering 0..n-1
+    (every index its own block when n <= bins)."""
+    return np.unique(np.linspace(0, n, min(n, bins) + 1).astype(int)[:-1])
+
+
+def block_means(values: np.ndarray, row_starts: np.ndarray | None = None, col_starts: np.ndarray | None = None) -> np.ndarray:
+    """Means over blocks of the last two axes (rows start at ``row_starts``, columns at ``col_starts``;
+    None: that axis is not binned). Only finite values count (a block of masked −inf scores and
+    finite ones averages the finite ones); a block with none is NaN. float64."""
+    v = np.asarray(values, dtype=np.float64)
+    ok = np.isfinite(v)
+    sums = np.where(ok, v, 0.0)
+    counts = ok.astype(np.float64)
+    for axis, starts in ((-2, row_starts), (-1, col_starts)):
+        if starts is not None and len(starts) < v.shape[axis]:
+            sums = np.add.reduceat(sums, starts, axis=axis)
+            counts = np.add.reduceat(counts, starts, axis=axis)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, sums / np.maximum(counts, 1.0), np.nan)
+
+
+def block_labels(labels: Sequence[str], starts: np.ndarray, short: Sequence[str] | None = None) -> list[str]:
+    """One label per block: a one-row block keeps its label; a longer one reads
+    "first–last a…b" (positions, then ``short[first]``…``short[last]``, default the labels)."""
+    n = len(labels)
+    if len(starts) == n:
+        return list(labels)
+    short = labels if short is None else short
+    stops = np.append(starts[1:], n)
+    return [f"{a}–{b - 1} {short[a]}…{short[b - 1]}" if b - a > 1 else labels[a] for a, b in zip(starts.tolist(), stops.tolist())]
+
+
+def block_note(n: int, starts: np.ndarray, what: str = "positions") -> str:
+    """'' when nothing is binned, else "averaged over blocks of ~k positions" for a title."""
+    return "" if len(starts) == n else f"averaged over blocks of ~{n / len(starts):.2g} {what}"
 
 
 def layout(fig: go.Figure, title: str, height: int = DEFAULT_HEIGHT, **extra) -> go.Figure:
@@ -69,7 +119,7 @@ def heatmap(
     hover_text: np.ndarray | None = None,
 ) -> go.Figure:
     """A labelled heatmap; rows are ``y_labels`` (top to bottom), columns ``x_labels``."""
-    z = finite(values)
+    z = finite(values).astype(np.float32)  # half the bytes of float64 on the wire; hovers show 4 digits
     kwargs = {}
     if diverging:
         bound = float(np.nanmax(np.abs(z))) if np.isfinite(z).any() else 1.0
@@ -97,6 +147,46 @@ def heatmap(
     layout(fig, title, height)
     fig.update_xaxes(title=x_title, type="category", tickangle=-45)
     fig.update_yaxes(title=y_title, type="category", autorange="reversed")
+    return fig
+
+
+def binned_heatmap(
+    values: np.ndarray,
+    x_labels: Sequence[str],
+    y_labels: Sequence[str],
+    title: str,
+    *,
+    x_short: Sequence[str] | None = None,
+    y_short: Sequence[str] | None = None,
+    bin_x: bool = True,
+    bin_y: bool = True,
+    max_cells: int = MAX_CELLS_PER_AXIS,
+    what: str = "positions",
+    value_name: str = "value",
+    mean_name: str | None = None,
+    subtitle: str = "",
+    **kwargs,
+) -> go.Figure:
+    """``heatmap`` of [R, C] ``values`` with at most ``max_cells`` rows and columns: a longer axis
+    (where ``bin_x`` / ``bin_y``) is averaged over blocks of neighbours (``block_means``), labelled by
+    ``block_labels`` (with ``x_short`` / ``y_short``, e.g. token texts), and a second title line
+    says so (after ``subtitle``, if any). ``mean_name`` names a binned cell's value (default
+    "mean " + ``value_name``)."""
+    R, C = values.shape[-2:]
+    rows = bin_starts(R, max_cells) if bin_y else np.arange(R)
+    cols = bin_starts(C, max_cells) if bin_x else np.arange(C)
+    notes = [subtitle] if subtitle else []
+    if len(rows) < R or len(cols) < C:
+        values = block_means(values, rows, cols)
+        x_labels = block_labels(x_labels, cols, x_short)
+        y_labels = block_labels(y_labels, rows, y_short)
+        value_name = mean_name or f"mean {value_name}"
+        notes += sorted({block_note(R, rows, what), block_note(C, cols, what)} - {""})
+    if notes:
+        title = f"{title}<br><sup>{'; '.join(notes)}</sup>"
+    fig = heatmap(values, x_labels, y_labels, title, value_name=value_name, **kwargs)
+    if notes:
+        fig.update_layout(margin=dict(t=90))  # room for the second title line
     return fig
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from gpt2_max import analysis
 from gpt2_max.config import GPT2Config
 from gpt2_max.errors import ExplorerError, InputError
 from gpt2_max.tokenizer import Token, Tokenizer
@@ -47,6 +48,8 @@ class Run:
     source: str = LIVE
     notice: str = ""  # e.g. "cut from 900 to 256 tokens"
     seconds: float = 0.0  # MAX time for the trace
+    # Analyses of this trace made on demand (ExplorerService.analysis), kept with it.
+    derived: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def n_tokens(self) -> int:
@@ -123,15 +126,36 @@ def example_path(examples_dir: str | Path, model_name: str, text: str) -> Path:
     return Path(examples_dir) / slug / f"{digest}.npz"
 
 
+# What the background load does, in order, and how long each step takes on a cold
+# 2-core host (measured on the build machine, GPT-2 small; seconds with a warm MAX cache).
+STAGES = {
+    "trace": ("downloading the checkpoint and compiling the trace graph", 75),
+    "analysis": ("compiling the analysis graph (logit lens, next-token and nearest-token views)", 60),
+    "decode": ("compiling the decode graph (Generate)", 75),
+    "examples": ("tracing the example prompts", 5),
+}
+
+
 @dataclass
 class ModelSlot:
     """One allowed model's loading state."""
 
-    model: object = None  # gpt2_max.GPT2 once loaded
+    model: object = None  # gpt2_max.GPT2 once its trace graph is compiled
     error: str = ""
     seconds: float = 0.0  # how long loading took (or took to fail)
     started: bool = False
-    done: threading.Event = field(default_factory=threading.Event)
+    done: threading.Event = field(default_factory=threading.Event)  # trace graph ready (or failed)
+    ready: threading.Event = field(default_factory=threading.Event)  # every graph ready (or failed)
+    stage: str = ""  # the STAGES key under way, "" when idle
+    stage_started: float = 0.0
+
+    def enter(self, stage: str) -> None:
+        self.stage, self.stage_started = stage, time.perf_counter()
+
+    def stage_text(self) -> str:
+        what, cold = STAGES[self.stage]
+        elapsed = time.perf_counter() - self.stage_started
+        return f"{what}: {elapsed:.0f} s so far (about {cold} s on a cold host, seconds when cached)"
 
 
 class ExplorerService:
@@ -152,6 +176,7 @@ class ExplorerService:
         self.store = TraceStore(settings.trace_cache_mb * 1024 * 1024)
         self._slots = {name: ModelSlot() for name in self.allowed_models}
         self._slots_lock = threading.Lock()
+        self._analysis_lock = threading.Lock()
 
     # -- model lifecycle -------------------------------------------------
 
@@ -182,6 +207,7 @@ class ExplorerService:
 
         slot = self._slots[name]
         started = time.perf_counter()
+        slot.enter("trace")
         try:
             slot.model = gpt2_max.load(name)
         except ExplorerError as error:
@@ -191,13 +217,24 @@ class ExplorerService:
         slot.seconds = time.perf_counter() - started
         slot.done.set()
         if slot.model is not None:
+            # Right after the trace graph, so a Generate or a lens rarely waits for a compile.
+            for graph in ("analysis", "decode"):
+                slot.enter(graph)
+                try:
+                    slot.model.engine.warm(graph)
+                except Exception as error:  # noqa: BLE001 - the views that need it say so on use
+                    log.error("compiling the %s graph of %s failed: %s", graph, name, error)
+            slot.enter("examples")
             self.save_examples(name)
+        slot.enter("")
+        slot.ready.set()
 
     def adopt(self, model, name: str | None = None) -> None:
         """Uses an already-loaded model (tests share one compiled model this way)."""
         slot = self._slots[self.check_allowed(name)]
         slot.model, slot.started = model, True
         slot.done.set()
+        slot.ready.set()
 
     def save_examples(self, name: str) -> None:
         """Saves live traces of the examples, so the next start of this host has them at once."""
@@ -225,14 +262,28 @@ class ExplorerService:
     def wait_until_loaded(self, timeout: float | None = None, name: str | None = None) -> bool:
         return self._slots[self.check_allowed(name)].done.wait(timeout)
 
+    def wait_until_ready(self, timeout: float | None = None, name: str | None = None) -> bool:
+        """True once every graph of the model is compiled (or its load failed)."""
+        return self._slots[self.check_allowed(name)].ready.wait(timeout)
+
+    def compiling(self, graph: str, name: str | None = None) -> str:
+        """"" when ``graph`` of the model can run now, else what the background load is doing."""
+        slot = self._slots[self.check_allowed(name)]
+        if slot.model is None or slot.model.engine.is_compiled(graph) or slot.stage not in STAGES:
+            return ""
+        if slot.stage == "examples":
+            return ""
+        return slot.stage_text()
+
     def status_markdown(self, name: str | None = None) -> str:
         name = self.check_allowed(name)
         slot = self._slots[name]
         if slot.model is not None:
-            return (
-                f"**Model:** `{name}` ready (MAX graph compiled in {slot.model.compile_seconds:.1f} s). "
-                "Results below are **live**."
-            )
+            compiled = ", ".join(f"{graph} {seconds:.1f} s" for graph, seconds in slot.model.engine.compile_seconds.items())
+            line = f"**Model:** `{name}` ready; results below are **live** (MAX graphs compiled: {compiled})."
+            if slot.stage in STAGES:
+                line += f" In the background: {slot.stage_text()}."
+            return line
         examples = (
             "The example prompts still work from precomputed traces."
             if self.has_precomputed(name)
@@ -240,10 +291,30 @@ class ExplorerService:
         )
         if slot.error:
             return f"**Model `{name}` is not available** (failed after {slot.seconds:.1f} s): {slot.error}\n\n{examples}"
-        return (
-            f"**Loading `{name}`** (download and MAX compile; a few seconds when cached, "
-            f"minutes on a cold host). {examples}"
-        )
+        doing = slot.stage_text() if slot.stage in STAGES else "starting"
+        return f"**Loading `{name}`**: {doing}. {examples}"
+
+    def analysis(self, run: Run, kind: str):
+        """-> (result, "") for an analysis of the Run made by the MAX analysis graph, once per Run;
+        (None, why) while that graph compiles or without the live model.
+
+        kind: "lens" (gpt2_max.analysis.Lens over the last LENS_MAX_POSITIONS positions),
+        "next" (NextTokens) or "nearest" (Nearest of every token's wte row, itself left out).
+        """
+        if kind in run.derived:
+            return run.derived[kind], ""
+        model = self.model_for(run.model_name) if run.source == LIVE else None
+        if model is None:
+            return None, NEEDS_LIVE_MODEL
+        waiting = self.compiling("analysis", run.model_name)
+        if waiting:
+            return None, f"This view waits for the MAX analysis graph, {waiting}. Open the tab again when the status line says it is done."
+        with self._analysis_lock:
+            if kind not in run.derived:
+                started = time.perf_counter()
+                run.derived[kind] = ANALYSES[kind](model, run)
+                log.info("analysis %s of %d tokens: %.3f s", kind, run.n_tokens, time.perf_counter() - started)
+        return run.derived[kind], ""
 
     def has_precomputed(self, name: str) -> bool:
         return any(example_path(d, name, text).is_file() for d in self.example_dirs for text in self.examples)
@@ -366,6 +437,20 @@ class ExplorerService:
             source=PRECOMPUTED,
         )
 
+
+NEEDS_LIVE_MODEL = (
+    "This view is computed by the live model's MAX analysis graph; the model is still loading "
+    "(this trace is precomputed). Run again once the status line says the model is ready."
+)
+# The logit lens covers at most this many positions (the last ones): 12 blocks x 256 positions
+# is 3,072 cells, about what a screen shows.
+LENS_MAX_POSITIONS = 256
+
+ANALYSES = {
+    "lens": lambda model, run: analysis.logit_lens(model, run.trace, max(0, run.n_tokens - LENS_MAX_POSITIONS)),
+    "next": lambda model, run: analysis.next_tokens(model, run.trace, run.token_ids),
+    "nearest": lambda model, run: analysis.nearest_tokens(model, run.trace["hook_embed"], exclude=run.token_ids),
+}
 
 CONFIG_PREFIX = "config."
 

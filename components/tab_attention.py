@@ -11,14 +11,15 @@ from gpt2_max.hooks import block_key
 from gpt2_max.modules import Attention
 from gpt2_max.sampling import softmax
 
-from components.common import NO_RUN, AppContext, clamp, export_npz, fmt_p, guarded, intro, md_text, source_block, unique_labels
-from components.plots import SEQUENTIAL, heatmap, layout, message_figure
+from components.common import NO_RUN, AppContext, clamp, export_controls, fmt_p, guarded, intro, md_text, source_block, unique_labels
+from components.plots import SEQUENTIAL, bin_starts, binned_heatmap, block_labels, block_means, heatmap, layout, message_figure, template_text
 from components.run import Run
 
 TOP_NEXT = 10
 # Each small multiple is drawn at most GRID_BINS x GRID_BINS cells (longer inputs are
-# averaged over blocks of positions), so 12 x 12 heads stay light in the browser.
-GRID_BINS = 32
+# averaged over blocks of positions), so 12 x 12 heads stay light in the browser:
+# 144 x 16 x 16 float32 cells are ~0.2 MB of figure data.
+GRID_BINS = 16
 # Okabe-Ito blue and orange: distinguishable with every common colour-vision deficiency.
 BEFORE_COLOUR = "#0072B2"
 AFTER_COLOUR = "#E69F00"
@@ -46,37 +47,23 @@ def _height(T: int) -> int:
 
 def pattern_figure(run: Run, layer: int, head: int) -> go.Figure:
     pattern = run.trace[block_key(layer, "attn.hook_pattern")][head]
-    return heatmap(
+    displays = [t.display for t in run.tokens]
+    return binned_heatmap(
         pattern, run.labels, run.labels, f"Attention pattern, layer {layer} head {head}: each row sums to 1",
+        x_short=displays, y_short=displays,
         x_title="key (read from)", y_title="query (reading)", value_name="attention weight",
         zmin=0.0, zmax=1.0, height=_height(run.n_tokens),
     )
 
 
-def pool_bins(T: int, bins: int = GRID_BINS) -> np.ndarray:
-    """Start positions of at most ``bins`` contiguous blocks covering 0..T-1."""
-    return np.unique(np.linspace(0, T, min(T, bins) + 1).astype(int)[:-1])
-
-
 def grid_values(run: Run, bins: int = GRID_BINS) -> tuple[np.ndarray, list[str]]:
     """([L, H, G, G] patterns averaged over blocks of positions (exact when T <= bins), G labels)."""
     L, H, T = run.config.n_layer, run.config.n_head, run.n_tokens
-    starts = pool_bins(T, bins)
-    stops = np.append(starts[1:], T)
-    counts = (stops - starts).astype(np.float64)
+    starts = bin_starts(T, bins)
     out = np.empty((L, H, len(starts), len(starts)))
     for layer in range(L):
-        pattern = run.trace[block_key(layer, "attn.hook_pattern")].astype(np.float64)  # [H, T, T]
-        summed = np.add.reduceat(np.add.reduceat(pattern, starts, axis=1), starts, axis=2)
-        out[layer] = summed / counts[:, None] / counts[None, :]
-    if len(starts) == T:
-        labels = run.labels
-    else:
-        labels = [
-            f"{a}–{b - 1} {run.tokens[a].display}…{run.tokens[b - 1].display}" if b - a > 1 else run.labels[a]
-            for a, b in zip(starts, stops)
-        ]
-    return out, labels
+        out[layer] = block_means(run.trace[block_key(layer, "attn.hook_pattern")], starts, starts)  # [H, G, G]
+    return out, block_labels(run.labels, starts, [t.display for t in run.tokens])
 
 
 def grid_figure(run: Run, values: np.ndarray, labels: list[str]) -> go.Figure:
@@ -124,12 +111,13 @@ def grid_figure(run: Run, values: np.ndarray, labels: list[str]) -> go.Figure:
 def qkv_figure(run: Run, layer: int, head: int, position: int) -> tuple[go.Figure, np.ndarray]:
     rows = np.stack([run.trace[block_key(layer, f"attn.hook_{name}")][position, head] for name in "qkv"])  # [3, D]
     where = f"position {position} {run.tokens[position].display!r}"
-    hover = np.full(rows.shape, where, dtype=object)
     fig = heatmap(
         rows, [str(d) for d in range(rows.shape[1])], ["query q", "key k", "value v"],
         f"q, k and v of {where}, layer {layer} head {head} ({rows.shape[1]} numbers each)",
-        x_title="head dimension", y_title="vector", value_name="value", diverging=True, height=300, hover_text=hover,
+        x_title="head dimension", y_title="vector", value_name="value", diverging=True, height=300,
     )
+    # The same position for every cell: one hovertemplate, not a string per cell.
+    fig.update_traces(hovertemplate=fig.data[0].hovertemplate.replace("<extra>", f"<br>{template_text(where)}<extra>", 1))
     return fig, rows
 
 
@@ -223,7 +211,7 @@ def render(run: Run | None, tokens, layer: int = 0, head: int = 0, position: int
 def build(ctx: AppContext) -> None:
     service = ctx.service
     settings = service.settings
-    with gr.Tab("Attention", id="attention"):
+    with gr.Tab("Attention", id="attention") as tab:
         gr.Markdown(INTRO)
         with gr.Row():
             layer = gr.Slider(0, 11, value=0, step=1, label="Layer")
@@ -234,7 +222,7 @@ def build(ctx: AppContext) -> None:
         qkv_plot = gr.Plot(label="Query, key and value")
         ablation_plot = gr.Plot(label="Ablation")
         text = gr.Markdown()
-        download = gr.DownloadButton("Download patterns, q/k/v and probabilities (.npz)", variant="secondary")
+        export = export_controls("Export patterns, q/k/v and probabilities (.npz)")
         grid_plot = gr.Plot(label="All heads")
         source_block(Attention)
 
@@ -249,44 +237,44 @@ def build(ctx: AppContext) -> None:
         pair = (clamp(layer_value, 0, run.config.n_layer - 1), clamp(head_value, 0, run.config.n_head - 1))
         return service.variant(run, ablated=sorted(set(run.ablated) | {pair})), ""
 
-    @guarded("plot", "plot", "plot", "plot", "text", "keep", "keep", "keep", "keep")
+    @guarded("plot", "plot", "plot", "plot", "text", "keep", "keep", "keep")
     def refresh(request, layer_value, head_value, on):
         run = ctx.current(request)
         if run is None:
             *figures, markdown, _ = render(None, token_text)
-            return *figures, markdown, None, gr.update(), gr.update(), gr.update()
+            return *figures, markdown, gr.update(), gr.update(), gr.update()
         after, notice = ablated_variant(run, layer_value, head_value, on)
-        *figures, markdown, arrays = render(run, token_text, layer_value, head_value, None, after)
+        *figures, markdown, _ = render(run, token_text, layer_value, head_value, None, after)
         L, H = run.config.n_layer, run.config.n_head
         return (
-            *figures, notice + markdown, export_npz("attention", arrays),
+            *figures, notice + markdown,
             gr.update(maximum=L - 1, value=clamp(layer_value, 0, L - 1)),
             gr.update(maximum=H - 1, value=clamp(head_value, 0, H - 1)),
             gr.update(choices=[(label, i) for i, label in enumerate(run.labels)], value=run.n_tokens - 1),
         )
 
-    @guarded("plot", "plot", "plot", "text", "keep")
-    def update(request, layer_value, head_value, position_value, on):
-        run = ctx.current(request)
+    def head_view(run: Run | None, layer_value, head_value, position_value, on):
         if run is None:
-            *figures, markdown, _ = render_head(None, token_text)
-            return *figures, markdown, None
+            return render_head(None, token_text)
         after, notice = ablated_variant(run, layer_value, head_value, on)
         *figures, markdown, arrays = render_head(run, token_text, layer_value, head_value, position_value, after)
-        arrays["grid"], _ = grid_values(run)
-        return *figures, notice + markdown, export_npz("attention", arrays)
+        return (*figures, notice + markdown, arrays)
 
-    ctx.on_run(
-        refresh,
-        [ctx.state, layer, head, ablate],
-        [pattern_plot, grid_plot, qkv_plot, ablation_plot, text, download, layer, head, position],
+    @guarded("plot", "plot", "plot", "text")
+    def update(request, layer_value, head_value, position_value, on):
+        """One head's views; the all-heads grid does not depend on the controls."""
+        return head_view(ctx.current(request), layer_value, head_value, position_value, on)[:4]
+
+    def tensors(run: Run, layer_value, head_value, position_value, on):
+        arrays = head_view(run, layer_value, head_value, position_value, on)[-1]
+        arrays["grid"], _ = grid_values(run)
+        return arrays
+
+    view = ctx.view(tab, refresh, [layer, head, ablate], [pattern_plot, grid_plot, qkv_plot, ablation_plot, text, layer, head, position])
+    # Ablating runs the model: share the model's concurrency queue.
+    ctx.control(
+        view, [layer.release, head.release, position.input, ablate.input], update, [ctx.state, layer, head, position, ablate],
+        [pattern_plot, qkv_plot, ablation_plot, text],
+        concurrency_limit=settings.concurrency_limit, concurrency_id="model", trigger_mode="always_last",
     )
-    for control in (layer, head, position, ablate):
-        # Ablating runs the model: share the model's concurrency queue.
-        control.change(
-            update,
-            [ctx.state, layer, head, position, ablate],
-            [pattern_plot, qkv_plot, ablation_plot, text, download],
-            concurrency_limit=settings.concurrency_limit,
-            concurrency_id="model",
-        )
+    ctx.export(view, export, tensors, [layer, head, position, ablate])

@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import threading
-import weakref
-from collections import OrderedDict
-from collections.abc import Mapping
-from dataclasses import dataclass
-
 import gradio as gr
 import numpy as np
 import plotly.graph_objects as go
 
+from gpt2_max.analysis import Lens
 from gpt2_max.hooks import block_key
-from gpt2_max.modules import Block, GPT2Body
+from gpt2_max.modules import Block, GPT2Analysis
 
-from components.common import NO_RUN, AppContext, clamp, export_npz, guarded, intro, source_block
+from components.common import NO_RUN, AppContext, clamp, export_controls, guarded, intro, source_block
 from components.plots import finite, heatmap, layout, lines, message_figure
 from components.run import Run
 
@@ -23,12 +18,6 @@ MEAN = "mean"  # the position control's value for "averaged over positions"
 # Okabe-Ito: distinguishable with every common colour-vision deficiency.
 ATTN_COLOUR = "#E69F00"
 MLP_COLOUR = "#0072B2"
-# The lens computes [rows, V] logits at a time: ~32 MiB of float32 per 167 rows of GPT-2's
-# vocabulary. A typical prompt (L x T rows of a few hundred) is one matmul; a 1,024-token
-# prompt through 12 layers is a few dozen, so memory stays bounded.
-LENS_CHUNK_FLOATS = 2**25
-# ~1 s per 600 rows on two CPU cores: beyond this many positions the lens covers the last ones.
-LENS_MAX_POSITIONS = 256
 LENS_TEXT_MAX_POSITIONS = 24  # write the top token inside the heatmap cells up to this width
 NO_WEIGHTS = "The logit lens needs the model's weights (ln_f and wte); they are still loading. Run again once the model is ready."
 
@@ -64,90 +53,6 @@ def addition_norms(run: Run) -> tuple[np.ndarray, np.ndarray]:
     attn = np.stack([np.linalg.norm(run.trace[block_key(i, "hook_attn_out")].astype(np.float64), axis=-1) for i in range(L)])
     mlp = np.stack([np.linalg.norm(run.trace[block_key(i, "hook_mlp_out")].astype(np.float64), axis=-1) for i in range(L)])
     return attn, mlp
-
-
-# -- the logit lens ------------------------------------------------------------
-
-
-def final_layer_norm(x: np.ndarray, weights: Mapping[str, np.ndarray], eps: float) -> np.ndarray:
-    """The model's ln_f in float32 numpy: [N, E] -> [N, E] (biased variance, as in GPT-2)."""
-    x = np.asarray(x, dtype=np.float32)
-    mean = x.mean(axis=-1, keepdims=True)
-    centred = x - mean
-    var = (centred * centred).mean(axis=-1, keepdims=True)
-    normed = centred / np.sqrt(var + np.float32(eps))
-    return normed * weights["ln_f.weight"].astype(np.float32) + weights["ln_f.bias"].astype(np.float32)
-
-
-def lens_logits(x: np.ndarray, weights: Mapping[str, np.ndarray], eps: float) -> np.ndarray:
-    """[N, E] residual vectors -> [N, V] logits through ln_f and the tied unembedding (wteᵀ)."""
-    return final_layer_norm(x, weights, eps) @ weights["wte.weight"].T
-
-
-@dataclass(frozen=True)
-class Lens:
-    start: int  # the first position covered (0 unless the text is longer than LENS_MAX_POSITIONS)
-    top_ids: np.ndarray  # [L, T'] the most likely next token after each block, at positions start..T-1
-    top_probs: np.ndarray  # [L, T'] its probability
-    final_id: int  # the model's final prediction: argmax of logits at the last position
-    final_probs: np.ndarray  # [L] that token's probability at the last position after each block
-    final_ranks: np.ndarray  # [L] its rank there (1 = most likely)
-
-
-def logit_lens(run: Run, weights: Mapping[str, np.ndarray]) -> Lens:
-    """The lens over every block and (the last LENS_MAX_POSITIONS) positions: one [L*T, E] @ [E, V]
-    matmul, in row chunks when that would be large."""
-    L = run.config.n_layer
-    start = max(0, run.n_tokens - LENS_MAX_POSITIONS)
-    T = run.n_tokens - start
-    resid = np.stack([run.trace[block_key(i, "hook_resid_post")][start:] for i in range(L)]).reshape(L * T, -1)
-    V = weights["wte.weight"].shape[0]
-    final_id = int(np.argmax(run.trace["logits"][-1]))
-    top_ids = np.empty(L * T, dtype=np.int64)
-    top_probs = np.empty(L * T, dtype=np.float64)
-    final_probs = np.empty(L * T, dtype=np.float64)
-    final_ranks = np.empty(L * T, dtype=np.int64)
-    chunk = max(1, LENS_CHUNK_FLOATS // V)
-    for row in range(0, L * T, chunk):
-        logits = lens_logits(resid[row : row + chunk], weights, run.config.layer_norm_epsilon)
-        peak = logits.max(axis=-1, keepdims=True)
-        total = np.exp(logits - peak).sum(axis=-1, dtype=np.float64)
-        rows = slice(row, row + logits.shape[0])
-        top_ids[rows] = logits.argmax(axis=-1)
-        top_probs[rows] = 1.0 / total  # exp(peak - peak) / total
-        target = logits[:, final_id : final_id + 1]
-        final_probs[rows] = np.exp((target - peak)[:, 0].astype(np.float64)) / total
-        final_ranks[rows] = 1 + (logits > target).sum(axis=-1)
-    last = np.arange(L) * T + (T - 1)
-    return Lens(
-        start=start,
-        top_ids=top_ids.reshape(L, T),
-        top_probs=top_probs.reshape(L, T),
-        final_id=final_id,
-        final_probs=final_probs[last],
-        final_ranks=final_ranks[last],
-    )
-
-
-_LENS_CACHE: OrderedDict[tuple[int, int], tuple[weakref.ref, Lens]] = OrderedDict()
-_LENS_LOCK = threading.Lock()
-_LENS_CACHE_SIZE = 8
-
-
-def cached_lens(run: Run, weights: Mapping[str, np.ndarray]) -> Lens:
-    """logit_lens, kept for the last few Runs so position changes do not redo the matmul."""
-    key = (id(run), id(weights))
-    with _LENS_LOCK:
-        hit = _LENS_CACHE.get(key)
-        if hit is not None and hit[0]() is run:
-            _LENS_CACHE.move_to_end(key)
-            return hit[1]
-    lens = logit_lens(run, weights)
-    with _LENS_LOCK:
-        _LENS_CACHE[key] = (weakref.ref(run), lens)
-        while len(_LENS_CACHE) > _LENS_CACHE_SIZE:
-            _LENS_CACHE.popitem(last=False)
-    return lens
 
 
 # -- figures -------------------------------------------------------------------
@@ -216,10 +121,12 @@ def additions_figure(run: Run, position: int | None) -> go.Figure:
 
 
 def lens_heatmap(run: Run, lens: Lens, display) -> go.Figure:
-    L, T = lens.top_ids.shape
-    text = np.array([[display(int(t)) for t in row] for row in lens.top_ids], dtype=object)
+    """[L, T'] cells: each block's top next token (text) and its probability (colour)."""
+    top_ids, top_probs = lens.top_ids[:, :, 0], lens.top_probs[:, :, 0]
+    L, T = top_ids.shape
+    text = np.array([[display(int(t)) for t in row] for row in top_ids], dtype=object)
     fig = heatmap(
-        lens.top_probs,
+        top_probs,
         run.labels[lens.start :],
         [f"after block {i}" for i in range(L)],
         "Logit lens: the top next token after each block (colour = its probability)"
@@ -233,7 +140,12 @@ def lens_heatmap(run: Run, lens: Lens, display) -> go.Figure:
         hover_text=text,
     )
     fig.update_traces(
-        hovertemplate="%{y}<br>position %{x}<br>top next token: %{text}<br>probability %{z:.4f}<extra></extra>",
+        # customdata [L, T', 2]: the final prediction's probability and rank in that cell.
+        customdata=np.stack([lens.final_probs, lens.final_ranks], axis=-1).astype(np.float32),
+        hovertemplate=(
+            "%{y}<br>position %{x}<br>top next token: %{text}<br>probability %{z:.4f}"
+            "<br>the final prediction here: p %{customdata[0]:.3g}, rank %{customdata[1]}<extra></extra>"
+        ),
         colorbar=dict(title=dict(text="probability")),
     )
     if T <= LENS_TEXT_MAX_POSITIONS:
@@ -242,18 +154,18 @@ def lens_heatmap(run: Run, lens: Lens, display) -> go.Figure:
 
 
 def final_figure(run: Run, lens: Lens, display) -> go.Figure:
-    L = lens.final_probs.size
+    L = lens.final_probs.shape[0]
     final = display(lens.final_id)
     name = f"p({final})"
     hover = [
         f"position {run.n_tokens - 1} ({run.labels[-1]})<br>"
-        f"final prediction {final} (id {lens.final_id}), rank {r} here<br>this layer's top guess: "
-        f"{display(int(lens.top_ids[i, -1]))} (p={lens.top_probs[i, -1]:.3g})"
-        for i, r in enumerate(lens.final_ranks)
+        f"final prediction {final} (id {lens.final_id}), rank {int(r)} here<br>this layer's top guess: "
+        f"{display(int(lens.top_ids[i, -1, 0]))} (p={lens.top_probs[i, -1, 0]:.3g})"
+        for i, r in enumerate(lens.final_ranks[:, -1])
     ]
     fig = lines(
         [f"after block {i}" for i in range(L)],
-        {name: lens.final_probs},
+        {name: lens.final_probs[:, -1]},
         f"How the final prediction {final!r} at the last position {run.labels[-1]!r} grows through the layers",
         x_title="layer",
         y_title="probability",
@@ -278,11 +190,11 @@ def summary_markdown(run: Run, position: int | None, lens: Lens | None, display)
     ]
     if lens is not None:
         final = display(lens.final_id)
-        settled = next((i for i in range(lens.top_ids.shape[0]) if (lens.top_ids[i:, -1] == lens.final_id).all()), None)
+        settled = next((i for i in range(lens.top_ids.shape[0]) if (lens.top_ids[i:, -1, 0] == lens.final_id).all()), None)
         when = f"is the lens's top guess from block {settled} on" if settled is not None else "is never the lens's top guess"
         lines_md.append(
             f"**Logit lens:** the final prediction at the last position is {final!r} "
-            f"(p = {lens.final_probs[-1]:.3g} after the last block); it {when}. "
+            f"(p = {lens.final_probs[-1, -1]:.3g} after the last block); it {when}. "
             "The lens after the last block is exactly the model's output."
         )
     return "\n\n".join(lines_md)
@@ -298,17 +210,18 @@ def token_display(tokenizer):
     return display
 
 
-def render(run: Run | None, weights: Mapping[str, np.ndarray] | None, tokenizer, position=MEAN):
-    """-> (residual norms, additions, lens heatmap, final-prediction line, summary markdown)."""
+def render(run: Run | None, lens: Lens | str, tokenizer, position=MEAN):
+    """-> (residual norms, additions, lens heatmap, final-prediction line, summary markdown).
+
+    ``lens`` is the Run's logit lens from the MAX analysis graph, or why it is missing."""
     if run is None:
         return (*(message_figure(NO_RUN) for _ in range(4)), NO_RUN)
     position = resolve(run, position)
     display = token_display(tokenizer)
-    if weights is None:
+    if not isinstance(lens, Lens):
+        lens_fig = final_fig = message_figure(lens or NO_WEIGHTS)
         lens = None
-        lens_fig = final_fig = message_figure(NO_WEIGHTS)
     else:
-        lens = cached_lens(run, weights)
         lens_fig, final_fig = lens_heatmap(run, lens, display), final_figure(run, lens, display)
     return (
         norms_figure(run, position),
@@ -319,7 +232,7 @@ def render(run: Run | None, weights: Mapping[str, np.ndarray] | None, tokenizer,
     )
 
 
-def tensors(run: Run, weights: Mapping[str, np.ndarray] | None) -> dict[str, np.ndarray]:
+def tensors(run: Run, lens: Lens | str) -> dict[str, np.ndarray]:
     """What the plots show, for the .npz download (per position; the plots' means are over axis 1)."""
     attn, mlp = addition_norms(run)
     arrays = {
@@ -328,13 +241,12 @@ def tensors(run: Run, weights: Mapping[str, np.ndarray] | None) -> dict[str, np.
         "attn_out_norms": attn,
         "mlp_out_norms": mlp,
     }
-    if weights is not None:
-        lens = cached_lens(run, weights)
+    if isinstance(lens, Lens):
         arrays.update(
             lens_first_position=np.asarray(lens.start),
             lens_top_ids=lens.top_ids,
             lens_top_probs=lens.top_probs,
-            final_token_id=np.asarray(lens.final_id),
+            final_token_ids=lens.final_ids,
             final_token_probs=lens.final_probs,
             final_token_ranks=lens.final_ranks,
         )
@@ -343,7 +255,7 @@ def tensors(run: Run, weights: Mapping[str, np.ndarray] | None) -> dict[str, np.
 
 def build(ctx: AppContext) -> None:
     service = ctx.service
-    with gr.Tab("Blocks", id="blocks"):
+    with gr.Tab("Blocks", id="blocks") as tab:
         gr.Markdown(INTRO)
         with gr.Row():
             position_control = gr.Dropdown(
@@ -353,36 +265,38 @@ def build(ctx: AppContext) -> None:
                 interactive=True,
                 elem_id="blocks-position",
             )
-            download = gr.DownloadButton("Download norms and logit lens (.npz)", variant="secondary")
+            export = export_controls("Export norms and logit lens (.npz)")
         summary = gr.Markdown()
         norms_plot = gr.Plot(label="Residual stream norm")
         additions_plot = gr.Plot(label="What each block adds")
         lens_plot = gr.Plot(label="Logit lens")
         final_plot = gr.Plot(label="The final prediction through the layers")
-        source_block(Block, GPT2Body.unembed, label="MAX source of this stage (Block; unembed, which the lens reuses)")
+        source_block(Block, GPT2Analysis, label="MAX source of this stage (Block; the analysis graph that runs the lens)")
 
-    def weights(run: Run | None):
-        model = service.model_for(run.model_name) if run is not None else None
-        return model.weights if model is not None else None
+    def lens_of(run: Run):
+        lens, why = service.analysis(run, "lens")
+        return lens if lens is not None else why
 
-    def export(run: Run | None, w):
-        return export_npz("blocks", tensors(run, w)) if run is not None else None
-
-    @guarded("plot", "plot", "plot", "plot", "text", "keep", "keep")
+    @guarded("plot", "plot", "plot", "plot", "text", "keep")
     def refresh(request):
         run = ctx.current(request)
-        w = weights(run)
-        figures = render(run, w, service.tokenizer, MEAN)
+        figures = render(run, lens_of(run) if run is not None else NO_RUN, service.tokenizer, MEAN)
         choices = [("mean over positions", MEAN)]
         if run is not None:
             choices += [(label, i) for i, label in enumerate(run.labels)]
-        return (*figures, gr.update(choices=choices, value=MEAN), export(run, w))
+        return (*figures, gr.update(choices=choices, value=MEAN))
 
-    @guarded("plot", "plot", "plot", "plot", "text")
+    @guarded("plot", "plot", "text")
     def change(request, position):
+        """A position changes the norms, the additions and the summary; the lens stays."""
         run = ctx.current(request)
-        return render(run, weights(run), service.tokenizer, position)
+        if run is None:
+            return message_figure(NO_RUN), message_figure(NO_RUN), NO_RUN
+        lens = run.derived.get("lens")
+        where_ = resolve(run, position)
+        display = token_display(service.tokenizer)
+        return norms_figure(run, where_), additions_figure(run, where_), summary_markdown(run, where_, lens, display)
 
-    outputs = [norms_plot, additions_plot, lens_plot, final_plot, summary]
-    ctx.on_run(refresh, [ctx.state], [*outputs, position_control, download])
-    position_control.input(change, [ctx.state, position_control], outputs, trigger_mode="always_last")
+    view = ctx.view(tab, refresh, [], [norms_plot, additions_plot, lens_plot, final_plot, summary, position_control])
+    ctx.control(view, [position_control.input], change, [ctx.state, position_control], [norms_plot, additions_plot, summary], trigger_mode="always_last")
+    ctx.export(view, export, lambda run: tensors(run, lens_of(run)), [])

@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import gradio as gr
 import numpy as np
 import plotly.graph_objects as go
 
-from gpt2_max.modules import Embedding, GPT2Body
+from gpt2_max.analysis import Nearest
+from gpt2_max.modules import Embedding, GPT2Analysis, GPT2Body
 from gpt2_max.tokenizer import Tokenizer
 
-from components.common import NO_RUN, AppContext, clamp, export_npz, guarded, intro, md_text, source_block, unique_labels
-from components.plots import bars, heatmap, lines, message_figure
+from components.common import NO_RUN, AppContext, clamp, export_controls, guarded, intro, md_text, source_block, unique_labels
+from components.plots import MAX_CELLS_PER_AXIS, bars, binned_heatmap, lines, message_figure
 from components.run import Run
 
 TOP_NEAREST = 10
+# The embedding heatmaps show this many of the E dimensions: those that vary most over the input.
+TOP_SPREAD_DIMS = 64
 # A [N, N] heatmap beyond this many positions costs the browser more than it shows.
 MAX_SIMILARITY_POSITIONS = 256
 NEEDS_WEIGHTS = "The nearest tokens need the model's weights (wte), which are still loading; this fills in when the model is ready."
@@ -36,34 +37,6 @@ INTRO = intro(
     ],
 )
 
-_row_norms: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-
-
-def wte_row_norms(wte: np.ndarray) -> np.ndarray:
-    """L2 norm of every wte row, computed once per weight array (it is read-only)."""
-    cached = _row_norms.get(id(wte))
-    if cached is not None and cached[0] is wte:
-        return cached[1]
-    # Row by row in float32 (a float64 copy of GPT-2's wte would be 300 MB); ~1e-7 relative error.
-    norms = np.sqrt(np.einsum("ij,ij->i", wte, wte)).astype(np.float64)
-    _row_norms.clear()
-    _row_norms[id(wte)] = (wte, norms)
-    return norms
-
-
-def nearest_tokens(wte: np.ndarray, vector: np.ndarray, exclude: int | None, k: int = TOP_NEAREST) -> tuple[np.ndarray, np.ndarray]:
-    """(ids, cosines) of the k rows of wte most similar in direction to ``vector``, best first."""
-    vector = np.asarray(vector, dtype=np.float64)
-    denominator = np.maximum(wte_row_norms(wte) * np.linalg.norm(vector), 1e-12)
-    cosine = (wte @ vector.astype(wte.dtype)).astype(np.float64) / denominator
-    if exclude is not None:
-        cosine[exclude] = -np.inf
-    k = min(k, cosine.size - (exclude is not None))
-    top = np.argpartition(-cosine, k - 1)[:k]
-    top = top[np.argsort(-cosine[top], kind="stable")]
-    return top, cosine[top]
-
-
 def cosine_matrix(rows: np.ndarray) -> np.ndarray:
     rows = np.asarray(rows, dtype=np.float64)
     unit = rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
@@ -74,35 +47,52 @@ def _rows_height(n_rows: int) -> int:
     return max(260, min(900, 18 * n_rows + 150))
 
 
-def embedding_heatmap(values: np.ndarray, run: Run, title: str) -> go.Figure:
-    dims = [str(d) for d in range(values.shape[1])]
-    return heatmap(
-        values, dims, run.labels, title,
+def spread_dims(values: np.ndarray, k: int = TOP_SPREAD_DIMS) -> np.ndarray:
+    """The k columns of [T, E] ``values`` with the largest std over positions, in dimension order."""
+    spread = np.asarray(values, dtype=np.float64).std(axis=0)
+    return np.sort(np.argsort(-spread, kind="stable")[: min(k, spread.size)])
+
+
+def embedding_heatmap(values: np.ndarray, run: Run, title: str, k: int = TOP_SPREAD_DIMS) -> go.Figure:
+    """[T, E] rows as a heatmap of the k dimensions that vary most over these positions
+    (all E when E <= k); positions averaged over blocks beyond a screenful."""
+    T, E = values.shape
+    dims = spread_dims(values, k)
+    subtitle = (
+        f"all {E} dimensions" if dims.size == E
+        else f"the {dims.size} of {E} dimensions with the largest spread (std over these {T} positions), in dimension order"
+    )
+    return binned_heatmap(
+        values[:, dims], [str(d) for d in dims], run.labels, title,
+        y_short=[t.display for t in run.tokens], bin_x=False, subtitle=subtitle,
         x_title="embedding dimension", y_title="position · token", value_name="value",
-        diverging=True, height=_rows_height(run.n_tokens),
+        diverging=True, height=_rows_height(min(T, MAX_CELLS_PER_AXIS)),
     )
 
 
-def position_similarity(run: Run, weights: Mapping[str, np.ndarray] | None, n_positions: int) -> tuple[np.ndarray, list[str]]:
+def position_similarity(run: Run, wpe: np.ndarray | None, n_positions: int) -> tuple[np.ndarray, list[str]]:
     """Cosine similarity between wpe rows 0..N-1 (the trace's rows, or wpe's beyond the input)."""
-    if n_positions <= run.n_tokens or weights is None:
+    if n_positions <= run.n_tokens or wpe is None:
         n = min(n_positions, run.n_tokens)
         rows = run.trace["hook_pos_embed"][:n]
     else:
         n = n_positions
-        rows = weights["wpe.weight"][:n]
+        rows = wpe[:n]
     labels = [run.labels[i] if i < run.n_tokens else f"{i} (beyond input)" for i in range(n)]
     return cosine_matrix(rows), labels
 
 
-def render_nearest(run: Run, weights: Mapping[str, np.ndarray] | None, tokenizer: Tokenizer, position: int | None):
-    """-> (nearest-token bars, markdown, arrays) for the token at ``position`` (default: the last)."""
+def render_nearest(run: Run, nearest: Nearest | str, tokenizer: Tokenizer, position: int | None):
+    """-> (nearest-token bars, markdown, arrays) for the token at ``position`` (default: the last).
+
+    ``nearest`` is the Run's nearest-token analysis (every position's, from the MAX analysis
+    graph), or the message saying why it is not available yet."""
     T = run.n_tokens
     position = clamp(T - 1 if position is None else position, 0, T - 1, default=T - 1)
     chosen = run.tokens[position]
-    if weights is None:
-        return message_figure(NEEDS_WEIGHTS), "", {}
-    ids, cosines = nearest_tokens(weights["wte.weight"], run.trace["hook_embed"][position], exclude=chosen.id)
+    if not isinstance(nearest, Nearest):
+        return message_figure(nearest or NEEDS_WEIGHTS), "", {}
+    ids, cosines = nearest.ids[position], nearest.cosines[position]
     texts = [tokenizer.token(int(i)).display for i in ids]
     fig = bars(
         unique_labels(texts, ids), cosines,
@@ -116,19 +106,21 @@ def render_nearest(run: Run, weights: Mapping[str, np.ndarray] | None, tokenizer
     return fig, markdown, {"nearest_position": np.int64(position), "nearest_ids": ids.astype(np.int64), "nearest_cosine": cosines}
 
 
-def similarity_limit(run: Run, weights: Mapping[str, np.ndarray] | None) -> int:
+def similarity_limit(run: Run, wpe: np.ndarray | None) -> int:
     """How many positions the similarity matrix may compare (beyond T only with wpe loaded)."""
-    return min(MAX_SIMILARITY_POSITIONS, run.config.n_positions if weights is not None else run.n_tokens)
+    return min(MAX_SIMILARITY_POSITIONS, run.config.n_positions if wpe is not None else run.n_tokens)
 
 
-def render_similarity(run: Run, weights: Mapping[str, np.ndarray] | None, n_positions: int | None):
+def render_similarity(run: Run, wpe: np.ndarray | None, n_positions: int | None):
     """-> (position-similarity heatmap, arrays) over positions 0..N-1 (default N = T)."""
     T = run.n_tokens
-    n = clamp(T if n_positions is None else n_positions, 1, max(similarity_limit(run, weights), 1), default=T)
-    similarity, labels = position_similarity(run, weights, n)
-    fig = heatmap(
+    n = clamp(T if n_positions is None else n_positions, 1, max(similarity_limit(run, wpe), 1), default=T)
+    similarity, labels = position_similarity(run, wpe, n)
+    short = [run.tokens[i].display if i < T else "(beyond input)" for i in range(len(labels))]
+    fig = binned_heatmap(
         similarity, labels, labels,
         f"Cosine similarity of the position embeddings wpe[0..{len(labels) - 1}]",
+        x_short=short, y_short=short,
         x_title="position", y_title="position", value_name="cosine", diverging=True, zmin=-1.0, zmax=1.0,
         height=max(380, min(800, 14 * len(labels) + 180)),
     )
@@ -179,14 +171,17 @@ def render_embeddings(run: Run):
 
 def render(
     run: Run | None,
-    weights: Mapping[str, np.ndarray] | None,
     tokenizer: Tokenizer,
     position: int | None = None,
     n_positions: int | None = None,
+    *,
+    nearest: Nearest | str = NEEDS_WEIGHTS,
+    wpe: np.ndarray | None = None,
 ):
     """-> (token fig, position fig, sum fig, norms fig, nearest fig, position-similarity fig, markdown, arrays).
 
-    ``weights`` is the model's weight dict (None while it loads: the nearest tokens wait);
+    ``nearest`` is the Run's nearest-token analysis (or why it is missing: the model loads);
+    ``wpe`` the model's position embeddings (None while it loads: the similarity stops at T);
     ``position`` picks the token whose nearest neighbours are shown (default: the last);
     ``n_positions`` how many positions the similarity matrix compares (default: the input's T).
     """
@@ -194,8 +189,8 @@ def render(
         blank = message_figure(NO_RUN)
         return blank, blank, blank, blank, blank, blank, NO_RUN, {}
     token_fig, position_fig, sum_fig, norms_fig, markdown, arrays = render_embeddings(run)
-    nearest_fig, nearest_md, nearest_arrays = render_nearest(run, weights, tokenizer, position)
-    sim_fig, sim_arrays = render_similarity(run, weights, n_positions)
+    nearest_fig, nearest_md, nearest_arrays = render_nearest(run, nearest, tokenizer, position)
+    sim_fig, sim_arrays = render_similarity(run, wpe, n_positions)
     markdown = " ".join(m for m in (markdown, nearest_md) if m)
     return token_fig, position_fig, sum_fig, norms_fig, nearest_fig, sim_fig, markdown, {**arrays, **nearest_arrays, **sim_arrays}
 
@@ -206,7 +201,7 @@ def position_choices(run: Run) -> list[tuple[str, int]]:
 
 def build(ctx: AppContext) -> None:
     service = ctx.service
-    with gr.Tab("Embed", id="embed"):
+    with gr.Tab("Embed", id="embed") as tab:
         gr.Markdown(INTRO)
         summary = gr.Markdown()
         token_plot = gr.Plot(label="Token embeddings")
@@ -216,42 +211,44 @@ def build(ctx: AppContext) -> None:
         with gr.Row():
             position = gr.Dropdown(label="Nearest tokens to the token at", choices=[], type="index", interactive=True)
             n_positions = gr.Slider(1, MAX_SIMILARITY_POSITIONS, value=16, step=1, label="Positions in the similarity matrix")
-            download = gr.DownloadButton("Download embeddings (.npz)", variant="secondary")
+            export = export_controls("Export embeddings (.npz)")
         with gr.Row():
             nearest_plot = gr.Plot(label="Nearest tokens")
             similarity_plot = gr.Plot(label="Position similarity")
-        source_block(Embedding, GPT2Body.embed)
+        source_block(Embedding, GPT2Body.embed, GPT2Analysis, label="MAX source of this stage (embeddings; the analysis graph's cosine search)")
 
-    def weights(run: Run | None):
-        model = service.model_for(run.model_name) if run is not None else None
-        return model.weights if model is not None else None
+    def inputs_of(run: Run):
+        """The nearest-token analysis (or why not yet) and wpe, for a Run."""
+        result, why = service.analysis(run, "nearest")
+        model = service.model_for(run.model_name)
+        return dict(nearest=result if result is not None else why, wpe=model.weights["wpe.weight"] if model is not None else None)
 
-    @guarded("plot", "plot", "plot", "plot", "plot", "plot", "text", "keep", "keep", "keep")
+    @guarded("plot", "plot", "plot", "plot", "plot", "plot", "text", "keep", "keep")
     def refresh(request):
         run = ctx.current(request)
-        *figures, markdown, arrays = render(run, weights(run), service.tokenizer)
         if run is None:
-            return *figures, markdown, gr.update(), gr.update(), None
+            *figures, markdown, _ = render(None, service.tokenizer)
+            return *figures, markdown, gr.update(), gr.update()
+        extra = inputs_of(run)
+        *figures, markdown, _ = render(run, service.tokenizer, **extra)
         choice = gr.update(choices=position_choices(run), value=run.n_tokens - 1)
-        count = gr.update(maximum=max(similarity_limit(run, weights(run)), 2), value=run.n_tokens)
-        return *figures, markdown, choice, count, export_npz("embed", arrays)
+        count = gr.update(maximum=max(similarity_limit(run, extra["wpe"]), 2), value=run.n_tokens)
+        return *figures, markdown, choice, count
 
-    @guarded("plot", "plot", "text", "keep")
+    @guarded("plot", "plot", "text")
     def update(request, chosen, count):
         run = ctx.current(request)
         if run is None:
-            return message_figure(NO_RUN), message_figure(NO_RUN), NO_RUN, None
-        arrays = embedding_arrays(run)
-        markdown = summary_markdown(arrays)
-        nearest_fig, nearest_md, nearest_arrays = render_nearest(run, weights(run), service.tokenizer, chosen)
-        sim_fig, sim_arrays = render_similarity(run, weights(run), count)
-        markdown = " ".join(m for m in (markdown, nearest_md) if m)
-        return nearest_fig, sim_fig, markdown, export_npz("embed", {**arrays, **nearest_arrays, **sim_arrays})
+            return message_figure(NO_RUN), message_figure(NO_RUN), NO_RUN
+        extra = inputs_of(run)
+        nearest_fig, nearest_md, _ = render_nearest(run, extra["nearest"], service.tokenizer, chosen)
+        sim_fig, _ = render_similarity(run, extra["wpe"], count)
+        markdown = " ".join(m for m in (summary_markdown(embedding_arrays(run)), nearest_md) if m)
+        return nearest_fig, sim_fig, markdown
 
-    ctx.on_run(
-        refresh,
-        [ctx.state],
-        [token_plot, position_plot, sum_plot, norms_plot, nearest_plot, similarity_plot, summary, position, n_positions, download],
-    )
-    for control in (position, n_positions):
-        control.change(update, [ctx.state, position, n_positions], [nearest_plot, similarity_plot, summary, download])
+    def tensors(run: Run, chosen, count):
+        return render(run, service.tokenizer, chosen, count, **inputs_of(run))[-1]
+
+    view = ctx.view(tab, refresh, [], [token_plot, position_plot, sum_plot, norms_plot, nearest_plot, similarity_plot, summary, position, n_positions])
+    ctx.control(view, [position.input, n_positions.release], update, [ctx.state, position, n_positions], [nearest_plot, similarity_plot, summary])
+    ctx.export(view, export, tensors, [position, n_positions])

@@ -2,25 +2,21 @@
 
 from __future__ import annotations
 
-import threading
-import weakref
-from collections import OrderedDict
-
 import gradio as gr
 import numpy as np
 import plotly.graph_objects as go
 
-from gpt2_max.modules import GPT2Body, LayerNorm
+from gpt2_max.analysis import NextTokens
+from gpt2_max.modules import GPT2Analysis, GPT2Body, LayerNorm
 from gpt2_max.sampling import softmax
 from gpt2_max.tokenizer import Tokenizer
 
-from components.common import NO_RUN, AppContext, clamp, export_npz, guarded, intro, source_block
+from components.common import NO_RUN, AppContext, clamp, export_controls, guarded, intro, source_block
 from components.plots import bars, lines, message_figure
 from components.run import Run
 
 TOP_CANDIDATES = 15
 TYPED_MAX_CHARS = 200  # only the first token of the typed text is used
-ENTROPY_CHUNK_FLOATS = 2**24  # entropy over [rows, V] float64 at a time (~128 MiB)
 CHOSEN_COLOUR = "#D55E00"  # Okabe-Ito vermillion
 TYPED_HINT = "Type a token above (for example ` mat`, with its leading space) to see its rank and probability here."
 
@@ -44,56 +40,9 @@ def probabilities(run: Run, position: int) -> np.ndarray:
     return softmax(run.trace["logits"][position])
 
 
-def entropy_bits(logits: np.ndarray) -> np.ndarray:
-    """[N, V] logits -> [N] entropy of each row's softmax, in bits (-sum p log2 p)."""
-    logits = np.atleast_2d(logits)
-    out = np.empty(logits.shape[0])
-    chunk = max(1, ENTROPY_CHUNK_FLOATS // logits.shape[1])
-    for start in range(0, logits.shape[0], chunk):
-        z = logits[start : start + chunk].astype(np.float64)
-        z = z - z.max(axis=1, keepdims=True)
-        log_total = np.log(np.exp(z).sum(axis=1, keepdims=True))
-        log_p = z - log_total  # natural log of each probability
-        out[start : start + chunk] = -(np.exp(log_p) * log_p).sum(axis=1) / np.log(2.0)
-    return out
-
-
 def rank_of(probs: np.ndarray, token_id: int) -> int:
     """1 for the most likely token: 1 + how many tokens are strictly more likely."""
     return 1 + int(np.count_nonzero(probs > probs[token_id]))
-
-
-def top_candidates(probs: np.ndarray, k: int = TOP_CANDIDATES) -> np.ndarray:
-    return np.argsort(-probs, kind="stable")[: min(k, probs.size)]
-
-
-def next_token_surprise(run: Run) -> np.ndarray:
-    """[T] bits: -log2 p(actual token t+1) at each position t (NaN at the last, which has none)."""
-    logits = run.trace["logits"]
-    out = np.full(run.n_tokens, np.nan)
-    for t in range(run.n_tokens - 1):
-        z = logits[t].astype(np.float64)
-        z = z - z.max()
-        out[t] = (np.log(np.exp(z).sum()) - z[run.token_ids[t + 1]]) / np.log(2.0)
-    return out
-
-
-_STATS: OrderedDict[int, tuple[weakref.ref, tuple[np.ndarray, np.ndarray]]] = OrderedDict()
-_STATS_LOCK = threading.Lock()
-
-
-def uncertainty(run: Run) -> tuple[np.ndarray, np.ndarray]:
-    """(entropy [T], next-token surprise [T]) in bits, computed once per Run (T x V softmaxes)."""
-    with _STATS_LOCK:
-        hit = _STATS.get(id(run))
-        if hit is not None and hit[0]() is run:
-            return hit[1]
-    stats = (entropy_bits(run.trace["logits"]), next_token_surprise(run))
-    with _STATS_LOCK:
-        _STATS[id(run)] = (weakref.ref(run), stats)
-        while len(_STATS) > 8:
-            _STATS.popitem(last=False)
-    return stats
 
 
 def token_display(tokenizer: Tokenizer, token_id: int) -> str:
@@ -105,10 +54,9 @@ def resolve(run: Run, position) -> int:
     return clamp(position, 0, run.n_tokens - 1, default=run.n_tokens - 1)
 
 
-def candidates_figure(run: Run, tokenizer: Tokenizer, position: int) -> go.Figure:
-    probs = probabilities(run, position)
+def candidates_figure(run: Run, nxt: NextTokens, tokenizer: Tokenizer, position: int) -> go.Figure:
     logits = run.trace["logits"][position]
-    top = top_candidates(probs)
+    top = nxt.top_ids[position, :TOP_CANDIDATES]
     actual = run.token_ids[position + 1] if position + 1 < run.n_tokens else None
     label = run.labels[position]
     hover = [
@@ -118,7 +66,7 @@ def candidates_figure(run: Run, tokenizer: Tokenizer, position: int) -> go.Figur
     ]
     fig = bars(
         [f"{rank}. {token_display(tokenizer, int(t))}" for rank, t in enumerate(top, start=1)],
-        probs[top].tolist(),
+        nxt.top_probs[position, :TOP_CANDIDATES].tolist(),
         f"Top {top.size} next-token candidates after {label!r}",
         value_name="probability",
         height=max(320, 26 * top.size + 130),
@@ -130,8 +78,8 @@ def candidates_figure(run: Run, tokenizer: Tokenizer, position: int) -> go.Figur
     return fig
 
 
-def entropy_figure(run: Run, position: int) -> go.Figure:
-    entropy, surprise = uncertainty(run)
+def entropy_figure(run: Run, nxt: NextTokens, position: int) -> go.Figure:
+    entropy, surprise = nxt.entropy_bits, nxt.surprise_bits
     next_labels = [f"actual next token {run.tokens[t + 1].display}" for t in range(run.n_tokens - 1)] + ["no next token in the text"]
     series = {"entropy (bits)": entropy, "surprise of the actual next token (bits)": surprise}
     fig = lines(
@@ -161,11 +109,10 @@ def entropy_figure(run: Run, position: int) -> go.Figure:
     return fig
 
 
-def summary_markdown(run: Run, tokenizer: Tokenizer, position: int) -> str:
+def summary_markdown(run: Run, nxt: NextTokens, tokenizer: Tokenizer, position: int) -> str:
     probs = probabilities(run, position)
     V = probs.size
-    entropies, surprise = uncertainty(run)
-    entropy = float(entropies[position])
+    entropy, surprise = float(nxt.entropy_bits[position]), nxt.surprise_bits
     best = int(np.argmax(probs))
     parts = [
         f"**Position {position} ({run.labels[position]!r}) predicts position {position + 1}.** "
@@ -220,73 +167,81 @@ def typed_markdown(run: Run | None, tokenizer: Tokenizer, position, typed: str |
     )
 
 
-def render(run: Run | None, tokenizer: Tokenizer, position=None, typed: str | None = ""):
-    """-> (candidates figure, entropy figure, summary markdown, typed-token markdown)."""
+def render(run: Run | None, nxt: NextTokens | str, tokenizer: Tokenizer, position=None, typed: str | None = ""):
+    """-> (candidates figure, entropy figure, summary markdown, typed-token markdown).
+
+    ``nxt`` is the Run's next-token analysis from the MAX analysis graph (top-k, entropy and
+    the actual next token at every position), or why it is missing."""
     if run is None:
         return message_figure(NO_RUN), message_figure(NO_RUN), NO_RUN, ""
     position = resolve(run, position)
+    typed_md = typed_markdown(run, tokenizer, position, typed)
+    if not isinstance(nxt, NextTokens):
+        return message_figure(nxt), message_figure(nxt), nxt, typed_md
     return (
-        candidates_figure(run, tokenizer, position),
-        entropy_figure(run, position),
-        summary_markdown(run, tokenizer, position),
-        typed_markdown(run, tokenizer, position, typed),
+        candidates_figure(run, nxt, tokenizer, position),
+        entropy_figure(run, nxt, position),
+        summary_markdown(run, nxt, tokenizer, position),
+        typed_md,
     )
 
 
-def tensors(run: Run, position=None) -> dict[str, np.ndarray]:
-    """What the plots show, for the .npz download."""
+def tensors(run: Run, nxt: NextTokens | str, position=None) -> dict[str, np.ndarray]:
+    """What the plots show, for the .npz download: this position's full logits, every position's top-k."""
     position = resolve(run, position)
-    probs = probabilities(run, position)
-    top = top_candidates(probs)
-    entropy, surprise = uncertainty(run)
-    return {
+    arrays = {
         "token_ids": np.asarray(run.token_ids),
         "position": np.asarray(position),
         "logits": run.trace["logits"][position],
-        "probabilities": probs,
-        "top_ids": top,
-        "top_probs": probs[top],
-        "entropy_bits": entropy,
-        "next_token_surprise_bits": surprise,
+        "probabilities": probabilities(run, position),
     }
+    if isinstance(nxt, NextTokens):
+        arrays.update(
+            top_ids=nxt.top_ids, top_probs=nxt.top_probs, entropy_bits=nxt.entropy_bits,
+            next_token_probs=nxt.actual_probs, next_token_ranks=nxt.actual_ranks, next_token_surprise_bits=nxt.surprise_bits,
+        )
+    return arrays
 
 
 def build(ctx: AppContext) -> None:
-    tokenizer = ctx.service.tokenizer
-    with gr.Tab("Logits", id="logits"):
+    service = ctx.service
+    tokenizer = service.tokenizer
+    with gr.Tab("Logits", id="logits") as tab:
         gr.Markdown(INTRO)
         with gr.Row():
             position_control = gr.Dropdown(label="Position (its logits predict the next token)", choices=[], interactive=True, elem_id="logits-position")
             typed = gr.Textbox(label="Where does this token rank? (first token of the text is used)", placeholder=" mat", max_lines=1, elem_id="logits-typed")
-            download = gr.DownloadButton("Download this position's logits (.npz)", variant="secondary")
+            export = export_controls("Export this position's logits (.npz)")
         summary = gr.Markdown()
         typed_text = gr.Markdown()
         candidates_plot = gr.Plot(label="Next-token candidates")
         entropy_plot = gr.Plot(label="Entropy per position")
-        source_block(GPT2Body.unembed, LayerNorm, label="MAX source of this stage (unembed and its ln_f)")
+        source_block(GPT2Body.unembed, LayerNorm, GPT2Analysis, label="MAX source of this stage (unembed and its ln_f; the analysis graph's top-k)")
 
-    def export(run: Run | None, position):
-        return export_npz("logits", tensors(run, position)) if run is not None else None
-
-    @guarded("plot", "plot", "text", "text", "keep", "keep")
-    def refresh(request, text):
-        run = ctx.current(request)
-        figures = render(run, tokenizer, None, text)
-        if run is None:
-            return (*figures, gr.update(choices=[], value=None), None)
-        choices = [(label, i) for i, label in enumerate(run.labels)]
-        return (*figures, gr.update(choices=choices, value=run.n_tokens - 1), export(run, None))
+    def next_of(run: Run):
+        nxt, why = service.analysis(run, "next")
+        return nxt if nxt is not None else why
 
     @guarded("plot", "plot", "text", "text", "keep")
+    def refresh(request, text):
+        run = ctx.current(request)
+        if run is None:
+            return (*render(None, NO_RUN, tokenizer), gr.update(choices=[], value=None))
+        figures = render(run, next_of(run), tokenizer, None, text)
+        choices = [(label, i) for i, label in enumerate(run.labels)]
+        return (*figures, gr.update(choices=choices, value=run.n_tokens - 1))
+
+    @guarded("plot", "plot", "text", "text")
     def change(request, position, text):
         run = ctx.current(request)
-        return (*render(run, tokenizer, position, text), export(run, position))
+        return render(run, next_of(run) if run is not None else NO_RUN, tokenizer, position, text)
 
     @guarded("text")
     def rank(request, position, text):
         return typed_markdown(ctx.current(request), tokenizer, position, text)
 
     outputs = [candidates_plot, entropy_plot, summary, typed_text]
-    ctx.on_run(refresh, [ctx.state, typed], [*outputs, position_control, download])
-    position_control.input(change, [ctx.state, position_control, typed], [*outputs, download], trigger_mode="always_last")
-    typed.change(rank, [ctx.state, position_control, typed], [typed_text])
+    view = ctx.view(tab, refresh, [typed], [*outputs, position_control])
+    ctx.control(view, [position_control.input], change, [ctx.state, position_control, typed], outputs, trigger_mode="always_last")
+    ctx.control(view, [typed.submit, typed.blur], rank, [ctx.state, position_control, typed], [typed_text], trigger_mode="always_last")
+    ctx.export(view, export, lambda run, position: tensors(run, next_of(run), position), [position_control])

@@ -12,8 +12,8 @@ from gpt2_max.hooks import block_key
 from gpt2_max.modules import Attention, GPT2Trace
 from gpt2_max.sampling import softmax
 
-from components.common import NO_RUN, AppContext, clamp, export_npz, fmt_p, guarded, intro, md_text, source_block
-from components.plots import heatmap, lines, message_figure
+from components.common import NO_RUN, AppContext, clamp, export_controls, fmt_p, guarded, intro, md_text, source_block
+from components.plots import binned_heatmap, lines, message_figure
 from components.run import Run
 
 NEEDS_MODEL = "Switching the mask off runs the model again, which needs the live model; it is still loading (or unavailable)."
@@ -67,15 +67,24 @@ def _height(T: int) -> int:
     return max(340, min(720, 16 * T + 170))
 
 
+def square_heatmap(values: np.ndarray, run: Run, title: str, **kwargs) -> go.Figure:
+    """A [T, T] (query, key) heatmap, averaged over blocks of positions beyond a screenful."""
+    displays = [t.display for t in run.tokens]
+    return binned_heatmap(values, run.labels, run.labels, title, x_short=displays, y_short=displays, **kwargs)
+
+
 def mask_figure(allowed: np.ndarray, run: Run, mask_off: bool) -> go.Figure:
-    hover = np.where(allowed, "allowed: the query reads this key", "blocked: score set to −inf, weight 0")
     title = "Mask OFF: every query may read every key" if mask_off else "Causal mask: yellow = allowed (1), purple = blocked (0)"
-    fig = heatmap(
-        allowed.astype(np.float64), run.labels, run.labels, title,
-        x_title="key (read)", y_title="query (reading)", value_name="allowed (1) or blocked (0)",
-        zmin=0.0, zmax=1.0, height=_height(run.n_tokens), hover_text=hover,
+    fig = square_heatmap(
+        allowed.astype(np.float32), run, title,
+        x_title="key (read)", y_title="query (reading)",
+        value_name="allowed (1: the query reads this key) or blocked (0: score −inf, weight 0)",
+        mean_name="fraction of the block's (query, key) pairs allowed",
+        zmin=0.0, zmax=1.0, height=_height(run.n_tokens),
     )
-    fig.update_traces(colorbar=dict(tickvals=[0, 1], ticktext=["0 blocked (−inf)", "1 allowed"]), xgap=1, ygap=1)
+    fig.update_traces(colorbar=dict(tickvals=[0, 1], ticktext=["0 blocked (−inf)", "1 allowed"]))
+    if len(fig.data[0].x) <= 64:  # gaps between cells only while they are wide enough to see
+        fig.update_traces(xgap=1, ygap=1)
     return fig
 
 
@@ -151,12 +160,14 @@ def render(run: Run | None, tokens, layer: int = 0, head: int = 0, mask_off: boo
     bound = float(np.max(np.abs(raw))) or 1.0
     where = f"layer {layer}, head {head}" + (", mask off" if mask_off else "")
     common = dict(x_title="key", y_title="query", height=_height(T))
-    raw_fig = heatmap(raw, run.labels, run.labels, f"Scores q·k/√D before the mask ({where})",
-                      value_name="score", diverging=True, zmin=-bound, zmax=bound, **common)
-    masked_fig = heatmap(scores, run.labels, run.labels, "After the mask: −inf cells left blank",
-                         value_name="score", diverging=True, zmin=-bound, zmax=bound, **common)
-    pattern_fig = heatmap(pattern, run.labels, run.labels, "Softmax over keys: the attention pattern",
-                          value_name="attention weight", zmin=0.0, zmax=1.0, **common)
+    raw_fig = square_heatmap(raw, run, f"Scores q·k/√D before the mask ({where})",
+                             value_name="score", diverging=True, zmin=-bound, zmax=bound, **common)
+    # A block mixing allowed and blocked pairs averages the allowed (finite) scores.
+    masked_fig = square_heatmap(scores, run, "After the mask: −inf cells left blank",
+                                value_name="score", mean_name="mean of the allowed scores", diverging=True,
+                                zmin=-bound, zmax=bound, **common)
+    pattern_fig = square_heatmap(pattern, run, "Softmax over keys: the attention pattern",
+                                 value_name="attention weight", zmin=0.0, zmax=1.0, **common)
     prediction_fig, prediction_md, prediction_arrays = predictions(run, unmasked if mask_off else None, tokens)
     blocked = int(np.sum(~allowed))
     markdown = (
@@ -182,13 +193,13 @@ def render(run: Run | None, tokens, layer: int = 0, head: int = 0, mask_off: boo
 def build(ctx: AppContext) -> None:
     service = ctx.service
     settings = service.settings
-    with gr.Tab("Mask", id="mask"):
+    with gr.Tab("Mask", id="mask") as tab:
         gr.Markdown(INTRO)
         with gr.Row():
             layer = gr.Slider(0, 11, value=0, step=1, label="Layer")
             head = gr.Slider(0, 11, value=0, step=1, label="Head")
             mask_off = gr.Checkbox(label="Turn the causal mask off", value=False)
-            download = gr.DownloadButton("Download mask, scores and predictions (.npz)", variant="secondary")
+            export = export_controls("Export mask, scores and predictions (.npz)")
         mask_plot = gr.Plot(label="Causal mask")
         with gr.Row():
             raw_plot = gr.Plot(label="Scores before the mask")
@@ -201,33 +212,43 @@ def build(ctx: AppContext) -> None:
     def token_text(token_id: int) -> str:
         return service.tokenizer.token(token_id).display
 
-    def view(request, layer_value, head_value, off):
-        run = ctx.current(request)
+    def view_of(run: Run | None, layer_value, head_value, off):
         if run is None:
-            return None, render(None, token_text)
+            return render(None, token_text)
         if not run.causal:
             run = service.variant(run, causal=True)
         unmasked = service.variant(run, causal=False) if off and service.model_for(run.model_name) is not None else None
-        *figures, markdown, arrays = render(run, token_text, layer_value, head_value, bool(off), unmasked)
-        return run, (*figures, markdown, export_npz("mask", arrays))
+        return render(run, token_text, layer_value, head_value, bool(off), unmasked)
 
-    @guarded("plot", "plot", "plot", "plot", "plot", "text", "keep", "keep", "keep")
+    @guarded("plot", "plot", "plot", "plot", "plot", "text", "keep", "keep")
     def refresh(request, layer_value, head_value, off):
-        run, outputs = view(request, layer_value, head_value, off)
+        run = ctx.current(request)
+        *figures, markdown, _ = view_of(run, layer_value, head_value, off)
         if run is None:
-            return *outputs[:6], None, gr.update(), gr.update()
+            return *figures, markdown, gr.update(), gr.update()
         layers = gr.update(maximum=run.config.n_layer - 1, value=clamp(layer_value, 0, run.config.n_layer - 1))
         heads = gr.update(maximum=run.config.n_head - 1, value=clamp(head_value, 0, run.config.n_head - 1))
-        return *outputs, layers, heads
+        return *figures, markdown, layers, heads
 
-    @guarded("plot", "plot", "plot", "plot", "plot", "text", "keep")
-    def update(request, layer_value, head_value, off):
-        run, outputs = view(request, layer_value, head_value, off)
-        return (*outputs[:6], None) if run is None else outputs
+    @guarded("plot", "plot", "plot", "text")
+    def update_head(request, layer_value, head_value, off):
+        """Layer and head change the three score heatmaps only (the mask and predictions stay)."""
+        _, raw, masked, pattern, _, markdown, _ = view_of(ctx.current(request), layer_value, head_value, off)
+        return raw, masked, pattern, markdown
 
-    outputs = [mask_plot, raw_plot, masked_plot, pattern_plot, predictions_plot, text, download]
+    @guarded("plot", "plot", "plot", "plot", "plot", "text")
+    def update_mask(request, layer_value, head_value, off):
+        return view_of(ctx.current(request), layer_value, head_value, off)[:6]
+
+    figures = [mask_plot, raw_plot, masked_plot, pattern_plot, predictions_plot, text]
     inputs = [ctx.state, layer, head, mask_off]
-    ctx.on_run(refresh, inputs, outputs + [layer, head])
-    for control in (layer, head, mask_off):
-        # Turning the mask off runs the model: share the model's concurrency queue.
-        control.change(update, inputs, outputs, concurrency_limit=settings.concurrency_limit, concurrency_id="model")
+    view = ctx.view(tab, refresh, [layer, head, mask_off], figures + [layer, head])
+    # Turning the mask off runs the model: share the model's concurrency queue.
+    model_queue = dict(concurrency_limit=settings.concurrency_limit, concurrency_id="model", trigger_mode="always_last")
+    ctx.control(view, [layer.release, head.release], update_head, inputs, [raw_plot, masked_plot, pattern_plot, text], **model_queue)
+    ctx.control(view, [mask_off.input], update_mask, inputs, figures, api_name="change_mask", **model_queue)
+
+    def tensors(run: Run, layer_value, head_value, off):
+        return view_of(run, layer_value, head_value, off)[-1]
+
+    ctx.export(view, export, tensors)

@@ -9,8 +9,8 @@ import plotly.graph_objects as go
 from gpt2_max.hooks import block_key
 from gpt2_max.modules import MLP
 
-from components.common import NO_RUN, AppContext, clamp, export_npz, guarded, intro, source_block
-from components.plots import bars, finite, heatmap, layout, message_figure
+from components.common import NO_RUN, AppContext, clamp, export_controls, guarded, intro, source_block
+from components.plots import MAX_CELLS_PER_AXIS, bars, binned_heatmap, finite, layout, message_figure, plot_texts
 from components.run import Run
 
 # The overlay shows at most this many (pre, post) pairs; a prompt of T tokens has T x 4E of them.
@@ -85,7 +85,9 @@ def gelu_figure(run: Run, layer: int) -> go.Figure:
     keep = (int(np.argmin(flat_pre)), int(np.argmax(flat_pre))) if flat_pre.size else ()
     index = sample_indices(flat_pre.size, MAX_POINTS, keep)
     positions, neurons = np.divmod(index, F)
-    labels = np.asarray(run.labels, dtype=object)[positions]
+    # Numbers go as small typed arrays (customdata, float32 x and y); each point's token is its
+    # short text alone (the position is in customdata), escaped for Plotly's pseudo-HTML.
+    tokens = np.asarray(plot_texts([t.display for t in run.tokens]), dtype=object)[positions]
 
     fig = go.Figure()
     fig.add_trace(
@@ -100,13 +102,13 @@ def gelu_figure(run: Run, layer: int) -> go.Figure:
     )
     fig.add_trace(
         go.Scatter(
-            x=finite(pre.reshape(-1)[index]),
-            y=finite(post.reshape(-1)[index]),
+            x=finite(pre.reshape(-1)[index]).astype(np.float32),
+            y=finite(post.reshape(-1)[index]).astype(np.float32),
             mode="markers",
             name=f"this input ({index.size:,} of {flat_pre.size:,} values)",
             marker=dict(color=POINT_COLOUR, size=6, opacity=0.55),
-            customdata=np.column_stack([positions, neurons]),
-            text=list(labels),
+            customdata=np.column_stack([positions, neurons]),  # int64: Plotly sends the smallest int type that fits
+            text=list(tokens),
             hovertemplate=(
                 "token %{text}<br>position %{customdata[0]}<br>neuron %{customdata[1]}"
                 "<br>pre (input) %{x:.4g}<br>post (GELU) %{y:.4g}<extra></extra>"
@@ -128,16 +130,18 @@ def gelu_figure(run: Run, layer: int) -> go.Figure:
 def neuron_heatmap(run: Run, layer: int) -> go.Figure:
     _, post = layer_activations(run, layer)
     top = top_neurons(post)
-    return heatmap(
+    return binned_heatmap(
         post[:, top],
         [f"n{n}" for n in top],
         run.labels,
         f"Block {layer}: the {top.size} neurons with the largest |activation| on this input (strongest left)",
+        y_short=[t.display for t in run.tokens],
+        bin_x=False,
         x_title="neuron",
         y_title="token",
         value_name="activation",
         diverging=True,
-        height=max(300, min(900, 22 * run.n_tokens + 160)),
+        height=max(300, min(900, 22 * min(run.n_tokens, MAX_CELLS_PER_AXIS) + 160)),
     )
 
 
@@ -216,38 +220,44 @@ def tensors(run: Run, layer=0, position=None) -> dict[str, np.ndarray]:
 def build(ctx: AppContext) -> None:
     model = ctx.service.model
     n_layer = model.config.n_layer if model is not None else 12
-    with gr.Tab("MLP", id="mlp"):
+    with gr.Tab("MLP", id="mlp") as tab:
         gr.Markdown(INTRO)
         with gr.Row():
             layer_control = gr.Slider(0, max(n_layer - 1, 1), value=0, step=1, label="Block (layer)", interactive=True, elem_id="mlp-layer")
             position_control = gr.Dropdown(label="Token position for the strongest neurons", choices=[], interactive=True, elem_id="mlp-position")
-            download = gr.DownloadButton("Download this block's MLP activations (.npz)", variant="secondary")
+            export = export_controls("Export this block's MLP activations (.npz)")
         summary = gr.Markdown()
         gelu_plot = gr.Plot(label="GELU and this input's activations")
         heatmap_plot = gr.Plot(label="Neuron activations")
         bars_plot = gr.Plot(label="Strongest neurons at one position")
         source_block(MLP, label="MAX source of this stage (gpt2_max.modules.MLP)")
 
-    def export(run: Run | None, layer, position):
-        return export_npz("mlp", tensors(run, layer, position)) if run is not None else None
-
-    @guarded("plot", "plot", "plot", "text", "keep", "keep", "keep")
+    @guarded("plot", "plot", "plot", "text", "keep", "keep")
     def refresh(request, layer):
         run = ctx.current(request)
         figures = render(run, layer, None)
         if run is None:
-            return (*figures, gr.update(), gr.update(choices=[], value=None), None)
+            return (*figures, gr.update(), gr.update(choices=[], value=None))
         layer, position = resolve(run, layer, None)
         layer_update = gr.update(maximum=max(run.config.n_layer - 1, 1), value=layer)
         choices = [(label, i) for i, label in enumerate(run.labels)]
-        return (*figures, layer_update, gr.update(choices=choices, value=position), export(run, layer, position))
+        return (*figures, layer_update, gr.update(choices=choices, value=position))
 
-    @guarded("plot", "plot", "plot", "text", "keep")
+    @guarded("plot", "plot", "plot", "text")
     def change(request, layer, position):
-        run = ctx.current(request)
-        return (*render(run, layer, position), export(run, layer, position))
+        return render(ctx.current(request), layer, position)
 
-    outputs = [gelu_plot, heatmap_plot, bars_plot, summary]
-    ctx.on_run(refresh, [ctx.state, layer_control], [*outputs, layer_control, position_control, download])
-    for control, api_name in ((layer_control, "change_mlp"), (position_control, "change_mlp_position")):
-        control.input(change, [ctx.state, layer_control, position_control], [*outputs, download], trigger_mode="always_last", api_name=api_name)
+    @guarded("plot", "text")
+    def change_position(request, layer, position):
+        """A position changes only its bars (and the summary that quotes it)."""
+        run = ctx.current(request)
+        if run is None:
+            return message_figure(NO_RUN), NO_RUN
+        layer, position = resolve(run, layer, position)
+        return position_bars(run, layer, position), summary_markdown(run, layer, position)
+
+    view = ctx.view(tab, refresh, [layer_control], [gelu_plot, heatmap_plot, bars_plot, summary, layer_control, position_control])
+    inputs = [ctx.state, layer_control, position_control]
+    ctx.control(view, [layer_control.release], change, inputs, [gelu_plot, heatmap_plot, bars_plot, summary], api_name="change_mlp", trigger_mode="always_last")
+    ctx.control(view, [position_control.input], change_position, inputs, [bars_plot, summary], api_name="change_mlp_position", trigger_mode="always_last")
+    ctx.export(view, export, tensors, [layer_control, position_control])

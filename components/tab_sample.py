@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import html
+import time
 from collections.abc import Iterator, Sequence
 
 import gradio as gr
@@ -251,8 +252,9 @@ STOP_TEXT = {
 }
 
 
-def export_generation(generation: dict) -> str | None:
-    shown: list[Shown] = generation["shown"]
+def export_generation(generation: dict | None) -> str | None:
+    """Writes the steps of a generation as .npz (only when the user asks); None before one."""
+    shown: list[Shown] = generation["shown"] if generation else []
     if not shown:
         return None
     steps = [s.step for s in shown]
@@ -273,14 +275,28 @@ def export_generation(generation: dict) -> str | None:
     )
 
 
+DECODE_POLL_S = 1.0
+
+
+def wait_for_decode_graph(service: ExplorerService, model_name: str) -> Iterator[tuple]:
+    """While the decode graph compiles in the background, say so once a second (no figure changes)."""
+    while True:
+        waiting = service.compiling("decode", model_name)
+        if not waiting:
+            return
+        status = f"⏳ Generate needs the MAX decode graph, which is compiling: {waiting}. Generation starts by itself when it is ready."
+        yield status, gr.update(), gr.update(), gr.update(), gr.update()
+        time.sleep(DECODE_POLL_S)
+
+
 def stream_views(service: ExplorerService, run: Run | None, temperature, top_k, top_p, seed, max_new) -> Iterator[tuple]:
     """Generation after the Run's tokens, one yield per token.
 
-    Yields (status markdown, step figure, text html, step slider update, generation, export path);
-    the last yield carries the stop reason and the .npz export.
+    Yields (status markdown, step figure, text html, step slider update, generation); the
+    last yield carries the stop reason. While the decode graph compiles, the status says so.
     """
     if run is None:
-        yield NO_RUN, message_figure(NO_RUN), "", gr.update(), None, None
+        yield NO_RUN, message_figure(NO_RUN), "", gr.update(), None
         return
     settings = with_seed(sampling_settings(temperature, top_k, top_p, seed))
     model = service.model_for(run.model_name)
@@ -289,6 +305,7 @@ def stream_views(service: ExplorerService, run: Run | None, temperature, top_k, 
             "generation needs the live model, which is still loading (or unavailable); "
             "the chart above shows the first step from the precomputed trace"
         )
+    yield from wait_for_decode_graph(service, run.model_name)
     limit = service.settings.max_new_tokens
     n = clamp(max_new, 1, limit, default=min(20, limit))
     generation = empty_generation(run.token_ids)
@@ -305,7 +322,7 @@ def stream_views(service: ExplorerService, run: Run | None, temperature, top_k, 
         k = len(generation["shown"])
         fig, text = step_view(tokenizer, generation, k)
         status = f"Generating… {k} of up to {n} tokens · {generation['settings']}"
-        yield status, fig, text, gr.update(maximum=max(k, 2), value=k, interactive=k > 1), generation, gr.update()
+        yield status, fig, text, gr.update(maximum=max(k, 2), value=k, interactive=k > 1), generation
     k = len(generation["shown"])
     fig, text = step_view(tokenizer, generation, k)
     status = (
@@ -313,7 +330,7 @@ def stream_views(service: ExplorerService, run: Run | None, temperature, top_k, 
         f"{generation['settings']}. Move the step slider to see each step's distribution; "
         "the same seed and settings repeat the same text."
     )
-    yield status, fig, text, gr.update(maximum=max(k, 2), value=k, interactive=k > 1), generation, export_generation(generation)
+    yield status, fig, text, gr.update(maximum=max(k, 2), value=k, interactive=k > 1), generation
 
 
 # -- sample N times -----------------------------------------------------------
@@ -417,7 +434,7 @@ def build(ctx: AppContext) -> None:
     service = ctx.service
     tokenizer = service.tokenizer
     limits = service.settings
-    with gr.Tab("Sample", id="sample"):
+    with gr.Tab("Sample", id="sample") as tab:
         gr.Markdown(INTRO)
         with gr.Row():
             temperature = gr.Slider(0, 2, value=1.0, step=0.05, label="Temperature (0 = greedy)", elem_id="sample-temperature")
@@ -433,7 +450,8 @@ def build(ctx: AppContext) -> None:
         step_slider = gr.Slider(1, 2, value=1, step=1, label="Step", interactive=False, elem_id="sample-step")
         step_plot = gr.Plot(label="Next-token distribution before and after the filters")
         with gr.Row():
-            download = gr.DownloadButton("Download the steps (.npz)", variant="secondary")
+            export_button = gr.Button("Export the steps (.npz)", variant="secondary", size="sm")
+            export_file = gr.File(label="Export", visible=False, interactive=False)
         gr.Markdown("#### Sample N times\nDraw many next tokens after the prompt with the same settings: "
                     "the counts approach n × probability.")
         with gr.Row():
@@ -447,15 +465,15 @@ def build(ctx: AppContext) -> None:
     generation = gr.State(None)
     knobs = [temperature, top_k, top_p, seed]
 
-    @guarded("text", "plot", "text", "keep", "keep", "plot", "text", "keep")
+    @guarded("text", "plot", "text", "keep", "keep", "plot", "text")
     def refresh(request, t, k, p, s, n):
         run = ctx.current(request)
         message, fig, html_text = render_preview(run, tokenizer, t, k, p, s)
         hist, note = render_samples(run, tokenizer, limits, t, k, p, s, n)
         reset = gr.update(maximum=2, value=1, interactive=False)
-        return message, fig, html_text, reset, empty_generation(run.token_ids) if run else None, hist, note, None
+        return message, fig, html_text, reset, empty_generation(run.token_ids) if run else None, hist, note
 
-    @guarded("text", "plot", "text", "keep", "keep", "keep")
+    @guarded("text", "plot", "text", "keep", "keep")
     def run_generation(request, t, k, p, s, n):
         yield from stream_views(service, ctx.current(request), t, k, p, s, n)
 
@@ -467,11 +485,17 @@ def build(ctx: AppContext) -> None:
     def sample(request, t, k, p, s, n):
         return render_samples(ctx.current(request), tokenizer, limits, t, k, p, s, n)
 
-    ctx.on_run(refresh, [ctx.state, *knobs, n_draws],
-               [status, step_plot, text, step_slider, generation, hist_plot, hist_note, download])
-    generate.click(run_generation, [ctx.state, *knobs, max_new], [status, step_plot, text, step_slider, generation, download],
+    view = ctx.view(tab, refresh, [*knobs, n_draws], [status, step_plot, text, step_slider, generation, hist_plot, hist_note])
+    generate.click(run_generation, [ctx.state, *knobs, max_new], [status, step_plot, text, step_slider, generation],
                    concurrency_limit=limits.concurrency_limit, concurrency_id="model", api_name="generate")
     step_slider.input(select_step, [generation, step_slider], [step_plot, text], trigger_mode="always_last")
-    sample_button.click(sample, [ctx.state, *knobs, n_draws], [hist_plot, hist_note])
-    for knob in (temperature, top_k, top_p, n_draws):  # the histogram follows the filters at once
-        knob.release(sample, [ctx.state, *knobs, n_draws], [hist_plot, hist_note], trigger_mode="always_last")
+    ctx.control(view, [sample_button.click], sample, [ctx.state, *knobs, n_draws], [hist_plot, hist_note])
+    # The histogram follows the filters at once.
+    ctx.control(view, [k.release for k in (temperature, top_k, top_p, n_draws)], sample, [ctx.state, *knobs, n_draws],
+                [hist_plot, hist_note], trigger_mode="always_last")
+    @guarded("keep")
+    def export(state):
+        path = export_generation(state)
+        return gr.update(value=path, visible=True) if path else gr.update()
+
+    export_button.click(export, [generation], [export_file], api_name="export_sample")

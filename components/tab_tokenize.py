@@ -8,7 +8,7 @@ import plotly.graph_objects as go
 
 from gpt2_max.tokenizer import BYTE_TO_SYMBOL, Tokenizer, display_bytes
 
-from components.common import NO_RUN, AppContext, clamp, export_npz, guarded, intro, source_block
+from components.common import NO_RUN, AppContext, clamp, export_controls, guarded, intro, source_block
 from components.plots import layout, message_figure, plot_text
 from components.run import Run
 
@@ -134,13 +134,13 @@ def render(run: Run | None, tokenizer: Tokenizer, chunk_index: int = 0):
 
 def build(ctx: AppContext) -> None:
     tokenizer = ctx.service.tokenizer
-    with gr.Tab("Tokenize", id="tokenize"):
+    with gr.Tab("Tokenize", id="tokenize") as tab:
         gr.Markdown(INTRO)
         counts = gr.Markdown()
         grid = gr.Plot(label="Tokens")
         with gr.Row():
             chunk_choice = gr.Dropdown(label="Replay the merges of this chunk", choices=[], type="index", interactive=True)
-            download = gr.DownloadButton("Download token ids (.npz)", variant="secondary")
+            export = export_controls("Export token ids (.npz)")
         merges_plot = gr.Plot(label="Merges")
         merges_text = gr.Markdown()
         source_block(Tokenizer.merge_steps, Tokenizer.encode, label="Source of the tokenizer used (tiktoken ranks, replayed in Python)")
@@ -148,13 +148,12 @@ def build(ctx: AppContext) -> None:
     def chunk_labels(chunks: list[str]) -> list[tuple[str, int]]:
         return [(f"{i}: {display_bytes(c.encode('utf-8'))}", i) for i, c in enumerate(chunks)]
 
-    @guarded("plot", "plot", "text", "text", "keep", "keep")
+    @guarded("plot", "plot", "text", "text", "keep")
     def refresh(request):
         run = ctx.current(request)
         grid_fig, merge_fig, counts_md, merges_md, chunks = render(run, tokenizer, 0)
         choice = gr.update(choices=chunk_labels(chunks), value=0 if chunks else None)
-        path = export_npz("tokens", {"token_ids": np.asarray(run.token_ids)}) if run else None
-        return grid_fig, merge_fig, counts_md, merges_md, choice, path
+        return grid_fig, merge_fig, counts_md, merges_md, choice
 
     @guarded("plot", "text")
     def replay(request, index):
@@ -162,5 +161,6 @@ def build(ctx: AppContext) -> None:
         _, merge_fig, _, merges_md, _ = render(run, tokenizer, index or 0)
         return merge_fig, merges_md
 
-    ctx.on_run(refresh, [ctx.state], [grid, merges_plot, counts, merges_text, chunk_choice, download])
-    chunk_choice.change(replay, [ctx.state, chunk_choice], [merges_plot, merges_text])
+    view = ctx.view(tab, refresh, [], [grid, merges_plot, counts, merges_text, chunk_choice])
+    ctx.control(view, [chunk_choice.input], replay, [ctx.state, chunk_choice], [merges_plot, merges_text])
+    ctx.export(view, export, lambda run: {"token_ids": np.asarray(run.token_ids)})

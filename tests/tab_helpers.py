@@ -5,26 +5,35 @@ from __future__ import annotations
 import numpy as np
 
 
-def build_tab(tab_module, service):
-    """Builds one tab inside ``gr.Blocks``; returns its Run listener (refresh, inputs, outputs)."""
+def build_view(tab_module, service):
+    """Builds one tab inside ``gr.Blocks`` and returns its view (render, controls, outputs, export)."""
     import gradio as gr
 
     from components.common import AppContext
 
     with gr.Blocks():
         ctx = AppContext(service=service, state=gr.State(None))
-        tab_module.build(ctx)
-    (refresh, inputs, outputs, _api_name), = ctx.run_listeners
-    return refresh, inputs, outputs
+        with gr.Tabs():
+            tab_module.build(ctx)
+    (view,) = ctx.views.values()
+    return view
 
 
 def refresh_with_defaults(tab_module, service, run):
-    """Runs a built tab's refresh with its controls' initial values; checks it shows no error."""
-    refresh, inputs, outputs = build_tab(tab_module, service)
-    values = refresh(run.request, *[getattr(c, "value", None) for c in inputs[1:]])
-    assert len(values) == len(outputs)
+    """Renders a built tab with its controls' initial values; checks it shows no error."""
+    view = build_view(tab_module, service)
+    values = view.render(run.request, *[getattr(c, "value", None) for c in view.controls])
+    assert len(values) == len(view.outputs)
     assert not any(isinstance(v, str) and v.startswith("⚠️") for v in values), values
     return values
+
+
+def export_with_defaults(tab_module, service, run, *values):
+    """Presses a built tab's export button; returns the path of the .npz it wrote."""
+    view = build_view(tab_module, service)
+    note, update = view.export(run.request, *values)
+    assert note == "" and update["visible"], note
+    return update["value"]
 
 
 def token_text(service):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from components import tab_attention
-from tab_helpers import build_tab, softmax, token_text
+from tab_helpers import build_view, softmax, token_text
 
 
 @pytest.fixture(scope="module")
@@ -97,12 +97,13 @@ def test_out_of_range_controls_are_clamped(tiny_run, explorer_service):
 
 
 def test_tab_builds_and_its_handlers_clamp_and_export(tiny_run, explorer_service, ablated):
-    refresh, inputs, outputs = build_tab(tab_attention, explorer_service)
-    assert len(inputs) == 4 and len(outputs) == 9
-    result = refresh(tiny_run.request, 1, 99, True)  # head 99 -> the last head, 3
+    view = build_view(tab_attention, explorer_service)
+    assert len(view.controls) == 3 and len(view.outputs) == 8
+    result = view.render(tiny_run.request, 1, 99, True)  # head 99 -> the last head, 3
     assert not result[4].startswith("⚠️")
-    assert result[7]["value"] == 3 and result[8]["value"] == tiny_run.n_tokens - 1
-    with np.load(result[5]) as saved:
+    assert result[6]["value"] == 3 and result[7]["value"] == tiny_run.n_tokens - 1
+    note, update = view.export(tiny_run.request, 1, 3, None, True)
+    with np.load(update["value"]) as saved:
         assert saved["head"] == 3 and saved["grid"].shape[:2] == (2, 4)
         after = softmax(explorer_service.variant(tiny_run, ablated=[(1, 3)]).trace["logits"][-1])
         np.testing.assert_allclose(saved["prob_after"], after[saved["top_ids"]], rtol=1e-6)

@@ -7,7 +7,7 @@ import pytest
 
 from components import tab_blocks
 from components.common import NO_RUN
-from tab_helpers import refresh_with_defaults
+from tab_helpers import export_with_defaults, refresh_with_defaults
 
 # The lens runs ln_f and the unembedding in float32 numpy; the MAX graph in float32 too,
 # with other summation orders. The issue's bar for probabilities is 1e-4; the tiny random
@@ -37,6 +37,14 @@ def weights(explorer_service):
 
 
 @pytest.fixture(scope="module")
+def lens(explorer_service, tiny_run):
+    """The Run's logit lens from the MAX analysis graph (tested against numpy in test_analysis)."""
+    result, why = explorer_service.analysis(tiny_run, "lens")
+    assert result is not None, why
+    return result
+
+
+@pytest.fixture(scope="module")
 def tokenizer(explorer_service):
     return explorer_service.tokenizer
 
@@ -46,8 +54,8 @@ def stages(run):
     return [run.trace["blocks.0.hook_resid_pre"]] + [run.trace[f"blocks.{i}.hook_resid_post"] for i in range(L)]
 
 
-def test_residual_norms_follow_the_stream(tiny_run, weights, tokenizer):
-    norms_fig = tab_blocks.render(tiny_run, weights, tokenizer, 4)[0]
+def test_residual_norms_follow_the_stream(tiny_run, lens, weights, tokenizer):
+    norms_fig = tab_blocks.render(tiny_run, lens, tokenizer, 4)[0]
     T = tiny_run.n_tokens
     expected = np.stack([np.linalg.norm(s, axis=-1) for s in stages(tiny_run)])  # [L+1, T]
     mean, chosen, last = norms_fig.data
@@ -64,14 +72,14 @@ def test_residual_norms_follow_the_stream(tiny_run, weights, tokenizer):
     )
 
 
-def test_mean_view_shows_mean_and_last_only(tiny_run, weights, tokenizer):
-    norms_fig = tab_blocks.render(tiny_run, weights, tokenizer, tab_blocks.MEAN)[0]
+def test_mean_view_shows_mean_and_last_only(tiny_run, lens, weights, tokenizer):
+    norms_fig = tab_blocks.render(tiny_run, lens, tokenizer, tab_blocks.MEAN)[0]
     assert len(norms_fig.data) == 2
 
 
 @pytest.mark.parametrize("position", [tab_blocks.MEAN, 0, 9])
-def test_additions_are_attn_and_mlp_output_norms(tiny_run, weights, tokenizer, position):
-    fig = tab_blocks.render(tiny_run, weights, tokenizer, position)[1]
+def test_additions_are_attn_and_mlp_output_norms(tiny_run, lens, weights, tokenizer, position):
+    fig = tab_blocks.render(tiny_run, lens, tokenizer, position)[1]
     attn_bar, mlp_bar = fig.data
     L = tiny_run.config.n_layer
     attn = np.stack([np.linalg.norm(tiny_run.trace[f"blocks.{i}.hook_attn_out"], axis=-1) for i in range(L)])
@@ -87,22 +95,8 @@ def test_additions_are_attn_and_mlp_output_norms(tiny_run, weights, tokenizer, p
     assert fig.layout.barmode == "group"
 
 
-def test_numpy_ln_f_matches_the_max_graph(tiny_run, weights):
-    last = tiny_run.trace[f"blocks.{tiny_run.config.n_layer - 1}.hook_resid_post"]
-    normed = tab_blocks.final_layer_norm(last, weights, tiny_run.config.layer_norm_epsilon)
-    np.testing.assert_allclose(normed, tiny_run.trace["ln_final.hook_normalized"], atol=1e-5)
-
-
-def test_lens_at_the_last_layer_is_the_models_output(tiny_run, weights):
-    last = tiny_run.trace[f"blocks.{tiny_run.config.n_layer - 1}.hook_resid_post"]
-    logits = tab_blocks.lens_logits(last, weights, tiny_run.config.layer_norm_epsilon)
-    assert logits.dtype == np.float32 and logits.shape == tiny_run.trace["logits"].shape
-    np.testing.assert_allclose(float64_softmax(logits), float64_softmax(tiny_run.trace["logits"]), rtol=LENS_RTOL, atol=0)
-    np.testing.assert_allclose(logits, tiny_run.trace["logits"], atol=1e-5)
-
-
-def test_lens_heatmap_shows_each_layers_top_token_and_probability(tiny_run, weights, tokenizer):
-    lens_fig = tab_blocks.render(tiny_run, weights, tokenizer)[2]
+def test_lens_heatmap_shows_each_layers_top_token_and_probability(tiny_run, lens, weights, tokenizer):
+    lens_fig = tab_blocks.render(tiny_run, lens, tokenizer)[2]
     heat = lens_fig.data[0]
     L, T = tiny_run.config.n_layer, tiny_run.n_tokens
     z = np.asarray(heat.z)
@@ -123,8 +117,8 @@ def test_lens_heatmap_shows_each_layers_top_token_and_probability(tiny_run, weig
     assert "%{text}" in heat.hovertemplate and "%{x}" in heat.hovertemplate and "%{z" in heat.hovertemplate
 
 
-def test_final_prediction_line(tiny_run, weights, tokenizer):
-    fig = tab_blocks.render(tiny_run, weights, tokenizer)[3]
+def test_final_prediction_line(tiny_run, lens, weights, tokenizer):
+    fig = tab_blocks.render(tiny_run, lens, tokenizer)[3]
     line = fig.data[0]
     final = float64_softmax(tiny_run.trace["logits"][-1])
     final_id = int(np.argmax(tiny_run.trace["logits"][-1]))
@@ -137,64 +131,40 @@ def test_final_prediction_line(tiny_run, weights, tokenizer):
     assert line.y[-1] == pytest.approx(final.max(), rel=LENS_RTOL, abs=0)
 
 
-def test_chunked_lens_equals_one_matmul(tiny_run, weights, monkeypatch):
-    whole = tab_blocks.logit_lens(tiny_run, weights)
-    monkeypatch.setattr(tab_blocks, "LENS_CHUNK_FLOATS", 7 * weights["wte.weight"].shape[0])  # 7 rows a chunk
-    chunked = tab_blocks.logit_lens(tiny_run, weights)
-    np.testing.assert_array_equal(whole.top_ids, chunked.top_ids)
-    np.testing.assert_allclose(whole.top_probs, chunked.top_probs, rtol=1e-6)
-    np.testing.assert_allclose(whole.final_probs, chunked.final_probs, rtol=1e-6)
-    assert tab_blocks.cached_lens(tiny_run, weights) is tab_blocks.cached_lens(tiny_run, weights)
-
-
-def test_long_texts_lens_the_last_positions(tiny_run, weights, tokenizer, monkeypatch):
-    whole = tab_blocks.logit_lens(tiny_run, weights)
-    monkeypatch.setattr(tab_blocks, "LENS_MAX_POSITIONS", 5)
-    capped = tab_blocks.logit_lens(tiny_run, weights)
-    T = tiny_run.n_tokens
-    assert capped.start == T - 5
-    np.testing.assert_array_equal(capped.top_ids, whole.top_ids[:, -5:])
-    np.testing.assert_allclose(capped.top_probs, whole.top_probs[:, -5:], rtol=1e-6)
-    np.testing.assert_allclose(capped.final_probs, whole.final_probs, rtol=1e-6)
-    monkeypatch.setattr(tab_blocks, "cached_lens", lambda run, w: capped)
-    heat = tab_blocks.render(tiny_run, weights, tokenizer)[2]
-    assert list(heat.data[0].x) == tiny_run.labels[-5:] and "last 5 positions" in heat.layout.title.text
-
-
-def test_out_of_range_positions_are_clamped(tiny_run, weights, tokenizer):
+def test_out_of_range_positions_are_clamped(tiny_run, lens, weights, tokenizer):
     T = tiny_run.n_tokens
     for raw, expected in ((10_000, T - 1), (-5, 0), ("3", 3), (2.0, 2)):
-        got = tab_blocks.render(tiny_run, weights, tokenizer, raw)
-        want = tab_blocks.render(tiny_run, weights, tokenizer, expected)
+        got = tab_blocks.render(tiny_run, lens, tokenizer, raw)
+        want = tab_blocks.render(tiny_run, lens, tokenizer, expected)
         assert got[1].to_json() == want[1].to_json() and got[4] == want[4]
-    mean = tab_blocks.render(tiny_run, weights, tokenizer, None)
-    assert mean[1].to_json() == tab_blocks.render(tiny_run, weights, tokenizer, tab_blocks.MEAN)[1].to_json()
+    mean = tab_blocks.render(tiny_run, lens, tokenizer, None)
+    assert mean[1].to_json() == tab_blocks.render(tiny_run, lens, tokenizer, tab_blocks.MEAN)[1].to_json()
 
 
-def test_without_weights_the_lens_says_why(tiny_run, tokenizer):
-    norms, additions, lens, final, summary = tab_blocks.render(tiny_run, None, tokenizer)
-    assert lens.layout.annotations[0].text == tab_blocks.NO_WEIGHTS
-    assert final.layout.annotations[0].text == tab_blocks.NO_WEIGHTS
+def test_without_the_lens_the_tab_says_why(tiny_run, tokenizer):
+    why = "the analysis graph is compiling"
+    norms, additions, lens_fig, final, summary = tab_blocks.render(tiny_run, why, tokenizer)
+    assert lens_fig.layout.annotations[0].text == why and final.layout.annotations[0].text == why
     assert len(norms.data) == 2 and len(additions.data) == 2 and "Residual stream" in summary
-    assert "lens_top_ids" not in tab_blocks.tensors(tiny_run, None)
+    assert "lens_top_ids" not in tab_blocks.tensors(tiny_run, why)
 
 
-def test_tensors_for_download(tiny_run, weights):
-    arrays = tab_blocks.tensors(tiny_run, weights)
+def test_tensors_for_download(tiny_run, lens):
+    arrays = tab_blocks.tensors(tiny_run, lens)
     expected = np.stack([np.linalg.norm(s, axis=-1) for s in stages(tiny_run)])
     np.testing.assert_allclose(arrays["residual_norms"], expected, rtol=1e-6)
-    assert arrays["lens_top_ids"].shape == (tiny_run.config.n_layer, tiny_run.n_tokens)
-    assert int(arrays["final_token_id"]) == int(np.argmax(tiny_run.trace["logits"][-1]))
+    assert arrays["lens_top_ids"].shape[:2] == (tiny_run.config.n_layer, tiny_run.n_tokens)
+    assert int(arrays["final_token_ids"][-1]) == int(np.argmax(tiny_run.trace["logits"][-1]))
 
 
-def test_no_run_shows_a_message(weights, tokenizer):
-    *figures, text = tab_blocks.render(None, weights, tokenizer)
+def test_no_run_shows_a_message(lens, tokenizer):
+    *figures, text = tab_blocks.render(None, lens, tokenizer)
     assert text == NO_RUN and all(fig.layout.annotations[0].text == NO_RUN for fig in figures)
 
 
 def test_built_tab_refreshes_after_a_run(explorer_service, tiny_run):
-    values = refresh_with_defaults(tab_blocks, explorer_service, tiny_run)
-    path = values[-1]  # the download button's .npz
+    refresh_with_defaults(tab_blocks, explorer_service, tiny_run)
+    path = export_with_defaults(tab_blocks, explorer_service, tiny_run)
     assert str(path).endswith(".npz")
     with np.load(path) as data:
         assert list(data["token_ids"]) == list(tiny_run.token_ids)

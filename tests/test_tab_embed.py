@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from components import tab_embed
-from tab_helpers import build_tab
+from tab_helpers import build_view
 
 
 @pytest.fixture(scope="module")
@@ -15,7 +15,8 @@ def weights(explorer_service):
 
 
 def render(run, service, **kwargs):
-    return tab_embed.render(run, service.model.weights, service.tokenizer, **kwargs)
+    nearest, why = service.analysis(run, "nearest")
+    return tab_embed.render(run, service.tokenizer, nearest=nearest or why, wpe=service.model.weights["wpe.weight"], **kwargs)
 
 
 def independent_nearest(wte: np.ndarray, token_id: int, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
@@ -100,20 +101,21 @@ def test_out_of_range_controls_are_clamped(tiny_run, explorer_service):
 
 
 def test_without_weights_the_nearest_view_waits_and_the_rest_still_renders(tiny_run, explorer_service):
-    token_fig, *_, nearest_fig, sim_fig, _, arrays = tab_embed.render(tiny_run, None, explorer_service.tokenizer, n_positions=500)
+    token_fig, *_, nearest_fig, sim_fig, _, arrays = tab_embed.render(tiny_run, explorer_service.tokenizer, n_positions=500)
     assert tab_embed.NEEDS_WEIGHTS in nearest_fig.layout.annotations[0].text
     assert len(sim_fig.data[0].x) == tiny_run.n_tokens  # no wpe beyond the trace without weights
     np.testing.assert_array_equal(token_fig.data[0].z, tiny_run.trace["hook_embed"])
-    figures = tab_embed.render(None, None, explorer_service.tokenizer)
+    figures = tab_embed.render(None, explorer_service.tokenizer)
     assert len(figures) == 8 and figures[-1] == {}
 
 
 def test_tab_builds_and_its_handlers_export_the_plotted_tensors(tiny_run, explorer_service):
-    refresh, inputs, outputs = build_tab(tab_embed, explorer_service)
-    assert len(outputs) == 10
-    result = refresh(tiny_run.request)
+    view = build_view(tab_embed, explorer_service)
+    assert len(view.outputs) == 9
+    result = view.render(tiny_run.request)
     assert result[6].startswith(f"**{tiny_run.n_tokens} tokens**")
-    with np.load(result[-1]) as saved:
+    note, update = view.export(tiny_run.request, None, None)
+    with np.load(update["value"]) as saved:
         np.testing.assert_array_equal(saved["hook_embed"], tiny_run.trace["hook_embed"])
         np.testing.assert_array_equal(saved["token_ids"], tiny_run.token_ids)
         assert saved["nearest_ids"].shape == (10,)

@@ -7,7 +7,7 @@ import pytest
 
 from components import tab_logits
 from components.common import NO_RUN
-from tab_helpers import refresh_with_defaults
+from tab_helpers import export_with_defaults, refresh_with_defaults
 
 
 def float64_softmax(logits):
@@ -15,6 +15,20 @@ def float64_softmax(logits):
     z = z - z.max(axis=-1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=-1, keepdims=True)
+
+
+# The Logits tab's top-k, entropy and surprise come from the MAX analysis graph in float32:
+# the tolerances of tests/test_analysis.py (reasoned there).
+PROB_RTOL = 1e-4
+ENTROPY_ATOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def nxt(explorer_service, tiny_run):
+    """The Run's next-token analysis from the MAX analysis graph (tested against numpy in test_analysis)."""
+    result, why = explorer_service.analysis(tiny_run, "next")
+    assert result is not None, why
+    return result
 
 
 def entropy_bits(p):
@@ -28,13 +42,16 @@ def tokenizer(explorer_service):
 
 
 @pytest.mark.parametrize("position", [0, 5, None])
-def test_candidates_are_the_sorted_softmax_of_that_positions_logits(tiny_run, tokenizer, position):
-    fig = tab_logits.render(tiny_run, tokenizer, position)[0]
+def test_candidates_are_the_sorted_softmax_of_that_positions_logits(tiny_run, tokenizer, position, nxt):
+    fig = tab_logits.render(tiny_run, nxt, tokenizer, position)[0]
     p = tiny_run.n_tokens - 1 if position is None else position  # default: the last position
     probs = float64_softmax(tiny_run.trace["logits"][p])
-    order = np.argsort(-probs, kind="stable")[:15]
     bar = fig.data[0]
-    np.testing.assert_allclose(bar.x, probs[order], rtol=1e-9)
+    # The bars are the analysis graph's top 15 (float32; test_analysis checks it against numpy at
+    # PROB_RTOL, ties in any order): the 15 largest probabilities, sorted, labelled with their ids.
+    order = nxt.top_ids[p, :15]
+    np.testing.assert_allclose(np.asarray(bar.x), np.sort(probs)[::-1][:15], rtol=PROB_RTOL)
+    np.testing.assert_allclose(probs[order], np.asarray(bar.x), rtol=PROB_RTOL)
     assert np.all(np.diff(np.asarray(bar.x)) <= 0)
     assert list(bar.y) == [f"{r}. {tokenizer.token(int(t)).display}" for r, t in enumerate(order, start=1)]
     assert [f"token id {t}<br>" in text for t, text in zip(order, bar.text)] == [True] * 15
@@ -42,41 +59,42 @@ def test_candidates_are_the_sorted_softmax_of_that_positions_logits(tiny_run, to
     assert fig.layout.height
 
 
-def test_entropy_per_position_in_bits(tiny_run, tokenizer):
-    fig = tab_logits.render(tiny_run, tokenizer, 3)[1]
+def test_entropy_per_position_in_bits(tiny_run, tokenizer, nxt):
+    fig = tab_logits.render(tiny_run, nxt, tokenizer, 3)[1]
     entropy, surprise, chosen = fig.data
     probs = float64_softmax(tiny_run.trace["logits"])
     expected = [entropy_bits(row) for row in probs]
-    np.testing.assert_allclose(entropy.y, expected, rtol=1e-9)
+    np.testing.assert_allclose(np.asarray(entropy.y, dtype=float), expected, atol=ENTROPY_ATOL, rtol=0)
     assert list(entropy.x) == tiny_run.labels
     # Surprise of the actual next token: -log2 p(token t+1) at position t, none at the last.
     ids = tiny_run.token_ids
     expected_surprise = [-np.log2(probs[t, ids[t + 1]]) for t in range(len(ids) - 1)]
-    np.testing.assert_allclose(np.asarray(surprise.y[:-1], dtype=float), expected_surprise, rtol=1e-9)
+    np.testing.assert_allclose(np.asarray(surprise.y[:-1], dtype=float), expected_surprise, atol=ENTROPY_ATOL, rtol=0)
     assert surprise.y[-1] is None or np.isnan(surprise.y[-1])
     assert surprise.text[0] == f"actual next token {tiny_run.tokens[1].display}"
-    assert list(chosen.x) == [tiny_run.labels[3]] and chosen.y[0] == pytest.approx(expected[3])
+    assert list(chosen.x) == [tiny_run.labels[3]] and chosen.y[0] == pytest.approx(expected[3], abs=ENTROPY_ATOL)
     # The tiny random model is nearly uniform: close to the log2(50,257) maximum.
     assert max(expected) <= np.log2(50257)
 
 
-def test_summary_entropy_and_actual_next_token(tiny_run, tokenizer):
+def test_summary_entropy_and_actual_next_token(tiny_run, tokenizer, nxt):
     position = 4
-    summary = tab_logits.render(tiny_run, tokenizer, position)[2]
+    summary = tab_logits.render(tiny_run, nxt, tokenizer, position)[2]
     probs = float64_softmax(tiny_run.trace["logits"][position])
     actual = tiny_run.token_ids[position + 1]
     rank = 1 + int(np.count_nonzero(probs > probs[actual]))
-    assert f"**Entropy: {entropy_bits(probs):.3f} bits**" in summary
-    assert f"{2.0 ** entropy_bits(probs):,.1f}" in summary
+    shown = nxt.entropy_bits[position]  # the analysis graph's float32 entropy, within ENTROPY_ATOL of numpy's
+    assert shown == pytest.approx(entropy_bits(probs), abs=ENTROPY_ATOL)
+    assert f"**Entropy: {shown:.3f} bits**" in summary and f"{2.0 ** shown:,.1f}" in summary
     assert f"(id {actual}) has p = {probs[actual]:.4g}, rank {rank:,} of 50,257" in summary
-    last = tab_logits.render(tiny_run, tokenizer, None)[2]
+    last = tab_logits.render(tiny_run, nxt, tokenizer, None)[2]
     assert "This is the last position" in last
 
 
 @pytest.mark.parametrize("typed", [" the", " mat", "cat", "!"])
-def test_typed_token_rank_and_probability(tiny_run, tokenizer, typed):
+def test_typed_token_rank_and_probability(tiny_run, tokenizer, typed, nxt):
     position = 6
-    text = tab_logits.render(tiny_run, tokenizer, position, typed)[3]
+    text = tab_logits.render(tiny_run, nxt, tokenizer, position, typed)[3]
     token_id = tokenizer.encode(typed)[0]
     probs = float64_softmax(tiny_run.trace["logits"][position])
     rank = 1 + int(np.count_nonzero(probs > probs[token_id]))
@@ -97,36 +115,36 @@ def test_typed_text_of_several_tokens_uses_the_first(tiny_run, tokenizer):
 
 
 @pytest.mark.parametrize("typed", ["", None])
-def test_empty_typed_text_shows_a_hint(tiny_run, tokenizer, typed):
-    assert tab_logits.render(tiny_run, tokenizer, 2, typed)[3] == tab_logits.TYPED_HINT
+def test_empty_typed_text_shows_a_hint(tiny_run, tokenizer, typed, nxt):
+    assert tab_logits.render(tiny_run, nxt, tokenizer, 2, typed)[3] == tab_logits.TYPED_HINT
 
 
-def test_out_of_range_positions_are_clamped(tiny_run, tokenizer):
+def test_out_of_range_positions_are_clamped(tiny_run, tokenizer, nxt):
     T = tiny_run.n_tokens
     for raw, expected in ((10_000, T - 1), (-3, 0), ("2", 2), (None, T - 1), ("junk", T - 1)):
-        got = tab_logits.render(tiny_run, tokenizer, raw, " the")
-        want = tab_logits.render(tiny_run, tokenizer, expected, " the")
+        got = tab_logits.render(tiny_run, nxt, tokenizer, raw, " the")
+        want = tab_logits.render(tiny_run, nxt, tokenizer, expected, " the")
         assert got[0].to_json() == want[0].to_json()
         assert got[2:] == want[2:]
 
 
-def test_tensors_for_download(tiny_run):
-    arrays = tab_logits.tensors(tiny_run, 2)
+def test_tensors_for_download(tiny_run, nxt):
+    arrays = tab_logits.tensors(tiny_run, nxt, 2)
     probs = float64_softmax(tiny_run.trace["logits"][2])
     np.testing.assert_array_equal(arrays["logits"], tiny_run.trace["logits"][2])
-    np.testing.assert_allclose(arrays["top_probs"], np.sort(probs)[::-1][:15], rtol=1e-9)
+    np.testing.assert_allclose(arrays["top_probs"][2, :15], np.sort(probs)[::-1][:15], rtol=PROB_RTOL)
     assert arrays["entropy_bits"].shape == (tiny_run.n_tokens,)
 
 
 def test_no_run_shows_a_message(tokenizer):
-    candidates, entropy, summary, typed = tab_logits.render(None, tokenizer, 0, " the")
+    candidates, entropy, summary, typed = tab_logits.render(None, "", tokenizer, 0, " the")
     assert summary == NO_RUN and candidates.layout.annotations[0].text == NO_RUN
     assert tab_logits.typed_markdown(None, tokenizer, 0, " the") == NO_RUN
 
 
 def test_built_tab_refreshes_after_a_run(explorer_service, tiny_run):
-    values = refresh_with_defaults(tab_logits, explorer_service, tiny_run)
-    path = values[-1]  # the download button's .npz
+    refresh_with_defaults(tab_logits, explorer_service, tiny_run)
+    path = export_with_defaults(tab_logits, explorer_service, tiny_run, None)
     assert str(path).endswith(".npz")
     with np.load(path) as data:
         assert list(data["token_ids"]) == list(tiny_run.token_ids)

@@ -9,7 +9,7 @@ import pytest
 
 from components import tab_mask
 from components.plots import finite
-from tab_helpers import build_tab, softmax, token_text
+from tab_helpers import build_view, softmax, token_text
 
 
 @pytest.fixture(scope="module")
@@ -102,11 +102,12 @@ def test_out_of_range_layer_and_head_are_clamped(tiny_run, explorer_service):
 
 
 def test_tab_builds_and_its_handlers_clamp_and_export(tiny_run, explorer_service, unmasked):
-    refresh, inputs, outputs = build_tab(tab_mask, explorer_service)
-    assert len(inputs) == 4 and len(outputs) == 9
-    result = refresh(tiny_run.request, 50, 50, True)
+    view = build_view(tab_mask, explorer_service)
+    assert len(view.controls) == 3 and len(view.outputs) == 8
+    result = view.render(tiny_run.request, 50, 50, True)
     assert not result[5].startswith("⚠️")
     assert result[-2]["value"] == tiny_run.config.n_layer - 1 and result[-1]["value"] == tiny_run.config.n_head - 1
-    with np.load(result[6]) as saved:
+    note, update = view.export(tiny_run.request, 50, 50, True)
+    with np.load(update["value"]) as saved:
         assert saved["mask_off"] and saved["layer"] == 1 and saved["head"] == 3
         np.testing.assert_array_equal(saved["pattern"], unmasked.trace["blocks.1.attn.hook_pattern"][3])

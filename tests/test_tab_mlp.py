@@ -7,7 +7,7 @@ import pytest
 
 from components import tab_mlp
 from components.common import NO_RUN
-from tab_helpers import refresh_with_defaults
+from tab_helpers import export_with_defaults, refresh_with_defaults
 
 
 def pre_post(run, layer):
@@ -132,8 +132,8 @@ def test_no_run_shows_a_message():
 
 
 def test_built_tab_refreshes_after_a_run(explorer_service, tiny_run):
-    values = refresh_with_defaults(tab_mlp, explorer_service, tiny_run)
-    path = values[-1]  # the download button's .npz
+    refresh_with_defaults(tab_mlp, explorer_service, tiny_run)
+    path = export_with_defaults(tab_mlp, explorer_service, tiny_run, 0, None)
     assert str(path).endswith(".npz")
     with np.load(path) as data:
         assert list(data["token_ids"]) == list(tiny_run.token_ids)

@@ -6,7 +6,7 @@ import numpy as np
 
 from components import tab_tokenize
 from components.common import NO_RUN
-from tab_helpers import refresh_with_defaults
+from tab_helpers import export_with_defaults, refresh_with_defaults
 
 
 def test_token_grid_shows_every_token_with_its_id_in_reading_order(tiny_run, explorer_service):
@@ -40,8 +40,8 @@ def test_out_of_range_chunk_is_clamped_and_no_run_says_what_to_do(tiny_run, expl
 
 
 def test_built_tab_exports_the_token_ids(explorer_service, tiny_run):
-    values = refresh_with_defaults(tab_tokenize, explorer_service, tiny_run)
-    with np.load(values[-1]) as data:
+    refresh_with_defaults(tab_tokenize, explorer_service, tiny_run)
+    with np.load(export_with_defaults(tab_tokenize, explorer_service, tiny_run)) as data:
         np.testing.assert_array_equal(data["token_ids"], tiny_run.token_ids)
 
 

@@ -1,0 +1,92 @@
+"""Render on view: a Run renders the tab on screen only; opening a tab renders it once per Run and
+setting; a control re-renders only its figures; exports are written only when asked, and bounded."""
+
+from __future__ import annotations
+
+import gradio as gr
+import numpy as np
+import pytest
+
+import app
+from components import common
+
+
+def defaults(view):
+    return [getattr(c, "value", None) for c in view.controls]
+
+
+@pytest.fixture()
+def ui(explorer_service):
+    demo, ctx = app.build_ui(explorer_service)
+    return ctx
+
+
+def visible_args(ctx, rendered=None):
+    args = []
+    for view in ctx.views.values():
+        args += [(rendered or {}).get(view.tab_id), *defaults(view)]
+    return args
+
+
+def is_skip(value) -> bool:
+    return value == gr.skip()
+
+
+def test_a_run_renders_the_visible_tab_only(ui, tiny_run):
+    request = tiny_run.request
+    values = ui.render_visible(request, "attention", *visible_args(ui))
+    assert {v.tab_id: v.renders for v in ui.views.values()} == {t: int(t == "attention") for t in ui.views}
+    at = 0
+    for view in ui.views.values():
+        chunk = values[at : at + len(view.outputs) + 1]
+        at += len(view.outputs) + 1
+        if view.tab_id == "attention":
+            assert chunk[-1] == view.key(request, defaults(view)) and not any(is_skip(v) for v in chunk[:4])
+        else:
+            assert all(is_skip(v) for v in chunk), view.tab_id  # nothing computed, nothing sent
+    assert at == len(values)
+
+
+def test_opening_a_tab_renders_it_once_per_run_and_setting(ui, tiny_run, explorer_service):
+    view = ui.views["mlp"]
+    request = tiny_run.request
+    first = view.open(request, None, 0)
+    assert first[0] == "mlp" and view.renders == 1
+    key = first[-1]
+    again = view.open(request, key, 0)  # reopened: the same figures, nothing recomputed or sent
+    assert view.renders == 1 and all(is_skip(v) for v in again[1:-1]) and again[-1] == key
+    view.open(request, key, 1)  # another setting of the tab's control
+    assert view.renders == 2
+    other = explorer_service.run("A different prompt for a new Run").request
+    view.open(other, key, 0)  # a new Run
+    assert view.renders == 3
+
+
+def test_a_control_rerenders_its_figures_and_reopening_computes_nothing(ui, tiny_run):
+    view = ui.views["blocks"]
+    request = tiny_run.request
+    key = view.open(request, None)[-1]
+    (handler, inputs), = view.handlers
+    position_figures = handler(request, 3)
+    assert len(position_figures) == 4 and position_figures[-1] == key  # norms, additions, summary, key
+    assert view.renders == 1
+    view.open(request, position_figures[-1])
+    assert view.renders == 1
+
+
+def test_runs_write_no_exports_and_exports_stay_bounded(ui, explorer_service, tmp_path, monkeypatch):
+    monkeypatch.setattr(common, "EXPORT_DIR", tmp_path / "exports")
+    monkeypatch.setattr(common, "MAX_EXPORT_FILES", 5)
+    for i in range(8):
+        request = explorer_service.run(f"Run number {i} of a class").request
+        for view in ui.views.values():
+            view.open(request, None, *defaults(view))
+    assert not (tmp_path / "exports").exists() or not any((tmp_path / "exports").iterdir())
+    view = ui.views["tokenize"]
+    for _ in range(12):
+        note, update = view.export(request)
+        with np.load(update["value"]) as data:
+            assert data["token_ids"].size > 0
+    assert len(list((tmp_path / "exports").glob("*.npz"))) == 5
+    note, update = view.export(None)
+    assert note == common.NO_RUN
