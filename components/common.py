@@ -90,8 +90,11 @@ class AppContext:
 
     def view(self, tab: gr.Tab, render: Callable, controls: list, outputs: list) -> TabView:
         """Registers a tab's render; opening the tab (API name ``render_<tab>``) renders it if stale."""
-        tab_id = str(tab.id)
-        view = TabView(tab_id, render, list(controls), list(outputs), gr.State(None))
+        # The tab's label, lower-cased: Gradio's Tab.select is unreliable with an explicit tab id.
+        tab_id = str(tab.label).lower()
+        with tab:  # inside the tab: a State among gr.Tabs' children would be taken for a tab
+            rendered = gr.State(None)
+        view = TabView(tab_id, render, list(controls), list(outputs), rendered)
         self.views[tab_id] = view
         if self.visible.value is None:
             self.visible.value = tab_id  # the first tab is the one on screen when the page opens

@@ -255,7 +255,7 @@ def tensors(run: Run, lens: Lens | str) -> dict[str, np.ndarray]:
 
 def build(ctx: AppContext) -> None:
     service = ctx.service
-    with gr.Tab("Blocks", id="blocks") as tab:
+    with gr.Tab("Blocks", elem_id="tab-blocks") as tab:
         gr.Markdown(INTRO)
         with gr.Row():
             position_control = gr.Dropdown(

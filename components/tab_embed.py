@@ -47,19 +47,19 @@ def _rows_height(n_rows: int) -> int:
     return max(260, min(900, 18 * n_rows + 150))
 
 
-def spread_dims(values: np.ndarray, k: int = TOP_SPREAD_DIMS) -> np.ndarray:
+def spread_dims(values: np.ndarray, k: int) -> np.ndarray:
     """The k columns of [T, E] ``values`` with the largest std over positions, in dimension order."""
     spread = np.asarray(values, dtype=np.float64).std(axis=0)
     return np.sort(np.argsort(-spread, kind="stable")[: min(k, spread.size)])
 
 
-def embedding_heatmap(values: np.ndarray, run: Run, title: str, k: int = TOP_SPREAD_DIMS) -> go.Figure:
-    """[T, E] rows as a heatmap of the k dimensions that vary most over these positions
-    (all E when E <= k); positions averaged over blocks beyond a screenful."""
+def embedding_heatmap(values: np.ndarray, run: Run, title: str, k: int | None = None) -> go.Figure:
+    """[T, E] rows as a heatmap of the k (default TOP_SPREAD_DIMS) dimensions that vary most over
+    these positions (all E when E <= k); positions averaged over blocks beyond a screenful."""
     T, E = values.shape
-    dims = spread_dims(values, k)
+    dims = spread_dims(values, TOP_SPREAD_DIMS if k is None else k)
     subtitle = (
-        f"all {E} dimensions" if dims.size == E
+        "" if dims.size == E
         else f"the {dims.size} of {E} dimensions with the largest spread (std over these {T} positions), in dimension order"
     )
     return binned_heatmap(
@@ -201,7 +201,7 @@ def position_choices(run: Run) -> list[tuple[str, int]]:
 
 def build(ctx: AppContext) -> None:
     service = ctx.service
-    with gr.Tab("Embed", id="embed") as tab:
+    with gr.Tab("Embed", elem_id="tab-embed") as tab:
         gr.Markdown(INTRO)
         summary = gr.Markdown()
         token_plot = gr.Plot(label="Token embeddings")

@@ -206,7 +206,7 @@ def tensors(run: Run, nxt: NextTokens | str, position=None) -> dict[str, np.ndar
 def build(ctx: AppContext) -> None:
     service = ctx.service
     tokenizer = service.tokenizer
-    with gr.Tab("Logits", id="logits") as tab:
+    with gr.Tab("Logits", elem_id="tab-logits") as tab:
         gr.Markdown(INTRO)
         with gr.Row():
             position_control = gr.Dropdown(label="Position (its logits predict the next token)", choices=[], interactive=True, elem_id="logits-position")

@@ -193,7 +193,7 @@ def render(run: Run | None, tokens, layer: int = 0, head: int = 0, mask_off: boo
 def build(ctx: AppContext) -> None:
     service = ctx.service
     settings = service.settings
-    with gr.Tab("Mask", id="mask") as tab:
+    with gr.Tab("Mask", elem_id="tab-mask") as tab:
         gr.Markdown(INTRO)
         with gr.Row():
             layer = gr.Slider(0, 11, value=0, step=1, label="Layer")

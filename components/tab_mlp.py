@@ -220,7 +220,7 @@ def tensors(run: Run, layer=0, position=None) -> dict[str, np.ndarray]:
 def build(ctx: AppContext) -> None:
     model = ctx.service.model
     n_layer = model.config.n_layer if model is not None else 12
-    with gr.Tab("MLP", id="mlp") as tab:
+    with gr.Tab("MLP", elem_id="tab-mlp") as tab:
         gr.Markdown(INTRO)
         with gr.Row():
             layer_control = gr.Slider(0, max(n_layer - 1, 1), value=0, step=1, label="Block (layer)", interactive=True, elem_id="mlp-layer")

@@ -434,7 +434,7 @@ def build(ctx: AppContext) -> None:
     service = ctx.service
     tokenizer = service.tokenizer
     limits = service.settings
-    with gr.Tab("Sample", id="sample") as tab:
+    with gr.Tab("Sample", elem_id="tab-sample") as tab:
         gr.Markdown(INTRO)
         with gr.Row():
             temperature = gr.Slider(0, 2, value=1.0, step=0.05, label="Temperature (0 = greedy)", elem_id="sample-temperature")

@@ -134,7 +134,7 @@ def render(run: Run | None, tokenizer: Tokenizer, chunk_index: int = 0):
 
 def build(ctx: AppContext) -> None:
     tokenizer = ctx.service.tokenizer
-    with gr.Tab("Tokenize", id="tokenize") as tab:
+    with gr.Tab("Tokenize", elem_id="tab-tokenize") as tab:
         gr.Markdown(INTRO)
         counts = gr.Markdown()
         grid = gr.Plot(label="Tokens")

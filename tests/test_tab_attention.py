@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from components import tab_attention
+from components.plots import bin_starts
 from tab_helpers import build_view, softmax, token_text
 
 
@@ -38,17 +39,39 @@ def test_grid_has_every_head_on_one_colour_scale(tiny_run, explorer_service):
     assert grid_fig.layout.height == L * 150 + 190
 
 
-def test_grid_pools_long_inputs_into_block_means(tiny_run):
+def test_grid_pools_long_inputs_into_block_means(tiny_run, explorer_service):
     T = tiny_run.n_tokens
-    values, labels = tab_attention.grid_values(tiny_run, bins=4)
-    starts = tab_attention.pool_bins(T, 4)
+    values, labels = tab_attention.grid_values(tiny_run, bins=5)
+    starts = bin_starts(T, 5)
     stops = list(starts[1:]) + [T]
-    assert values.shape == (tiny_run.config.n_layer, tiny_run.config.n_head, 4, 4) and len(labels) == 4
+    assert list(starts) == [0, 2, 4, 7, 9]  # 12 positions in near-equal contiguous blocks
+    assert values.shape == (tiny_run.config.n_layer, tiny_run.config.n_head, 5, 5) and len(labels) == 5
     pattern = tiny_run.trace["blocks.1.attn.hook_pattern"][3]
     for i, (a, b) in enumerate(zip(starts, stops)):
         for j, (c, d) in enumerate(zip(starts, stops)):
             assert values[1, 3, i, j] == pytest.approx(pattern[a:b, c:d].mean(), abs=1e-7)
-    assert labels[0].startswith(f"0–{stops[0] - 1} {tiny_run.tokens[0].display}")
+    # 144 small multiples repeat their labels: a block is named by its positions only.
+    assert labels == [f"{a}–{b - 1}" for a, b in zip(starts, stops)]
+    grid_fig = tab_attention.grid_figure(tiny_run, values, labels)
+    trace = grid_fig.data[1 * tiny_run.config.n_head + 3]
+    assert trace.z.dtype == np.float32 and list(trace.x) == labels
+    np.testing.assert_allclose(trace.z, values[1, 3], rtol=1e-6)
+    assert "averaged over blocks of ~2 positions" in grid_fig.layout.title.text
+
+
+def test_pattern_beyond_a_screenful_averages_blocks_of_positions(tiny_run, explorer_service, monkeypatch):
+    monkeypatch.setattr("components.plots.MAX_CELLS_PER_AXIS", 5)
+    pattern_fig = tab_attention.render(tiny_run, token_text(explorer_service), 1, 2)[0]
+    pattern = tiny_run.trace["blocks.1.attn.hook_pattern"][2].astype(np.float64)
+    edges = [0, 2, 4, 7, 9, tiny_run.n_tokens]
+    expected = [[pattern[a:b, c:d].mean() for c, d in zip(edges[:-1], edges[1:])] for a, b in zip(edges[:-1], edges[1:])]
+    np.testing.assert_allclose(pattern_fig.data[0].z, expected, rtol=1e-6)
+    # Each block of queries still sums to 1 over the blocks of keys, weighted by their sizes.
+    np.testing.assert_allclose(pattern_fig.data[0].z @ np.diff(edges), 1.0, rtol=1e-6)
+    tokens = [t.display for t in tiny_run.tokens]
+    assert list(pattern_fig.data[0].y) == [f"{a}–{b - 1} {tokens[a]}…{tokens[b - 1]}" for a, b in zip(edges[:-1], edges[1:])]
+    assert "averaged over blocks of ~2.4 positions" in pattern_fig.layout.title.text
+    assert "mean attention weight" in pattern_fig.data[0].hovertemplate
 
 
 def test_qkv_are_the_heads_vectors_at_the_position(tiny_run, explorer_service):
@@ -57,7 +80,9 @@ def test_qkv_are_the_heads_vectors_at_the_position(tiny_run, explorer_service):
         np.testing.assert_array_equal(qkv_fig.data[0].z[row], tiny_run.trace[f"blocks.1.attn.hook_{name}"][4, 3])
     assert len(qkv_fig.data[0].x) == tiny_run.config.head_dim
     assert repr(tiny_run.tokens[4].display) in qkv_fig.layout.title.text
-    assert "position 4" in qkv_fig.data[0].text[0][0]
+    # The position is in the hovertemplate, not in a string per cell.
+    assert qkv_fig.data[0].text is None
+    assert f"position 4 {tiny_run.tokens[4].display!r}" in qkv_fig.data[0].hovertemplate
 
 
 def test_ablation_moves_the_next_token_probabilities(tiny_run, explorer_service, ablated):

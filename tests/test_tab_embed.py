@@ -45,6 +45,41 @@ def test_heatmaps_show_token_position_and_summed_rows(tiny_run, explorer_service
         assert "%{y}" in fig.data[0].hovertemplate and "%{z" in fig.data[0].hovertemplate
 
 
+def test_wide_embeddings_show_the_dimensions_with_the_largest_spread(tiny_run, explorer_service, monkeypatch):
+    # GPT-2 small's 768 dimensions would not fit a screen; here the tiny model's 64 stand in, 16 shown.
+    monkeypatch.setattr(tab_embed, "TOP_SPREAD_DIMS", 16)
+    figures = render(tiny_run, explorer_service)[:3]
+    T, E = tiny_run.n_tokens, tiny_run.config.n_embd
+    for fig, key in zip(figures, ("hook_embed", "hook_pos_embed", "blocks.0.hook_resid_pre")):
+        rows = tiny_run.trace[key]
+        spread = rows.astype(np.float64).std(axis=0)
+        dims = np.sort(np.argsort(spread)[-16:])  # the 16 largest stds, in dimension order
+        assert list(fig.data[0].x) == [str(d) for d in dims]  # the real dimension numbers
+        assert spread[dims].min() >= np.delete(spread, dims).max()
+        np.testing.assert_array_equal(fig.data[0].z, rows[:, dims])  # the trace's own values
+        assert list(fig.data[0].y) == tiny_run.labels
+        assert f"the 16 of {E} dimensions with the largest spread (std over these {T} positions)" in fig.layout.title.text
+    # Different matrices vary along different dimensions: each heatmap picks its own.
+    assert list(figures[0].data[0].x) != list(figures[1].data[0].x)
+
+
+def test_long_inputs_average_the_embedding_rows_and_similarity_over_blocks(tiny_run, explorer_service, monkeypatch):
+    monkeypatch.setattr("components.plots.MAX_CELLS_PER_AXIS", 5)
+    edges = [0, 2, 4, 7, 9, tiny_run.n_tokens]
+    blocks = list(zip(edges[:-1], edges[1:]))
+    token_fig, *_, sim_fig, _, arrays = render(tiny_run, explorer_service)
+    rows = tiny_run.trace["hook_embed"].astype(np.float64)
+    np.testing.assert_allclose(token_fig.data[0].z, [rows[a:b].mean(axis=0) for a, b in blocks], rtol=1e-6)
+    assert len(token_fig.data[0].x) == tiny_run.config.n_embd  # dimensions are chosen, never averaged
+    tokens = [t.display for t in tiny_run.tokens]
+    assert list(token_fig.data[0].y) == [f"{a}–{b - 1} {tokens[a]}…{tokens[b - 1]}" for a, b in blocks]
+    assert "averaged over blocks of ~2.4 positions" in token_fig.layout.title.text
+    cosine = arrays["position_cosine"]  # the export keeps the full [T, T] matrix
+    assert cosine.shape == (tiny_run.n_tokens, tiny_run.n_tokens)
+    np.testing.assert_allclose(sim_fig.data[0].z, [[cosine[a:b, c:d].mean() for c, d in blocks] for a, b in blocks], rtol=1e-6)
+    assert "mean cosine" in sim_fig.data[0].hovertemplate
+
+
 def test_norms_are_the_l2_norms_per_position(tiny_run, explorer_service):
     norms_fig = render(tiny_run, explorer_service)[3]
     expected = {

@@ -7,6 +7,7 @@ import pytest
 
 from components import tab_mlp
 from components.common import NO_RUN
+from components.plots import plot_text
 from tab_helpers import export_with_defaults, refresh_with_defaults
 
 
@@ -26,9 +27,12 @@ def test_overlay_points_are_this_layers_activations_and_lie_on_the_curve(tiny_ru
     # Each point is the (hook_pre, hook_post) pair of the position and neuron it names.
     np.testing.assert_array_equal(x, pre[positions, neurons])
     np.testing.assert_array_equal(y, post[positions, neurons])
-    # Its hover names the token: the run's label for that position.
-    assert list(points.text) == [tiny_run.labels[p] for p in positions]
-    assert "%{text}" in points.hovertemplate and "customdata[0]" in points.hovertemplate
+    # Its hover names the token (its text, escaped for Plotly) and, from customdata, its position and neuron;
+    # the numbers go as typed arrays: float32 values, small ints.
+    assert list(points.text) == [plot_text(tiny_run.tokens[p].display) for p in positions]
+    assert "%{text}" in points.hovertemplate and "position %{customdata[0]}" in points.hovertemplate
+    assert "neuron %{customdata[1]}" in points.hovertemplate
+    assert points.x.dtype == np.float32 and points.y.dtype == np.float32 and points.customdata.dtype.kind == "i"
     # MAX's GELU output lies on the tanh-GELU curve (float32 vs float64: < 1e-5 here).
     np.testing.assert_allclose(y, tab_mlp.gelu_tanh(x), atol=1e-5)
 
@@ -79,6 +83,19 @@ def test_neuron_heatmap_shows_the_top_neurons_by_max_abs_activation(tiny_run, la
     assert trace.zmid == 0
     assert "%{y}" in trace.hovertemplate and "%{x}" in trace.hovertemplate and "%{z" in trace.hovertemplate
     assert heat.layout.height
+
+def test_neuron_heatmap_beyond_a_screenful_averages_blocks_of_positions(tiny_run, monkeypatch):
+    monkeypatch.setattr("components.plots.MAX_CELLS_PER_AXIS", 5)
+    trace = tab_mlp.render(tiny_run, 1)[1].data[0]
+    _, post = pre_post(tiny_run, 1)
+    top = np.argsort(-np.abs(post).max(axis=0), kind="stable")[:40]
+    edges = [0, 2, 4, 7, 9, tiny_run.n_tokens]  # 12 positions in 5 blocks; the 40 neurons all stay
+    expected = np.stack([post[a:b, top].astype(np.float64).mean(axis=0) for a, b in zip(edges[:-1], edges[1:])])
+    np.testing.assert_allclose(trace.z, expected, rtol=1e-6)
+    assert list(trace.x) == [f"n{n}" for n in top]
+    assert list(trace.y)[2] == f"4–6 {tiny_run.tokens[4].display}…{tiny_run.tokens[6].display}"
+    assert "mean activation" in trace.hovertemplate
+
 
 
 @pytest.mark.parametrize("position", [0, 7, None])

@@ -41,16 +41,16 @@ def test_step_bars_equal_the_sample_steps_probabilities(tiny_model, tiny_run):
 def test_greedy_stream_equals_generate(explorer_service, tiny_model, tiny_run):
     outputs = list(tab_sample.stream_views(explorer_service, tiny_run, 0, 0, 1.0, 0, 8))
     expected = tiny_model.generate(list(tiny_run.token_ids), max_new_tokens=8, temperature=0).ids
-    assert len(outputs) == 8 + 1  # one yield per token, then the summary with the export
-    for k, (status, fig, html_text, slider, generation, download) in enumerate(outputs[:-1], start=1):
+    assert len(outputs) == 8 + 1  # one yield per token, then the summary
+    for k, (status, fig, html_text, slider, generation) in enumerate(outputs[:-1], start=1):
         assert "Generating" in status and slider["value"] == k
         assert [s.step.token_id for s in generation["shown"][:k]] == expected[:k]
-    status, fig, html_text, slider, generation, download = outputs[-1]
+    status, fig, html_text, slider, generation = outputs[-1]
     ids = [s.step.token_id for s in generation["shown"]]
     assert ids == expected
     assert "8 tokens generated" in status
     assert all(s.step.chosen_prob == 1.0 and s.step.kept == 1 for s in generation["shown"])
-    with np.load(download) as data:
+    with np.load(tab_sample.export_generation(generation)) as data:  # written when Export is pressed
         assert data["token_ids"].tolist() == expected
         assert data["prompt_ids"].tolist() == list(tiny_run.token_ids)
         assert data["candidate_probs"].shape == (8, REPORTED_CANDIDATES)
@@ -192,4 +192,6 @@ def test_the_tab_builds(explorer_service):
         ctx = AppContext(service=explorer_service, state=gr.State(None))
         with gr.Tabs():
             tab_sample.build(ctx)
-    assert len(ctx.run_listeners) == 1
+    (view,) = ctx.views.values()
+    assert view.tab_id == "sample" and len(view.controls) == 5
+    assert tab_sample.export_generation(None) is None  # nothing to export before a generation

@@ -1,0 +1,147 @@
+"""A screenful, not a tensor: at GPT-2 small's shape no tab sends more than 1 MB of figure data
+at 256 tokens (0.3 MB at 64), and no heatmap draws more cells per axis than a screen shows.
+
+No MAX here: a Run of GPT-2 small's shape (E=768, 12 layers, 12 heads, V=50,257, F=3,072)
+with random N(0, 0.02) weights, traced by the float64 numpy reference (tests/reference.py)
+and cast to float32 like the engine's trace. ``python -m benchmarks.payload`` prints the
+same measurements as a table.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from benchmarks.payload import BUDGET_BYTES, figure_bytes, synthetic_run, tab_figures, tokenizer
+from components import tab_attention, tab_embed, tab_mask, tab_mlp
+from components.plots import MAX_CELLS_PER_AXIS
+
+LENGTHS = sorted(BUDGET_BYTES)
+
+
+@pytest.fixture(scope="module")
+def runs():
+    """{T: Run} at T = 64 and 256 (the float64 reference at T=256 takes a few seconds: once per module)."""
+    return {n: synthetic_run(n) for n in LENGTHS}
+
+
+@pytest.fixture(scope="module")
+def figures(runs):
+    return {n: tab_figures(run) for n, run in runs.items()}
+
+
+def display(token_id: int) -> str:
+    return tokenizer().token(token_id).display
+
+
+@pytest.mark.parametrize("n_tokens", LENGTHS)
+def test_no_tab_sends_more_than_its_budget(figures, n_tokens):
+    sizes = {tab: sum(figure_bytes(f) for f in figs) for tab, figs in figures[n_tokens].items()}
+    assert set(sizes) == {"tokenize", "embed", "mask", "attention", "mlp", "logits", "sample"}
+    over = {tab: size for tab, size in sizes.items() if size > BUDGET_BYTES[n_tokens]}
+    assert not over, f"figure bytes over {BUDGET_BYTES[n_tokens]:,} at T={n_tokens}: {over} (all: {sizes})"
+
+
+@pytest.mark.parametrize("n_tokens", LENGTHS)
+def test_every_heatmap_is_at_most_a_screenful_of_float32_cells(figures, n_tokens):
+    count = 0
+    for tab, figs in figures[n_tokens].items():
+        for fig in figs:
+            sent = json.loads(fig.to_json())["data"]
+            for trace, wire in zip(fig.data, sent):
+                if trace.type != "heatmap":
+                    continue
+                count += 1
+                z = np.asarray(trace.z)
+                assert z.ndim == 2 and max(z.shape) <= MAX_CELLS_PER_AXIS, (tab, fig.layout.title.text, z.shape)
+                if tab == "tokenize":  # its cells are the tokens themselves, each printed with its text
+                    continue
+                # Values as a base64 float32 typed array; hover from the template, never a string per cell.
+                assert wire["z"]["dtype"] == "f4" and "bdata" in wire["z"], (tab, fig.layout.title.text)
+                assert "text" not in wire and "customdata" not in wire, (tab, fig.layout.title.text)
+                assert "%{z" in trace.hovertemplate
+    assert count >= 1 + 3 + 1 + 4 + 1 + 144 + 1 + 1  # tokenize, embed (3 + similarity), mask, attention, mlp
+
+
+def block_mean(values: np.ndarray, k: int) -> np.ndarray:
+    """[T, T] -> [T/k, T/k] means of k x k blocks, counting finite values only (NaN where none)."""
+    T = values.shape[0]
+    v = np.asarray(values, dtype=np.float64).reshape(T // k, k, T // k, k)
+    ok = np.isfinite(v)
+    with np.errstate(invalid="ignore"):
+        return np.where(ok, v, 0.0).sum(axis=(1, 3)) / ok.sum(axis=(1, 3))
+
+
+def test_binned_mask_tab_heatmaps_are_block_means_of_the_full_tensors(runs):
+    run = runs[256]  # 256 positions on a 128-cell screen: blocks of exactly 2
+    mask_fig, raw_fig, masked_fig, pattern_fig, _, _, arrays = tab_mask.render(run, display, 3, 5)
+    scores = run.trace["blocks.3.attn.hook_attn_scores"][5]
+    pattern = run.trace["blocks.3.attn.hook_pattern"][5]
+    np.testing.assert_allclose(pattern_fig.data[0].z, block_mean(pattern, 2), rtol=1e-6, atol=1e-9)
+    masked = block_mean(np.where(np.isfinite(scores), scores, np.nan), 2)  # the allowed scores' mean
+    np.testing.assert_allclose(masked_fig.data[0].z, masked, rtol=1e-5, equal_nan=True)
+    assert np.isnan(masked_fig.data[0].z[0, 1]) and np.isfinite(masked_fig.data[0].z[1, 0])
+    q = run.trace["blocks.3.attn.hook_q"][:, 5].astype(np.float64)
+    k = run.trace["blocks.3.attn.hook_k"][:, 5].astype(np.float64)
+    np.testing.assert_allclose(raw_fig.data[0].z, block_mean(q @ k.T / 8.0, 2), rtol=1e-4, atol=1e-6)
+    # A mask cell is the fraction of its 4 pairs allowed: 3/4 on the diagonal, 1 below, 0 above.
+    np.testing.assert_array_equal(mask_fig.data[0].z, block_mean(np.tril(np.ones((256, 256))), 2))
+    assert set(np.unique(np.diag(mask_fig.data[0].z))) == {0.75}
+    tokens = run.tokens
+    assert list(pattern_fig.data[0].y[:2]) == [f"0–1 {tokens[0].display}…{tokens[1].display}", f"2–3 {tokens[2].display}…{tokens[3].display}"]
+    for fig in (mask_fig, raw_fig, masked_fig, pattern_fig):
+        assert "averaged over blocks of ~2 positions" in fig.layout.title.text
+    # What the export keeps: the full tensors.
+    assert arrays["pattern"].shape == arrays["masked_scores"].shape == arrays["allowed"].shape == (256, 256)
+
+
+def test_attention_tab_bins_the_pattern_and_the_all_heads_grid(runs):
+    run = runs[256]
+    pattern_fig, grid_fig, *_, arrays = tab_attention.render(run, display, 7, 2)
+    np.testing.assert_allclose(pattern_fig.data[0].z, block_mean(run.trace["blocks.7.attn.hook_pattern"][2], 2), rtol=1e-6, atol=1e-9)
+    assert arrays["pattern"].shape == (256, 256)
+    # The grid: 12 x 12 heads, each 12 x 12 blocks of 21 or 22 positions.
+    G = tab_attention.GRID_BINS
+    edges = np.linspace(0, 256, G + 1).astype(int)
+    assert len(grid_fig.data) == 144
+    pattern = run.trace["blocks.5.attn.hook_pattern"][9].astype(np.float64)
+    expected = [[pattern[a:b, c:d].mean() for c, d in zip(edges[:-1], edges[1:])] for a, b in zip(edges[:-1], edges[1:])]
+    np.testing.assert_allclose(grid_fig.data[5 * 12 + 9].z, expected, rtol=1e-6, atol=1e-9)
+    assert list(grid_fig.data[0].x) == [f"{a}–{b - 1}" for a, b in zip(edges[:-1], edges[1:])]
+
+
+def test_embed_heatmaps_show_the_64_dimensions_with_the_largest_spread(runs):
+    run = runs[256]
+    token_fig, position_fig, sum_fig, *_ = tab_embed.render_embeddings(run)
+    for fig, key in ((token_fig, "hook_embed"), (position_fig, "hook_pos_embed"), (sum_fig, "blocks.0.hook_resid_pre")):
+        rows = run.trace[key]
+        assert rows.shape == (256, 768)
+        spread = rows.astype(np.float64).std(axis=0)
+        dims = np.sort(np.argsort(spread)[-64:])
+        assert list(fig.data[0].x) == [str(d) for d in dims]
+        assert spread[dims].min() >= np.delete(spread, dims).max()
+        # Positions in blocks of 2: each cell the mean of its 2 rows, in that dimension.
+        expected = rows[:, dims].astype(np.float64).reshape(128, 2, 64).mean(axis=1)
+        np.testing.assert_allclose(fig.data[0].z, expected, rtol=1e-5, atol=1e-8)
+        title = fig.layout.title.text
+        assert "the 64 of 768 dimensions with the largest spread" in title and "averaged over blocks of ~2 positions" in title
+    # The export keeps every dimension of every position.
+    arrays = tab_embed.embedding_arrays(run)
+    assert arrays["hook_embed"].shape == arrays["resid_pre_0"].shape == (256, 768)
+
+
+def test_mlp_tab_bins_positions_and_hovers_from_customdata(runs):
+    run = runs[256]
+    gelu_fig, heat_fig, *_ = tab_mlp.render(run, 4)
+    post = run.trace["blocks.4.mlp.hook_post"]
+    top = np.argsort(-np.abs(post).max(axis=0), kind="stable")[:40]
+    expected = post[:, top].astype(np.float64).reshape(128, 2, 40).mean(axis=1)
+    np.testing.assert_allclose(heat_fig.data[0].z, expected, rtol=1e-5, atol=1e-8)
+    points = gelu_fig.data[1]
+    where = np.asarray(points.customdata)
+    np.testing.assert_array_equal(points.x, run.trace["blocks.4.mlp.hook_pre"][where[:, 0], where[:, 1]])
+    wire = json.loads(gelu_fig.to_json())["data"][1]
+    assert wire["customdata"]["dtype"] == "i2" and wire["x"]["dtype"] == "f4"  # typed arrays, not lists
+    assert tab_mlp.tensors(run, 4)["mlp_hook_post"].shape == (256, 3072)
