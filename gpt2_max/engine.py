@@ -45,7 +45,6 @@ LENS_TOP_K = 16
 NEAREST_TOP_K = 11
 # Rows per analysis call: its [rows, V] float32 logits are ~51 MB for GPT-2 at 256 rows.
 ANALYSIS_CHUNK_ROWS = 256
-GRAPH_NAMES = ("trace", "analysis", "decode")
 ANALYSIS_KEYS = (
     "lens_top_ids", "lens_top_probs", "lens_target_prob", "lens_target_rank", "lens_entropy",
     "nearest_ids", "nearest_cosines",
@@ -71,8 +70,7 @@ class CompiledGPT2:
         # threads at once; requests are serialised (the CPU has 2 cores anyway).
         self._run_lock = threading.Lock()
         self._compile_lock = threading.Lock()
-        self._decode = None
-        self._analysis = None
+        self._lazy: dict[str, object] = {}  # the graphs compiled on first use, by name
         # Seconds each graph took to compile in this process (absent until compiled).
         self.compile_seconds: dict[str, float] = {}
         started = time.perf_counter()
@@ -88,55 +86,54 @@ class CompiledGPT2:
         )
         self.compile_seconds["trace"] = time.perf_counter() - started
 
-    def _compiled_analysis(self):
+    def _compiled(self, graph: str):
+        """The compiled ``graph`` ("analysis" or "decode"), compiled on the first call (timed)."""
         with self._compile_lock:
-            if self._analysis is None:
+            if graph not in self._lazy:
                 started = time.perf_counter()
-                cfg = self.config
-                ref = DeviceRef.from_device(self.device)
-                with F.lazy():
-                    module = GPT2Analysis(cfg, LENS_TOP_K, NEAREST_TOP_K)
-                names = ("wte.weight", "ln_f.weight", "ln_f.bias")
-                self._analysis = module.compile(
-                    TensorType(DType.float32, ["rows", cfg.n_embd], device=ref),  # lens_rows [N, E]
-                    TensorType(DType.int64, ["rows"], device=ref),  # lens_targets [N]
-                    TensorType(DType.float32, ["queries", cfg.n_embd], device=ref),  # query_rows [M, E]
-                    weights={name: self._weights[name] for name in names},
-                )
-                self.compile_seconds["analysis"] = time.perf_counter() - started
-            return self._analysis
+                self._lazy[graph] = {"analysis": self._compile_analysis, "decode": self._compile_decode}[graph]()
+                self.compile_seconds[graph] = time.perf_counter() - started
+            return self._lazy[graph]
 
-    def _compiled_decode(self):
-        with self._compile_lock:
-            if self._decode is None:
-                started = time.perf_counter()
-                cfg = self.config
-                ref = DeviceRef.from_device(self.device)
-                with F.lazy():
-                    decode_module = GPT2DecodeStep(cfg)
-                # The decode step's dense layers take W as [out, in] (see
-                # modules.Conv1D): one transposed copy of the block weights.
-                decode_weights = {
-                    name: np.ascontiguousarray(value.T) if name.endswith(CONV1D_SUFFIXES) else value
-                    for name, value in self._weights.items()
-                }
-                self._decode = decode_module.compile(
-                    TensorType(DType.int64, [1], device=ref),  # token_id [1]
-                    TensorType(DType.int64, [1], device=ref),  # position [1]
-                    TensorType(  # past_kv [P, L, 2, H, D]
-                        DType.float32, ["past", cfg.n_layer, 2, cfg.n_head, cfg.head_dim], device=ref
-                    ),
-                    weights=decode_weights,
-                )
-                self.compile_seconds["decode"] = time.perf_counter() - started
-            return self._decode
+    def _compile_analysis(self):
+        cfg = self.config
+        ref = DeviceRef.from_device(self.device)
+        with F.lazy():
+            module = GPT2Analysis(cfg, LENS_TOP_K, NEAREST_TOP_K)
+        names = ("wte.weight", "ln_f.weight", "ln_f.bias")
+        return module.compile(
+            TensorType(DType.float32, ["rows", cfg.n_embd], device=ref),  # lens_rows [N, E]
+            TensorType(DType.int64, ["rows"], device=ref),  # lens_targets [N]
+            TensorType(DType.float32, ["queries", cfg.n_embd], device=ref),  # query_rows [M, E]
+            weights={name: self._weights[name] for name in names},
+        )
+
+    def _compile_decode(self):
+        cfg = self.config
+        ref = DeviceRef.from_device(self.device)
+        with F.lazy():
+            decode_module = GPT2DecodeStep(cfg)
+        # The decode step's dense layers take W as [out, in] (see
+        # modules.Conv1D): one transposed copy of the block weights.
+        decode_weights = {
+            name: np.ascontiguousarray(value.T) if name.endswith(CONV1D_SUFFIXES) else value
+            for name, value in self._weights.items()
+        }
+        return decode_module.compile(
+            TensorType(DType.int64, [1], device=ref),  # token_id [1]
+            TensorType(DType.int64, [1], device=ref),  # position [1]
+            TensorType(  # past_kv [P, L, 2, H, D]
+                DType.float32, ["past", cfg.n_layer, 2, cfg.n_head, cfg.head_dim], device=ref
+            ),
+            weights=decode_weights,
+        )
 
     def is_compiled(self, graph: str) -> bool:
         return graph in self.compile_seconds
 
     def warm(self, graph: str) -> None:
         """Compiles one graph ("analysis" or "decode") now rather than on first use."""
-        {"analysis": self._compiled_analysis, "decode": self._compiled_decode}[graph]()
+        self._compiled(graph)
 
     def _to_device(self, array: np.ndarray) -> Buffer:
         buffer = Buffer.from_numpy(np.ascontiguousarray(array))
@@ -168,7 +165,7 @@ class CompiledGPT2:
 
         Rows go through in chunks of ANALYSIS_CHUNK_ROWS, so memory stays bounded
         for the lens's L x T rows; an empty side gets one zero row (sliced off)."""
-        analysis = self._compiled_analysis()
+        analysis = self._compiled("analysis")
         E = self.config.n_embd
         lens_rows = np.asarray(lens_rows, dtype=np.float32).reshape(-1, E)
         lens_targets = np.asarray(lens_targets, dtype=np.int64).reshape(-1)
@@ -193,7 +190,7 @@ class CompiledGPT2:
 
     def run_decode(self, token_id: int, past_kv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """One step: token at position P, past_kv [P, L, 2, H, D] -> (logits [V], new_kv [L, 2, H, D])."""
-        decode = self._compiled_decode()
+        decode = self._compiled("decode")
         position = past_kv.shape[0]
         inputs = (
             np.array([token_id], dtype=np.int64),

@@ -215,6 +215,13 @@ def _in_block(record: Recorder, layer: int) -> Recorder:
     return lambda name, value: record(f"blocks.{layer}.{name}", value)
 
 
+def tied_logits(wte: Tensor, normalized: Tensor) -> Tensor:
+    """[N, E] -> [N, V]: the output matrix is tied to wte, so the logit of token v is the dot
+    product with wte row v. wte [V, E] @ x^T [E, N] reads wte in its stored layout (a
+    transposed copy would add V*E floats per call)."""
+    return (wte @ normalized.transpose(0, 1)).transpose(0, 1)
+
+
 class GPT2Body(Module):
     """The parameters of GPT-2 (``wte``, ``wpe``, ``h``, ``ln_f``) and the steps both graphs share."""
 
@@ -238,10 +245,7 @@ class GPT2Body(Module):
     def unembed(self, x: Tensor, record: Recorder) -> Tensor:
         normalized = self.ln_f(x)  # [T, E]
         record("ln_final.hook_normalized", normalized)
-        # The output matrix is tied to wte: the logit of token v is the dot
-        # product with wte row v. wte [V, E] @ x^T [E, T] reads wte in its
-        # stored layout (a transposed copy would add V*E floats per call).
-        return (self.wte.weight @ normalized.transpose(0, 1)).transpose(0, 1)  # [T, V]
+        return tied_logits(self.wte.weight, normalized)  # [T, V]
 
 
 class GPT2Trace(GPT2Body):
@@ -345,9 +349,8 @@ class GPT2Analysis(Module):
         self.nearest_top_k = nearest_top_k
 
     def forward(self, lens_rows: Tensor, lens_targets: Tensor, query_rows: Tensor) -> tuple[Tensor, ...]:
-        # The logit lens: the model's own final layer norm and unembedding (GPT2Body.unembed).
-        normalized = self.ln_f(lens_rows)  # [N, E]
-        logits = (self.wte.weight @ normalized.transpose(0, 1)).transpose(0, 1)  # [V, E] @ [E, N] -> [N, V]
+        # The logit lens: the model's own final layer norm and unembedding (as GPT2Body.unembed).
+        logits = tied_logits(self.wte.weight, self.ln_f(lens_rows))  # [N, E] -> [N, V]
         log_probs = F.logsoftmax(logits, axis=-1)  # [N, V], stable for the tiny probabilities
         top_log_probs, top_ids = F.top_k(log_probs, k=self.lens_top_k, axis=-1)  # 2 x [N, K]
         # The target's logit, picked by a one-hot comparison (one pass over [N, V]).
