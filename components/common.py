@@ -44,13 +44,16 @@ class TabView:
     controls: list
     outputs: list
     rendered: gr.State
+    # What the host can compute for a request now (ExplorerService.readiness): part of the key,
+    # so a tab drawn while a graph compiled draws again, complete, once it is ready.
+    readiness: Callable[[dict | None], str] = lambda request: ""
     renders: int = 0  # how many times render ran (what the render-on-view tests count)
     export: Callable | None = None  # (request, *values) -> (note, file update), set by AppContext.export
     open: Callable | None = None  # what opening the tab calls: (request, rendered key, *controls)
     handlers: list = field(default_factory=list)  # the control handlers, as wired (tests call them)
 
     def key(self, request: dict | None, control_values) -> str:
-        return view_key(request, control_values)
+        return view_key(request, control_values, self.readiness(request))
 
     def render_if_stale(self, request, rendered_key, *control_values):
         """-> (*outputs, key): the tab's figures, or skips when it already shows this key."""
@@ -63,9 +66,10 @@ class TabView:
         return (*values, key)
 
 
-def view_key(request: dict | None, control_values) -> str:
-    """What a tab's figures depend on: the Run's request and the tab's control values."""
-    raw = json.dumps([request, list(control_values)], sort_keys=True, default=str)
+def view_key(request: dict | None, control_values, readiness: str = "") -> str:
+    """What a tab's figures depend on: the Run's request, the tab's control values, and
+    which of the model's graphs could run when they were drawn."""
+    raw = json.dumps([request, list(control_values), readiness], sort_keys=True, default=str)
     return hashlib.sha256(raw.encode()).hexdigest()[:24]
 
 
@@ -94,7 +98,7 @@ class AppContext:
         tab_id = str(tab.label).lower()
         with tab:  # inside the tab: a State among gr.Tabs' children would be taken for a tab
             rendered = gr.State(None)
-        view = TabView(tab_id, render, list(controls), list(outputs), rendered)
+        view = TabView(tab_id, render, list(controls), list(outputs), rendered, self.service.readiness)
         self.views[tab_id] = view
         if self.visible.value is None:
             self.visible.value = tab_id  # the first tab is the one on screen when the page opens

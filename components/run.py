@@ -135,6 +135,9 @@ STAGES = {
     "examples": ("tracing the example prompts", 5),
 }
 
+# The stages that compile a graph the app can already serve without (views wait for it).
+COMPILE_STAGES = ("analysis", "decode")
+
 
 @dataclass
 class ModelSlot:
@@ -266,12 +269,19 @@ class ExplorerService:
         """True once every graph of the model is compiled (or its load failed)."""
         return self._slots[self.check_allowed(name)].ready.wait(timeout)
 
+    def readiness(self, request: dict | None) -> str:
+        """What the views of a request can show now: "loading" without the model, the graph the
+        background load is compiling (views that need it say they wait), "" once nothing is pending.
+        Part of a tab's view key, so a view drawn while waiting is drawn again when it can be."""
+        slot = self._slots[self.check_allowed((request or {}).get("model"))]
+        if slot.model is None:
+            return "loading"
+        return slot.stage if slot.stage in COMPILE_STAGES else ""
+
     def compiling(self, graph: str, name: str | None = None) -> str:
         """"" when ``graph`` of the model can run now, else what the background load is doing."""
         slot = self._slots[self.check_allowed(name)]
-        if slot.model is None or slot.model.engine.is_compiled(graph) or slot.stage not in STAGES:
-            return ""
-        if slot.stage == "examples":
+        if slot.model is None or slot.model.engine.is_compiled(graph) or slot.stage not in COMPILE_STAGES:
             return ""
         return slot.stage_text()
 

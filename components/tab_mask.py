@@ -135,6 +135,27 @@ def predictions(run: Run, unmasked: Run | None, tokenizer_tokens) -> tuple[go.Fi
     return fig, summary + "\n\n" + table, arrays
 
 
+def score_figures(run: Run, shown: Run, layer: int, head: int, mask_off: bool):
+    """-> (raw scores fig, masked scores fig, pattern fig, arrays) of one head of ``shown``
+    (the Run drawn: ``run``, or its mask-off variant); the only figures layer and head change."""
+    scores = shown.trace[block_key(layer, "attn.hook_attn_scores")][head]  # [T, T], -inf where masked
+    pattern = shown.trace[block_key(layer, "attn.hook_pattern")][head]
+    raw = raw_scores(shown, layer)[head]
+    bound = float(np.max(np.abs(raw))) or 1.0
+    where = f"layer {layer}, head {head}" + (", mask off" if mask_off else "")
+    common = dict(x_title="key", y_title="query", height=_height(run.n_tokens))
+    raw_fig = square_heatmap(raw, run, f"Scores q·k/√D before the mask ({where})",
+                             value_name="score", diverging=True, zmin=-bound, zmax=bound, **common)
+    # A block mixing allowed and blocked pairs averages the allowed (finite) scores.
+    masked_fig = square_heatmap(scores, run, "After the mask: −inf cells left blank",
+                                value_name="score", mean_name="mean of the allowed scores", diverging=True,
+                                zmin=-bound, zmax=bound, **common)
+    pattern_fig = square_heatmap(pattern, run, "Softmax over keys: the attention pattern",
+                                 value_name="attention weight", zmin=0.0, zmax=1.0, **common)
+    arrays = {"allowed": np.isfinite(scores), "raw_scores": raw, "masked_scores": scores, "pattern": pattern}
+    return raw_fig, masked_fig, pattern_fig, arrays
+
+
 def render(run: Run | None, tokens, layer: int = 0, head: int = 0, mask_off: bool = False, unmasked: Run | None = None):
     """-> (mask fig, raw scores fig, masked scores fig, pattern fig, predictions fig, markdown, arrays).
 
@@ -152,22 +173,9 @@ def render(run: Run | None, tokens, layer: int = 0, head: int = 0, mask_off: boo
         notice = f"⚠️ {NEEDS_MODEL}\n\n"
         mask_off = False
     shown = unmasked if mask_off else run
-    scores = shown.trace[block_key(layer, "attn.hook_attn_scores")][head]  # [T, T], -inf where masked
-    pattern = shown.trace[block_key(layer, "attn.hook_pattern")][head]
-    raw = raw_scores(shown, layer)[head]
-    allowed = np.isfinite(scores)
+    raw_fig, masked_fig, pattern_fig, head_arrays = score_figures(run, shown, layer, head, mask_off)
+    allowed = head_arrays["allowed"]
     T = run.n_tokens
-    bound = float(np.max(np.abs(raw))) or 1.0
-    where = f"layer {layer}, head {head}" + (", mask off" if mask_off else "")
-    common = dict(x_title="key", y_title="query", height=_height(T))
-    raw_fig = square_heatmap(raw, run, f"Scores q·k/√D before the mask ({where})",
-                             value_name="score", diverging=True, zmin=-bound, zmax=bound, **common)
-    # A block mixing allowed and blocked pairs averages the allowed (finite) scores.
-    masked_fig = square_heatmap(scores, run, "After the mask: −inf cells left blank",
-                                value_name="score", mean_name="mean of the allowed scores", diverging=True,
-                                zmin=-bound, zmax=bound, **common)
-    pattern_fig = square_heatmap(pattern, run, "Softmax over keys: the attention pattern",
-                                 value_name="attention weight", zmin=0.0, zmax=1.0, **common)
     prediction_fig, prediction_md, prediction_arrays = predictions(run, unmasked if mask_off else None, tokens)
     blocked = int(np.sum(~allowed))
     markdown = (
@@ -181,10 +189,7 @@ def render(run: Run | None, tokens, layer: int = 0, head: int = 0, mask_off: boo
         "layer": np.int64(layer),
         "head": np.int64(head),
         "mask_off": np.bool_(mask_off),
-        "allowed": allowed,
-        "raw_scores": raw,
-        "masked_scores": scores,
-        "pattern": pattern,
+        **head_arrays,
         **prediction_arrays,
     }
     return mask_figure(allowed, run, mask_off), raw_fig, masked_fig, pattern_fig, prediction_fig, markdown, arrays
@@ -212,12 +217,17 @@ def build(ctx: AppContext) -> None:
     def token_text(token_id: int) -> str:
         return service.tokenizer.token(token_id).display
 
-    def view_of(run: Run | None, layer_value, head_value, off):
-        if run is None:
-            return render(None, token_text)
+    def runs_of(run: Run, off) -> tuple[Run, Run | None]:
+        """(the causal Run, its mask-off variant when asked for and the model can make it)."""
         if not run.causal:
             run = service.variant(run, causal=True)
         unmasked = service.variant(run, causal=False) if off and service.model_for(run.model_name) is not None else None
+        return run, unmasked
+
+    def view_of(run: Run | None, layer_value, head_value, off):
+        if run is None:
+            return render(None, token_text)
+        run, unmasked = runs_of(run, off)
         return render(run, token_text, layer_value, head_value, bool(off), unmasked)
 
     @guarded("plot", "plot", "plot", "plot", "plot", "text", "keep", "keep")
@@ -230,11 +240,17 @@ def build(ctx: AppContext) -> None:
         heads = gr.update(maximum=run.config.n_head - 1, value=clamp(head_value, 0, run.config.n_head - 1))
         return *figures, markdown, layers, heads
 
-    @guarded("plot", "plot", "plot", "text")
+    @guarded("plot", "plot", "plot")
     def update_head(request, layer_value, head_value, off):
-        """Layer and head change the three score heatmaps only (the mask and predictions stay)."""
-        _, raw, masked, pattern, _, markdown, _ = view_of(ctx.current(request), layer_value, head_value, off)
-        return raw, masked, pattern, markdown
+        """Layer and head change the three score heatmaps only (the mask, predictions and text stay)."""
+        run = ctx.current(request)
+        if run is None:
+            return render(None, token_text)[1:4]
+        run, unmasked = runs_of(run, off)
+        layer = clamp(layer_value, 0, run.config.n_layer - 1)
+        head = clamp(head_value, 0, run.config.n_head - 1)
+        mask_off = bool(off) and unmasked is not None
+        return score_figures(run, unmasked if mask_off else run, layer, head, mask_off)[:3]
 
     @guarded("plot", "plot", "plot", "plot", "plot", "text")
     def update_mask(request, layer_value, head_value, off):
@@ -245,7 +261,7 @@ def build(ctx: AppContext) -> None:
     view = ctx.view(tab, refresh, [layer, head, mask_off], figures + [layer, head])
     # Turning the mask off runs the model: share the model's concurrency queue.
     model_queue = dict(concurrency_limit=settings.concurrency_limit, concurrency_id="model", trigger_mode="always_last")
-    ctx.control(view, [layer.release, head.release], update_head, inputs, [raw_plot, masked_plot, pattern_plot, text], **model_queue)
+    ctx.control(view, [layer.release, head.release], update_head, inputs, [raw_plot, masked_plot, pattern_plot], **model_queue)
     ctx.control(view, [mask_off.input], update_mask, inputs, figures, api_name="change_mask", **model_queue)
 
     def tensors(run: Run, layer_value, head_value, off):

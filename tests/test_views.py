@@ -90,3 +90,24 @@ def test_runs_write_no_exports_and_exports_stay_bounded(ui, explorer_service, tm
     assert len(list((tmp_path / "exports").glob("*.npz"))) == 5
     note, update = view.export(None)
     assert note == common.NO_RUN
+
+
+def test_a_tab_drawn_before_a_graph_was_ready_draws_again_once_it_is(ui, tiny_run, monkeypatch):
+    view = ui.views["blocks"]
+    compiled = ["trace"]
+    monkeypatch.setattr(view, "readiness", lambda request: ",".join(compiled))
+    key = view.open(tiny_run.request, None)[-1]
+    assert view.open(tiny_run.request, key)[-1] == key and view.renders == 1
+    compiled.append("analysis")  # the background compile finished: the lens can be drawn now
+    view.open(tiny_run.request, key)
+    assert view.renders == 2
+
+
+def test_the_mask_tabs_layer_and_head_redraw_the_three_score_heatmaps_only(ui, tiny_run):
+    view = ui.views["mask"]
+    full = view.render(tiny_run.request, 1, 2, False)  # mask, raw, masked, pattern, predictions, text, ...
+    (head_handler, _), _ = view.handlers
+    *figures, key = head_handler(tiny_run.request, 1, 2, False)
+    assert len(figures) == 3 and key == view.key(tiny_run.request, [1, 2, False])
+    for drawn, whole in zip(figures, full[1:4]):
+        assert drawn.to_json() == whole.to_json()
