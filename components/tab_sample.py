@@ -462,7 +462,7 @@ def build(ctx: AppContext) -> None:
         hist_plot = gr.Plot(label="Draws of the next token")
         source_block(filtered_distribution, GPT2DecodeStep,
                      label="Source: the filters (numpy) and the MAX decode step that uses the KV cache")
-    generation = gr.State(None)
+        generation = gr.State(None)  # inside the tab: a State among gr.Tabs' children is taken for a tab
     knobs = [temperature, top_k, top_p, seed]
 
     @guarded("text", "plot", "text", "keep", "keep", "plot", "text")
