@@ -25,6 +25,7 @@ from gpt2_max.config import GPT2Config
 from gpt2_max.errors import ExplorerError, InputError
 from gpt2_max.tokenizer import Token, Tokenizer
 
+from components.plots import MAX_CELLS_PER_AXIS
 from components.settings import Settings
 
 log = logging.getLogger("explorer")
@@ -452,9 +453,10 @@ NEEDS_LIVE_MODEL = (
     "This view is computed by the live model's MAX analysis graph; the model is still loading "
     "(this trace is precomputed). Run again once the status line says the model is ready."
 )
-# The logit lens covers at most this many positions (the last ones): 12 blocks x 256 positions
-# is 3,072 cells, about what a screen shows.
-LENS_MAX_POSITIONS = 256
+# The logit lens covers at most this many positions (the last ones): a screenful of columns,
+# and its cost (L x T rows through the [E, V] unembedding: 1.5 s at 128 positions of GPT-2
+# small on 2 cores, measured; 3 s at 256) stays within what a tab may take to open.
+LENS_MAX_POSITIONS = MAX_CELLS_PER_AXIS
 
 ANALYSES = {
     "lens": lambda model, run: analysis.logit_lens(model, run.trace, max(0, run.n_tokens - LENS_MAX_POSITIONS)),

@@ -122,7 +122,7 @@ def additions_figure(run: Run, position: int | None) -> go.Figure:
 
 def lens_heatmap(run: Run, lens: Lens, display) -> go.Figure:
     """[L, T'] cells: each block's top next token (text) and its probability (colour)."""
-    top_ids, top_probs = lens.top_ids[:, :, 0], lens.top_probs[:, :, 0]
+    top_ids, top_probs = lens.top_ids, lens.top_probs
     L, T = top_ids.shape
     text = np.array([[display(int(t)) for t in row] for row in top_ids], dtype=object)
     fig = heatmap(
@@ -160,7 +160,7 @@ def final_figure(run: Run, lens: Lens, display) -> go.Figure:
     hover = [
         f"position {run.n_tokens - 1} ({run.labels[-1]})<br>"
         f"final prediction {final} (id {lens.final_id}), rank {int(r)} here<br>this layer's top guess: "
-        f"{display(int(lens.top_ids[i, -1, 0]))} (p={lens.top_probs[i, -1, 0]:.3g})"
+        f"{display(int(lens.top_ids[i, -1]))} (p={lens.top_probs[i, -1]:.3g})"
         for i, r in enumerate(lens.final_ranks[:, -1])
     ]
     fig = lines(
@@ -190,7 +190,7 @@ def summary_markdown(run: Run, position: int | None, lens: Lens | None, display)
     ]
     if lens is not None:
         final = display(lens.final_id)
-        settled = next((i for i in range(lens.top_ids.shape[0]) if (lens.top_ids[i:, -1, 0] == lens.final_id).all()), None)
+        settled = next((i for i in range(lens.top_ids.shape[0]) if (lens.top_ids[i:, -1] == lens.final_id).all()), None)
         when = f"is the lens's top guess from block {settled} on" if settled is not None else "is never the lens's top guess"
         lines_md.append(
             f"**Logit lens:** the final prediction at the last position is {final!r} "

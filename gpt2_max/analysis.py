@@ -3,7 +3,7 @@
 Each returns only what a view shows (top-k rows, one probability per row), never
 a [rows, V] array: the graph (:class:`gpt2_max.modules.GPT2Analysis`) does the
 [rows, E] @ [E, V] products and the softmaxes, and hands back K numbers per row.
-L blocks, T tokens, E width, K = ``LENS_TOP_K``, J = ``NEAREST_TOP_K - 1``.
+L blocks, T tokens, E width, K = ``CANDIDATE_TOP_K``, J = ``NEAREST_TOP_K - 1``.
 
     model = gpt2_max.load("openai-community/gpt2")
     trace = model.trace(ids)
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gpt2_max.engine import LENS_TOP_K, NEAREST_TOP_K
+from gpt2_max.engine import NEAREST_TOP_K
 from gpt2_max.hooks import block_key
 
 LN2 = float(np.log(2.0))
@@ -30,8 +30,8 @@ class Lens:
     """The logit lens: ln_f and the tied unembedding applied to the stream after every block."""
 
     start: int  # the first position covered (0 unless only the last positions were asked for)
-    top_ids: np.ndarray  # [L, T', K] most likely next tokens after each block, best first
-    top_probs: np.ndarray  # [L, T', K] their probabilities
+    top_ids: np.ndarray  # [L, T'] the most likely next token after each block
+    top_probs: np.ndarray  # [L, T'] its probability
     final_ids: np.ndarray  # [T'] the model's final prediction at each position (argmax of the logits)
     final_probs: np.ndarray  # [L, T'] that token's probability after each block
     final_ranks: np.ndarray  # [L, T'] its rank there (1 = most likely)
@@ -73,16 +73,17 @@ def final_predictions(trace: Mapping[str, np.ndarray]) -> np.ndarray:
 
 
 def logit_lens(model, trace: Mapping[str, np.ndarray], start: int = 0) -> Lens:
-    """The lens over every block at positions start..T-1: one analysis-graph pass over L x T' rows."""
+    """The lens over every block at positions start..T-1: one analysis-graph pass over L x T' rows
+    (the top token of each; a full top-k there would cost 4x the unembedding)."""
     L = model.config.n_layer
     resid = np.stack([trace[block_key(i, "hook_resid_post")][start:] for i in range(L)])  # [L, T', E]
     T = resid.shape[1]
     final_ids = final_predictions(trace)[start:]  # [T']
-    out = model.engine.run_analysis(resid.reshape(L * T, -1), np.tile(final_ids, L), np.zeros((0, resid.shape[-1])))
+    out = model.engine.run_analysis(lens_rows=resid.reshape(L * T, -1), lens_targets=np.tile(final_ids, L))
     return Lens(
         start=start,
-        top_ids=out["lens_top_ids"].reshape(L, T, LENS_TOP_K),
-        top_probs=out["lens_top_probs"].reshape(L, T, LENS_TOP_K).astype(np.float64),
+        top_ids=out["lens_top_id"].reshape(L, T),
+        top_probs=out["lens_top_prob"].reshape(L, T).astype(np.float64),
         final_ids=final_ids,
         final_probs=out["lens_target_prob"].reshape(L, T).astype(np.float64),
         final_ranks=out["lens_target_rank"].reshape(L, T),
@@ -98,13 +99,13 @@ def next_tokens(model, trace: Mapping[str, np.ndarray], token_ids: Sequence[int]
     rows = trace[block_key(L - 1, "hook_resid_post")]  # [T, E]
     ids = np.asarray(token_ids, dtype=np.int64)
     following = np.append(ids[1:], 0)  # the last position's target is a placeholder, masked below
-    out = model.engine.run_analysis(rows, following, np.zeros((0, rows.shape[-1])))
+    out = model.engine.run_analysis(lens_rows=rows, lens_targets=following, candidate_rows=rows)
     actual_probs = out["lens_target_prob"].astype(np.float64)
     actual_ranks = out["lens_target_rank"].copy()
     actual_probs[-1], actual_ranks[-1] = np.nan, 0
     return NextTokens(
-        top_ids=out["lens_top_ids"],
-        top_probs=out["lens_top_probs"].astype(np.float64),
+        top_ids=out["candidate_ids"],
+        top_probs=out["candidate_probs"].astype(np.float64),
         entropy_bits=out["lens_entropy"].astype(np.float64) / LN2,
         actual_probs=actual_probs,
         actual_ranks=actual_ranks,
@@ -117,7 +118,7 @@ def nearest_tokens(model, vectors: np.ndarray, exclude: Sequence[int] | None = N
     ``exclude[i]`` (the token whose own row vector i is) is left out of row i; when it is
     not among the top NEAREST_TOP_K, the last one is dropped instead, so every row has J."""
     vectors = np.asarray(vectors, dtype=np.float32)
-    out = model.engine.run_analysis(np.zeros((0, vectors.shape[-1])), np.zeros(0), vectors)
+    out = model.engine.run_analysis(query_rows=vectors)
     ids, cosines = out["nearest_ids"], out["nearest_cosines"].astype(np.float64)
     keep = np.ones(ids.shape, dtype=bool)
     for row in range(ids.shape[0]):

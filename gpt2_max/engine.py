@@ -41,14 +41,16 @@ from gpt2_max.weights import CONV1D_SUFFIXES  # noqa: E402
 
 # The analysis graph's fixed top-k widths: the Logits tab lists 15 candidates, the
 # nearest-token view 10 (plus the token itself, which it leaves out).
-LENS_TOP_K = 16
+CANDIDATE_TOP_K = 16
 NEAREST_TOP_K = 11
 # Rows per analysis call: its [rows, V] float32 logits are ~51 MB for GPT-2 at 256 rows.
 ANALYSIS_CHUNK_ROWS = 256
 ANALYSIS_KEYS = (
-    "lens_top_ids", "lens_top_probs", "lens_target_prob", "lens_target_rank", "lens_entropy",
-    "nearest_ids", "nearest_cosines",
+    "lens_top_id", "lens_top_prob", "lens_target_prob", "lens_target_rank", "lens_entropy",
+    "candidate_ids", "candidate_probs", "nearest_ids", "nearest_cosines",
 )
+# Which input's rows each output has (the others: lens_rows).
+ANALYSIS_SIDES = {"candidate_ids": "candidates", "candidate_probs": "candidates", "nearest_ids": "queries", "nearest_cosines": "queries"}
 
 
 def default_device() -> Device:
@@ -99,11 +101,12 @@ class CompiledGPT2:
         cfg = self.config
         ref = DeviceRef.from_device(self.device)
         with F.lazy():
-            module = GPT2Analysis(cfg, LENS_TOP_K, NEAREST_TOP_K)
+            module = GPT2Analysis(cfg, CANDIDATE_TOP_K, NEAREST_TOP_K)
         names = ("wte.weight", "ln_f.weight", "ln_f.bias")
         return module.compile(
             TensorType(DType.float32, ["rows", cfg.n_embd], device=ref),  # lens_rows [N, E]
             TensorType(DType.int64, ["rows"], device=ref),  # lens_targets [N]
+            TensorType(DType.float32, ["candidates", cfg.n_embd], device=ref),  # candidate_rows [P, E]
             TensorType(DType.float32, ["queries", cfg.n_embd], device=ref),  # query_rows [M, E]
             weights={name: self._weights[name] for name in names},
         )
@@ -159,33 +162,43 @@ class CompiledGPT2:
         return {key: self._to_numpy(out) for key, out in zip(self._keys, outputs, strict=True)}
 
     def run_analysis(
-        self, lens_rows: np.ndarray, lens_targets: np.ndarray, query_rows: np.ndarray
+        self,
+        lens_rows: np.ndarray | None = None,
+        lens_targets: np.ndarray | None = None,
+        candidate_rows: np.ndarray | None = None,
+        query_rows: np.ndarray | None = None,
     ) -> dict[str, np.ndarray]:
-        """lens_rows [N, E], lens_targets [N], query_rows [M, E] -> the outputs of GPT2Analysis.
+        """lens_rows [N, E] with lens_targets [N], candidate_rows [P, E], query_rows [M, E] (each
+        optional) -> the outputs of GPT2Analysis, each with the rows of its own input.
 
-        Rows go through in chunks of ANALYSIS_CHUNK_ROWS, so memory stays bounded
-        for the lens's L x T rows; an empty side gets one zero row (sliced off)."""
+        Rows go through in chunks of ANALYSIS_CHUNK_ROWS, so memory stays bounded for the
+        lens's L x T rows; an input with no rows in a chunk gets one zero row (sliced off)."""
         analysis = self._compiled("analysis")
         E = self.config.n_embd
-        lens_rows = np.asarray(lens_rows, dtype=np.float32).reshape(-1, E)
-        lens_targets = np.asarray(lens_targets, dtype=np.int64).reshape(-1)
-        query_rows = np.asarray(query_rows, dtype=np.float32).reshape(-1, E)
-        n, m = lens_rows.shape[0], query_rows.shape[0]
-        chunk = ANALYSIS_CHUNK_ROWS
+
+        def rows_of(values, dtype, shape):
+            return np.zeros((0, *shape), dtype) if values is None else np.asarray(values, dtype=dtype).reshape(-1, *shape)
+
+        inputs = {
+            "rows": rows_of(lens_rows, np.float32, (E,)),
+            "targets": rows_of(lens_targets, np.int64, ()),
+            "candidates": rows_of(candidate_rows, np.float32, (E,)),
+            "queries": rows_of(query_rows, np.float32, (E,)),
+        }
+        if len(inputs["targets"]) != len(inputs["rows"]):
+            raise ValueError("lens_targets needs one token per lens row")
+        longest = max(len(v) for v in inputs.values())
         parts: list[dict[str, np.ndarray]] = []
-        for start in range(0, max(n, m, 1), chunk):
-            rows, targets, queries = lens_rows[start : start + chunk], lens_targets[start : start + chunk], query_rows[start : start + chunk]
-            n_rows, n_queries = rows.shape[0], queries.shape[0]
-            if n_rows == 0:
-                rows, targets = np.zeros((1, E), np.float32), np.zeros(1, np.int64)
-            if n_queries == 0:
-                queries = np.zeros((1, E), np.float32)
+        for start in range(0, max(longest, 1), ANALYSIS_CHUNK_ROWS):
+            chunk = {name: v[start : start + ANALYSIS_CHUNK_ROWS] for name, v in inputs.items()}
+            counts = {name: len(v) for name, v in chunk.items()}
+            padded = [v if len(v) else np.zeros((1, *v.shape[1:]), v.dtype) for v in chunk.values()]
             with self._run_lock:
-                outputs = analysis.execute_raw(*(self._to_device(a) for a in (rows, targets, queries)))
-            named = {key: self._to_numpy(out).copy() for key, out in zip(ANALYSIS_KEYS, outputs, strict=True)}
-            for key in ANALYSIS_KEYS:
-                named[key] = named[key][: n_queries if key.startswith("nearest") else n_rows]
-            parts.append(named)
+                outputs = analysis.execute_raw(*(self._to_device(a) for a in padded))
+            parts.append({
+                key: self._to_numpy(out)[: counts[ANALYSIS_SIDES.get(key, "rows")]].copy()
+                for key, out in zip(ANALYSIS_KEYS, outputs, strict=True)
+            })
         return {key: np.concatenate([p[key] for p in parts]) for key in ANALYSIS_KEYS}
 
     def run_decode(self, token_id: int, past_kv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

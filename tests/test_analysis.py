@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from gpt2_max import analysis
-from gpt2_max.engine import LENS_TOP_K, NEAREST_TOP_K
+from gpt2_max.engine import NEAREST_TOP_K
 
 PROB_RTOL = 1e-4
 COSINE_ATOL = 1e-5
@@ -67,12 +67,12 @@ def weights(tiny_model):
 def test_lens_equals_numpy_at_every_block_and_position(tiny_model, tiny_run, weights):
     lens = analysis.logit_lens(tiny_model, tiny_run.trace)
     L, T = tiny_model.config.n_layer, tiny_run.n_tokens
-    assert lens.top_ids.shape == (L, T, LENS_TOP_K) and lens.final_probs.shape == (L, T)
+    assert lens.top_ids.shape == (L, T) and lens.final_probs.shape == (L, T)
     final = tiny_run.trace["logits"].argmax(-1)
     np.testing.assert_array_equal(lens.final_ids, final)
     for layer in range(L):
         probs = reference_lens(tiny_run.trace[f"blocks.{layer}.hook_resid_post"], weights, tiny_model.config.layer_norm_epsilon)
-        assert_top_k(lens.top_ids[layer], lens.top_probs[layer], probs, PROB_RTOL, relative=True)
+        assert_top_k(lens.top_ids[layer][:, None], lens.top_probs[layer][:, None], probs, PROB_RTOL, relative=True)
         target = probs[np.arange(T), final]
         np.testing.assert_allclose(lens.final_probs[layer], target, rtol=PROB_RTOL, atol=0)
         # Rank: 1 + how many are more likely, counted where the reference is clear of the tolerance.
@@ -121,8 +121,9 @@ def test_ties_share_the_better_rank_and_a_zero_vector_is_harmless(tiny_model):
     E = tiny_model.config.n_embd
     # A constant row normalises to ln_f's bias alone: every token's logit is wte @ bias.
     rows = np.stack([np.ones(E, np.float32), np.zeros(E, np.float32)])
-    out = tiny_model.engine.run_analysis(rows, np.array([0, 0]), np.zeros((1, E), np.float32))
-    assert np.all(out["nearest_cosines"] == 0) and np.all(np.isfinite(out["lens_top_probs"]))
+    out = tiny_model.engine.run_analysis(rows, np.array([0, 0]), rows, np.zeros((1, E), np.float32))
+    assert np.all(out["nearest_cosines"] == 0) and np.all(np.isfinite(out["lens_top_prob"]))
+    assert np.all(np.isfinite(out["candidate_probs"])) and out["candidate_ids"].shape[0] == 2
     assert np.all(out["lens_target_rank"] >= 1)
 
 
@@ -131,8 +132,9 @@ def test_chunks_of_rows_give_the_same_answer(tiny_model, tiny_run, monkeypatch):
 
     rows = np.concatenate([tiny_run.trace[f"blocks.{i}.hook_resid_post"] for i in range(tiny_model.config.n_layer)])
     targets = np.arange(rows.shape[0])
-    whole = tiny_model.engine.run_analysis(rows, targets, rows[:5])
+    whole = tiny_model.engine.run_analysis(rows, targets, rows[:9], rows[:5])
+    assert whole["candidate_ids"].shape[0] == 9 and whole["nearest_ids"].shape[0] == 5
     monkeypatch.setattr(engine, "ANALYSIS_CHUNK_ROWS", 7)
-    chunked = tiny_model.engine.run_analysis(rows, targets, rows[:5])
+    chunked = tiny_model.engine.run_analysis(rows, targets, rows[:9], rows[:5])
     for key in engine.ANALYSIS_KEYS:
         np.testing.assert_allclose(chunked[key], whole[key], rtol=1e-6, err_msg=key)

@@ -168,3 +168,15 @@ def test_built_tab_refreshes_after_a_run(explorer_service, tiny_run):
     assert str(path).endswith(".npz")
     with np.load(path) as data:
         assert list(data["token_ids"]) == list(tiny_run.token_ids)
+
+
+def test_long_texts_lens_the_last_positions(explorer_service, tokenizer, monkeypatch):
+    from components import run as run_module
+
+    monkeypatch.setattr(run_module, "LENS_MAX_POSITIONS", 5)
+    run = explorer_service.run("A prompt long enough to be cut to its last five positions")
+    lens, why = explorer_service.analysis(run, "lens")
+    assert lens is not None, why
+    assert lens.start == run.n_tokens - 5 and lens.top_ids.shape == (run.config.n_layer, 5)
+    heat = tab_blocks.render(run, lens, tokenizer)[2]
+    assert list(heat.data[0].x) == run.labels[-5:] and "last 5 positions" in heat.layout.title.text
