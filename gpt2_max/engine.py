@@ -77,13 +77,17 @@ class CompiledGPT2:
         self.compile_seconds: dict[str, float] = {}
         started = time.perf_counter()
         ref = DeviceRef.from_device(self.device)
+        L, H, D = config.n_layer, config.n_head, config.head_dim
         with F.lazy():
             trace_module = GPT2Trace(config)
         self._trace = trace_module.compile(
             TensorType(DType.int64, ["tokens"], device=ref),  # token_ids [T]
             TensorType(DType.int64, ["tokens"], device=ref),  # positions [T]
             TensorType(DType.float32, [1], device=ref),  # mask_off [1]
-            TensorType(DType.float32, [config.n_layer, config.n_head], device=ref),  # head_keep [L, H]
+            TensorType(DType.float32, [L, "tokens", H], device=ref),  # head_keep [L, T, H]
+            TensorType(DType.float32, [L, "tokens", H, D], device=ref),  # z_source [L, T, H, D]
+            TensorType(DType.float32, [L, "tokens"], device=ref),  # resid_keep [L, T]
+            TensorType(DType.float32, [L, "tokens", config.n_embd], device=ref),  # resid_source [L, T, E]
             weights=weights,
         )
         self.compile_seconds["trace"] = time.perf_counter() - started
@@ -148,14 +152,37 @@ class CompiledGPT2:
         return np.from_dlpack(buffer)
 
     def run_trace(
-        self, token_ids: np.ndarray, mask_off: bool, head_keep: np.ndarray
+        self,
+        token_ids: np.ndarray,
+        mask_off: bool = False,
+        head_keep: np.ndarray | None = None,
+        z_source: np.ndarray | None = None,
+        resid_keep: np.ndarray | None = None,
+        resid_source: np.ndarray | None = None,
     ) -> dict[str, np.ndarray]:
-        """token_ids [T] int64, head_keep [L, H] float32 -> every trace key (see hooks)."""
+        """token_ids [T] int64 -> every trace key (see hooks). The patch inputs (see GPT2Trace)
+        default to "touch nothing": head_keep [L, T, H] ones, z_source [L, T, H, D] zeros,
+        resid_keep [L, T] ones, resid_source [L, T, E] zeros."""
+        cfg = self.config
+        T = len(token_ids)
+        L, H, D, E = cfg.n_layer, cfg.n_head, cfg.head_dim, cfg.n_embd
+
+        def given(value, shape, fill):
+            if value is None:
+                return np.full(shape, fill, dtype=np.float32)
+            value = np.asarray(value, dtype=np.float32)
+            if value.shape != shape:
+                raise ValueError(f"patch input of shape {value.shape}, expected {shape}")
+            return value
+
         inputs = (
             token_ids.astype(np.int64),
-            np.arange(len(token_ids), dtype=np.int64),
+            np.arange(T, dtype=np.int64),
             np.array([1.0 if mask_off else 0.0], dtype=np.float32),
-            head_keep.astype(np.float32),
+            given(head_keep, (L, T, H), 1.0),
+            given(z_source, (L, T, H, D), 0.0),
+            given(resid_keep, (L, T), 1.0),
+            given(resid_source, (L, T, E), 0.0),
         )
         with self._run_lock:
             outputs = self._trace.execute_raw(*(self._to_device(a) for a in inputs))

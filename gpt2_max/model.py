@@ -17,6 +17,8 @@ from gpt2_max.weights import DEFAULT_MODEL, Checkpoint, load_weights, locate
 
 # Ablation can be given as (layer, head) pairs or {layer: [heads]}.
 Ablation = Iterable[tuple[int, int]] | Mapping[int, Iterable[int]] | None
+# A patch: (the trace to copy from, the (layer, head) or (layer, position) pairs to copy).
+Patch = tuple[Mapping[str, np.ndarray], Iterable[tuple[int, int]]] | None
 
 
 class GPT2:
@@ -56,39 +58,82 @@ class GPT2:
             )
         return ids
 
+    def _pairs(self, pairs, what: str, second_limit: int, second_name: str) -> list[tuple[int, int]]:
+        """Validated (layer, i) pairs, i a head or a position below ``second_limit``."""
+        if isinstance(pairs, Mapping):
+            pairs = [(layer, i) for layer, items in pairs.items() for i in items]
+        checked = []
+        for pair in pairs:
+            try:
+                layer, index = (int(v) for v in pair)
+            except (TypeError, ValueError) as error:
+                raise InputError(f"{what} wants (layer, {second_name}) pairs, got {pair!r}") from error
+            if not (0 <= layer < self.config.n_layer and 0 <= index < second_limit):
+                raise InputError(
+                    f"no {second_name} ({layer}, {index}): layers are 0..{self.config.n_layer - 1}, "
+                    f"{second_name}s 0..{second_limit - 1}"
+                )
+            checked.append((layer, index))
+        return checked
+
     def head_keep(self, ablate: Ablation) -> np.ndarray:
         """[L, H] of 1.0 with 0.0 at each ablated (layer, head)."""
         keep = np.ones((self.config.n_layer, self.config.n_head), dtype=np.float32)
-        if ablate is None:
-            return keep
-        pairs = (
-            [(layer, head) for layer, heads in ablate.items() for head in heads]
-            if isinstance(ablate, Mapping)
-            else list(ablate)
-        )
-        for pair in pairs:
-            try:
-                layer, head = (int(v) for v in pair)
-            except (TypeError, ValueError) as error:
-                raise InputError(f"ablate wants (layer, head) pairs, got {pair!r}") from error
-            if not (0 <= layer < self.config.n_layer and 0 <= head < self.config.n_head):
-                raise InputError(
-                    f"no head ({layer}, {head}): layers are 0..{self.config.n_layer - 1}, "
-                    f"heads 0..{self.config.n_head - 1}"
-                )
+        for layer, head in self._pairs(ablate or [], "ablate", self.config.n_head, "head"):
             keep[layer, head] = 0.0
         return keep
 
+    def _source(self, source: Mapping[str, np.ndarray], name: str, T: int) -> np.ndarray:
+        """[L, T, ...] stack of a source trace's ``blocks.{l}.{name}``, checked against T tokens."""
+        try:
+            stacked = np.stack([source[f"blocks.{layer}.{name}"] for layer in range(self.config.n_layer)])
+        except (KeyError, TypeError) as error:
+            raise InputError(f"the patch source must be a trace of this model (no {name})") from error
+        if stacked.shape[1] != T:
+            raise InputError(f"the patch source has {stacked.shape[1]} tokens, this run {T}: they must match")
+        return stacked.astype(np.float32, copy=False)
+
     def trace(
-        self, token_ids: Sequence[int], causal: bool = True, ablate: Ablation = None
+        self,
+        token_ids: Sequence[int],
+        causal: bool = True,
+        ablate: Ablation = None,
+        patch: Patch = None,
+        resid_patch: Patch = None,
     ) -> dict[str, np.ndarray]:
         """Runs the model on ``token_ids`` and returns every intermediate (see gpt2_max.hooks).
 
-        causal=False switches the causal mask off; ablate zeroes the output of
-        the given heads. Both are inputs of the one compiled graph.
+        causal=False switches the causal mask off; ablate zeroes the output of the given heads.
+        patch=(source_trace, [(layer, head), ...]) replaces those heads' ``hook_z`` at every
+        position by the source trace's (a run of the same number of tokens: activation
+        patching); resid_patch=(source_trace, [(layer, position), ...]) replaces
+        ``blocks.{layer}.hook_resid_pre`` at those positions. All are inputs of the one
+        compiled graph: a head's output is keep * z + (1 - keep) * source, so ablation is
+        patching from zeros.
         """
         ids = self.check_token_ids(token_ids)
-        return self.engine.run_trace(ids, mask_off=not causal, head_keep=self.head_keep(ablate))
+        T, L, H = len(ids), self.config.n_layer, self.config.n_head
+        kept = self.head_keep(ablate)  # [L, H], 0 at ablated heads
+        head_keep = np.repeat(kept[:, None, :], T, axis=1)  # [L, T, H]
+        z_source = resid_keep = resid_source = None
+        if patch is not None:
+            source, heads = patch
+            # The source stack is zero at ablated heads, so keep 0 there still ablates.
+            z_source = self._source(source, "attn.hook_z", T) * kept[:, None, :, None]  # [L, T, H, D]
+            for layer, head in self._pairs(heads, "patch", H, "head"):
+                if kept[layer, head] == 0.0:
+                    raise InputError(f"head ({layer}, {head}) cannot be both ablated and patched")
+                head_keep[layer, :, head] = 0.0
+        if resid_patch is not None:
+            source, places = resid_patch
+            resid_source = self._source(source, "hook_resid_pre", T)  # [L, T, E]
+            resid_keep = np.ones((L, T), dtype=np.float32)
+            for layer, position in self._pairs(places, "resid_patch", T, "position"):
+                resid_keep[layer, position] = 0.0
+        return self.engine.run_trace(
+            ids, mask_off=not causal, head_keep=head_keep,
+            z_source=z_source, resid_keep=resid_keep, resid_source=resid_source,
+        )
 
     def generate(
         self,

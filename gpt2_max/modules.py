@@ -121,7 +121,7 @@ class Attention(Module):
         self,
         x: Tensor,
         allowed: Tensor | None,
-        head_keep: Tensor | None,
+        head_patch: tuple[Tensor, Tensor] | None,
         record: Recorder,
         past_k: Tensor | None = None,
         past_v: Tensor | None = None,
@@ -130,7 +130,9 @@ class Attention(Module):
 
         allowed: [T, P+T] bool, which key positions each query may attend to;
             None lets every query see every key (one new token after a cache).
-        head_keep: [H] float, 1 keeps a head and 0 zeroes its output (ablation).
+        head_patch: (keep [T, H], z_source [T, H, D]): each head's output at each position
+            becomes keep * z + (1 - keep) * z_source. keep 1 leaves the head alone; keep 0
+            with a zero source ablates it; with another run's z it patches it in.
         past_k, past_v: [P, H, D] cached keys and values of earlier tokens.
         """
         q, k, v = self.project_qkv(x)  # 3 x [T, H, D]
@@ -153,8 +155,12 @@ class Attention(Module):
         pattern = F.softmax(scores, axis=-1)  # [H, T, P+T], each row sums to 1
         record("attn.hook_pattern", pattern)
         z = _swap_first_axes(pattern @ v_h)  # [H, T, D] -> [T, H, D]
-        if head_keep is not None:
-            z = z * head_keep.reshape([1, self.n_head, 1])  # zero ablated heads' outputs
+        if head_patch is not None:
+            keep, z_source = head_patch
+            keep = keep.reshape([-1, self.n_head, 1])  # [T, H] -> [T, H, 1], broadcast over D
+            # keep * z + (1 - keep) * source, not source + keep * (z - source): this form is
+            # exactly z where keep is 1 and exactly the source where keep is 0.
+            z = keep * z + (1.0 - keep) * z_source
         record("attn.hook_z", z)
         merged = z.reshape([-1, self.n_head * self.head_dim])  # [T, H, D] -> [T, E]
         return self.c_proj(merged)  # [T, E]
@@ -190,15 +196,21 @@ class Block(Module):
         self,
         x: Tensor,
         allowed: Tensor | None,
-        head_keep: Tensor | None,
+        head_patch: tuple[Tensor, Tensor] | None,
         record: Recorder,
         past_k: Tensor | None = None,
         past_v: Tensor | None = None,
+        resid_patch: tuple[Tensor, Tensor] | None = None,
     ) -> Tensor:
+        """[T, E] -> [T, E]. head_patch: see Attention.forward. resid_patch: (keep [T, 1],
+        source [T, E]): the stream entering the block becomes keep * x + (1 - keep) * source."""
+        if resid_patch is not None:
+            keep, source = resid_patch
+            x = keep * x + (1.0 - keep) * source
         record("hook_resid_pre", x)  # [T, E]
         normalized_1 = self.ln_1(x)
         record("ln1.hook_normalized", normalized_1)
-        attn_out = self.attn(normalized_1, allowed, head_keep, record, past_k, past_v)
+        attn_out = self.attn(normalized_1, allowed, head_patch, record, past_k, past_v)
         record("hook_attn_out", attn_out)
         x = x + attn_out  # pre-norm residual: the block adds to, never replaces, the stream
         record("hook_resid_mid", x)
@@ -252,15 +264,27 @@ class GPT2Trace(GPT2Body):
     """The whole forward pass over a sequence, returning every intermediate.
 
     Inputs (all runtime values of one compiled graph):
-        token_ids  [T] int64
-        positions  [T] int64, 0..T-1
-        mask_off   [1] float32, 1 switches the causal mask off (every token sees every token)
-        head_keep  [L, H] float32, 0 ablates a head's output, 1 keeps it
+        token_ids     [T] int64
+        positions     [T] int64, 0..T-1
+        mask_off      [1] float32, 1 switches the causal mask off (every token sees every token)
+        head_keep     [L, T, H] float32: block l's head h at position t outputs
+        z_source      [L, T, H, D] float32   keep * z + (1 - keep) * z_source
+                      (keep 1: untouched; keep 0 and source 0: ablated; source = another
+                      run's hook_z: activation patching; source = a mean: mean-ablation)
+        resid_keep    [L, T] float32: the stream entering block l at position t becomes
+        resid_source  [L, T, E] float32   keep * resid_pre + (1 - keep) * resid_source
     Returns one tensor per name in :func:`gpt2_max.hooks.trace_keys`, in that order.
     """
 
     def forward(
-        self, token_ids: Tensor, positions: Tensor, mask_off: Tensor, head_keep: Tensor
+        self,
+        token_ids: Tensor,
+        positions: Tensor,
+        mask_off: Tensor,
+        head_keep: Tensor,
+        z_source: Tensor,
+        resid_keep: Tensor,
+        resid_source: Tensor,
     ) -> tuple[Tensor, ...]:
         expected_keys = trace_keys(self.n_layer)
         recorded: list[Tensor] = []
@@ -276,7 +300,13 @@ class GPT2Trace(GPT2Body):
         causal = F.greater_equal(positions.reshape([-1, 1]), positions.reshape([1, -1]))  # [T, T]
         allowed = F.logical_or(causal, F.greater(mask_off, 0.5))  # [T, T] bool
         for layer, block in enumerate(self.h):
-            x = block(x, allowed, head_keep[layer], _in_block(record, layer))
+            x = block(
+                x,
+                allowed,
+                (head_keep[layer], z_source[layer]),
+                _in_block(record, layer),
+                resid_patch=(resid_keep[layer].reshape([-1, 1]), resid_source[layer]),
+            )
         record("logits", self.unembed(x, record))  # [T, V]
         return tuple(recorded)
 

@@ -26,8 +26,13 @@ def softmax(x):
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def reference_trace(weights, config, token_ids, causal=True, head_keep=None):
-    """Every trace key for ``token_ids``; weights are Hugging Face names, Conv1D [in, out]."""
+def reference_trace(weights, config, token_ids, causal=True, head_keep=None, z_replace=None, resid_replace=None):
+    """Every trace key for ``token_ids``; weights are Hugging Face names, Conv1D [in, out].
+
+    z_replace {(layer, head): [T, D]} sets those heads' outputs; resid_replace
+    {(layer, position): [E]} sets the stream entering a block at a position (patching)."""
+    z_replace = z_replace or {}
+    resid_replace = resid_replace or {}
     w = {k: np.asarray(v, dtype=np.float64) for k, v in weights.items()}
     ids = np.asarray(token_ids)
     T, H, D, eps = len(ids), config.n_head, config.head_dim, config.layer_norm_epsilon
@@ -39,6 +44,10 @@ def reference_trace(weights, config, token_ids, causal=True, head_keep=None):
     for i in range(config.n_layer):
         p = f"h.{i}."
         b = f"blocks.{i}."
+        for (layer, position), value in resid_replace.items():
+            if layer == i:
+                x = x.copy()
+                x[position] = value
         out[b + "hook_resid_pre"] = x
         h1 = layer_norm(x, w[p + "ln_1.weight"], w[p + "ln_1.bias"], eps)
         out[b + "ln1.hook_normalized"] = h1
@@ -51,6 +60,9 @@ def reference_trace(weights, config, token_ids, causal=True, head_keep=None):
         pattern = softmax(scores)
         out[b + "attn.hook_pattern"] = pattern
         z = np.einsum("hqk,khd->qhd", pattern, v) * np.asarray(head_keep[i])[None, :, None]
+        for (layer, head), value in z_replace.items():
+            if layer == i:
+                z[:, head] = value
         out[b + "attn.hook_z"] = z
         attn_out = z.reshape(T, H * D) @ w[p + "attn.c_proj.weight"] + w[p + "attn.c_proj.bias"]
         out[b + "hook_attn_out"] = attn_out
