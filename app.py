@@ -30,6 +30,7 @@ from components import (  # noqa: E402
     tab_tokenize,
 )
 from components.common import AppContext, fmt_p, guarded, md_text  # noqa: E402
+from components.interpret import HEAD_PICK_JS, HIDDEN_CSS  # noqa: E402
 from components.run import PRECOMPUTED, ExplorerService  # noqa: E402
 from components.settings import Settings  # noqa: E402
 from gpt2_max.sampling import softmax  # noqa: E402
@@ -122,7 +123,18 @@ def build_ui(service: ExplorerService) -> tuple[gr.Blocks, AppContext]:
             concurrency_limit=settings.concurrency_limit,
             concurrency_id="model",
         )
-        ctx.wire_run(event)  # then the figures of the tab on screen, and only those
+        events = [event]
+        for trigger, make in ctx.id_runs:
+
+            @guarded("keep", "text", "keep")
+            def start_ids_run(model_name, make=make):
+                ids = make()
+                text = service.tokenizer.decode(ids)
+                run = service.run_ids(text, ids, model_name=model_name)
+                return run.request, run_note(run, service.tokenizer), text
+
+            events.append(trigger(start_ids_run, [model_choice], [state, note, prompt], concurrency_limit=settings.concurrency_limit, concurrency_id="model"))
+        ctx.wire_run(*events)  # then the figures of the tab on screen, and only those
 
         # The status line follows the chosen model's background load (every graph), then stops polling.
         timer = gr.Timer(2.0)
@@ -154,7 +166,8 @@ def main() -> None:
     service = ExplorerService(settings, args.model, tuple(EXAMPLES))
     service.start_loading()
     demo = build_app(service)
-    demo.launch(server_name=args.host, server_port=args.port, share=args.share, show_error=False)
+    # The page script lets a click on a head-detector cell open that head (components.interpret).
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share, show_error=False, js=HEAD_PICK_JS, css=HIDDEN_CSS)
 
 
 if __name__ == "__main__":

@@ -87,6 +87,9 @@ class AppContext:
     state: gr.State  # the current Run's request (plain data)
     visible: gr.State = None  # the id of the tab on screen
     views: dict[str, TabView] = field(default_factory=dict)
+    # Buttons that start a Run of token ids rather than typed text: (trigger, make() -> ids),
+    # wired by the app like its Run button (run_ids_on).
+    id_runs: list = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.visible is None:
@@ -136,7 +139,12 @@ class AppContext:
         for trigger in triggers:
             trigger(handler, event_inputs, [*outputs, view.rendered], **event)
 
-    def wire_run(self, run_event) -> None:
+    def run_ids_on(self, trigger, make: Callable[[], list[int]]) -> None:
+        """``trigger`` starts a Run of the ids ``make()`` returns (e.g. the induction test), through
+        the same path as the Run button; the app wires it (it owns the prompt and the note)."""
+        self.id_runs.append((trigger, make))
+
+    def wire_run(self, *run_events) -> None:
         """After a Run: render the tab on screen, and only it (API name ``render_visible``)."""
         views = list(self.views.values())
         inputs: list = [self.state, self.visible]
@@ -158,14 +166,15 @@ class AppContext:
             return tuple(values)
 
         self.render_visible = render_visible
-        run_event.then(
-            render_visible,
-            inputs,
-            outputs,
-            api_name="render_visible",
-            concurrency_limit=self.service.settings.concurrency_limit,
-            concurrency_id="model",
-        )
+        for index, run_event in enumerate(run_events):
+            run_event.then(
+                render_visible,
+                inputs,
+                outputs,
+                api_name="render_visible" if index == 0 else False,
+                concurrency_limit=self.service.settings.concurrency_limit,
+                concurrency_id="model",
+            )
 
     def export(self, view: TabView, export: ExportControls, arrays: Callable, inputs: list | None = None) -> None:
         """An export written only when asked for: ``arrays(run, *values of inputs)`` -> the tensors

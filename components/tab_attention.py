@@ -7,10 +7,12 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from gpt2_max import attribution
 from gpt2_max.hooks import block_key
 from gpt2_max.modules import Attention
 from gpt2_max.sampling import softmax
 
+from components import interpret
 from components.common import NO_RUN, AppContext, clamp, export_controls, fmt_p, guarded, intro, md_text, source_block, unique_labels
 from components.plots import SEQUENTIAL, bin_starts, binned_heatmap, block_labels, block_means, heatmap, layout, message_figure, template_text
 from components.run import Run
@@ -212,6 +214,14 @@ def render(run: Run | None, tokens, layer: int = 0, head: int = 0, position: int
     return pattern_fig, grid_figure(run, values, labels), qkv_fig, ablation_fig, markdown, arrays
 
 
+def detector_views(run: Run | None) -> tuple[go.Figure, str, dict]:
+    """-> (the three detector grids, their strongest heads, scores {name: [L, H]}) for a Run."""
+    if run is None:
+        return message_figure(NO_RUN), "", {}
+    scores = attribution.head_scores(run, run.trace, token_ids=run.token_ids)
+    return interpret.detector_figure(scores), interpret.detector_summary(scores), scores
+
+
 def build(ctx: AppContext) -> None:
     service = ctx.service
     settings = service.settings
@@ -229,6 +239,15 @@ def build(ctx: AppContext) -> None:
         export = export_controls("Export patterns, q/k/v and probabilities (.npz)")
         grid_plot = gr.Plot(label="All heads")
         source_block(Attention)
+        gr.Markdown(interpret.DETECTORS_TEXT)
+        induction_button = gr.Button(
+            f"Induction test: {interpret.INDUCTION_TEST_LENGTH} seeded random tokens, repeated", elem_id="induction-test", size="sm"
+        )
+        detectors_plot = gr.Plot(label="Head detectors", elem_classes=["head-picker"], elem_id="detectors-plot")
+        detectors_text = gr.Markdown()
+        head_pick = gr.Textbox(elem_id="head-pick", show_label=False, container=False)
+        source_block(attribution.detection_patterns, attribution.head_scores, label="Source of the detectors (on the MAX trace's patterns)")
+        patching = interpret.patching_section(ctx, "heads", "head (its output at every position)", "Patch every head")
 
     def token_text(token_id: int) -> str:
         return service.tokenizer.token(token_id).display
@@ -241,12 +260,13 @@ def build(ctx: AppContext) -> None:
         pair = (clamp(layer_value, 0, run.config.n_layer - 1), clamp(head_value, 0, run.config.n_head - 1))
         return service.variant(run, ablated=sorted(set(run.ablated) | {pair})), ""
 
-    @guarded("plot", "plot", "plot", "plot", "text", "keep", "keep", "keep")
+    @guarded("plot", "plot", "plot", "plot", "text", "keep", "keep", "keep", "plot", "text")
     def refresh(request, layer_value, head_value, on):
         run = ctx.current(request)
+        detector_fig, detector_md, _ = detector_views(run)
         if run is None:
             *figures, markdown, _ = render(None, token_text)
-            return *figures, markdown, gr.update(), gr.update(), gr.update()
+            return *figures, markdown, gr.update(), gr.update(), gr.update(), detector_fig, detector_md
         after, notice = ablated_variant(run, layer_value, head_value, on)
         *figures, markdown, _ = render(run, token_text, layer_value, head_value, None, after)
         L, H = run.config.n_layer, run.config.n_head
@@ -255,6 +275,7 @@ def build(ctx: AppContext) -> None:
             gr.update(maximum=L - 1, value=clamp(layer_value, 0, L - 1)),
             gr.update(maximum=H - 1, value=clamp(head_value, 0, H - 1)),
             gr.update(choices=[(label, i) for i, label in enumerate(run.labels)], value=run.n_tokens - 1),
+            detector_fig, detector_md,
         )
 
     def head_view(run: Run | None, layer_value, head_value, position_value, on):
@@ -269,16 +290,28 @@ def build(ctx: AppContext) -> None:
         """One head's views; the all-heads grid does not depend on the controls."""
         return head_view(ctx.current(request), layer_value, head_value, position_value, on)[:4]
 
-    def tensors(run: Run, layer_value, head_value, position_value, on):
+    @guarded("keep", "keep", "plot", "plot", "plot", "text")
+    def picked(request, pick, position_value, on):
+        """A click on a detector cell: that head in the views above."""
+        run = ctx.current(request)
+        chosen = None if run is None else interpret.parse_head_pick(pick, run.config.n_layer, run.config.n_head)
+        if chosen is None:
+            return gr.update(), gr.update(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        return (*chosen, *head_view(run, *chosen, position_value, on)[:4])
+
+    def tensors(run: Run, layer_value, head_value, position_value, on, patched):
         arrays = head_view(run, layer_value, head_value, position_value, on)[-1]
         arrays["grid"], _ = grid_values(run)
+        arrays.update({f"detector_{name}": value for name, value in detector_views(run)[2].items()})
+        arrays.update(interpret.patching_arrays(patched))
         return arrays
 
-    view = ctx.view(tab, refresh, [layer, head, ablate], [pattern_plot, grid_plot, qkv_plot, ablation_plot, text, layer, head, position])
-    # Ablating runs the model: share the model's concurrency queue.
+    outputs = [pattern_plot, grid_plot, qkv_plot, ablation_plot, text, layer, head, position, detectors_plot, detectors_text]
+    view = ctx.view(tab, refresh, [layer, head, ablate], outputs)
+    ctx.run_ids_on(induction_button.click, lambda: attribution.induction_test_ids(interpret.INDUCTION_TEST_LENGTH))
     ctx.control(
-        view, [layer.release, head.release, position.input, ablate.input], update, [ctx.state, layer, head, position, ablate],
-        [pattern_plot, qkv_plot, ablation_plot, text],
+        view, [head_pick.input], picked, [ctx.state, head_pick, position, ablate],
+        [layer, head, pattern_plot, qkv_plot, ablation_plot, text],
         concurrency_limit=settings.concurrency_limit, concurrency_id="model", trigger_mode="always_last",
     )
-    ctx.export(view, export, tensors, [layer, head, position, ablate])
+    ctx.export(view, export, tensors, [layer, head, position, ablate, patching.result])

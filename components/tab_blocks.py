@@ -10,6 +10,7 @@ from gpt2_max.analysis import Lens
 from gpt2_max.hooks import block_key
 from gpt2_max.modules import Block, GPT2Analysis
 
+from components import interpret
 from components.common import NO_RUN, AppContext, clamp, export_controls, guarded, intro, source_block
 from components.plots import finite, heatmap, layout, lines, message_figure
 from components.run import Run
@@ -272,6 +273,9 @@ def build(ctx: AppContext) -> None:
         lens_plot = gr.Plot(label="Logit lens")
         final_plot = gr.Plot(label="The final prediction through the layers")
         source_block(Block, GPT2Analysis, label="MAX source of this stage (Block; the analysis graph that runs the lens)")
+        patching = interpret.patching_section(
+            ctx, "residual", "layer and position (the stream entering that block there)", "Patch every layer and position"
+        )
 
     def lens_of(run: Run):
         lens, why = service.analysis(run, "lens")
@@ -299,4 +303,4 @@ def build(ctx: AppContext) -> None:
 
     view = ctx.view(tab, refresh, [], [norms_plot, additions_plot, lens_plot, final_plot, summary, position_control])
     ctx.control(view, [position_control.input], change, [ctx.state, position_control], [norms_plot, additions_plot, summary], trigger_mode="always_last")
-    ctx.export(view, export, lambda run: tensors(run, lens_of(run)), [])
+    ctx.export(view, export, lambda run, patched: {**tensors(run, lens_of(run)), **interpret.patching_arrays(patched)}, [patching.result])

@@ -6,11 +6,13 @@ import gradio as gr
 import numpy as np
 import plotly.graph_objects as go
 
+from gpt2_max import attribution
 from gpt2_max.analysis import NextTokens
 from gpt2_max.modules import GPT2Analysis, GPT2Body, LayerNorm
 from gpt2_max.sampling import softmax
 from gpt2_max.tokenizer import Tokenizer
 
+from components import interpret
 from components.common import NO_RUN, AppContext, clamp, export_controls, guarded, intro, source_block
 from components.plots import bars, lines, message_figure
 from components.run import Run
@@ -186,6 +188,26 @@ def render(run: Run | None, nxt: NextTokens | str, tokenizer: Tokenizer, positio
     )
 
 
+NEEDS_MODEL = "Attribution reads the model's weights, which need the live model; it is still loading."
+
+
+def attribution_view(run: Run | None, model, tokenizer: Tokenizer, position=None, target: str | None = "", minus: str | None = ""):
+    """-> (top contributors figure, heads grid figure, markdown, arrays): the direct logit attribution
+    of ``target``'s logit (default: the top prediction) minus ``minus``'s (default: none) at ``position``."""
+    if run is None or model is None:
+        why = NO_RUN if run is None else NEEDS_MODEL
+        return message_figure(why), message_figure(why), why, {}
+    position = resolve(run, position)
+    target_id = (
+        interpret.first_token(tokenizer, target, "target") if str(target or "").strip()
+        else int(np.argmax(run.trace["logits"][position]))
+    )
+    minus_id = interpret.first_token(tokenizer, minus, "token to subtract") if str(minus or "").strip() else None
+    result = attribution.attribute(model, run.trace, position, target_id, minus_id)
+    where = f"position {position} {run.tokens[position].display!r}"
+    return (*interpret.attribution_figures(result, tokenizer, where), interpret.attribution_arrays(result))
+
+
 def tensors(run: Run, nxt: NextTokens | str, position=None) -> dict[str, np.ndarray]:
     """What the plots show, for the .npz download: this position's full logits, every position's top-k."""
     position = resolve(run, position)
@@ -217,19 +239,36 @@ def build(ctx: AppContext) -> None:
         candidates_plot = gr.Plot(label="Next-token candidates")
         entropy_plot = gr.Plot(label="Entropy per position")
         source_block(GPT2Body.unembed, LayerNorm, GPT2Analysis, label="MAX source of this stage (unembed and its ln_f; the analysis graph's top-k)")
+        gr.Markdown(interpret.ATTRIBUTION_TEXT)
+        with gr.Row():
+            target = gr.Textbox(label="Token to explain (empty: the top prediction)", max_lines=1, elem_id="attribution-target")
+            minus = gr.Textbox(label="… minus this token's logit (optional)", max_lines=1, elem_id="attribution-minus")
+            preset = gr.Button(f"Preset: indirect object, {interpret.IOI_ANSWER!r} − {interpret.IOI_WRONG!r}", size="sm")
+        attribution_text = gr.Markdown()
+        contributors_plot = gr.Plot(label="Largest contributions", elem_id="attribution-plot")
+        heads_plot = gr.Plot(label="Every head's share")
+        source_block(attribution.Attribution, attribution.attribute, label="Source of the attribution (on the MAX trace)")
 
     def next_of(run: Run):
         nxt, why = service.analysis(run, "next")
         return nxt if nxt is not None else why
 
-    @guarded("plot", "plot", "text", "text", "keep")
-    def refresh(request, text):
+    def explained(run: Run | None, position, target_text, minus_text):
+        model = None if run is None else service.model_for(run.model_name)
+        return attribution_view(run, model, tokenizer, position, target_text, minus_text)
+
+    @guarded("plot", "plot", "text", "text", "keep", "plot", "plot", "text")
+    def refresh(request, text, target_text, minus_text):
         run = ctx.current(request)
         if run is None:
-            return (*render(None, NO_RUN, tokenizer), gr.update(choices=[], value=None))
+            return (*render(None, NO_RUN, tokenizer), gr.update(choices=[], value=None), *explained(None, None, "", "")[:3])
         figures = render(run, next_of(run), tokenizer, None, text)
         choices = [(label, i) for i, label in enumerate(run.labels)]
-        return (*figures, gr.update(choices=choices, value=run.n_tokens - 1))
+        return (*figures, gr.update(choices=choices, value=run.n_tokens - 1), *explained(run, None, target_text, minus_text)[:3])
+
+    @guarded("plot", "plot", "text")
+    def explain(request, position, target_text, minus_text):
+        return explained(ctx.current(request), position, target_text, minus_text)[:3]
 
     @guarded("plot", "plot", "text", "text")
     def change(request, position, text):
@@ -241,7 +280,19 @@ def build(ctx: AppContext) -> None:
         return typed_markdown(ctx.current(request), tokenizer, position, text)
 
     outputs = [candidates_plot, entropy_plot, summary, typed_text]
-    view = ctx.view(tab, refresh, [typed], [*outputs, position_control])
+    attribution_outputs = [contributors_plot, heads_plot, attribution_text]
+    view = ctx.view(tab, refresh, [typed, target, minus], [*outputs, position_control, *attribution_outputs])
+    ctx.control(
+        view, [position_control.input, target.submit, minus.submit, target.blur, minus.blur], explain,
+        [ctx.state, position_control, target, minus], attribution_outputs, trigger_mode="always_last",
+    )
+    # The preset runs the indirect-object sentence and explains ' Mary' against ' John' at its end.
+    preset.click(lambda: (interpret.IOI_ANSWER, interpret.IOI_WRONG), None, [target, minus], queue=False)
+    ctx.run_ids_on(preset.click, lambda: tokenizer.encode(interpret.IOI_CLEAN))
     ctx.control(view, [position_control.input], change, [ctx.state, position_control, typed], outputs, trigger_mode="always_last")
     ctx.control(view, [typed.submit, typed.blur], rank, [ctx.state, position_control, typed], [typed_text], trigger_mode="always_last")
-    ctx.export(view, export, lambda run, position: tensors(run, next_of(run), position), [position_control])
+    ctx.export(
+        view, export,
+        lambda run, position, target_text, minus_text: {**tensors(run, next_of(run), position), **explained(run, position, target_text, minus_text)[3]},
+        [position_control, target, minus],
+    )

@@ -123,11 +123,11 @@ def test_out_of_range_controls_are_clamped(tiny_run, explorer_service):
 
 def test_tab_builds_and_its_handlers_clamp_and_export(tiny_run, explorer_service, ablated):
     view = build_view(tab_attention, explorer_service)
-    assert len(view.controls) == 3 and len(view.outputs) == 8
+    assert len(view.controls) == 3 and len(view.outputs) == 10
     result = view.render(tiny_run.request, 1, 99, True)  # head 99 -> the last head, 3
     assert not result[4].startswith("⚠️")
     assert result[6]["value"] == 3 and result[7]["value"] == tiny_run.n_tokens - 1
-    note, update = view.export(tiny_run.request, 1, 3, None, True)
+    note, update = view.export(tiny_run.request, 1, 3, None, True, None)  # no patching sweep yet
     with np.load(update["value"]) as saved:
         assert saved["head"] == 3 and saved["grid"].shape[:2] == (2, 4)
         after = softmax(explorer_service.variant(tiny_run, ablated=[(1, 3)]).trace["logits"][-1])

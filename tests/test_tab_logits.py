@@ -144,7 +144,7 @@ def test_no_run_shows_a_message(tokenizer):
 
 def test_built_tab_refreshes_after_a_run(explorer_service, tiny_run):
     refresh_with_defaults(tab_logits, explorer_service, tiny_run)
-    path = export_with_defaults(tab_logits, explorer_service, tiny_run, None)
+    path = export_with_defaults(tab_logits, explorer_service, tiny_run, None, "", "")  # position, attribution target, minus
     assert str(path).endswith(".npz")
     with np.load(path) as data:
         assert list(data["token_ids"]) == list(tiny_run.token_ids)

@@ -1,0 +1,347 @@
+"""Why did it predict that: the views of direct logit attribution, head detectors and activation
+patching (numbers from :mod:`gpt2_max.attribution`), shared by the Logits, Attention and Blocks tabs.
+
+Each tab places these views in its own layout; what they compute, their figures, their controls
+and their exports are built here once. L blocks, H heads, T tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import gradio as gr
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from gpt2_max import attribution
+from gpt2_max.attribution import Attribution, PatchSweep
+from gpt2_max.errors import InputError
+from gpt2_max.tokenizer import Tokenizer
+
+from components.common import AppContext, guarded, md_text
+from components.plots import SEQUENTIAL, heatmap, layout, plot_text
+
+TOP_CONTRIBUTORS = 15
+TOKEN_TEXT_MAX_CHARS = 200
+
+# The indirect-object example (Wang et al. 2022), clean and with the second name swapped: the
+# same 14 tokens, so activations can be copied position by position.
+IOI_CLEAN = "When Mary and John went to the store, John gave a drink to"
+IOI_CORRUPTED = "When Mary and John went to the store, Mary gave a drink to"
+IOI_ANSWER = " Mary"
+IOI_WRONG = " John"
+INDUCTION_TEST_LENGTH = 25  # random tokens, repeated once: 50 in all, as TransformerLens' demos
+
+DETECTORS_TEXT = """**Head detectors** (TransformerLens' definitions). For every head, the attention it pays to the keys a
+detector looks for, averaged over the queries that have such a key (0..1):
+- **previous token**: key = the position just before the query;
+- **duplicate token**: keys = earlier positions holding the same token as the query;
+- **induction**: keys = the positions *right after* an earlier copy of the query's token: an induction head
+  looks back to what followed last time, to predict it again.
+
+A grey cell means your text has no such key (no token repeats). Press **Induction test** for a random
+sequence repeated twice: induction heads light up in its second half. Click a cell to open that head above."""
+
+ATTRIBUTION_TEXT = """**Direct logit attribution.** The final residual stream is a sum: the token and position
+embeddings plus what every head, every attention bias and every MLP added. With the final layer norm's
+scale frozen at this position's value (TransformerLens' convention) the logit is linear in that sum, so it
+splits into one share per component, and the shares add up to the logit exactly. A share says how much a
+component's output *directly* pushed this token up (+) or down (−); effects through later layers are not
+counted here (that is what patching measures)."""
+
+PATCHING_TEXT = """**Activation patching.** Run a *clean* and a *corrupted* prompt of the same token length (the
+indirect-object sentence and the same with the names swapped). The metric is logit(answer) − logit(wrong)
+at the last position. Then rerun the corrupted prompt with one activation copied from the clean run, for
+every {what}, and plot how much of the clean metric each patch restores:
+(patched − corrupted) / (clean − corrupted), 1 = all of it, 0 = none, negative = the other way. Each patch
+is an input of the same compiled MAX trace graph (`keep · z + (1 − keep) · z_clean`), one run per cell."""
+
+
+def head_labels(n_layer: int, n_head: int) -> tuple[list[str], list[str]]:
+    return [f"head {h}" for h in range(n_head)], [f"layer {layer}" for layer in range(n_layer)]
+
+
+def first_token(tokenizer: Tokenizer, text: str | None, what: str) -> int:
+    """The first token of typed text (a token is how the model scores; " Mary" with its space)."""
+    ids = tokenizer.encode(str(text or "")[:TOKEN_TEXT_MAX_CHARS])
+    if not ids:
+        raise InputError(f"type a token for the {what} (e.g. ' Mary', with its leading space)")
+    return ids[0]
+
+
+# ------------------------------------------------------------------------------------- attribution
+
+
+def attribution_figures(result: Attribution, tokenizer: Tokenizer, where: str) -> tuple[go.Figure, go.Figure, str]:
+    """-> (top contributors as signed bars, every head as a layers x heads grid centred at 0, summary)."""
+    target = tokenizer.token(result.token_id).display
+    what = f"logit({target!r})"
+    if result.minus_token_id is not None:
+        what += f" − logit({tokenizer.token(result.minus_token_id).display!r})"
+    parts = result.parts()
+    names = list(parts)
+    values = np.array([parts[n] for n in names])
+    order = np.argsort(-np.abs(values), kind="stable")[:TOP_CONTRIBUTORS]
+    shown = [names[i] for i in order]
+    fig = go.Figure(
+        go.Bar(
+            x=values[order], y=shown, orientation="h",
+            marker_color=["#0072B2" if v >= 0 else "#D55E00" for v in values[order]],
+            hovertemplate="%{y}<br>share of the " + plot_text(what) + ": %{x:.4g}<extra></extra>",
+        )
+    )
+    layout(fig, f"Largest direct contributions to {plot_text(what)} at {plot_text(where)}", height=460)
+    fig.update_yaxes(type="category", autorange="reversed")
+    fig.update_xaxes(title="share of the logit (+ pushes up, − down)", zeroline=True, zerolinewidth=2)
+
+    L, H = result.heads.shape
+    x, y = head_labels(L, H)
+    bound = float(np.max(np.abs(result.heads))) or 1.0
+    grid = heatmap(
+        result.heads, x, y, f"Every head's direct share of {plot_text(what)} (blue +, red −)",
+        x_title="head", y_title="layer", value_name="share", diverging=True, zmin=-bound, zmax=bound,
+        height=max(300, 34 * L + 160),
+    )
+    top = ", ".join(f"`{n}` {parts[n]:+.3g}" for n in shown[:5])
+    summary = (
+        f"{md_text(what)} at {md_text(where)} = **{result.logit:.4g}**; the {len(parts)} shares sum to "
+        f"{result.total:.4g} (difference {abs(result.total - result.logit):.1e}, float32 rounding). "
+        f"Final layer-norm scale frozen at {result.scale:.4g}. Largest: {top}."
+    )
+    return fig, grid, summary
+
+
+def attribution_arrays(result: Attribution) -> dict[str, np.ndarray]:
+    parts = result.parts()
+    return {
+        "attribution_position": np.int64(result.position),
+        "attribution_token_id": np.int64(result.token_id),
+        "attribution_minus_token_id": np.int64(-1 if result.minus_token_id is None else result.minus_token_id),
+        "attribution_logit": np.float64(result.logit),
+        "attribution_names": np.array(list(parts)),
+        "attribution_shares": np.array(list(parts.values())),
+        "attribution_heads": result.heads,
+        "attribution_mlp": result.mlp,
+        "attribution_ln_scale": np.float64(result.scale),
+    }
+
+
+# --------------------------------------------------------------------------------- head detectors
+
+
+def detector_figure(scores: dict[str, np.ndarray]) -> go.Figure:
+    """The three detectors as layers x heads grids on one fixed 0..1 scale (scores are shares of attention)."""
+    names = {"previous_token": "previous token", "duplicate_token": "duplicate token", "induction": "induction"}
+    L, H = scores["induction"].shape
+    x, y = head_labels(L, H)
+    fig = make_subplots(rows=1, cols=3, subplot_titles=list(names.values()), horizontal_spacing=0.06)
+    for col, (key, title) in enumerate(names.items(), start=1):
+        values = scores[key].astype(np.float32)
+        fig.add_trace(
+            go.Heatmap(
+                z=values, x=x, y=y, coloraxis="coloraxis", hoverongaps=False,
+                hovertemplate=f"%{{y}}, %{{x}}<br>{title} score: %{{z:.3f}}<br>click to open this head<extra></extra>",
+            ),
+            row=1, col=col,
+        )
+    colorbar = dict(title=dict(text="score", side="right"), thickness=12)
+    layout(fig, "Head detectors on your text (click a cell to open that head)", height=max(320, 26 * L + 170),
+           coloraxis=dict(colorscale=SEQUENTIAL, cmin=0.0, cmax=1.0, colorbar=colorbar))
+    fig.update_xaxes(type="category", showticklabels=False, title="head")
+    fig.update_yaxes(type="category", autorange="reversed")
+    fig.update_yaxes(showticklabels=False, col=2)
+    fig.update_yaxes(showticklabels=False, col=3)
+    return fig
+
+
+def detector_summary(scores: dict[str, np.ndarray]) -> str:
+    lines = []
+    for key, title in (("previous_token", "previous-token"), ("duplicate_token", "duplicate-token"), ("induction", "induction")):
+        values = scores[key]
+        if not np.isfinite(values).any():
+            lines.append(f"- {title}: no query has such a key in this text")
+            continue
+        flat = np.where(np.isfinite(values), values, -1.0).ravel()
+        best = np.argsort(-flat, kind="stable")[:3]
+        H = values.shape[1]
+        lines.append(f"- strongest {title} heads: " + ", ".join(f"L{i // H}H{i % H} ({flat[i]:.2f})" for i in best))
+    return "\n".join(lines)
+
+
+def parse_head_pick(value: str | None, n_layer: int, n_head: int) -> tuple[int, int] | None:
+    """'layer,head' from a click on a detector cell (written by the page's script), checked."""
+    try:
+        layer, head = (int(v) for v in str(value).split(",")[:2])
+    except (TypeError, ValueError):
+        return None
+    if 0 <= layer < n_layer and 0 <= head < n_head:
+        return layer, head
+    return None
+
+
+# The page's script: a click on a cell of a plot inside an element with class "head-picker"
+# writes "layer,head,<time>" into the hidden textbox #head-pick (which an .input event reads).
+HEAD_PICK_JS = """
+() => {
+  const wire = () => {
+    document.querySelectorAll('.head-picker .js-plotly-plot').forEach((plot) => {
+      if (plot.dataset.headPick) return;
+      plot.dataset.headPick = '1';
+      plot.on('plotly_click', (event) => {
+        const point = event.points && event.points[0];
+        if (!point) return;
+        const layer = parseInt(String(point.y).replace('layer ', ''));
+        const head = parseInt(String(point.x).replace('head ', ''));
+        const box = document.querySelector('#head-pick textarea, #head-pick input');
+        if (!box || isNaN(layer) || isNaN(head)) return;
+        box.value = `${layer},${head},${Date.now()}`;
+        box.dispatchEvent(new Event('input', { bubbles: true }));
+      });
+    });
+  };
+  setInterval(wire, 700);
+}
+"""
+# The hidden textbox must stay in the page (a visible=False component is not rendered at all).
+HIDDEN_CSS = "#head-pick { display: none !important; }"
+
+
+# -------------------------------------------------------------------------------------- patching
+
+
+@dataclass(frozen=True)
+class PatchingInputs:
+    clean: gr.Textbox
+    corrupted: gr.Textbox
+    answer: gr.Textbox
+    wrong: gr.Textbox
+    preset: gr.Button
+    go: gr.Button
+
+    @property
+    def values(self) -> list:
+        return [self.clean, self.corrupted, self.answer, self.wrong]
+
+
+def patching_inputs(prefix: str, button_label: str) -> PatchingInputs:
+    """The two prompts, the metric's tokens, a preset and the sweep's button (ids under ``prefix``)."""
+    with gr.Row():
+        clean = gr.Textbox(label="Clean prompt", value=IOI_CLEAN, max_lines=3, elem_id=f"{prefix}-clean")
+        corrupted = gr.Textbox(label="Corrupted prompt (same token count)", value=IOI_CORRUPTED, max_lines=3, elem_id=f"{prefix}-corrupted")
+    with gr.Row():
+        answer = gr.Textbox(label="Answer token (metric: its logit …)", value=IOI_ANSWER, max_lines=1, elem_id=f"{prefix}-answer")
+        wrong = gr.Textbox(label="… minus this token's logit", value=IOI_WRONG, max_lines=1, elem_id=f"{prefix}-wrong")
+        preset = gr.Button("Preset: indirect object, names swapped", size="sm")
+        go_button = gr.Button(button_label, variant="primary", elem_id=f"{prefix}-go")
+    preset.click(lambda: (IOI_CLEAN, IOI_CORRUPTED, IOI_ANSWER, IOI_WRONG), None, [clean, corrupted, answer, wrong], queue=False)
+    return PatchingInputs(clean, corrupted, answer, wrong, preset, go_button)
+
+
+SWEEPS: dict[str, Callable] = {"heads": attribution.patch_heads, "residual": attribution.patch_residual}
+
+
+@dataclass(frozen=True)
+class PatchingRun:
+    kind: str  # "heads" or "residual"
+    sweep: PatchSweep
+    clean_ids: list[int]
+    answer_id: int
+    wrong_id: int
+
+
+def run_patching(model, tokenizer: Tokenizer, kind: str, clean: str, corrupted: str, answer: str, wrong: str) -> PatchingRun:
+    """The sweep of ``kind`` on the typed prompts; clear messages for what cannot be patched."""
+    clean_ids, corrupted_ids = tokenizer.encode(str(clean or "")), tokenizer.encode(str(corrupted or ""))
+    if not clean_ids or not corrupted_ids:
+        raise InputError("type both a clean and a corrupted prompt")
+    limit = 64  # one trace per cell: L x T runs for the residual sweep
+    if len(clean_ids) > limit:
+        raise InputError(f"patching sweeps run the model once per cell: keep the prompts to {limit} tokens (these have {len(clean_ids)})")
+    answer_id, wrong_id = first_token(tokenizer, answer, "answer"), first_token(tokenizer, wrong, "wrong answer")
+    sweep = SWEEPS[kind](model, clean_ids, corrupted_ids, lambda trace: attribution.logit_difference(trace, -1, answer_id, wrong_id))
+    return PatchingRun(kind, sweep, clean_ids, answer_id, wrong_id)
+
+
+def patching_figure(result: PatchingRun, tokenizer: Tokenizer) -> tuple[go.Figure, str]:
+    sweep = result.sweep
+    restored = sweep.restored
+    if result.kind == "heads":
+        L, H = restored.shape
+        x, y = head_labels(L, H)
+        title = "Share of the clean metric restored by patching each head's output (all positions)"
+        x_title, height = "head", max(320, 34 * L + 160)
+    else:
+        L, T = restored.shape
+        y = [f"before block {layer}" for layer in range(L)]
+        x = [f"{i} {tokenizer.token(t).display}" for i, t in enumerate(result.clean_ids)]
+        title = "Share of the clean metric restored by patching the residual stream at one layer and position"
+        x_title, height = "position (clean token)", max(340, 30 * L + 200)
+    # A fixed −1..1 scale: "1 = all of the clean metric" means the same on every prompt.
+    fig = heatmap(restored, x, y, title, x_title=x_title, y_title="layer", value_name="restored", diverging=True, zmin=-1.0, zmax=1.0, height=height)
+    answer, wrong = tokenizer.token(result.answer_id).display, tokenizer.token(result.wrong_id).display
+    flat = np.where(np.isfinite(restored), restored, -np.inf).ravel()
+    best = np.argsort(-flat, kind="stable")[:3]
+    cols = restored.shape[1]
+    name = (lambda i: f"L{i // cols}H{i % cols}") if result.kind == "heads" else (lambda i: f"layer {i // cols}, position {i % cols}")
+    gap = sweep.clean_metric - sweep.corrupted_metric
+    note = "" if abs(gap) > 1e-6 else " ⚠️ The two prompts give the same metric, so nothing can be restored: try other prompts."
+    summary = (
+        f"Metric logit({answer!r}) − logit({wrong!r}) at the last position: clean **{sweep.clean_metric:.3f}**, "
+        f"corrupted **{sweep.corrupted_metric:.3f}**.{note} Most restoring: "
+        + ", ".join(f"{name(i)} ({flat[i]:.2f})" for i in best if np.isfinite(flat[i]))
+        + f". {sweep.runs} MAX trace runs in {sweep.seconds:.1f} s."
+    )
+    return fig, summary
+
+
+@dataclass(frozen=True)
+class PatchingSection:
+    inputs: PatchingInputs
+    plot: gr.Plot
+    text: gr.Markdown
+    result: gr.State  # the last PatchingRun of this session (for the export)
+
+
+def patching_section(ctx: AppContext, kind: str, what: str, button_label: str) -> PatchingSection:
+    """The patching view of one sweep ``kind`` ("heads" or "residual"), built where it is called
+    (inside a tab) and wired: its button runs the sweep on the live model (API ``patch_<kind>``)."""
+    service = ctx.service
+    gr.Markdown(PATCHING_TEXT.format(what=what))
+    inputs = patching_inputs(f"patch-{kind}", button_label)
+    plot = gr.Plot(label=f"Patching: {kind}", elem_id=f"patch-{kind}-plot")
+    text = gr.Markdown()
+    result = gr.State(None)
+
+    @guarded("plot", "text", "keep")
+    def sweep(request, clean, corrupted, answer, wrong):
+        run = ctx.current(request)
+        model = service.model_for(None if run is None else run.model_name)
+        if model is None:
+            raise InputError("patching runs the model once per cell, which needs the live model; it is still loading")
+        patched = run_patching(model, service.tokenizer, kind, clean, corrupted, answer, wrong)
+        return (*patching_figure(patched, service.tokenizer), patched)
+
+    settings = service.settings
+    inputs.go.click(
+        sweep, [ctx.state, *inputs.values], [plot, text, result],
+        api_name=f"patch_{kind}", concurrency_limit=settings.concurrency_limit, concurrency_id="model",
+    )
+    return PatchingSection(inputs, plot, text, result)
+
+
+def patching_arrays(result: PatchingRun | None) -> dict[str, np.ndarray]:
+    """The tensors behind a patching view, for the tab's .npz (none before a sweep)."""
+    if result is None:
+        return {}
+    return {
+        f"patch_{result.kind}_restored": result.sweep.restored,
+        f"patch_{result.kind}_metric": result.sweep.metric,
+        "patch_clean_metric": np.float64(result.sweep.clean_metric),
+        "patch_corrupted_metric": np.float64(result.sweep.corrupted_metric),
+        "patch_clean_ids": np.asarray(result.clean_ids, dtype=np.int64),
+        "patch_answer_id": np.int64(result.answer_id),
+        "patch_wrong_id": np.int64(result.wrong_id),
+    }
+

@@ -1,0 +1,121 @@
+"""The attribution, detector and patching views in the Logits, Attention and Blocks tabs.
+
+Their numbers come from gpt2_max.attribution (tested against the float64 reference in
+test_attribution.py); here the figures must show exactly those numbers, the handlers must turn
+bad input into messages, and the exports must hold the tensors.
+"""
+
+from __future__ import annotations
+
+import gradio as gr
+import numpy as np
+
+from components import interpret, tab_attention, tab_blocks, tab_logits
+from components.common import AppContext
+from gpt2_max import attribution
+from tab_helpers import build_view
+
+
+def build_with_functions(tab_module, service):
+    """(view, {api_name: handler}) of one tab built in its own Blocks."""
+    with gr.Blocks() as demo:
+        ctx = AppContext(service=service, state=gr.State(None))
+        with gr.Tabs():
+            tab_module.build(ctx)
+    (view,) = ctx.views.values()
+    functions = {f.api_name: f.fn for f in demo.fns.values() if f.api_name}
+    return view, functions, ctx
+
+
+def test_logits_tab_explains_the_top_prediction_and_a_logit_difference(tiny_run, explorer_service, tiny_model, monkeypatch):
+    # The tiny model has 15 parts in all; show fewer, so that choosing the largest is tested.
+    monkeypatch.setattr(interpret, "TOP_CONTRIBUTORS", 6)
+    view = build_view(tab_logits, explorer_service)
+    values = view.render(tiny_run.request, "", "", "")
+    bars_fig, grid_fig, summary = values[-3:]
+    top = int(np.argmax(tiny_run.trace["logits"][-1]))
+    expected = attribution.attribute(tiny_model, tiny_run.trace, tiny_run.n_tokens - 1, top)
+    np.testing.assert_allclose(np.asarray(grid_fig.data[0].z, dtype=np.float64), expected.heads, rtol=1e-6)
+    shown = dict(zip(bars_fig.data[0].y, bars_fig.data[0].x))
+    parts = expected.parts()
+    assert len(shown) == interpret.TOP_CONTRIBUTORS
+    assert all(abs(parts[name] - value) < 1e-12 for name, value in shown.items())
+    # The bars are the largest parts by size.
+    assert min(abs(v) for v in shown.values()) >= max(abs(v) for n, v in parts.items() if n not in shown)
+    assert "sum to" in summary and not summary.startswith("⚠️")
+    # The grid's colour scale is centred at 0.
+    assert grid_fig.data[0].zmid == 0.0
+
+    note, update = view.export(tiny_run.request, 3, " mat", " the")
+    with np.load(update["value"]) as saved:
+        mat, the = (explorer_service.tokenizer.encode(t)[0] for t in (" mat", " the"))
+        logit = tiny_run.trace["logits"][3, mat] - tiny_run.trace["logits"][3, the]
+        assert saved["attribution_token_id"] == mat and saved["attribution_minus_token_id"] == the
+        np.testing.assert_allclose(saved["attribution_shares"].sum(), logit, atol=1e-5)
+
+
+def test_logits_attribution_handles_bad_tokens_with_a_message(tiny_run, explorer_service):
+    view = build_view(tab_logits, explorer_service)
+    explain = next(h for h, _ in view.handlers if h.__name__ == "explain")
+    # A target of only spaces is "none given" (the top prediction); an empty encode is a message.
+    # Handlers take their inputs, then the view's other controls (here the typed token).
+    figures = explain(None, 0, "", "", "")
+    assert "Run" in figures[2]
+    out = explain(tiny_run.request, 10_000, "   ", "", "")
+    assert not out[2].startswith("⚠️")
+
+
+def test_attention_tab_shows_the_detector_scores_and_a_click_opens_the_head(tiny_model, explorer_service):
+    ids = attribution.induction_test_ids(interpret.INDUCTION_TEST_LENGTH)
+    run = explorer_service.run_ids(explorer_service.tokenizer.decode(ids), ids)
+    view, functions, _ = build_with_functions(tab_attention, explorer_service)
+    values = view.render(run.request, 0, 0, False)
+    detector_fig, detector_md = values[-2:]
+    scores = attribution.head_scores(tiny_model, run.trace, token_ids=ids)
+    for trace, name in zip(detector_fig.data, attribution.HEAD_SCORE_NAMES):
+        np.testing.assert_allclose(np.asarray(trace.z, dtype=np.float64), scores[name], rtol=1e-6, equal_nan=True)
+    assert detector_fig.layout.coloraxis.cmin == 0.0 and detector_fig.layout.coloraxis.cmax == 1.0
+    assert "induction" in detector_md
+    picked = next(h for h, _ in view.handlers if h.__name__ == "picked")
+    # Inputs: the pick, the position, the ablate box, then the view's layer and head controls.
+    out = picked(run.request, "1,3,1700000000", None, False, 0, 0)
+    assert out[:2] == (1, 3)
+    assert "layer 1 head 3" in out[2].layout.title.text
+    nothing = picked(run.request, "not a cell", None, False, 0, 0)  # a stray value changes nothing
+    assert nothing[0] == gr.update() and isinstance(nothing[2], type(gr.skip()))
+
+
+def test_head_patching_view_shows_the_sweep_and_exports_it(tiny_run, explorer_service, tiny_model):
+    view, functions, _ = build_with_functions(tab_attention, explorer_service)
+    sweep = functions["patch_heads"]
+    fig, summary, result = sweep(tiny_run.request, interpret.IOI_CLEAN, interpret.IOI_CORRUPTED, " Mary", " John")
+    tokenizer = explorer_service.tokenizer
+    mary, john = tokenizer.encode(" Mary")[0], tokenizer.encode(" John")[0]
+    expected = attribution.patch_heads(
+        tiny_model, tokenizer.encode(interpret.IOI_CLEAN), tokenizer.encode(interpret.IOI_CORRUPTED),
+        lambda trace: attribution.logit_difference(trace, -1, mary, john),
+    )
+    np.testing.assert_allclose(np.asarray(fig.data[0].z, dtype=np.float64), expected.restored, rtol=1e-6)
+    assert (fig.data[0].zmin, fig.data[0].zmax) == (-1.0, 1.0)
+    assert "MAX trace runs" in summary
+    note, update = view.export(tiny_run.request, 0, 0, None, False, result)
+    with np.load(update["value"]) as saved:
+        np.testing.assert_array_equal(saved["patch_heads_restored"], result.sweep.restored)
+    # Prompts of different lengths: a message, no traceback, no figure of nonsense.
+    fig, summary, _ = sweep(tiny_run.request, "A short one", "A much longer prompt than that", " Mary", " John")
+    assert summary.startswith("⚠️") and "same length" in summary
+    fig, summary, _ = sweep(tiny_run.request, interpret.IOI_CLEAN, interpret.IOI_CORRUPTED, "", " John")
+    assert summary.startswith("⚠️") and "answer" in summary
+
+
+def test_residual_patching_view_in_blocks(tiny_run, explorer_service):
+    view, functions, _ = build_with_functions(tab_blocks, explorer_service)
+    fig, summary, result = functions["patch_residual"](tiny_run.request, interpret.IOI_CLEAN, interpret.IOI_CORRUPTED, " Mary", " John")
+    T = len(explorer_service.tokenizer.encode(interpret.IOI_CLEAN))
+    assert np.asarray(fig.data[0].z).shape == (tiny_run.config.n_layer, T)
+    # Before block 0, only the swapped name's position matters, and it restores all of it.
+    z = np.asarray(fig.data[0].z, dtype=np.float64)
+    assert np.isclose(z[0].max(), 1.0, atol=1e-6) and np.count_nonzero(np.abs(z[0]) > 1e-6) == 1
+    note, update = view.export(tiny_run.request, result)
+    with np.load(update["value"]) as saved:
+        np.testing.assert_array_equal(saved["patch_residual_restored"], result.sweep.restored)
