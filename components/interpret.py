@@ -149,7 +149,8 @@ def detector_figure(scores: dict[str, np.ndarray]) -> go.Figure:
     colorbar = dict(title=dict(text="score", side="right"), thickness=12)
     layout(fig, "Head detectors on your text (click a cell to open that head)", height=max(320, 26 * L + 170),
            coloraxis=dict(colorscale=SEQUENTIAL, cmin=0.0, cmax=1.0, colorbar=colorbar))
-    fig.update_xaxes(type="category", showticklabels=False, title="head")
+    # Category ticks read "head h" in hovers (the click script parses them); the axis shows just h.
+    fig.update_xaxes(type="category", title="head", tickmode="array", tickvals=x, ticktext=[str(h) for h in range(H)], tickangle=0)
     fig.update_yaxes(type="category", autorange="reversed")
     fig.update_yaxes(showticklabels=False, col=2)
     fig.update_yaxes(showticklabels=False, col=3)

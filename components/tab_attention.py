@@ -310,7 +310,7 @@ def build(ctx: AppContext) -> None:
     view = ctx.view(tab, refresh, [layer, head, ablate], outputs)
     ctx.run_ids_on(induction_button.click, lambda: attribution.induction_test_ids(interpret.INDUCTION_TEST_LENGTH))
     ctx.control(
-        view, [head_pick.input], picked, [ctx.state, head_pick, position, ablate],
+        view, [head_pick.change], picked, [ctx.state, head_pick, position, ablate],
         [layer, head, pattern_plot, qkv_plot, ablation_plot, text],
         concurrency_limit=settings.concurrency_limit, concurrency_id="model", trigger_mode="always_last",
     )

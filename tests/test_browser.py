@@ -237,3 +237,48 @@ def test_phone_width_page_fits_and_plots(browser, server):
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     phone.screenshot(path=str(SCREENSHOTS / "phone-logits.png"), full_page=True)
     phone.context.close()
+
+
+def plot_title(page, selector: str, text: str):
+    """Waits until the plot at ``selector`` has a title containing ``text``."""
+    sync_api.expect(page.locator(f"{selector} .gtitle").filter(has_text=text)).not_to_have_count(0, timeout=PLOT_TIMEOUT_MS)
+
+
+def test_why_views_detectors_patching_and_attribution(page):
+    """The induction test lights the detectors, a click on a cell opens that head, the patching
+    sweeps draw, and the IOI preset explains ' Mary' against ' John' in the Logits tab."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    open_tab(page, "Attention")
+    page.locator("#induction-test").click()
+    sync_api.expect(page.locator("#run-note")).to_contain_text("50 tokens", timeout=PLOT_TIMEOUT_MS)
+    plot_title(page, "#detectors-plot", "Head detectors")
+    detectors = page.locator("#detectors-plot")
+    detectors.scroll_into_view_if_needed()
+    page.wait_for_timeout(1500)  # the page script wires new plots every 0.7 s
+    # The third subplot (induction): click the centre of its drag layer, i.e. a middle cell.
+    cells = detectors.locator(".nsewdrag")
+    cells.nth(2).click()
+    pick = page.locator("#head-pick textarea, #head-pick input").first
+    page.wait_for_function("() => { const b = document.querySelector('#head-pick textarea, #head-pick input'); return b && b.value.includes(','); }", timeout=30_000)
+    layer, head = (int(v) for v in pick.input_value().split(",")[:2])
+    plot_title(page, ".js-plotly-plot", f"layer {layer} head {head}")
+    detectors.screenshot(path=str(SCREENSHOTS / "attention-detectors.png"))
+
+    page.locator("#patch-heads-go").click()
+    plot_title(page, "#patch-heads-plot", "restored by patching each head")
+    page.locator("#patch-heads-plot").screenshot(path=str(SCREENSHOTS / "attention-patching.png"))
+
+    open_tab(page, "Blocks")
+    page.locator("#patch-residual-go").click()
+    plot_title(page, "#patch-residual-plot", "restored by patching the residual stream")
+    page.locator("#patch-residual-plot").screenshot(path=str(SCREENSHOTS / "blocks-patching.png"))
+
+    open_tab(page, "Logits")
+    page.get_by_role("button", name="Preset: indirect object").click()
+    sync_api.expect(page.locator("#run-note")).to_contain_text("14 tokens", timeout=PLOT_TIMEOUT_MS)
+    plot_title(page, "#attribution-plot", "Mary")
+    plot_title(page, "#attribution-plot", "John")
+    page.wait_for_timeout(500)
+    page.screenshot(path=str(SCREENSHOTS / "logits-attribution.png"), full_page=True)
+    errors = page.locator(ERROR_TOASTS).all_inner_texts()
+    assert not errors, f"error messages on the page: {errors}"
