@@ -1,6 +1,7 @@
-"""Command line: ``python -m gpt2_max {trace,generate,download} ...``.
+"""Command line: ``python -m gpt2_max {trace,generate,download,selfcheck} ...``.
 
     python -m gpt2_max download --model openai-community/gpt2
+    python -m gpt2_max selfcheck --model openai-community/gpt2
     python -m gpt2_max trace "The cat sat on the" --out trace.npz
     python -m gpt2_max generate "The cat sat on the" --max-new-tokens 20 --temperature 0
 """
@@ -38,6 +39,12 @@ def _parser() -> argparse.ArgumentParser:
     generate.add_argument("--top-k", type=int, default=0, help="0 = off")
     generate.add_argument("--top-p", type=float, default=1.0, help="1 = off")
     generate.add_argument("--seed", type=int, default=None)
+
+    selfcheck = commands.add_parser(
+        "selfcheck",
+        help="measure published numbers of the real GPT-2 small and print which hold (exit 0 only if all do)",
+    )
+    selfcheck.add_argument("--model", default=DEFAULT_MODEL, help="Hub repo id or local directory")
     return parser
 
 
@@ -67,6 +74,14 @@ def main(argv: list[str] | None = None) -> int:
         from gpt2_max.sampling import SamplingSettings
 
         model = gpt2_max.load(args.model)
+        if args.command == "selfcheck":
+            from gpt2_max.selfcheck import format_table, run_checks
+
+            results = run_checks(model)
+            print(f"{args.model}, against published values of openai-community/gpt2 (GPT-2 small):\n")
+            print(format_table(results))
+            return 0 if all(result.holds for result in results) else 1
+
         ids = model.tokenizer.encode(args.text)
         if args.command == "trace":
             trace = model.trace(ids, causal=not args.no_causal, ablate=_parse_ablation(args.ablate))

@@ -106,18 +106,22 @@ def _hub_offline() -> bool:
     )
 
 
-def _cached_directory(repo_id: str) -> Path | None:
-    """The cached snapshot holding config.json and model.safetensors, if complete."""
+def cached_directory(repo_id: str, cache_dir: str | os.PathLike[str] | None = None) -> Path | None:
+    """The cached snapshot holding config.json and model.safetensors, if complete.
+
+    Looks only in the cache (never the network): ``cache_dir``, or huggingface_hub's
+    current cache ($HF_HUB_CACHE) when None.
+    """
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import LocalEntryNotFoundError
 
     try:
-        config = hf_hub_download(repo_id, CONFIG_FILE, local_files_only=True)
+        config = hf_hub_download(repo_id, CONFIG_FILE, cache_dir=cache_dir, local_files_only=True)
     except (LocalEntryNotFoundError, FileNotFoundError):
         return None
     directory = Path(config).parent
     try:
-        hf_hub_download(repo_id, SAFETENSORS_FILE, local_files_only=True)
+        hf_hub_download(repo_id, SAFETENSORS_FILE, cache_dir=cache_dir, local_files_only=True)
     except (LocalEntryNotFoundError, FileNotFoundError):
         if any((directory / name).exists() for name in PICKLE_FILES):
             raise _refuse_pickle(repo_id) from None
@@ -138,7 +142,7 @@ def download(repo_id: str) -> Path:
     )
 
     try:
-        cached = _cached_directory(repo_id)
+        cached = cached_directory(repo_id)
     except HFValidationError as error:
         raise ModelLoadError(
             f"{repo_id!r} is neither a local directory nor a valid Hub repo id "

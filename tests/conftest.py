@@ -16,6 +16,12 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
+from real_weights import user_hub_cache  # noqa: E402
+
+# The cache this run was started with, where `pytest -m real_weights` looks for the real
+# GPT-2; read before the private cache below replaces it.
+USER_HUB_CACHE = user_hub_cache(os.environ)
+
 HUB_CACHE = Path(tempfile.mkdtemp(prefix="explorer-hub-cache-"))
 os.environ["HF_HUB_CACHE"] = str(HUB_CACHE)
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -34,6 +40,12 @@ def tiny_model():
     import gpt2_max
 
     return gpt2_max.load(TINY_REPO_ID)
+
+
+@pytest.fixture(scope="session")
+def user_hub_cache_dir() -> Path:
+    """The Hugging Face cache of the environment pytest was started in (not the private one)."""
+    return USER_HUB_CACHE
 
 
 @pytest.fixture(scope="session")
