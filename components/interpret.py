@@ -56,7 +56,8 @@ indirect-object sentence and the same with the names swapped). The metric is log
 at the last position. Then rerun the corrupted prompt with one activation copied from the clean run, for
 every {what}, and plot how much of the clean metric each patch restores:
 (patched − corrupted) / (clean − corrupted), 1 = all of it, 0 = none, negative = the other way. Each patch
-is an input of the same compiled MAX trace graph (`keep · z + (1 − keep) · z_clean`), one run per cell."""
+is an input of the same compiled MAX trace graph (`keep · z + (1 − keep) · z_clean`), one run per cell,
+several runs packed into each execution."""
 
 
 def head_labels(n_layer: int, n_head: int) -> tuple[list[str], list[str]]:
@@ -292,7 +293,7 @@ def patching_figure(result: PatchingRun, tokenizer: Tokenizer) -> tuple[go.Figur
         f"Metric logit({answer!r}) − logit({wrong!r}) at the last position: clean **{sweep.clean_metric:.3f}**, "
         f"corrupted **{sweep.corrupted_metric:.3f}**.{note} Most restoring: "
         + ", ".join(f"{name(i)} ({flat[i]:.2f})" for i in best if np.isfinite(flat[i]))
-        + f". {sweep.runs} MAX trace runs in {sweep.seconds:.1f} s."
+        + f". {sweep.runs} runs of the MAX trace graph, packed several to an execution, in {sweep.seconds:.1f} s."
     )
     return fig, summary
 

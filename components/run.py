@@ -48,7 +48,8 @@ class Run:
     ablated: tuple[tuple[int, int], ...] = ()
     source: str = LIVE
     notice: str = ""  # e.g. "cut from 900 to 256 tokens"
-    seconds: float = 0.0  # MAX time for the trace
+    seconds: float = 0.0  # MAX time for the trace (its share, when several Runs were traced together)
+    batched: int = 1  # how many Runs that trace execution served
     # Analyses of this trace made on demand (ExplorerService.analysis), kept with it.
     derived: dict = field(default_factory=dict, compare=False, repr=False)
 
@@ -378,32 +379,65 @@ class ExplorerService:
         return self.run_ids(text, ids, causal, ablated, notice, name)
 
     def run_ids(self, text: str, ids, causal: bool = True, ablated=(), notice: str = "", model_name: str | None = None) -> Run:
+        return self.run_ids_many([(text, ids, causal, ablated, notice)], model_name)[0]
+
+    def run_ids_many(self, items, model_name: str | None = None) -> list[Run]:
+        """Runs for several (text, ids, causal, ablated, notice) at once: the ones not in the
+        store go through the trace graph together (packed into one execution where they fit)."""
         name = self.check_allowed(model_name)
         model = self.model_for(name)
         if model is None:
             raise InputError(f"the model {name} is not loaded yet")
-        ablated = tuple(sorted((int(a), int(b)) for a, b in ablated))
-        key = request_key(name, ids, causal, ablated)
-        cached = self.store.get(key)
-        if cached is not None:
-            return cached
-        started = time.perf_counter()
-        trace = model.trace(ids, causal=causal, ablate=ablated)
-        run = Run(
-            text=text,
-            token_ids=tuple(int(i) for i in ids),
-            tokens=tuple(self.tokenizer.tokens(ids)),
-            trace=trace,
-            config=model.config,
-            model_name=name,
-            causal=causal,
-            ablated=ablated,
-            source=LIVE,
-            notice=notice,
-            seconds=time.perf_counter() - started,
-        )
-        self.store.put(key, run)
-        return run
+        keyed = []
+        for text, ids, causal, ablated, notice in items:
+            ablated = tuple(sorted((int(a), int(b)) for a, b in ablated))
+            keyed.append((request_key(name, ids, causal, ablated), text, ids, causal, ablated, notice))
+        runs: dict[str, Run] = {key: run for key, *_ in keyed if (run := self.store.get(key)) is not None}
+        missing = list({key: item for key, *item in keyed if key not in runs}.items())
+        if missing:
+            started = time.perf_counter()
+            traces = model.traces(
+                [dict(token_ids=ids, causal=causal, ablate=ablated) for _, (_, ids, causal, ablated, _) in missing]
+            )
+            # The execution's time, shared by the Runs it served.
+            seconds = (time.perf_counter() - started) / len(missing)
+            for (key, (text, ids, causal, ablated, notice)), trace in zip(missing, traces, strict=True):
+                runs[key] = Run(
+                    text=text,
+                    token_ids=tuple(int(i) for i in ids),
+                    tokens=tuple(self.tokenizer.tokens(ids)),
+                    trace=trace,
+                    config=model.config,
+                    model_name=name,
+                    causal=causal,
+                    ablated=ablated,
+                    source=LIVE,
+                    notice=notice,
+                    seconds=seconds,
+                    batched=len(missing),
+                )
+                self.store.put(key, runs[key])
+        return [runs[key] for key, *_ in keyed]
+
+    def run_many(self, texts, model_names) -> list[Run | InputError]:
+        """``run`` for Runs that arrived together (Gradio's batched event): the live ones of each
+        model are traced in one go; a bad input gives its error in its place, the others go on."""
+        results: list[Run | InputError | None] = [None] * len(texts)
+        live: dict[str, list[tuple[int, tuple]]] = {}
+        for index, (text, model_name) in enumerate(zip(texts, model_names, strict=True)):
+            try:
+                name = self.check_allowed(model_name)
+                if self.model_for(name) is None:
+                    results[index] = self.run(text, model_name=name)  # precomputed, or why not
+                    continue
+                text, ids, notice = self.prepare(text, self.model_for(name))
+                live.setdefault(name, []).append((index, (text, ids, True, (), notice)))
+            except InputError as error:
+                results[index] = error
+        for name, items in live.items():
+            for (index, _), run in zip(items, self.run_ids_many([item for _, item in items], name), strict=True):
+                results[index] = run
+        return results
 
     def variant(self, run: Run, causal: bool | None = None, ablated=None) -> Run:
         """The same tokens with the mask switched or heads ablated: same graph, other inputs."""

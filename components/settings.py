@@ -33,6 +33,7 @@ class Settings:
     max_new_tokens: int = 64  # the Sample tab's ceiling
     max_sample_draws: int = 500  # "sample N times" ceiling
     concurrency_limit: int = 2  # model runs at once (2 cores)
+    max_batch_size: int = 8  # Runs that arrive together go through the trace graph as one execution
     max_queue: int = 64  # waiting requests beyond this get "busy, try again"
     trace_cache_mb: int = 2048  # server-side memory for cached traces (LRU; evicted ones are recomputed)
     examples_dir: str = "examples"  # precomputed example traces committed with the app
@@ -49,6 +50,7 @@ class Settings:
             max_new_tokens=_int("GPT2_EXPLORER_MAX_NEW_TOKENS", 64, 1, 1024),
             max_sample_draws=_int("GPT2_EXPLORER_MAX_SAMPLE_DRAWS", 500, 1, 10_000),
             concurrency_limit=_int("GPT2_EXPLORER_CONCURRENCY", 2, 1, 64),
+            max_batch_size=_int("GPT2_EXPLORER_MAX_BATCH", 8, 1, 64),
             max_queue=_int("GPT2_EXPLORER_MAX_QUEUE", 64, 1, 10_000),
             trace_cache_mb=_int("GPT2_EXPLORER_TRACE_CACHE_MB", 2048, 16, 65_536),
             examples_dir=os.environ.get("GPT2_EXPLORER_EXAMPLES_DIR", "examples"),

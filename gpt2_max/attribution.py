@@ -202,6 +202,10 @@ def logit_difference(trace: Trace, position: int, answer_id: int, wrong_id: int)
     return float(logits[answer_id]) - float(logits[wrong_id])
 
 
+# Patched runs handed to the engine at once (it packs them into executions of PACK_ROWS rows).
+SWEEP_CHUNK = 48
+
+
 @dataclass(frozen=True)
 class PatchSweep:
     """How much of the clean metric each patch restores: (patched - corrupted) / (clean - corrupted),
@@ -227,13 +231,21 @@ def _check_pair(model, clean_ids: Sequence[int], corrupted_ids: Sequence[int]) -
     return clean, corrupted
 
 
-def _sweep(model, clean_ids, corrupted_ids, metric: Callable[[Trace], float], places, trace_patched) -> PatchSweep:
+def _sweep(model, clean_ids, corrupted_ids, metric: Callable[[Trace], float], places, patch_of) -> PatchSweep:
+    """Runs the corrupted prompt once per place with ``patch_of(clean, place)`` (trace() keyword
+    arguments), all packed into as few graph executions as fit; places is a grid (list of rows)."""
     clean_ids, corrupted_ids = _check_pair(model, clean_ids, corrupted_ids)
     started = time.perf_counter()
-    clean = model.trace(clean_ids)
-    corrupted = model.trace(corrupted_ids)
+    clean, corrupted = model.traces([dict(token_ids=clean_ids), dict(token_ids=corrupted_ids)])
     clean_metric, corrupted_metric = metric(clean), metric(corrupted)
-    values = np.array([[metric(trace_patched(corrupted_ids, clean, place)) for place in row] for row in places])
+    flat = [place for row in places for place in row]
+    values = np.empty(len(flat))
+    # Chunks bound the memory of the traces alive at once (each holds its [T, V] logits).
+    for start in range(0, len(flat), SWEEP_CHUNK):
+        chunk = flat[start : start + SWEEP_CHUNK]
+        patched = model.traces([dict(token_ids=corrupted_ids, **patch_of(clean, place)) for place in chunk])
+        values[start : start + len(chunk)] = [metric(trace) for trace in patched]
+    values = values.reshape(len(places), -1)
     seconds = time.perf_counter() - started
     gap = clean_metric - corrupted_metric
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -248,7 +260,7 @@ def patch_heads(model, clean_ids, corrupted_ids, metric: Callable[[Trace], float
     places = [[(layer, head) for head in range(H)] for layer in range(L)]
     return _sweep(
         model, clean_ids, corrupted_ids, metric, places,
-        lambda ids, clean, place: model.trace(ids, patch=(clean, [place])),
+        lambda clean, place: dict(patch=(clean, [place])),
     )
 
 
@@ -259,5 +271,5 @@ def patch_residual(model, clean_ids, corrupted_ids, metric: Callable[[Trace], fl
     places = [[(layer, position) for position in range(T)] for layer in range(L)]
     return _sweep(
         model, clean_ids, corrupted_ids, metric, places,
-        lambda ids, clean, place: model.trace(ids, resid_patch=(clean, [place])),
+        lambda clean, place: dict(resid_patch=(clean, [place])),
     )

@@ -2,9 +2,10 @@
 
 Three graphs per model, each compiled once with symbolic lengths and reused for
 every request:
-- the trace graph (:class:`gpt2_max.modules.GPT2Trace`): the whole sequence,
-  every intermediate; also the prefill of generation, since it returns each
-  layer's keys and values; compiled when the model loads;
+- the trace graph (:class:`gpt2_max.modules.GPT2Trace`): whole sequences (one,
+  or several packed into one execution), every intermediate; also the prefill of
+  generation, since it returns each layer's keys and values; compiled when the
+  model loads;
 - the analysis graph (:class:`gpt2_max.modules.GPT2Analysis`): the logit lens,
   next-token top-k and nearest tokens, everything that reads all of ``wte``,
   returning only the top-k rows the tabs show;
@@ -24,6 +25,7 @@ import os
 import threading
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 os.environ.setdefault("MODULAR_TELEMETRY_ENABLED", "0")
 
@@ -51,6 +53,54 @@ ANALYSIS_KEYS = (
 )
 # Which input's rows each output has (the others: lens_rows).
 ANALYSIS_SIDES = {"candidate_ids": "candidates", "candidate_probs": "candidates", "nearest_ids": "queries", "nearest_cosines": "queries"}
+
+
+# Token rows per packed trace execution. The attention keys come back as [H, N, N] per block,
+# so a pack costs 2 L H N^2 floats of output: 75 MB for GPT-2 small at 256 rows (and the
+# wasted off-diagonal scores ~10% of the FLOPs). A longer single request runs alone.
+PACK_ROWS = 256
+# Trace keys shaped [H, T, T] (the others have tokens first).
+SQUARE_KEYS = ("attn.hook_attn_scores", "attn.hook_pattern")
+
+
+@dataclass(frozen=True)
+class TraceRequest:
+    """One sequence for the trace graph, with its patch inputs (see GPT2Trace; T tokens).
+
+    The patch inputs default to "touch nothing": head_keep [L, T, H] ones, z_source
+    [L, T, H, D] zeros, resid_keep [L, T] ones, resid_source [L, T, E] zeros."""
+
+    token_ids: np.ndarray  # [T] int64
+    mask_off: bool = False
+    head_keep: np.ndarray | None = None
+    z_source: np.ndarray | None = None
+    resid_keep: np.ndarray | None = None
+    resid_source: np.ndarray | None = None
+
+    # The axis along which each graph input's rows are tokens (what packing concatenates).
+    TOKEN_AXES = (0, 0, 0, 0, 1, 1, 1, 1)
+
+    def inputs(self, L: int, H: int, D: int, E: int) -> list[np.ndarray]:
+        T = len(self.token_ids)
+
+        def given(value, shape, fill):
+            if value is None:
+                return np.full(shape, fill, dtype=np.float32)
+            value = np.asarray(value, dtype=np.float32)
+            if value.shape != shape:
+                raise ValueError(f"patch input of shape {value.shape}, expected {shape}")
+            return value
+
+        return [
+            np.asarray(self.token_ids, dtype=np.int64),
+            np.arange(T, dtype=np.int64),  # positions
+            np.zeros(T, dtype=np.int64),  # segments (set when packed)
+            np.full(T, 1.0 if self.mask_off else 0.0, dtype=np.float32),
+            given(self.head_keep, (L, T, H), 1.0),
+            given(self.z_source, (L, T, H, D), 0.0),
+            given(self.resid_keep, (L, T), 1.0),
+            given(self.resid_source, (L, T, E), 0.0),
+        ]
 
 
 def default_device() -> Device:
@@ -81,13 +131,14 @@ class CompiledGPT2:
         with F.lazy():
             trace_module = GPT2Trace(config)
         self._trace = trace_module.compile(
-            TensorType(DType.int64, ["tokens"], device=ref),  # token_ids [T]
-            TensorType(DType.int64, ["tokens"], device=ref),  # positions [T]
-            TensorType(DType.float32, [1], device=ref),  # mask_off [1]
-            TensorType(DType.float32, [L, "tokens", H], device=ref),  # head_keep [L, T, H]
-            TensorType(DType.float32, [L, "tokens", H, D], device=ref),  # z_source [L, T, H, D]
-            TensorType(DType.float32, [L, "tokens"], device=ref),  # resid_keep [L, T]
-            TensorType(DType.float32, [L, "tokens", config.n_embd], device=ref),  # resid_source [L, T, E]
+            TensorType(DType.int64, ["rows"], device=ref),  # token_ids [N]
+            TensorType(DType.int64, ["rows"], device=ref),  # positions [N]
+            TensorType(DType.int64, ["rows"], device=ref),  # segments [N]
+            TensorType(DType.float32, ["rows"], device=ref),  # mask_off [N]
+            TensorType(DType.float32, [L, "rows", H], device=ref),  # head_keep [L, N, H]
+            TensorType(DType.float32, [L, "rows", H, D], device=ref),  # z_source [L, N, H, D]
+            TensorType(DType.float32, [L, "rows"], device=ref),  # resid_keep [L, N]
+            TensorType(DType.float32, [L, "rows", config.n_embd], device=ref),  # resid_source [L, N, E]
             weights=weights,
         )
         self.compile_seconds["trace"] = time.perf_counter() - started
@@ -151,42 +202,52 @@ class CompiledGPT2:
             buffer = buffer.to(CPU())
         return np.from_dlpack(buffer)
 
-    def run_trace(
-        self,
-        token_ids: np.ndarray,
-        mask_off: bool = False,
-        head_keep: np.ndarray | None = None,
-        z_source: np.ndarray | None = None,
-        resid_keep: np.ndarray | None = None,
-        resid_source: np.ndarray | None = None,
-    ) -> dict[str, np.ndarray]:
-        """token_ids [T] int64 -> every trace key (see hooks). The patch inputs (see GPT2Trace)
-        default to "touch nothing": head_keep [L, T, H] ones, z_source [L, T, H, D] zeros,
-        resid_keep [L, T] ones, resid_source [L, T, E] zeros."""
+    def run_trace(self, token_ids: np.ndarray, mask_off: bool = False, **patches) -> dict[str, np.ndarray]:
+        """token_ids [T] int64 -> every trace key (see hooks); ``patches`` as in TraceRequest."""
+        return self.run_traces([TraceRequest(np.asarray(token_ids), mask_off, **patches)])[0]
+
+    def run_traces(self, requests: list[TraceRequest]) -> list[dict[str, np.ndarray]]:
+        """One trace per request, packed into as few graph executions as PACK_ROWS allows
+        (see GPT2Trace: sequences end to end, each reading only its own keys)."""
+        results: list[dict[str, np.ndarray]] = []
+        pack: list[TraceRequest] = []
+        for request in requests:
+            if pack and sum(len(r.token_ids) for r in pack) + len(request.token_ids) > PACK_ROWS:
+                results += self._run_pack(pack)
+                pack = []
+            pack.append(request)
+        if pack:
+            results += self._run_pack(pack)
+        return results
+
+    def _run_pack(self, requests: list[TraceRequest]) -> list[dict[str, np.ndarray]]:
         cfg = self.config
-        T = len(token_ids)
         L, H, D, E = cfg.n_layer, cfg.n_head, cfg.head_dim, cfg.n_embd
-
-        def given(value, shape, fill):
-            if value is None:
-                return np.full(shape, fill, dtype=np.float32)
-            value = np.asarray(value, dtype=np.float32)
-            if value.shape != shape:
-                raise ValueError(f"patch input of shape {value.shape}, expected {shape}")
-            return value
-
-        inputs = (
-            token_ids.astype(np.int64),
-            np.arange(T, dtype=np.int64),
-            np.array([1.0 if mask_off else 0.0], dtype=np.float32),
-            given(head_keep, (L, T, H), 1.0),
-            given(z_source, (L, T, H, D), 0.0),
-            given(resid_keep, (L, T), 1.0),
-            given(resid_source, (L, T, E), 0.0),
-        )
+        parts = [request.inputs(L, H, D, E) for request in requests]
+        lengths = [len(request.token_ids) for request in requests]
+        # Each input's rows are per token: the pack is their concatenation along the token axis.
+        packed = [
+            np.concatenate([p[k] for p in parts], axis=axis) if len(parts) > 1 else parts[0][k]
+            for k, axis in enumerate(TraceRequest.TOKEN_AXES)
+        ]
+        packed[2] = np.repeat(np.arange(len(parts), dtype=np.int64), lengths)  # segments [N]
         with self._run_lock:
-            outputs = self._trace.execute_raw(*(self._to_device(a) for a in inputs))
-        return {key: self._to_numpy(out) for key, out in zip(self._keys, outputs, strict=True)}
+            outputs = self._trace.execute_raw(*(self._to_device(a) for a in packed))
+        arrays = [self._to_numpy(out) for out in outputs]
+        if len(requests) == 1:
+            return [dict(zip(self._keys, arrays, strict=True))]
+        traces = []
+        start = 0
+        for length in lengths:
+            stop = start + length
+            trace = {}
+            for key, array in zip(self._keys, arrays, strict=True):
+                # [H, N, N] attention keys: this sequence's diagonal block; the rest [N, ...].
+                block = array[:, start:stop, start:stop] if key.endswith(SQUARE_KEYS) else array[start:stop]
+                trace[key] = np.ascontiguousarray(block)  # a copy: the pack's buffers are freed
+            traces.append(trace)
+            start = stop
+        return traces
 
     def run_analysis(
         self,

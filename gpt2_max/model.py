@@ -8,7 +8,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 import numpy as np
 
 from gpt2_max.config import GPT2Config
-from gpt2_max.engine import CompiledGPT2
+from gpt2_max.engine import CompiledGPT2, TraceRequest
 from gpt2_max.errors import InputError
 from gpt2_max.generate import Generation, collect, stream
 from gpt2_max.sampling import SampleStep, SamplingSettings
@@ -111,6 +111,16 @@ class GPT2:
         compiled graph: a head's output is keep * z + (1 - keep) * source, so ablation is
         patching from zeros.
         """
+        return self.traces([dict(token_ids=token_ids, causal=causal, ablate=ablate, patch=patch, resid_patch=resid_patch)])[0]
+
+    def traces(self, requests: Sequence[Mapping]) -> list[dict[str, np.ndarray]]:
+        """Several traces at once, each request a dict of :meth:`trace`'s arguments. They run packed
+        into as few executions of the trace graph as fit (the numbers are the same as one by one)."""
+        return self.engine.run_traces([self._request(**request) for request in requests])
+
+    def _request(
+        self, token_ids: Sequence[int], causal: bool = True, ablate: Ablation = None, patch: Patch = None, resid_patch: Patch = None
+    ) -> TraceRequest:
         ids = self.check_token_ids(token_ids)
         T, L, H = len(ids), self.config.n_layer, self.config.n_head
         kept = self.head_keep(ablate)  # [L, H], 0 at ablated heads
@@ -130,10 +140,7 @@ class GPT2:
             resid_keep = np.ones((L, T), dtype=np.float32)
             for layer, position in self._pairs(places, "resid_patch", T, "position"):
                 resid_keep[layer, position] = 0.0
-        return self.engine.run_trace(
-            ids, mask_off=not causal, head_keep=head_keep,
-            z_source=z_source, resid_keep=resid_keep, resid_source=resid_source,
-        )
+        return TraceRequest(ids, not causal, head_keep, z_source, resid_keep, resid_source)
 
     def generate(
         self,

@@ -261,25 +261,37 @@ class GPT2Body(Module):
 
 
 class GPT2Trace(GPT2Body):
-    """The whole forward pass over a sequence, returning every intermediate.
+    """The whole forward pass over one or more sequences, returning every intermediate.
 
-    Inputs (all runtime values of one compiled graph):
-        token_ids     [T] int64
-        positions     [T] int64, 0..T-1
-        mask_off      [1] float32, 1 switches the causal mask off (every token sees every token)
-        head_keep     [L, T, H] float32: block l's head h at position t outputs
-        z_source      [L, T, H, D] float32   keep * z + (1 - keep) * z_source
+    Several sequences run as one: they are packed end to end into N = T_1 + T_2 + ... token
+    rows, each row tagged with its sequence (``segments``) and its position within it, and a
+    query may only read keys of its own sequence. Every other step works on one row at a time,
+    so packing changes no result beyond float32 rounding (a product over more rows may sum in
+    another order); what it buys is one graph execution (large, efficient matrix
+    products) for many Runs or patched runs, at the cost of [H, N, N] attention scores of which
+    only the diagonal blocks are used.
+
+    Inputs (all runtime values of one compiled graph; N token rows):
+        token_ids     [N] int64
+        positions     [N] int64, each row's position in its sequence (0..T_b-1)
+        segments      [N] int64, which sequence a row belongs to
+        mask_off      [N] float32, 1 switches the causal mask off for that query row (it
+                      reads every token of its sequence)
+        head_keep     [L, N, H] float32: block l's head h at row n outputs
+        z_source      [L, N, H, D] float32   keep * z + (1 - keep) * z_source
                       (keep 1: untouched; keep 0 and source 0: ablated; source = another
                       run's hook_z: activation patching; source = a mean: mean-ablation)
-        resid_keep    [L, T] float32: the stream entering block l at position t becomes
-        resid_source  [L, T, E] float32   keep * resid_pre + (1 - keep) * resid_source
-    Returns one tensor per name in :func:`gpt2_max.hooks.trace_keys`, in that order.
+        resid_keep    [L, N] float32: the stream entering block l at row n becomes
+        resid_source  [L, N, E] float32   keep * resid_pre + (1 - keep) * resid_source
+    Returns one tensor per name in :func:`gpt2_max.hooks.trace_keys`, in that order, over the
+    packed rows (the engine cuts them back into sequences).
     """
 
     def forward(
         self,
         token_ids: Tensor,
         positions: Tensor,
+        segments: Tensor,
         mask_off: Tensor,
         head_keep: Tensor,
         z_source: Tensor,
@@ -295,10 +307,12 @@ class GPT2Trace(GPT2Body):
             recorded.append(value)
 
         x = self.embed(token_ids, positions, record)
-        # Query at position i may read key j when j <= i (the causal mask),
-        # or anywhere when the mask is switched off.
-        causal = F.greater_equal(positions.reshape([-1, 1]), positions.reshape([1, -1]))  # [T, T]
-        allowed = F.logical_or(causal, F.greater(mask_off, 0.5))  # [T, T] bool
+        # Query row i may read key row j of its own sequence when j's position <= i's (the
+        # causal mask), or any of them when the mask is switched off for that query.
+        same_sequence = F.equal(segments.reshape([-1, 1]), segments.reshape([1, -1]))  # [N, N]
+        causal = F.greater_equal(positions.reshape([-1, 1]), positions.reshape([1, -1]))  # [N, N]
+        unmasked = F.greater(mask_off.reshape([-1, 1]), 0.5)  # [N, 1]
+        allowed = F.logical_and(same_sequence, F.logical_or(causal, unmasked))  # [N, N] bool
         for layer, block in enumerate(self.h):
             x = block(
                 x,
@@ -307,7 +321,7 @@ class GPT2Trace(GPT2Body):
                 _in_block(record, layer),
                 resid_patch=(resid_keep[layer].reshape([-1, 1]), resid_source[layer]),
             )
-        record("logits", self.unembed(x, record))  # [T, V]
+        record("logits", self.unembed(x, record))  # [N, V]
         return tuple(recorded)
 
 

@@ -144,8 +144,11 @@ RAW_API_CASES = [
     ("/render_attention", [-1, 999, -3]),
     ("/render_mask", [50, 50, True]),
     ("/render_mlp", [1_000]),
-    ("/render_logits", ["\x00" * 10]),
-    ("/render_logits", ["🤗" * 1000]),
+    ("/render_logits", ["\x00" * 10, "\x00" * 5, "🤗"]),
+    ("/render_logits", ["🤗" * 1000, "🤗" * 1000, "   "]),
+    ("/patch_heads", ["a", "b c d", "", ""]),
+    ("/patch_heads", ["🤗" * 1000, "🤗" * 1000, "\x00", "\x00"]),
+    ("/patch_residual", ["\x00", "\x00", "\x00", "\x00"]),
     ("/render_embed", []),
     ("/render_sample", [-1.0, -4, 7.5, -3, 10_000]),
     ("/render_sample", [1e9, 10**9, 0.0, 10**30, 0]),
@@ -183,7 +186,7 @@ def test_views_before_any_run_say_what_to_do(app_client):
     try:
         result = call_raw(fresh, "/render_tokenize", [])
         assert NO_RUN in str(result)
-        result = call_raw(fresh, "/render_logits", ["cat"])
+        result = call_raw(fresh, "/render_logits", ["cat", "", ""])
         assert NO_RUN in str(result) or "Run" in str(result)
     finally:
         fresh.close()

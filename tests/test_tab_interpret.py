@@ -97,7 +97,7 @@ def test_head_patching_view_shows_the_sweep_and_exports_it(tiny_run, explorer_se
     )
     np.testing.assert_allclose(np.asarray(fig.data[0].z, dtype=np.float64), expected.restored, rtol=1e-6)
     assert (fig.data[0].zmin, fig.data[0].zmax) == (-1.0, 1.0)
-    assert "MAX trace runs" in summary
+    assert "runs of the MAX trace graph" in summary
     note, update = view.export(tiny_run.request, 0, 0, None, False, result)
     with np.load(update["value"]) as saved:
         np.testing.assert_array_equal(saved["patch_heads_restored"], result.sweep.restored)
