@@ -186,9 +186,13 @@ def counted_positions(n_positions: int, leave_out_position_0: bool) -> slice:
     return slice(1, None) if leave_out_position_0 and n_positions > 1 else slice(None)
 
 
-def decade_ticks(zmin: float, zmax: float) -> dict:
-    """Colour-bar ticks for log10 values: one per power of ten in zmin..zmax, labelled 0.001, 0.01, …"""
-    powers = list(range(int(np.ceil(zmin)), int(np.floor(zmax)) + 1))
+def decade_ticks(zmin: float, zmax: float, most: int = 4) -> dict:
+    """Colour-bar ticks for log10 values: powers of ten in zmin..zmax (every one, or every
+    second, third… so that at most ``most`` remain, counted down from the top), labelled
+    1, 0.1, 0.001, …: a short colour bar has room for a few labels only."""
+    powers = list(range(int(np.floor(zmax)), int(np.ceil(zmin)) - 1, -1))
+    step = -(-len(powers) // most)  # ceil
+    powers = powers[::step][::-1]
     return dict(tickvals=powers, ticktext=[f"{10.0**k:g}" for k in powers])
 
 
@@ -430,7 +434,8 @@ def attention_pattern(
     )
     fig.update_layout(
         xaxis=dict(domain=[0.0, 0.8]),
-        xaxis2=dict(domain=[0.84, 1.0], range=[0.0, 1.0], tickformat=".0%", title="on position 0", tickangle=0),
+        # Two ticks: beside a narrow pattern (the Mask tab's three in a row) more would overlap.
+        xaxis2=dict(domain=[0.84, 1.0], range=[0.0, 1.0], tickvals=[0.0, 1.0], ticktext=["0", "100%"], title="on position 0", tickangle=0),
     )
     return fig
 
