@@ -7,18 +7,31 @@ set -euo pipefail
 cd "$(dirname "$0")"
 export MODULAR_TELEMETRY_ENABLED=0
 
+# The sha256 of the given requirements files together (their names and contents).
+requirements_hash() {
+  sha256sum "$@" | sha256sum | cut -d' ' -f1
+}
+
 setup_venv() {
+  # $1: the requirements file to install: requirements.txt (the app, what a Space installs)
+  # or requirements-test.txt (the test-only packages; it starts with `-r requirements.txt`).
+  # Reinstall only when a file it installs changed since the last install: the app's stamp
+  # hashes requirements.txt, the tests' stamp both files.
+  local file=$1
+  local files=(requirements.txt)
+  [ "$file" = requirements.txt ] || files+=("$file")
   if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
   fi
-  # Reinstall only when requirements.txt changed since the last install.
-  local stamp=.venv/.requirements.sha256
+  local stamp=".venv/.${file%.txt}.sha256"
   local want
-  want=$(sha256sum requirements.txt | cut -d' ' -f1)
+  want=$(requirements_hash "${files[@]}")
   if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     .venv/bin/python -m pip install --quiet --upgrade pip
-    .venv/bin/python -m pip install --quiet -r requirements.txt
+    .venv/bin/python -m pip install --quiet -r "$file"
     echo "$want" > "$stamp"
+    # requirements.txt was installed with it: the app's stamp is current too.
+    requirements_hash requirements.txt > .venv/.requirements.sha256
   fi
 }
 
@@ -34,11 +47,11 @@ command=${1:-}
 shift || true
 case "$command" in
   app)
-    setup_venv
+    setup_venv requirements.txt
     exec .venv/bin/python app.py "$@"
     ;;
   test)
-    setup_venv
+    setup_venv requirements-test.txt
     setup_browser
     exec .venv/bin/python -m pytest "$@"
     ;;

@@ -253,6 +253,21 @@ def guarded(*outputs: str) -> Callable:
     return decorate
 
 
+POSITION_0_SWITCH = "Leave position 0 out of colour scales and norm plots"
+POSITION_0_INFO = (
+    "In the real GPT-2 the first position's vector is 10-100× longer than the others' and a few of "
+    "its numbers are in the thousands: left in, it sets every scale and the rest looks flat. Its "
+    "values stay in the hovers and the export."
+)
+
+
+def position_0_switch(elem_id: str) -> gr.Checkbox:
+    """The one "leave position 0 out" control every tab with position-dependent scales uses (on
+    by default): a control of the tab's view, passed to the figure builders as
+    ``leave_out_position_0``, so opening the tab, a redraw and the view key all follow it."""
+    return gr.Checkbox(label=POSITION_0_SWITCH, value=True, info=POSITION_0_INFO, interactive=True, elem_id=elem_id)
+
+
 def intro(title: str, what: str, shapes: list[tuple[str, str]]) -> str:
     """The opening of every tab: 2-4 sentences, then the tensors and their shapes."""
     rows = "\n".join(f"| `{name}` | {shape} |" for name, shape in shapes)

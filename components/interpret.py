@@ -279,7 +279,7 @@ def patching_figure(result: PatchingRun, tokenizer: Tokenizer) -> tuple[go.Figur
         y = [f"before block {layer}" for layer in range(L)]
         x = [f"{i} {tokenizer.token(t).display}" for i, t in enumerate(result.clean_ids)]
         title = "Share of the clean metric restored by patching the residual stream at one layer and position"
-        x_title, height = "position (clean token)", max(340, 30 * L + 200)
+        x_title, height = "position (clean token)", max(420, 30 * L + 240)
     # A fixed −1..1 scale: "1 = all of the clean metric" means the same on every prompt.
     fig = heatmap(restored, x, y, title, x_title=x_title, y_title="layer", value_name="restored", diverging=True, zmin=-1.0, zmax=1.0, height=height)
     answer, wrong = tokenizer.token(result.answer_id).display, tokenizer.token(result.wrong_id).display

@@ -6,6 +6,13 @@ They know nothing of Gradio or MAX. Conventions:
 - token text on the axes and in every hover;
 - ``-inf`` (masked cells) becomes NaN, drawn as a gap, never sent as JSON infinity;
 - every figure has an explicit height (some Gradio versions draw height-less ones at 0);
+- colour limits come from the bulk of the values, not from the extremes (``robust_limits``):
+  the real GPT-2 has a few values 100-1,000x the rest (position 0's residual stream, dims 447
+  and 138; docs in ``shared/docs/real-gpt2.md``), and a scale fitted to those shows one bright
+  cell on a flat field. Clipping is written on the colour bar; the hover keeps the true value
+  (Plotly clamps the colour, never ``z``). Where rows or columns are positions, the builders
+  can leave position 0 out of the statistics (``leave_out_position_0``), saying so in the title;
+  attention and probabilities keep their absolute 0..1 scales;
 - a screenful, not a tensor: a heatmap axis longer than ``MAX_CELLS_PER_AXIS`` is averaged
   over blocks of neighbouring rows or columns (``binned_heatmap``, the title says so), values
   go as float32 arrays (Plotly sends numpy arrays as base64), and hovers are hovertemplates
@@ -16,6 +23,7 @@ from __future__ import annotations
 
 import html
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import plotly.graph_objects as go
@@ -31,6 +39,15 @@ FONT = dict(size=14)
 # A screen shows about this many rows or columns of heatmap cells (a 1080-pixel-high plot
 # gives each of 128 rows ~6 pixels); longer axes are averaged over blocks of neighbours.
 MAX_CELLS_PER_AXIS = 128
+# Colour limits come from this percentile of the drawn values (of |x| for signed values, from
+# the (100 - p)th to the pth for others): 1% of the cells may lie beyond the colour range.
+ROBUST_PERCENTILE = 99.0
+# ... but only when they lie well beyond it: when the true extreme is within this factor of the
+# percentile limit, the scale reaches the extreme (nothing is clipped). An ordinary distribution
+# is then drawn whole (a Gaussian's max |x| over 1,000-10,000 cells is 1.3-1.6x its 99th
+# percentile of |x|), while GPT-2's outliers (10-1,000x the bulk) are clipped.
+CLIP_ONLY_BEYOND = 2.0
+POSITION_0_LEFT_OUT = "position 0 left out of the colour scale"
 
 
 def plot_text(text: str) -> str:
@@ -94,11 +111,100 @@ def block_note(n: int, starts: np.ndarray, what: str = "positions") -> str:
     return "" if len(starts) == n else f"averaged over blocks of ~{n / len(starts):.2g} {what}"
 
 
-def layout(fig: go.Figure, title: str, height: int = DEFAULT_HEIGHT, **extra) -> go.Figure:
+@dataclass(frozen=True)
+class ColourLimits:
+    """A heatmap's colour range (``zmin``..``zmax``) and the true range of its finite values."""
+
+    zmin: float
+    zmax: float
+    low: float  # the smallest finite value drawn (NaN when there is none)
+    high: float  # the largest
+    diverging: bool
+
+    @property
+    def clipped(self) -> bool:
+        """True when some drawn value lies outside the colour range (it takes the end colour)."""
+        return bool(self.low < self.zmin or self.high > self.zmax)
+
+    def clip_note(self) -> str:
+        """The colour bar's title: "" when nothing is clipped, else the colour range and the true extreme."""
+        if not self.clipped:
+            return ""
+        if self.diverging:
+            return f"clipped to ±{self.zmax:.3g}<br>(max |x| {max(-self.low, self.high):.3g})"
+        return f"clipped to {self.zmin:.3g}…{self.zmax:.3g}<br>(true {self.low:.3g}…{self.high:.3g})"
+
+
+def robust_limits(values: np.ndarray, *, diverging: bool, counted: np.ndarray | None = None) -> ColourLimits:
+    """Colour limits from the bulk of the finite ``values`` (masked −inf and NaN are ignored).
+
+    Signed values (``diverging``): ±the ROBUST_PERCENTILE of |x|; others: the (100 − p)th to
+    the pth percentile. ``counted`` (a bool array of ``values``' shape) picks the cells the
+    percentiles are taken over (e.g. all but position 0's row); every finite cell is drawn
+    and counts for the true range. Where the true extreme lies within CLIP_ONLY_BEYOND of a
+    limit, that limit is the extreme itself.
+    """
+    z = finite(values)
+    ok = np.isfinite(z)
+    if not ok.any():
+        return ColourLimits(-1.0 if diverging else 0.0, 1.0, float("nan"), float("nan"), diverging)
+    sample = z[ok & counted] if counted is not None and (ok & counted).any() else z[ok]
+    low, high = float(z[ok].min()), float(z[ok].max())
+    if diverging:
+        extreme = max(-low, high)
+        bound = float(np.percentile(np.abs(sample), ROBUST_PERCENTILE))
+        if bound <= 0.0 or extreme <= CLIP_ONLY_BEYOND * bound:
+            bound = extreme
+        bound = bound if bound > 0.0 else 1.0  # all zeros: any symmetric range will do
+        return ColourLimits(-bound, bound, low, high, True)
+    zmin, zmax = (float(v) for v in np.percentile(sample, [100.0 - ROBUST_PERCENTILE, ROBUST_PERCENTILE]))
+    span = zmax - zmin
+    if span <= 0.0:  # (nearly) constant bulk: the true range, if it has one
+        zmin, zmax = low, high if high > low else low + 1.0
+        return ColourLimits(zmin, zmax, low, high, False)
+    if high - zmin <= CLIP_ONLY_BEYOND * span:
+        zmax = high
+    if zmax - low <= CLIP_ONLY_BEYOND * span:
+        zmin = low
+    return ColourLimits(zmin, zmax, low, high, False)
+
+
+def position_0_cells(shape: tuple[int, int], position_axes: str) -> np.ndarray:
+    """[R, C] bool: True for the cells outside position 0's row (``"y"`` in ``position_axes``:
+    rows are positions) and column (``"x"``: columns are positions)."""
+    counted = np.ones(shape, dtype=bool)
+    if "y" in position_axes and shape[0] > 1:
+        counted[0, :] = False
+    if "x" in position_axes and shape[1] > 1:
+        counted[:, 0] = False
+    return counted
+
+
+def counted_positions(n_positions: int, leave_out_position_0: bool) -> slice:
+    """The positions a norm or a mean over positions counts: 1..T-1 when position 0 is left out
+    (and there are others), else all."""
+    return slice(1, None) if leave_out_position_0 and n_positions > 1 else slice(None)
+
+
+def decade_ticks(zmin: float, zmax: float, most: int = 4) -> dict:
+    """Colour-bar ticks for log10 values: powers of ten in zmin..zmax (every one, or every
+    second, third… so that at most ``most`` remain, counted down from the top), labelled
+    1, 0.1, 0.001, …: a short colour bar has room for a few labels only."""
+    powers = list(range(int(np.floor(zmax)), int(np.ceil(zmin)) - 1, -1))
+    step = -(-len(powers) // most)  # ceil
+    powers = powers[::step][::-1]
+    return dict(tickvals=powers, ticktext=[f"{10.0**k:g}" for k in powers])
+
+
+def layout(fig: go.Figure, title: str, height: int = DEFAULT_HEIGHT, notes: Sequence[str] = (), **extra) -> go.Figure:
+    """Title, height, margins and font of every figure; ``notes`` become a second, smaller title line."""
+    notes = [n for n in notes if n]
+    if notes:
+        title = f"{title}<br><sup>{'; '.join(notes)}</sup>"
     fig.update_layout(
         title=dict(text=title, font=dict(size=16)),
         height=height,
-        margin=dict(l=60, r=20, t=60, b=60),
+        margin=dict(l=60, r=20, t=90 if notes else 60, b=60),  # room for the second title line
         font=FONT,
         **extra,
     )
@@ -117,20 +223,38 @@ def heatmap(
     diverging: bool = False,
     zmin: float | None = None,
     zmax: float | None = None,
+    limits: ColourLimits | None = None,
+    position_axes: str = "",
+    leave_out_position_0: bool = False,
+    notes: Sequence[str] = (),
     height: int = DEFAULT_HEIGHT,
     hover_text: np.ndarray | None = None,
 ) -> go.Figure:
-    """A labelled heatmap; rows are ``y_labels`` (top to bottom), columns ``x_labels``."""
+    """A labelled heatmap; rows are ``y_labels`` (top to bottom), columns ``x_labels``.
+
+    Colour range: ``zmin`` and ``zmax`` when both are given (absolute scales: attention,
+    probabilities, cosines), else ``limits`` when given (the caller's ``robust_limits``, e.g.
+    one scale for two figures), else ``robust_limits`` of ``values``. ``position_axes`` ("y",
+    "x" or "xy") names the axes that run over positions; with ``leave_out_position_0`` position
+    0's row / column (its block, when binned) does not count for the robust limits, and the
+    title says so. ``notes`` become a second title line.
+    """
     z = finite(values).astype(np.float32)  # half the bytes of float64 on the wire; hovers show 4 digits
-    kwargs = {}
+    notes = list(notes)
+    leave_out = leave_out_position_0 and bool(position_axes)
+    if zmin is not None and zmax is not None:
+        limits = ColourLimits(zmin, zmax, zmin, zmax, diverging)  # fixed: nothing to clip or say
+        leave_out = False
+    elif limits is None:
+        counted = position_0_cells(z.shape, position_axes) if leave_out else None
+        limits = robust_limits(z, diverging=diverging, counted=counted)
+    if leave_out:
+        notes.append(POSITION_0_LEFT_OUT)
+    kwargs = dict(zmin=limits.zmin, zmax=limits.zmax)
+    if limits.clipped:
+        kwargs["colorbar"] = dict(title=dict(text=limits.clip_note(), font=dict(size=12)))
     if diverging:
-        bound = float(np.nanmax(np.abs(z))) if np.isfinite(z).any() else 1.0
-        kwargs = dict(zmid=0.0, zmin=-bound if zmin is None else zmin, zmax=bound if zmax is None else zmax)
-    else:
-        if zmin is not None:
-            kwargs["zmin"] = zmin
-        if zmax is not None:
-            kwargs["zmax"] = zmax
+        kwargs["zmid"] = 0.0
     hover = f"{y_title or 'row'}: %{{y}}<br>{x_title or 'column'}: %{{x}}<br>{value_name}: %{{z:.4g}}"
     if hover_text is not None:
         kwargs["text"] = hover_text
@@ -146,7 +270,7 @@ def heatmap(
             **kwargs,
         )
     )
-    layout(fig, title, height)
+    layout(fig, title, height, notes)
     fig.update_xaxes(title=x_title, type="category", tickangle=-45)
     fig.update_yaxes(title=y_title, type="category", autorange="reversed")
     return fig
@@ -172,8 +296,8 @@ def binned_heatmap(
     """``heatmap`` of [R, C] ``values`` with at most ``max_cells`` (default ``MAX_CELLS_PER_AXIS``)
     rows and columns: a longer axis (where ``bin_x`` / ``bin_y``) is averaged over blocks of
     neighbours (``block_means``), labelled by ``block_labels`` (with ``x_short`` / ``y_short``,
-    e.g. token texts), and a second title line says so (after ``subtitle``, if any).
-    ``mean_name`` names a binned cell's value (default "mean " + ``value_name``)."""
+    e.g. token texts), and a second title line says so (after ``subtitle``, if any). Colour
+    limits as in ``heatmap``, from the drawn (binned) cells. ``mean_name`` names a binned cell's value (default "mean " + ``value_name``)."""
     R, C = values.shape[-2:]
     cap = MAX_CELLS_PER_AXIS if max_cells is None else max_cells  # read per call: tests lower it
     rows = bin_starts(R, cap) if bin_y else np.arange(R)
@@ -185,12 +309,7 @@ def binned_heatmap(
         y_labels = block_labels(y_labels, rows, y_short)
         value_name = mean_name or f"mean {value_name}"
         notes += sorted({block_note(R, rows, what), block_note(C, cols, what)} - {""})
-    if notes:
-        title = f"{title}<br><sup>{'; '.join(notes)}</sup>"
-    fig = heatmap(values, x_labels, y_labels, title, value_name=value_name, **kwargs)
-    if notes:
-        fig.update_layout(margin=dict(t=90))  # room for the second title line
-    return fig
+    return heatmap(values, x_labels, y_labels, title, value_name=value_name, notes=notes, **kwargs)
 
 
 def bars(
@@ -202,8 +321,10 @@ def bars(
     horizontal: bool = True,
     height: int = DEFAULT_HEIGHT,
     hover_extra: Sequence[str] | None = None,
+    log_scale: bool = False,
 ) -> go.Figure:
-    """Bars, most important first (top when horizontal)."""
+    """Bars, most important first (top when horizontal); ``log_scale``: a log value axis, for
+    values that span decades (probabilities: 0.9 beside 0.001)."""
     hover = f"%{{{'y' if horizontal else 'x'}}}<br>{value_name}: %{{{'x' if horizontal else 'y'}:.4g}}"
     kwargs = {}
     if hover_extra is not None:
@@ -220,12 +341,13 @@ def bars(
     )
     fig = go.Figure(trace)
     layout(fig, title, height)
+    value_axis = dict(title=value_name + (" (log scale)" if log_scale else ""), type="log" if log_scale else "linear")
     if horizontal:
         fig.update_yaxes(type="category", autorange="reversed")
-        fig.update_xaxes(title=value_name)
+        fig.update_xaxes(**value_axis)
     else:
         fig.update_xaxes(type="category", tickangle=-45)
-        fig.update_yaxes(title=value_name)
+        fig.update_yaxes(**value_axis)
     return fig
 
 
@@ -238,8 +360,23 @@ def lines(
     y_title: str = "",
     height: int = DEFAULT_HEIGHT,
     hover_text: dict[str, Sequence[str]] | None = None,
+    log_y: bool = False,
+    leave_out_position_0: bool = False,
+    notes: Sequence[str] = (),
 ) -> go.Figure:
-    """One line per series over shared x values."""
+    """One line per series over shared x values; ``notes``: a second title line.
+
+    ``log_y``: a log y axis, for values that span decades (norms, probabilities).
+    ``leave_out_position_0`` (x runs over positions): the first point of every series is not
+    drawn, and the title gives its values, so one huge position 0 does not flatten the rest."""
+    x = list(x)
+    notes = list(notes)
+    if leave_out_position_0 and len(x) > 1:
+        values = ", ".join(f"{name} {float(ys[0]):.4g}" for name, ys in series.items())
+        notes.append(f"position 0 ({plot_text(x[0])}) left out: {values}")
+        x = x[1:]
+        series = {name: ys[1:] for name, ys in series.items()}
+        hover_text = {name: texts[1:] for name, texts in (hover_text or {}).items()}
     fig = go.Figure()
     for name, ys in series.items():
         extra = {}
@@ -248,9 +385,58 @@ def lines(
             extra["text"] = list(hover_text[name])
             hover += "<br>%{text}"
         fig.add_trace(go.Scatter(x=plot_texts(x), y=list(ys), mode="lines+markers", name=name, hovertemplate=hover + "<extra></extra>", **extra))
-    layout(fig, title, height)
+    layout(fig, title, height, notes)
     fig.update_xaxes(title=x_title)
-    fig.update_yaxes(title=y_title)
+    fig.update_yaxes(title=y_title + (" (log scale)" if log_y else ""), type="log" if log_y else "linear")
+    return fig
+
+
+def attention_pattern(
+    pattern: np.ndarray,
+    labels: Sequence[str],
+    short: Sequence[str],
+    title: str,
+    *,
+    height: int,
+    x_title: str = "key (read from)",
+    y_title: str = "query (reading)",
+) -> go.Figure:
+    """A [T, T] attention pattern (queries × keys) on the fixed 0..1 scale (a weight's meaning is
+    absolute), with bars beside it: each query row's share on position 0.
+
+    Most heads of the real GPT-2 park most of their attention on position 0 (a "sink"), so the
+    bars and the title's mean share say how much of each row that is; what is left is the
+    pattern's real reading. Longer inputs are averaged over blocks (``binned_heatmap``)."""
+    pattern = np.asarray(pattern, dtype=np.float64)
+    T = pattern.shape[0]
+    rows = bin_starts(T)
+    share = block_means(pattern[:, :1], rows, None)[:, 0]  # [G] each (block of) query row's weight on key 0
+    # Query 0 can read only position 0 (its share is 1 under the causal mask): the mean is over the others.
+    mean_share = float(pattern[1:, 0].mean()) if T > 1 else float(pattern[0, 0])
+    note = f"mean share on position 0 over queries 1–{T - 1}: {mean_share:.0%} (bars, right)" if T > 1 else ""
+    fig = binned_heatmap(
+        pattern, labels, labels, title, x_short=short, y_short=short, subtitle=note,
+        x_title=x_title, y_title=y_title, value_name="attention weight",
+        zmin=0.0, zmax=1.0, height=height,
+    )
+    binned = len(rows) < T
+    fig.add_trace(
+        go.Bar(
+            x=share.astype(np.float32),
+            y=fig.data[0].y,
+            orientation="h",
+            xaxis="x2",
+            yaxis="y",
+            marker_color="#3b6fb6",
+            showlegend=False,
+            hovertemplate=f"query %{{y}}<br>{'mean ' if binned else ''}share of its attention on position 0: %{{x:.1%}}<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        xaxis=dict(domain=[0.0, 0.8]),
+        # Two ticks: beside a narrow pattern (the Mask tab's three in a row) more would overlap.
+        xaxis2=dict(domain=[0.84, 1.0], range=[0.0, 1.0], tickvals=[0.0, 1.0], ticktext=["0", "100%"], title="on position 0", tickangle=0),
+    )
     return fig
 
 

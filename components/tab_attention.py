@@ -14,7 +14,7 @@ from gpt2_max.sampling import softmax
 
 from components import interpret
 from components.common import NO_RUN, AppContext, clamp, export_controls, fmt_p, guarded, intro, md_text, source_block, unique_labels
-from components.plots import SEQUENTIAL, bin_starts, binned_heatmap, block_labels, block_means, heatmap, layout, message_figure, template_text
+from components.plots import SEQUENTIAL, attention_pattern, bin_starts, block_labels, block_means, heatmap, layout, message_figure, template_text
 from components.run import Run
 
 TOP_NEXT = 10
@@ -23,6 +23,9 @@ TOP_NEXT = 10
 # the 12 x 12 heads of GPT-2 small at 12 x 12 float32 cells are ~0.23 MB of figure data
 # with their axes (16 x 16 would be 0.33 MB, over the tab's 0.3 MB at 64 tokens).
 GRID_BINS = 12
+# A head whose queries 1..T-1 put more than this share of their attention on position 0 on
+# average is named a sink in the text (most heads of the real GPT-2 from layer ~3 on).
+SINK_SHARE = 0.5
 # Okabe-Ito blue and orange: distinguishable with every common colour-vision deficiency.
 BEFORE_COLOUR = "#0072B2"
 AFTER_COLOUR = "#E69F00"
@@ -51,11 +54,31 @@ def _height(T: int) -> int:
 def pattern_figure(run: Run, layer: int, head: int) -> go.Figure:
     pattern = run.trace[block_key(layer, "attn.hook_pattern")][head]
     displays = [t.display for t in run.tokens]
-    return binned_heatmap(
-        pattern, run.labels, run.labels, f"Attention pattern, layer {layer} head {head}: each row sums to 1",
-        x_short=displays, y_short=displays,
-        x_title="key (read from)", y_title="query (reading)", value_name="attention weight",
-        zmin=0.0, zmax=1.0, height=_height(run.n_tokens),
+    return attention_pattern(
+        pattern, run.labels, displays, f"Attention pattern, layer {layer} head {head}: each row sums to 1",
+        height=_height(run.n_tokens),
+    )
+
+
+def position_0_shares(run: Run) -> np.ndarray:
+    """[L, H]: each head's mean attention weight on position 0 over queries 1..T-1 (query 0
+    can read only position 0 under the causal mask; with T = 1 that is all there is)."""
+    patterns = np.stack([run.trace[block_key(layer, "attn.hook_pattern")] for layer in range(run.config.n_layer)])  # [L, H, T, T]
+    queries = slice(1, None) if run.n_tokens > 1 else slice(None)
+    return patterns[:, :, queries, 0].astype(np.float64).mean(axis=-1)
+
+
+def sinks_markdown(shares: np.ndarray) -> str:
+    """One sentence on the heads that park most of their attention on position 0."""
+    L, H = shares.shape
+    sinks = [(layer, head) for layer in range(L) for head in range(H) if shares[layer, head] > SINK_SHARE]
+    if not sinks:
+        return f"No head puts more than {SINK_SHARE:.0%} of its attention on position 0 (mean over queries 1..T-1)."
+    named = ", ".join(f"L{layer}H{head} ({shares[layer, head]:.0%})" for layer, head in sinks[:12]) + (", …" if len(sinks) > 12 else "")
+    return (
+        f"**{len(sinks)} of {L * H} heads** put more than {SINK_SHARE:.0%} of their attention on position 0 "
+        f"(mean over queries 1..T-1): {named}. Such a head parks the attention it does not need on the first "
+        "token, whose value vector is small; what is left is where it really reads."
     )
 
 
@@ -72,8 +95,10 @@ def grid_values(run: Run, bins: int = GRID_BINS) -> tuple[np.ndarray, list[str]]
     return out, block_labels(run.labels, starts)
 
 
-def grid_figure(run: Run, values: np.ndarray, labels: list[str]) -> go.Figure:
-    """Layers x heads small multiples on one shared 0..1 colour scale."""
+def grid_figure(run: Run, values: np.ndarray, labels: list[str], shares: np.ndarray | None = None) -> go.Figure:
+    """Layers x heads small multiples on one shared 0..1 colour scale; each head's hover gives
+    its mean share on position 0 (``shares`` [L, H], default ``position_0_shares``)."""
+    shares = position_0_shares(run) if shares is None else shares
     L, H, G = values.shape[0], values.shape[1], values.shape[2]
     fig = make_subplots(
         rows=L, cols=H,
@@ -91,7 +116,9 @@ def grid_figure(run: Run, values: np.ndarray, labels: list[str]) -> go.Figure:
                     z=values[layer, h].astype(np.float32), x=labels, y=labels, coloraxis="coloraxis",
                     hovertemplate=(
                         f"layer {layer} head {h}<br>query: %{{y}}<br>key: %{{x}}<br>"
-                        f"{'mean ' if pooled else ''}attention: %{{z:.3f}}<extra></extra>"
+                        f"{'mean ' if pooled else ''}attention: %{{z:.3f}}<br>"
+                        # 144 heads: kept short (the tab's text says the share is over queries 1..T-1)
+                        f"head's share on position 0: {shares[layer, h]:.0%}<extra></extra>"
                     ),
                 )
             )
@@ -190,12 +217,19 @@ def render_head(run: Run | None, tokens, layer: int = 0, head: int = 0, position
     pattern_fig = pattern_figure(run, layer, head)
     qkv_fig, qkv = qkv_figure(run, layer, head, position)
     ablation_fig, markdown, ablation_arrays = ablation_figure(run, tokens, layer, head, after)
+    pattern = run.trace[block_key(layer, "attn.hook_pattern")][head]  # [T, T]
+    if T > 1:
+        markdown = (
+            f"Layer {layer} head {head} puts **{pattern[1:, 0].mean():.0%}** of its attention on position 0 "
+            f"(mean over queries 1–{T - 1}; the bars beside the pattern give each query's share). " + markdown
+        )
     arrays = {
         "token_ids": np.asarray(run.token_ids, dtype=np.int64),
         "layer": np.int64(layer),
         "head": np.int64(head),
         "position": np.int64(position),
-        "pattern": run.trace[block_key(layer, "attn.hook_pattern")][head],
+        "pattern": pattern,
+        "pattern_share_on_position_0": pattern[:, 0],
         "q": qkv[0],
         "k": qkv[1],
         "v": qkv[2],
@@ -210,8 +244,10 @@ def render(run: Run | None, tokens, layer: int = 0, head: int = 0, position: int
     if run is None:
         return pattern_fig, message_figure(NO_RUN), qkv_fig, ablation_fig, markdown, arrays
     values, labels = grid_values(run)
+    shares = position_0_shares(run)
     arrays["grid"] = values
-    return pattern_fig, grid_figure(run, values, labels), qkv_fig, ablation_fig, markdown, arrays
+    arrays["grid_share_on_position_0"] = shares
+    return pattern_fig, grid_figure(run, values, labels, shares), qkv_fig, ablation_fig, markdown + "\n\n" + sinks_markdown(shares), arrays
 
 
 def detector_views(run: Run | None) -> tuple[go.Figure, str, dict]:
@@ -302,6 +338,7 @@ def build(ctx: AppContext) -> None:
     def tensors(run: Run, layer_value, head_value, position_value, on, patched):
         arrays = head_view(run, layer_value, head_value, position_value, on)[-1]
         arrays["grid"], _ = grid_values(run)
+        arrays["grid_share_on_position_0"] = position_0_shares(run)
         arrays.update({f"detector_{name}": value for name, value in detector_views(run)[2].items()})
         arrays.update(interpret.patching_arrays(patched))
         return arrays
@@ -312,6 +349,12 @@ def build(ctx: AppContext) -> None:
     ctx.control(
         view, [head_pick.change], picked, [ctx.state, head_pick, position, ablate],
         [layer, head, pattern_plot, qkv_plot, ablation_plot, text],
+        concurrency_limit=settings.concurrency_limit, concurrency_id="model", trigger_mode="always_last",
+    )
+    # Ablating runs the model: share the model's concurrency queue.
+    ctx.control(
+        view, [layer.release, head.release, position.input, ablate.input], update, [ctx.state, layer, head, position, ablate],
+        [pattern_plot, qkv_plot, ablation_plot, text],
         concurrency_limit=settings.concurrency_limit, concurrency_id="model", trigger_mode="always_last",
     )
     ctx.export(view, export, tensors, [layer, head, position, ablate, patching.result])

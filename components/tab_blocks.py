@@ -11,8 +11,8 @@ from gpt2_max.hooks import block_key
 from gpt2_max.modules import Block, GPT2Analysis
 
 from components import interpret
-from components.common import NO_RUN, AppContext, clamp, export_controls, guarded, intro, source_block
-from components.plots import finite, heatmap, layout, lines, message_figure
+from components.common import NO_RUN, AppContext, clamp, export_controls, guarded, intro, position_0_switch, source_block
+from components.plots import counted_positions, decade_ticks, finite, heatmap, layout, lines, message_figure
 from components.run import Run
 
 MEAN = "mean"  # the position control's value for "averaged over positions"
@@ -66,16 +66,30 @@ def resolve(run: Run, position) -> int | None:
     return clamp(position, 0, run.n_tokens - 1, default=run.n_tokens - 1)
 
 
-def where(run: Run, position: int | None) -> str:
-    return "averaged over positions" if position is None else f"at {run.labels[position]!r}"
+def where(run: Run, position: int | None, leave_out_position_0: bool = False) -> str:
+    if position is not None:
+        return f"at {run.labels[position]!r}"
+    return f"averaged over positions 1–{run.n_tokens - 1}" if leave_out_position_0 and run.n_tokens > 1 else "averaged over positions"
 
 
-def norms_figure(run: Run, position: int | None) -> go.Figure:
+def position_0_note(run: Run, position: int | None, leave_out_position_0: bool, values: np.ndarray) -> list[str]:
+    """The title note of a mean over positions that leaves position 0 out, with position 0's own
+    largest value (``values``: [L, T]), so nothing is hidden."""
+    if position is not None or not leave_out_position_0 or run.n_tokens < 2:
+        return []
+    return [f"position 0 left out of the mean (its largest: {float(values[:, 0].max()):.4g})"]
+
+
+def norms_figure(run: Run, position: int | None, leave_out_position_0: bool = True) -> go.Figure:
+    """‖x‖ after each stage: the mean over positions (1..T-1 when position 0 is left out), the
+    chosen position and the last; log y, since position 0 can be 10-100x the others."""
     norms = residual_norms(run)
     T = run.n_tokens
+    counted = counted_positions(T, leave_out_position_0)
     x = stage_names(run.config.n_layer)
-    series = {f"mean over the {T} positions": norms.mean(axis=1)}
-    hover = {next(iter(series)): [f"averaged over {T} tokens"] * len(x)}
+    mean_name = f"mean over positions 1–{T - 1}" if counted.start else f"mean over the {T} positions"
+    series = {mean_name: norms[:, counted].mean(axis=1)}
+    hover = {mean_name: [f"averaged over {len(range(T)[counted])} tokens"] * len(x)}
     shown = [T - 1] if position is None or position == T - 1 else [position, T - 1]
     for p in shown:
         name = f"{'last position ' if p == T - 1 else ''}{run.labels[p]}"
@@ -89,16 +103,20 @@ def norms_figure(run: Run, position: int | None) -> go.Figure:
         y_title="‖residual stream‖",
         height=400,
         hover_text=hover,
+        log_y=True,
+        notes=position_0_note(run, None, leave_out_position_0, norms),
     )
-    fig.update_yaxes(rangemode="tozero")
     return fig
 
 
-def additions_figure(run: Run, position: int | None) -> go.Figure:
+def additions_figure(run: Run, position: int | None, leave_out_position_0: bool = True) -> go.Figure:
+    """‖attn_out‖ and ‖mlp_out‖ per block, at a position or averaged over positions (1..T-1 when
+    position 0 is left out); log y, since the additions at position 0 can dwarf the others."""
     attn, mlp = addition_norms(run)
     if position is None:
-        attn_v, mlp_v = attn.mean(axis=1), mlp.mean(axis=1)
-        note = f"mean over {run.n_tokens} positions"
+        counted = counted_positions(run.n_tokens, leave_out_position_0)
+        attn_v, mlp_v = attn[:, counted].mean(axis=1), mlp[:, counted].mean(axis=1)
+        note = f"mean over {attn[:, counted].shape[1]} positions"
     else:
         attn_v, mlp_v = attn[:, position], mlp[:, position]
         note = f"token {run.labels[position]}<br>position {position}"
@@ -115,39 +133,44 @@ def additions_figure(run: Run, position: int | None) -> go.Figure:
                 hovertemplate=f"%{{x}}: {name} a vector of norm %{{y:.4g}}<br>{note}<extra></extra>",
             )
         )
-    layout(fig, f"How much each block's attention and MLP add, {where(run, position)}", height=400, barmode="group")
+    notes = position_0_note(run, position, leave_out_position_0, np.maximum(attn, mlp))
+    layout(fig, f"How much each block's attention and MLP add, {where(run, position, leave_out_position_0)}", height=400, notes=notes, barmode="group")
     fig.update_xaxes(type="category", title="block")
-    fig.update_yaxes(title="‖added vector‖")
+    fig.update_yaxes(title="‖added vector‖ (log scale)", type="log")
     return fig
 
 
 def lens_heatmap(run: Run, lens: Lens, display) -> go.Figure:
-    """[L, T'] cells: each block's top next token (text) and its probability (colour)."""
+    """[L, T'] cells: each block's top next token (text) and its probability (colour, log scale:
+    top probabilities run from 1/V ≈ 2e-5 to ~1, and an early layer's 0.001 differs from 0.01)."""
     top_ids, top_probs = lens.top_ids, lens.top_probs
     L, T = top_ids.shape
     text = np.array([[display(int(t)) for t in row] for row in top_ids], dtype=object)
+    log_probs = np.log10(np.maximum(top_probs.astype(np.float64), 1e-30))  # a top-1 probability is >= 1/V > 0
+    lowest = float(np.floor(log_probs.min())) if log_probs.size else -1.0
     fig = heatmap(
-        top_probs,
+        log_probs,
         run.labels[lens.start :],
         [f"after block {i}" for i in range(L)],
-        "Logit lens: the top next token after each block (colour = its probability)"
+        "Logit lens: the top next token after each block (colour = its probability, log scale)"
         + (f", last {T} positions" if lens.start else ""),
         x_title="position",
         y_title="layer",
-        value_name="probability",
-        zmin=0.0,
-        zmax=1.0,
-        height=max(260, min(900, 46 * L + 200)),
+        value_name="log10 probability",
+        zmin=min(lowest, -1.0),
+        zmax=0.0,
+        height=max(400, min(900, 46 * L + 220)),  # angled token labels need ~150 px below a short grid
         hover_text=text,
     )
     fig.update_traces(
-        # customdata [L, T', 2]: the final prediction's probability and rank in that cell.
-        customdata=np.stack([lens.final_probs, lens.final_ranks], axis=-1).astype(np.float32),
+        # customdata [L, T', 3]: the final prediction's probability and rank in that cell, and the
+        # cell's own (top) probability, which the colour shows as log10.
+        customdata=np.stack([lens.final_probs, lens.final_ranks, top_probs], axis=-1).astype(np.float32),
         hovertemplate=(
-            "%{y}<br>position %{x}<br>top next token: %{text}<br>probability %{z:.4f}"
+            "%{y}<br>position %{x}<br>top next token: %{text}<br>probability %{customdata[2]:.4g}"
             "<br>the final prediction here: p %{customdata[0]:.3g}, rank %{customdata[1]}<extra></extra>"
         ),
-        colorbar=dict(title=dict(text="probability")),
+        colorbar=dict(title=dict(text="probability<br>(log scale)"), **decade_ticks(min(lowest, -1.0), 0.0)),
     )
     if T <= LENS_TEXT_MAX_POSITIONS:
         fig.update_traces(texttemplate="%{text}", textfont=dict(size=11))
@@ -172,23 +195,27 @@ def final_figure(run: Run, lens: Lens, display) -> go.Figure:
         y_title="probability",
         height=380,
         hover_text={name: hover},
+        log_y=True,  # from ~1/V in the first layers to ~1 at the end
     )
-    fig.update_yaxes(rangemode="tozero")
     return fig
 
 
-def summary_markdown(run: Run, position: int | None, lens: Lens | None, display) -> str:
+def summary_markdown(run: Run, position: int | None, lens: Lens | None, display, leave_out_position_0: bool = True) -> str:
     norms = residual_norms(run)
     attn, mlp = addition_norms(run)
     if position is None:
-        a, m, n = attn.mean(axis=1), mlp.mean(axis=1), norms.mean(axis=1)
+        counted = counted_positions(run.n_tokens, leave_out_position_0)
+        a, m, n = attn[:, counted].mean(axis=1), mlp[:, counted].mean(axis=1), norms[:, counted].mean(axis=1)
     else:
         a, m, n = attn[:, position], mlp[:, position], norms[:, position]
     layer, kind = (int(np.argmax(m)), "MLP") if m.max() > a.max() else (int(np.argmax(a)), "attention")
     lines_md = [
-        f"**Residual stream {where(run, position)}:** ‖x‖ goes from {n[0]:.3g} after the embedding "
+        f"**Residual stream {where(run, position, leave_out_position_0)}:** ‖x‖ goes from {n[0]:.3g} after the embedding "
         f"to {n[-1]:.3g} after the last block. The largest single addition is block {layer}'s {kind}."
     ]
+    if run.n_tokens > 1:
+        ratio = norms[-1, 0] / max(float(np.median(norms[-1, 1:])), 1e-12)
+        lines_md[0] += f" After the last block position 0's ‖x‖ is {ratio:.3g}× the median of the others'."
     if lens is not None:
         final = display(lens.final_id)
         settled = next((i for i in range(lens.top_ids.shape[0]) if (lens.top_ids[i:, -1] == lens.final_id).all()), None)
@@ -211,10 +238,11 @@ def token_display(tokenizer):
     return display
 
 
-def render(run: Run | None, lens: Lens | str, tokenizer, position=MEAN):
+def render(run: Run | None, lens: Lens | str, tokenizer, position=MEAN, leave_out_position_0: bool = True):
     """-> (residual norms, additions, lens heatmap, final-prediction line, summary markdown).
 
-    ``lens`` is the Run's logit lens from the MAX analysis graph, or why it is missing."""
+    ``lens`` is the Run's logit lens from the MAX analysis graph, or why it is missing;
+    ``leave_out_position_0``: the means over positions count positions 1..T-1 only."""
     if run is None:
         return (*(message_figure(NO_RUN) for _ in range(4)), NO_RUN)
     position = resolve(run, position)
@@ -224,12 +252,13 @@ def render(run: Run | None, lens: Lens | str, tokenizer, position=MEAN):
         lens = None
     else:
         lens_fig, final_fig = lens_heatmap(run, lens, display), final_figure(run, lens, display)
+    leave_out_position_0 = bool(leave_out_position_0)
     return (
-        norms_figure(run, position),
-        additions_figure(run, position),
+        norms_figure(run, position, leave_out_position_0),
+        additions_figure(run, position, leave_out_position_0),
         lens_fig,
         final_fig,
-        summary_markdown(run, position, lens, display),
+        summary_markdown(run, position, lens, display, leave_out_position_0),
     )
 
 
@@ -267,6 +296,7 @@ def build(ctx: AppContext) -> None:
                 elem_id="blocks-position",
             )
             export = export_controls("Export norms and logit lens (.npz)")
+        leave_out = position_0_switch("blocks-leave-out-position-0")
         summary = gr.Markdown()
         norms_plot = gr.Plot(label="Residual stream norm")
         additions_plot = gr.Plot(label="What each block adds")
@@ -282,25 +312,31 @@ def build(ctx: AppContext) -> None:
         return lens if lens is not None else why
 
     @guarded("plot", "plot", "plot", "plot", "text", "keep")
-    def refresh(request):
+    def refresh(request, leave_out_position_0):
         run = ctx.current(request)
-        figures = render(run, lens_of(run) if run is not None else NO_RUN, service.tokenizer, MEAN)
+        figures = render(run, lens_of(run) if run is not None else NO_RUN, service.tokenizer, MEAN, leave_out_position_0)
         choices = [("mean over positions", MEAN)]
         if run is not None:
             choices += [(label, i) for i, label in enumerate(run.labels)]
         return (*figures, gr.update(choices=choices, value=MEAN))
 
     @guarded("plot", "plot", "text")
-    def change(request, position):
-        """A position changes the norms, the additions and the summary; the lens stays."""
+    def change(request, position, leave_out_position_0):
+        """A position or the position-0 switch changes the norms, the additions and the summary; the lens stays."""
         run = ctx.current(request)
         if run is None:
             return message_figure(NO_RUN), message_figure(NO_RUN), NO_RUN
         lens = run.derived.get("lens")
         where_ = resolve(run, position)
         display = token_display(service.tokenizer)
-        return norms_figure(run, where_), additions_figure(run, where_), summary_markdown(run, where_, lens, display)
+        leave_out_position_0 = bool(leave_out_position_0)
+        return (
+            norms_figure(run, where_, leave_out_position_0),
+            additions_figure(run, where_, leave_out_position_0),
+            summary_markdown(run, where_, lens, display, leave_out_position_0),
+        )
 
-    view = ctx.view(tab, refresh, [], [norms_plot, additions_plot, lens_plot, final_plot, summary, position_control])
-    ctx.control(view, [position_control.input], change, [ctx.state, position_control], [norms_plot, additions_plot, summary], trigger_mode="always_last")
+    view = ctx.view(tab, refresh, [leave_out], [norms_plot, additions_plot, lens_plot, final_plot, summary, position_control])
+    ctx.control(view, [position_control.input, leave_out.input], change, [ctx.state, position_control, leave_out],
+                [norms_plot, additions_plot, summary], trigger_mode="always_last")
     ctx.export(view, export, lambda run, patched: {**tensors(run, lens_of(run)), **interpret.patching_arrays(patched)}, [patching.result])

@@ -10,7 +10,18 @@ from gpt2_max.analysis import Nearest
 from gpt2_max.modules import Embedding, GPT2Analysis, GPT2Body
 from gpt2_max.tokenizer import Tokenizer
 
-from components.common import NO_RUN, AppContext, clamp, export_controls, guarded, intro, md_text, source_block, unique_labels
+from components.common import (
+    NO_RUN,
+    AppContext,
+    clamp,
+    export_controls,
+    guarded,
+    intro,
+    md_text,
+    position_0_switch,
+    source_block,
+    unique_labels,
+)
 from components.plots import MAX_CELLS_PER_AXIS, bars, binned_heatmap, lines, message_figure
 from components.run import Run
 
@@ -53,9 +64,10 @@ def spread_dims(values: np.ndarray, k: int) -> np.ndarray:
     return np.sort(np.argsort(-spread, kind="stable")[: min(k, spread.size)])
 
 
-def embedding_heatmap(values: np.ndarray, run: Run, title: str, k: int | None = None) -> go.Figure:
+def embedding_heatmap(values: np.ndarray, run: Run, title: str, k: int | None = None, leave_out_position_0: bool = True) -> go.Figure:
     """[T, E] rows as a heatmap of the k (default TOP_SPREAD_DIMS) dimensions that vary most over
-    these positions (all E when E <= k); positions averaged over blocks beyond a screenful."""
+    these positions (all E when E <= k); positions averaged over blocks beyond a screenful.
+    Colours from the bulk of the values (position 0's row left out of them when asked)."""
     T, E = values.shape
     dims = spread_dims(values, TOP_SPREAD_DIMS if k is None else k)
     subtitle = (
@@ -66,7 +78,8 @@ def embedding_heatmap(values: np.ndarray, run: Run, title: str, k: int | None = 
         values[:, dims], [str(d) for d in dims], run.labels, title,
         y_short=[t.display for t in run.tokens], bin_x=False, subtitle=subtitle,
         x_title="embedding dimension", y_title="position · token", value_name="value",
-        diverging=True, height=_rows_height(min(T, MAX_CELLS_PER_AXIS)),
+        diverging=True, position_axes="y", leave_out_position_0=leave_out_position_0,
+        height=_rows_height(min(T, MAX_CELLS_PER_AXIS)),
     )
 
 
@@ -145,26 +158,32 @@ def embedding_arrays(run: Run) -> dict[str, np.ndarray]:
 
 def summary_markdown(arrays: dict[str, np.ndarray]) -> str:
     T, E = arrays["hook_embed"].shape
-    longest = int(np.argmax(arrays["norm_sum"]))
-    return (
-        f"**{T} tokens**, each a vector of **{E}** numbers; the sum is longest at "
-        f"position {longest} ({arrays['norm_sum'][longest]:.3g})."
-    )
+    norms = arrays["norm_sum"]
+    longest = int(np.argmax(norms))
+    text = f"**{T} tokens**, each a vector of **{E}** numbers; the sum is longest at position {longest} ({norms[longest]:.3g})."
+    if T > 1:
+        text += f" Position 0's is {norms[0] / max(float(np.median(norms[1:])), 1e-12):.3g}× the median of the others'."
+    return text
 
 
-def render_embeddings(run: Run):
-    """-> (token heatmap, position heatmap, sum heatmap, norms figure, markdown, arrays)."""
+def render_embeddings(run: Run, leave_out_position_0: bool = True):
+    """-> (token heatmap, position heatmap, sum heatmap, norms figure, markdown, arrays).
+
+    ``leave_out_position_0``: position 0 counts neither for the heatmaps' colour limits nor
+    in the norm plot (its norms are in the plot's title)."""
     arrays = embedding_arrays(run)
     T, E = arrays["hook_embed"].shape
-    token_fig = embedding_heatmap(arrays["hook_embed"], run, f"Token embeddings wte[id]: {T} rows × {E} dimensions")
-    position_fig = embedding_heatmap(arrays["hook_pos_embed"], run, f"Position embeddings wpe[0..{T - 1}]")
-    sum_fig = embedding_heatmap(arrays["resid_pre_0"], run, "Their sum: the residual stream entering block 0")
+    leave_out = dict(leave_out_position_0=leave_out_position_0)
+    token_fig = embedding_heatmap(arrays["hook_embed"], run, f"Token embeddings wte[id]: {T} rows × {E} dimensions", **leave_out)
+    position_fig = embedding_heatmap(arrays["hook_pos_embed"], run, f"Position embeddings wpe[0..{T - 1}]", **leave_out)
+    sum_fig = embedding_heatmap(arrays["resid_pre_0"], run, "Their sum: the residual stream entering block 0", **leave_out)
     series = {
         "token ‖wte[id]‖": arrays["norm_token"],
         "position ‖wpe[pos]‖": arrays["norm_position"],
         "sum ‖token + position‖": arrays["norm_sum"],
     }
-    norms_fig = lines(run.labels, series, "Vector length (L2 norm) at each position", x_title="position · token", y_title="L2 norm", height=380)
+    norms_fig = lines(run.labels, series, "Vector length (L2 norm) at each position", x_title="position · token", y_title="L2 norm",
+                      height=400, log_y=True, **leave_out)
     norms_fig.update_xaxes(type="category", tickangle=-45)
     return token_fig, position_fig, sum_fig, norms_fig, summary_markdown(arrays), arrays
 
@@ -177,18 +196,20 @@ def render(
     *,
     nearest: Nearest | str = NEEDS_WEIGHTS,
     wpe: np.ndarray | None = None,
+    leave_out_position_0: bool = True,
 ):
     """-> (token fig, position fig, sum fig, norms fig, nearest fig, position-similarity fig, markdown, arrays).
 
     ``nearest`` is the Run's nearest-token analysis (or why it is missing: the model loads);
     ``wpe`` the model's position embeddings (None while it loads: the similarity stops at T);
     ``position`` picks the token whose nearest neighbours are shown (default: the last);
-    ``n_positions`` how many positions the similarity matrix compares (default: the input's T).
+    ``n_positions`` how many positions the similarity matrix compares (default: the input's T);
+    ``leave_out_position_0``: position 0 counts neither for the heatmaps' colours nor in the norms.
     """
     if run is None:
         blank = message_figure(NO_RUN)
         return blank, blank, blank, blank, blank, blank, NO_RUN, {}
-    token_fig, position_fig, sum_fig, norms_fig, markdown, arrays = render_embeddings(run)
+    token_fig, position_fig, sum_fig, norms_fig, markdown, arrays = render_embeddings(run, leave_out_position_0)
     nearest_fig, nearest_md, nearest_arrays = render_nearest(run, nearest, tokenizer, position)
     sim_fig, sim_arrays = render_similarity(run, wpe, n_positions)
     markdown = " ".join(m for m in (markdown, nearest_md) if m)
@@ -204,6 +225,7 @@ def build(ctx: AppContext) -> None:
     with gr.Tab("Embed", elem_id="tab-embed") as tab:
         gr.Markdown(INTRO)
         summary = gr.Markdown()
+        leave_out = position_0_switch("embed-leave-out-position-0")
         token_plot = gr.Plot(label="Token embeddings")
         position_plot = gr.Plot(label="Position embeddings")
         sum_plot = gr.Plot(label="Token + position")
@@ -224,13 +246,13 @@ def build(ctx: AppContext) -> None:
         return dict(nearest=result if result is not None else why, wpe=model.weights["wpe.weight"] if model is not None else None)
 
     @guarded("plot", "plot", "plot", "plot", "plot", "plot", "text", "keep", "keep")
-    def refresh(request):
+    def refresh(request, leave_out_position_0):
         run = ctx.current(request)
         if run is None:
             *figures, markdown, _ = render(None, service.tokenizer)
             return *figures, markdown, gr.update(), gr.update()
         extra = inputs_of(run)
-        *figures, markdown, _ = render(run, service.tokenizer, **extra)
+        *figures, markdown, _ = render(run, service.tokenizer, leave_out_position_0=bool(leave_out_position_0), **extra)
         choice = gr.update(choices=position_choices(run), value=run.n_tokens - 1)
         count = gr.update(maximum=max(similarity_limit(run, extra["wpe"]), 2), value=run.n_tokens)
         return *figures, markdown, choice, count
@@ -246,9 +268,18 @@ def build(ctx: AppContext) -> None:
         markdown = " ".join(m for m in (summary_markdown(embedding_arrays(run)), nearest_md) if m)
         return nearest_fig, sim_fig, markdown
 
+    @guarded("plot", "plot", "plot", "plot")
+    def rescale(request, leave_out_position_0):
+        """The switch changes the three heatmaps' colour limits and the norm plot only."""
+        run = ctx.current(request)
+        if run is None:
+            return (message_figure(NO_RUN),) * 4
+        return render_embeddings(run, bool(leave_out_position_0))[:4]
+
     def tensors(run: Run, chosen, count):
         return render(run, service.tokenizer, chosen, count, **inputs_of(run))[-1]
 
-    view = ctx.view(tab, refresh, [], [token_plot, position_plot, sum_plot, norms_plot, nearest_plot, similarity_plot, summary, position, n_positions])
+    view = ctx.view(tab, refresh, [leave_out], [token_plot, position_plot, sum_plot, norms_plot, nearest_plot, similarity_plot, summary, position, n_positions])
     ctx.control(view, [position.input, n_positions.release], update, [ctx.state, position, n_positions], [nearest_plot, similarity_plot, summary])
+    ctx.control(view, [leave_out.input], rescale, [ctx.state, leave_out], [token_plot, position_plot, sum_plot, norms_plot])
     ctx.export(view, export, tensors, [position, n_positions])

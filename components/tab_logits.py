@@ -73,6 +73,7 @@ def candidates_figure(run: Run, nxt: NextTokens, tokenizer: Tokenizer, position:
         value_name="probability",
         height=max(320, 26 * top.size + 130),
         hover_extra=hover,
+        log_scale=True,  # a confident model's top token at 0.9 beside the 15th at 0.001
     )
     if actual is not None and actual in top:
         colours = [CHOSEN_COLOUR if t == actual else "#3b6fb6" for t in top]

@@ -12,8 +12,8 @@ from gpt2_max.hooks import block_key
 from gpt2_max.modules import Attention, GPT2Trace
 from gpt2_max.sampling import softmax
 
-from components.common import NO_RUN, AppContext, clamp, export_controls, fmt_p, guarded, intro, md_text, source_block
-from components.plots import binned_heatmap, lines, message_figure
+from components.common import NO_RUN, AppContext, clamp, export_controls, fmt_p, guarded, intro, md_text, position_0_switch, source_block
+from components.plots import attention_pattern, binned_heatmap, lines, message_figure, position_0_cells, robust_limits
 from components.run import Run
 
 NEEDS_MODEL = "Switching the mask off runs the model again, which needs the live model; it is still loading (or unavailable)."
@@ -135,33 +135,41 @@ def predictions(run: Run, unmasked: Run | None, tokenizer_tokens) -> tuple[go.Fi
     return fig, summary + "\n\n" + table, arrays
 
 
-def score_figures(run: Run, shown: Run, layer: int, head: int, mask_off: bool):
+def score_figures(run: Run, shown: Run, layer: int, head: int, mask_off: bool, leave_out_position_0: bool = True):
     """-> (raw scores fig, masked scores fig, pattern fig, arrays) of one head of ``shown``
-    (the Run drawn: ``run``, or its mask-off variant); the only figures layer and head change."""
+    (the Run drawn: ``run``, or its mask-off variant); the only figures layer and head change.
+
+    The two score heatmaps share one colour scale, from the bulk of the raw scores [T, T]
+    (position 0's row and column left out of it when asked: a sink head gives key 0 scores far
+    above the rest); the pattern keeps 0..1, with each query's share on position 0 beside it."""
     scores = shown.trace[block_key(layer, "attn.hook_attn_scores")][head]  # [T, T], -inf where masked
     pattern = shown.trace[block_key(layer, "attn.hook_pattern")][head]
     raw = raw_scores(shown, layer)[head]
-    bound = float(np.max(np.abs(raw))) or 1.0
+    counted = position_0_cells(raw.shape, "xy") if leave_out_position_0 else None
+    limits = robust_limits(raw, diverging=True, counted=counted)
     where = f"layer {layer}, head {head}" + (", mask off" if mask_off else "")
     common = dict(x_title="key", y_title="query", height=_height(run.n_tokens))
-    raw_fig = square_heatmap(raw, run, f"Scores q·k/√D before the mask ({where})",
-                             value_name="score", diverging=True, zmin=-bound, zmax=bound, **common)
+    scale = dict(diverging=True, limits=limits, position_axes="xy", leave_out_position_0=leave_out_position_0)
+    raw_fig = square_heatmap(raw, run, f"Scores q·k/√D before the mask ({where})", value_name="score", **scale, **common)
     # A block mixing allowed and blocked pairs averages the allowed (finite) scores.
     masked_fig = square_heatmap(scores, run, "After the mask: −inf cells left blank",
-                                value_name="score", mean_name="mean of the allowed scores", diverging=True,
-                                zmin=-bound, zmax=bound, **common)
-    pattern_fig = square_heatmap(pattern, run, "Softmax over keys: the attention pattern",
-                                 value_name="attention weight", zmin=0.0, zmax=1.0, **common)
+                                value_name="score", mean_name="mean of the allowed scores", **scale, **common)
+    pattern_fig = attention_pattern(pattern, run.labels, [t.display for t in run.tokens], "Softmax over keys: the attention pattern",
+                                    x_title="key", y_title="query", height=_height(run.n_tokens))
     arrays = {"allowed": np.isfinite(scores), "raw_scores": raw, "masked_scores": scores, "pattern": pattern}
     return raw_fig, masked_fig, pattern_fig, arrays
 
 
-def render(run: Run | None, tokens, layer: int = 0, head: int = 0, mask_off: bool = False, unmasked: Run | None = None):
+def render(
+    run: Run | None, tokens, layer: int = 0, head: int = 0, mask_off: bool = False, unmasked: Run | None = None,
+    leave_out_position_0: bool = True,
+):
     """-> (mask fig, raw scores fig, masked scores fig, pattern fig, predictions fig, markdown, arrays).
 
     ``run`` is the causal Run; ``unmasked`` the same tokens with the mask off
     (``service.variant(run, causal=False)``), used when ``mask_off`` is set.
-    ``tokens(id)`` gives a token id's display text.
+    ``tokens(id)`` gives a token id's display text; ``leave_out_position_0``: position 0's
+    scores do not count for the score heatmaps' colour scale.
     """
     if run is None:
         blank = message_figure(NO_RUN)
@@ -173,7 +181,7 @@ def render(run: Run | None, tokens, layer: int = 0, head: int = 0, mask_off: boo
         notice = f"⚠️ {NEEDS_MODEL}\n\n"
         mask_off = False
     shown = unmasked if mask_off else run
-    raw_fig, masked_fig, pattern_fig, head_arrays = score_figures(run, shown, layer, head, mask_off)
+    raw_fig, masked_fig, pattern_fig, head_arrays = score_figures(run, shown, layer, head, mask_off, bool(leave_out_position_0))
     allowed = head_arrays["allowed"]
     T = run.n_tokens
     prediction_fig, prediction_md, prediction_arrays = predictions(run, unmasked if mask_off else None, tokens)
@@ -205,6 +213,7 @@ def build(ctx: AppContext) -> None:
             head = gr.Slider(0, 11, value=0, step=1, label="Head")
             mask_off = gr.Checkbox(label="Turn the causal mask off", value=False)
             export = export_controls("Export mask, scores and predictions (.npz)")
+        leave_out = position_0_switch("mask-leave-out-position-0")
         mask_plot = gr.Plot(label="Causal mask")
         with gr.Row():
             raw_plot = gr.Plot(label="Scores before the mask")
@@ -224,16 +233,16 @@ def build(ctx: AppContext) -> None:
         unmasked = service.variant(run, causal=False) if off and service.model_for(run.model_name) is not None else None
         return run, unmasked
 
-    def view_of(run: Run | None, layer_value, head_value, off):
+    def view_of(run: Run | None, layer_value, head_value, off, leave_out_position_0=True):
         if run is None:
             return render(None, token_text)
         run, unmasked = runs_of(run, off)
-        return render(run, token_text, layer_value, head_value, bool(off), unmasked)
+        return render(run, token_text, layer_value, head_value, bool(off), unmasked, leave_out_position_0)
 
     @guarded("plot", "plot", "plot", "plot", "plot", "text", "keep", "keep")
-    def refresh(request, layer_value, head_value, off):
+    def refresh(request, layer_value, head_value, off, leave_out_position_0):
         run = ctx.current(request)
-        *figures, markdown, _ = view_of(run, layer_value, head_value, off)
+        *figures, markdown, _ = view_of(run, layer_value, head_value, off, leave_out_position_0)
         if run is None:
             return *figures, markdown, gr.update(), gr.update()
         layers = gr.update(maximum=run.config.n_layer - 1, value=clamp(layer_value, 0, run.config.n_layer - 1))
@@ -241,8 +250,9 @@ def build(ctx: AppContext) -> None:
         return *figures, markdown, layers, heads
 
     @guarded("plot", "plot", "plot")
-    def update_head(request, layer_value, head_value, off):
-        """Layer and head change the three score heatmaps only (the mask, predictions and text stay)."""
+    def update_head(request, layer_value, head_value, off, leave_out_position_0):
+        """Layer, head and the position-0 switch change the three score heatmaps only (the mask,
+        predictions and text stay)."""
         run = ctx.current(request)
         if run is None:
             return render(None, token_text)[1:4]
@@ -250,21 +260,21 @@ def build(ctx: AppContext) -> None:
         layer = clamp(layer_value, 0, run.config.n_layer - 1)
         head = clamp(head_value, 0, run.config.n_head - 1)
         mask_off = bool(off) and unmasked is not None
-        return score_figures(run, unmasked if mask_off else run, layer, head, mask_off)[:3]
+        return score_figures(run, unmasked if mask_off else run, layer, head, mask_off, bool(leave_out_position_0))[:3]
 
     @guarded("plot", "plot", "plot", "plot", "plot", "text")
-    def update_mask(request, layer_value, head_value, off):
-        return view_of(ctx.current(request), layer_value, head_value, off)[:6]
+    def update_mask(request, layer_value, head_value, off, leave_out_position_0):
+        return view_of(ctx.current(request), layer_value, head_value, off, leave_out_position_0)[:6]
 
     figures = [mask_plot, raw_plot, masked_plot, pattern_plot, predictions_plot, text]
-    inputs = [ctx.state, layer, head, mask_off]
-    view = ctx.view(tab, refresh, [layer, head, mask_off], figures + [layer, head])
+    inputs = [ctx.state, layer, head, mask_off, leave_out]
+    view = ctx.view(tab, refresh, [layer, head, mask_off, leave_out], figures + [layer, head])
     # Turning the mask off runs the model: share the model's concurrency queue.
     model_queue = dict(concurrency_limit=settings.concurrency_limit, concurrency_id="model", trigger_mode="always_last")
-    ctx.control(view, [layer.release, head.release], update_head, inputs, [raw_plot, masked_plot, pattern_plot], **model_queue)
+    ctx.control(view, [layer.release, head.release, leave_out.input], update_head, inputs, [raw_plot, masked_plot, pattern_plot], **model_queue)
     ctx.control(view, [mask_off.input], update_mask, inputs, figures, api_name="change_mask", **model_queue)
 
-    def tensors(run: Run, layer_value, head_value, off):
-        return view_of(run, layer_value, head_value, off)[-1]
+    def tensors(run: Run, layer_value, head_value, off, leave_out_position_0):
+        return view_of(run, layer_value, head_value, off, leave_out_position_0)[-1]
 
     ctx.export(view, export, tensors)

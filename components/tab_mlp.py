@@ -9,8 +9,8 @@ import plotly.graph_objects as go
 from gpt2_max.hooks import block_key
 from gpt2_max.modules import MLP
 
-from components.common import NO_RUN, AppContext, clamp, export_controls, guarded, intro, source_block
-from components.plots import MAX_CELLS_PER_AXIS, bars, binned_heatmap, finite, layout, message_figure, plot_texts
+from components.common import NO_RUN, AppContext, clamp, export_controls, guarded, intro, position_0_switch, source_block
+from components.plots import MAX_CELLS_PER_AXIS, bars, binned_heatmap, counted_positions, finite, layout, message_figure, plot_texts
 from components.run import Run
 
 # The overlay shows at most this many (pre, post) pairs; a prompt of T tokens has T x 4E of them.
@@ -72,15 +72,23 @@ def top_at_position(post: np.ndarray, position: int, k: int = TOP_AT_POSITION) -
     return ids, row[ids]
 
 
-def gelu_figure(run: Run, layer: int) -> go.Figure:
+def gelu_figure(run: Run, layer: int, leave_out_position_0: bool = True) -> go.Figure:
+    """The GELU curve and a sample of this input's (pre, post) pairs. The axes span the
+    pre-activations of the positions that count (all, or 1..T-1 when position 0 is left out:
+    its few huge values would squeeze the bend of the curve into a few pixels)."""
     pre, post = layer_activations(run, layer)
     T, F = pre.shape
     flat_pre = pre.reshape(-1)
-    finite_pre = flat_pre[np.isfinite(flat_pre)]
+    counted = pre[counted_positions(T, leave_out_position_0)].reshape(-1)
+    finite_pre = counted[np.isfinite(counted)]
     low = min(-4.0, float(finite_pre.min()) if finite_pre.size else -4.0)
     high = max(4.0, float(finite_pre.max()) if finite_pre.size else 4.0)
     pad = 0.05 * (high - low)
     xs = np.linspace(low - pad, high + pad, CURVE_POINTS)
+    # Position 0's values beyond that range (only when it is left out) are named in the title.
+    first = pre[0][np.isfinite(pre[0])] if leave_out_position_0 and T > 1 else np.empty(0)
+    outside = int(np.count_nonzero((first < xs[0]) | (first > xs[-1])))
+    notes = [f"position 0 left out of the axes: {outside} of its {F:,} pre-activations lie beyond them ({first.min():.3g} to {first.max():.3g})"] if outside else []
 
     keep = (int(np.argmin(flat_pre)), int(np.argmax(flat_pre))) if flat_pre.size else ()
     index = sample_indices(flat_pre.size, MAX_POINTS, keep)
@@ -120,14 +128,17 @@ def gelu_figure(run: Run, layer: int) -> go.Figure:
         fig,
         f"Block {layer}: GELU, with {shown} of this input's {T} × {F} pre-activations",
         height=440,
+        notes=notes,
         legend=dict(x=0.01, y=0.99, bgcolor="rgba(255,255,255,0.8)"),
     )
-    fig.update_xaxes(title="pre-activation (mlp.hook_pre)", zeroline=True)
-    fig.update_yaxes(title="activation (mlp.hook_post)", zeroline=True)
+    curve = gelu_tanh(xs)
+    y_pad = 0.05 * (curve.max() - curve.min())
+    fig.update_xaxes(title="pre-activation (mlp.hook_pre)", zeroline=True, range=[xs[0], xs[-1]])
+    fig.update_yaxes(title="activation (mlp.hook_post)", zeroline=True, range=[curve.min() - y_pad, curve.max() + y_pad])
     return fig
 
 
-def neuron_heatmap(run: Run, layer: int) -> go.Figure:
+def neuron_heatmap(run: Run, layer: int, leave_out_position_0: bool = True) -> go.Figure:
     _, post = layer_activations(run, layer)
     top = top_neurons(post)
     return binned_heatmap(
@@ -141,6 +152,8 @@ def neuron_heatmap(run: Run, layer: int) -> go.Figure:
         y_title="token",
         value_name="activation",
         diverging=True,
+        position_axes="y",
+        leave_out_position_0=leave_out_position_0,
         height=max(300, min(900, 22 * min(run.n_tokens, MAX_CELLS_PER_AXIS) + 160)),
     )
 
@@ -185,14 +198,18 @@ def resolve(run: Run, layer, position) -> tuple[int, int]:
     )
 
 
-def render(run: Run | None, layer=0, position=None):
-    """-> (GELU figure, neuron heatmap, top neurons at position, summary markdown)."""
+def render(run: Run | None, layer=0, position=None, leave_out_position_0: bool = True):
+    """-> (GELU figure, neuron heatmap, top neurons at position, summary markdown).
+
+    ``leave_out_position_0``: position 0 counts neither for the heatmap's colours nor for the
+    GELU plot's axes."""
     if run is None:
         return message_figure(NO_RUN), message_figure(NO_RUN), message_figure(NO_RUN), NO_RUN
     layer, position = resolve(run, layer, position)
+    leave_out_position_0 = bool(leave_out_position_0)
     return (
-        gelu_figure(run, layer),
-        neuron_heatmap(run, layer),
+        gelu_figure(run, layer, leave_out_position_0),
+        neuron_heatmap(run, layer, leave_out_position_0),
         position_bars(run, layer, position),
         summary_markdown(run, layer, position),
     )
@@ -226,6 +243,7 @@ def build(ctx: AppContext) -> None:
             layer_control = gr.Slider(0, max(n_layer - 1, 1), value=0, step=1, label="Block (layer)", interactive=True, elem_id="mlp-layer")
             position_control = gr.Dropdown(label="Token position for the strongest neurons", choices=[], interactive=True, elem_id="mlp-position")
             export = export_controls("Export this block's MLP activations (.npz)")
+        leave_out = position_0_switch("mlp-leave-out-position-0")
         summary = gr.Markdown()
         gelu_plot = gr.Plot(label="GELU and this input's activations")
         heatmap_plot = gr.Plot(label="Neuron activations")
@@ -233,9 +251,9 @@ def build(ctx: AppContext) -> None:
         source_block(MLP, label="MAX source of this stage (gpt2_max.modules.MLP)")
 
     @guarded("plot", "plot", "plot", "text", "keep", "keep")
-    def refresh(request, layer):
+    def refresh(request, layer, leave_out_position_0):
         run = ctx.current(request)
-        figures = render(run, layer, None)
+        figures = render(run, layer, None, leave_out_position_0)
         if run is None:
             return (*figures, gr.update(), gr.update(choices=[], value=None))
         layer, position = resolve(run, layer, None)
@@ -244,8 +262,8 @@ def build(ctx: AppContext) -> None:
         return (*figures, layer_update, gr.update(choices=choices, value=position))
 
     @guarded("plot", "plot", "plot", "text")
-    def change(request, layer, position):
-        return render(ctx.current(request), layer, position)
+    def change(request, layer, position, leave_out_position_0):
+        return render(ctx.current(request), layer, position, leave_out_position_0)
 
     @guarded("plot", "text")
     def change_position(request, layer, position):
@@ -256,8 +274,10 @@ def build(ctx: AppContext) -> None:
         layer, position = resolve(run, layer, position)
         return position_bars(run, layer, position), summary_markdown(run, layer, position)
 
-    view = ctx.view(tab, refresh, [layer_control], [gelu_plot, heatmap_plot, bars_plot, summary, layer_control, position_control])
+    view = ctx.view(tab, refresh, [layer_control, leave_out], [gelu_plot, heatmap_plot, bars_plot, summary, layer_control, position_control])
     inputs = [ctx.state, layer_control, position_control]
-    ctx.control(view, [layer_control.release], change, inputs, [gelu_plot, heatmap_plot, bars_plot, summary], api_name="change_mlp", trigger_mode="always_last")
+    figures = [gelu_plot, heatmap_plot, bars_plot, summary]
+    ctx.control(view, [layer_control.release], change, [*inputs, leave_out], figures, api_name="change_mlp", trigger_mode="always_last")
+    ctx.control(view, [leave_out.input], change, [*inputs, leave_out], figures, trigger_mode="always_last")
     ctx.control(view, [position_control.input], change_position, inputs, [bars_plot, summary], api_name="change_mlp_position", trigger_mode="always_last")
     ctx.export(view, export, tensors, [layer_control, position_control])

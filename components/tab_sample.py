@@ -185,10 +185,12 @@ def step_figure(tokenizer: Tokenizer, shown: Shown, context_ids: Sequence[int], 
     full_title = (
         f"{title}: drew “{drawn}”, p = {prob_text(step.chosen_prob)} after the filters "
         f"({step.kept:,} tokens kept)<br><sup>after “{context}” · ▶ = the drawn token, "
-        f"in vermilion</sup>"
+        f"in vermilion · log scale: a token the filters removed has no orange bar</sup>"
     )
     grouped_bars_layout(fig, full_title, len(ids))
-    fig.update_xaxes(title="probability", exponentformat="e")
+    # Log: the probabilities span decades (0.9 for the top token, 1e-4 for the 20th), and on a
+    # linear axis only the first bar or two would be visible.
+    fig.update_xaxes(title="probability (log scale)", type="log", exponentformat="e", rangemode="normal")
     return fig
 
 

@@ -1,4 +1,6 @@
-"""Shared fixtures: a tiny checkpoint in a private Hugging Face cache, loaded once per session.
+"""Shared fixtures: tiny checkpoints in a private Hugging Face cache, each loaded once per session:
+the seeded random one (``tiny_checkpoint``) and one with the real GPT-2's outliers and sinks
+(``pathological_checkpoint``, same shape, so it reuses the compiled graphs).
 
 The cache directory and HF_HUB_OFFLINE are set before anything imports
 huggingface_hub, so every test loads through the same ``hf_hub_download`` call
@@ -29,9 +31,11 @@ os.environ["MODULAR_TELEMETRY_ENABLED"] = "0"
 
 import pytest  # noqa: E402
 
+from pathological_checkpoint import PATHOLOGICAL_REPO_ID, write_pathological_hub_cache  # noqa: E402
 from tiny_checkpoint import TINY_REPO_ID, write_hub_cache  # noqa: E402
 
 write_hub_cache(HUB_CACHE)
+write_pathological_hub_cache(HUB_CACHE)
 
 
 @pytest.fixture(scope="session")
@@ -58,23 +62,48 @@ def tiny_weights_by_name():
 EXAMPLE_TEXT = "The cat sat on the mat. The cat sat on the"
 
 
-@pytest.fixture(scope="session")
-def explorer_service(tiny_model, tmp_path_factory):
-    """The app's service around the already-compiled tiny model (no second compile)."""
+def service_around(model, repo_id: str, tmp_path_factory):
+    """The app's service around an already-loaded model (no second compile)."""
     from components.run import ExplorerService
     from components.settings import Settings
 
     settings = Settings(
-        model=TINY_REPO_ID,
+        model=repo_id,
         examples_dir=str(tmp_path_factory.mktemp("examples")),
         cache_dir=str(tmp_path_factory.mktemp("explorer-cache")),
     )
-    service = ExplorerService(settings, TINY_REPO_ID)
-    service.adopt(tiny_model)
+    service = ExplorerService(settings, repo_id)
+    service.adopt(model)
     return service
 
 
 @pytest.fixture(scope="session")
+def explorer_service(tiny_model, tmp_path_factory):
+    """The app's service around the already-compiled tiny model."""
+    return service_around(tiny_model, TINY_REPO_ID, tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
 def tiny_run(explorer_service):
-    """A live Run of the tiny model on a teaching example (15 tokens, repeated phrase)."""
+    """A live Run of the tiny model on a teaching example (12 tokens, repeated phrase)."""
     return explorer_service.run(EXAMPLE_TEXT)
+
+
+@pytest.fixture(scope="session")
+def pathological_model():
+    """The checkpoint with the real GPT-2's outliers and sinks, by repo id from the Hub cache
+    (TINY_CONFIG's shape: MAX's compiled graphs are reused)."""
+    import gpt2_max
+
+    return gpt2_max.load(PATHOLOGICAL_REPO_ID)
+
+
+@pytest.fixture(scope="session")
+def pathological_service(pathological_model, tmp_path_factory):
+    return service_around(pathological_model, PATHOLOGICAL_REPO_ID, tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def pathological_run(pathological_service):
+    """A live Run of the pathological model on the same example as ``tiny_run``."""
+    return pathological_service.run(EXAMPLE_TEXT)

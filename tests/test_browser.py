@@ -240,8 +240,13 @@ def test_phone_width_page_fits_and_plots(browser, server):
 
 
 def plot_title(page, selector: str, text: str):
-    """Waits until the plot at ``selector`` has a title containing ``text``."""
-    sync_api.expect(page.locator(f"{selector} .gtitle").filter(has_text=text)).not_to_have_count(0, timeout=PLOT_TIMEOUT_MS)
+    """Waits until the plot at ``selector`` has a title containing ``text`` (a screenshot if not)."""
+    try:
+        sync_api.expect(page.locator(f"{selector} .gtitle").filter(has_text=text)).not_to_have_count(0, timeout=PLOT_TIMEOUT_MS)
+    except AssertionError:
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / "why-failed.png"), full_page=True)
+        raise
 
 
 def test_why_views_detectors_patching_and_attribution(page):

@@ -54,13 +54,18 @@ def stages(run):
     return [run.trace["blocks.0.hook_resid_pre"]] + [run.trace[f"blocks.{i}.hook_resid_post"] for i in range(L)]
 
 
-def test_residual_norms_follow_the_stream(tiny_run, lens, weights, tokenizer):
-    norms_fig = tab_blocks.render(tiny_run, lens, tokenizer, 4)[0]
+@pytest.mark.parametrize("leave_out_position_0", [True, False])
+def test_residual_norms_follow_the_stream(tiny_run, lens, weights, tokenizer, leave_out_position_0):
+    norms_fig = tab_blocks.render(tiny_run, lens, tokenizer, 4, leave_out_position_0)[0]
     T = tiny_run.n_tokens
     expected = np.stack([np.linalg.norm(s, axis=-1) for s in stages(tiny_run)])  # [L+1, T]
     mean, chosen, last = norms_fig.data
     assert list(mean.x) == ["embed", "after block 0", "after block 1"]
-    np.testing.assert_allclose(mean.y, expected.mean(axis=1), rtol=1e-6)
+    # The mean counts positions 1..T-1 when position 0 is left out, and the title says so.
+    first = 1 if leave_out_position_0 else 0
+    np.testing.assert_allclose(mean.y, expected[:, first:].mean(axis=1), rtol=1e-6)
+    assert ("position 0 left out of the mean" in norms_fig.layout.title.text) == leave_out_position_0
+    assert norms_fig.layout.yaxis.type == "log"
     np.testing.assert_allclose(chosen.y, expected[:, 4], rtol=1e-6)
     np.testing.assert_allclose(last.y, expected[:, T - 1], rtol=1e-6)
     assert chosen.name == tiny_run.labels[4] and tiny_run.labels[T - 1] in last.name
@@ -77,15 +82,18 @@ def test_mean_view_shows_mean_and_last_only(tiny_run, lens, weights, tokenizer):
     assert len(norms_fig.data) == 2
 
 
+@pytest.mark.parametrize("leave_out_position_0", [True, False])
 @pytest.mark.parametrize("position", [tab_blocks.MEAN, 0, 9])
-def test_additions_are_attn_and_mlp_output_norms(tiny_run, lens, weights, tokenizer, position):
-    fig = tab_blocks.render(tiny_run, lens, tokenizer, position)[1]
+def test_additions_are_attn_and_mlp_output_norms(tiny_run, lens, weights, tokenizer, position, leave_out_position_0):
+    fig = tab_blocks.render(tiny_run, lens, tokenizer, position, leave_out_position_0)[1]
     attn_bar, mlp_bar = fig.data
     L = tiny_run.config.n_layer
     attn = np.stack([np.linalg.norm(tiny_run.trace[f"blocks.{i}.hook_attn_out"], axis=-1) for i in range(L)])
     mlp = np.stack([np.linalg.norm(tiny_run.trace[f"blocks.{i}.hook_mlp_out"], axis=-1) for i in range(L)])
+    assert fig.layout.yaxis.type == "log"
     if position == tab_blocks.MEAN:
-        attn, mlp = attn.mean(axis=1), mlp.mean(axis=1)
+        first = 1 if leave_out_position_0 else 0  # a chosen position is drawn whatever the switch says
+        attn, mlp = attn[:, first:].mean(axis=1), mlp[:, first:].mean(axis=1)
     else:
         attn, mlp = attn[:, position], mlp[:, position]
         assert tiny_run.labels[position] in fig.layout.title.text
@@ -102,19 +110,26 @@ def test_lens_heatmap_shows_each_layers_top_token_and_probability(tiny_run, lens
     z = np.asarray(heat.z)
     assert z.shape == (L, T)
     assert list(heat.x) == tiny_run.labels and list(heat.y) == ["after block 0", "after block 1"]
-    assert heat.zmin == 0 and heat.zmax == 1
+    # Colour: log10 of the probability, from the lowest decade present to 1, with ticks at the decades.
+    assert heat.zmax == 0 and heat.zmin == min(np.floor(z.min()), -1)
+    # At most 4 ticks (a short colour bar), evenly spaced whole decades from zmin..0, ending at 1.
+    ticks = list(heat.colorbar.tickvals)
+    assert 2 <= len(ticks) <= 4 and ticks[-1] == 0 and ticks[0] >= heat.zmin and len(set(np.diff(ticks))) == 1
+    assert list(heat.colorbar.ticktext) == [f"{10.0**k:g}" for k in ticks] and heat.colorbar.ticktext[-1] == "1"
+    probability = np.asarray(heat.customdata)[..., 2]  # the hover's probability, the true value
 
     # Every row against an independent float64 lens; the last row against the model's own logits.
     eps = tiny_run.config.layer_norm_epsilon
     for layer in range(L):
         probs = float64_softmax(float64_lens(tiny_run.trace[f"blocks.{layer}.hook_resid_post"], weights, eps))
-        np.testing.assert_allclose(z[layer], probs.max(axis=-1), rtol=LENS_RTOL, atol=0)
+        np.testing.assert_allclose(probability[layer], probs.max(axis=-1), rtol=LENS_RTOL, atol=0)
+        np.testing.assert_allclose(z[layer], np.log10(probs.max(axis=-1)), rtol=0, atol=LENS_RTOL)
         tops = probs.argmax(axis=-1)
         assert list(heat.text[layer]) == [tokenizer.token(int(t)).display for t in tops]
     final = float64_softmax(tiny_run.trace["logits"])
-    np.testing.assert_allclose(z[-1], final.max(axis=-1), rtol=LENS_RTOL, atol=0)
+    np.testing.assert_allclose(probability[-1], final.max(axis=-1), rtol=LENS_RTOL, atol=0)
     assert list(heat.text[-1]) == [tokenizer.token(int(t)).display for t in final.argmax(axis=-1)]
-    assert "%{text}" in heat.hovertemplate and "%{x}" in heat.hovertemplate and "%{z" in heat.hovertemplate
+    assert "%{text}" in heat.hovertemplate and "%{x}" in heat.hovertemplate and "probability %{customdata[2]" in heat.hovertemplate
 
 
 def test_final_prediction_line(tiny_run, lens, weights, tokenizer):
@@ -129,6 +144,7 @@ def test_final_prediction_line(tiny_run, lens, weights, tokenizer):
         assert line.y[layer] == pytest.approx(probs[final_id], rel=LENS_RTOL, abs=0)
         assert f"rank {1 + int((probs > probs[final_id]).sum())} here" in line.text[layer]
     assert line.y[-1] == pytest.approx(final.max(), rel=LENS_RTOL, abs=0)
+    assert fig.layout.yaxis.type == "log"  # from ~1/V in early layers to ~1
 
 
 def test_out_of_range_positions_are_clamped(tiny_run, lens, weights, tokenizer):

@@ -80,18 +80,22 @@ def test_long_inputs_average_the_embedding_rows_and_similarity_over_blocks(tiny_
     assert "mean cosine" in sim_fig.data[0].hovertemplate
 
 
-def test_norms_are_the_l2_norms_per_position(tiny_run, explorer_service):
-    norms_fig = render(tiny_run, explorer_service)[3]
+@pytest.mark.parametrize("leave_out_position_0", [True, False])
+def test_norms_are_the_l2_norms_per_position(tiny_run, explorer_service, leave_out_position_0):
+    norms_fig = render(tiny_run, explorer_service, leave_out_position_0=leave_out_position_0)[3]
     expected = {
         "token": np.linalg.norm(tiny_run.trace["hook_embed"], axis=1),
         "position": np.linalg.norm(tiny_run.trace["hook_pos_embed"], axis=1),
         "sum": np.linalg.norm(tiny_run.trace["blocks.0.hook_resid_pre"], axis=1),
     }
+    first = 1 if leave_out_position_0 else 0  # position 0 left out of the plot, its norms in the title
     assert len(norms_fig.data) == 3
     for trace, (name, values) in zip(norms_fig.data, expected.items()):
         assert trace.name.startswith(name)
-        assert list(trace.x) == tiny_run.labels
-        np.testing.assert_allclose(trace.y, values, rtol=1e-5)
+        assert list(trace.x) == tiny_run.labels[first:]
+        np.testing.assert_allclose(trace.y, values[first:], rtol=1e-5)
+        assert (f"{trace.name} {values[0]:.4g}" in norms_fig.layout.title.text) == leave_out_position_0
+    assert norms_fig.layout.yaxis.type == "log"  # norms span decades on the real GPT-2
 
 
 @pytest.mark.parametrize("position", [1, None])
@@ -147,7 +151,8 @@ def test_without_weights_the_nearest_view_waits_and_the_rest_still_renders(tiny_
 def test_tab_builds_and_its_handlers_export_the_plotted_tensors(tiny_run, explorer_service):
     view = build_view(tab_embed, explorer_service)
     assert len(view.outputs) == 9
-    result = view.render(tiny_run.request)
+    assert [c.value for c in view.controls] == [True]  # position 0 left out by default
+    result = view.render(tiny_run.request, True)
     assert result[6].startswith(f"**{tiny_run.n_tokens} tokens**")
     note, update = view.export(tiny_run.request, None, None)
     with np.load(update["value"]) as saved:

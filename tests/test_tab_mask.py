@@ -146,11 +146,12 @@ def test_out_of_range_layer_and_head_are_clamped(tiny_run, explorer_service):
 
 def test_tab_builds_and_its_handlers_clamp_and_export(tiny_run, explorer_service, unmasked):
     view = build_view(tab_mask, explorer_service)
-    assert len(view.controls) == 3 and len(view.outputs) == 8
-    result = view.render(tiny_run.request, 50, 50, True)
+    assert len(view.controls) == 4 and len(view.outputs) == 8
+    assert view.controls[-1].value is True  # position 0 left out of the score scale by default
+    result = view.render(tiny_run.request, 50, 50, True, True)
     assert not result[5].startswith("⚠️")
     assert result[-2]["value"] == tiny_run.config.n_layer - 1 and result[-1]["value"] == tiny_run.config.n_head - 1
-    note, update = view.export(tiny_run.request, 50, 50, True)
+    note, update = view.export(tiny_run.request, 50, 50, True, True)
     with np.load(update["value"]) as saved:
         assert saved["mask_off"] and saved["layer"] == 1 and saved["head"] == 3
         np.testing.assert_array_equal(saved["pattern"], unmasked.trace["blocks.1.attn.hook_pattern"][3])

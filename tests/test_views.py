@@ -50,27 +50,33 @@ def test_a_run_renders_the_visible_tab_only(ui, tiny_run):
 def test_opening_a_tab_renders_it_once_per_run_and_setting(ui, tiny_run, explorer_service):
     view = ui.views["mlp"]
     request = tiny_run.request
-    first = view.open(request, None, 0)
+    first = view.open(request, None, 0, True)  # layer 0, position 0 left out of the scales
     assert first[0] == "mlp" and view.renders == 1
     key = first[-1]
-    again = view.open(request, key, 0)  # reopened: the same figures, nothing recomputed or sent
+    again = view.open(request, key, 0, True)  # reopened: the same figures, nothing recomputed or sent
     assert view.renders == 1 and all(is_skip(v) for v in again[1:-1]) and again[-1] == key
-    view.open(request, key, 1)  # another setting of the tab's control
+    view.open(request, key, 1, True)  # another setting of the tab's control
     assert view.renders == 2
     other = explorer_service.run("A different prompt for a new Run").request
-    view.open(other, key, 0)  # a new Run
+    view.open(other, key, 0, True)  # a new Run
     assert view.renders == 3
+    view.open(other, key, 0, False)  # the position-0 switch is a setting too
+    assert view.renders == 4
 
 
 def test_a_control_rerenders_its_figures_and_reopening_computes_nothing(ui, tiny_run):
     view = ui.views["blocks"]
     request = tiny_run.request
-    key = view.open(request, None)[-1]
-    (handler, inputs), = view.handlers
-    position_figures = handler(request, 3)
+    key = view.open(request, None, True)[-1]
+    (handler, inputs), = view.handlers  # the position and the position-0 switch: one handler
+    position_figures = handler(request, 3, True)
     assert len(position_figures) == 4 and position_figures[-1] == key  # norms, additions, summary, key
     assert view.renders == 1
-    view.open(request, position_figures[-1])
+    view.open(request, position_figures[-1], True)
+    assert view.renders == 1
+    switched = handler(request, 3, False)  # the switch redraws the same figures, under a new key
+    assert switched[-1] == view.key(request, [False]) != key
+    view.open(request, switched[-1], False)
     assert view.renders == 1
 
 
@@ -96,18 +102,18 @@ def test_a_tab_drawn_before_a_graph_was_ready_draws_again_once_it_is(ui, tiny_ru
     view = ui.views["blocks"]
     compiled = ["trace"]
     monkeypatch.setattr(view, "readiness", lambda request: ",".join(compiled))
-    key = view.open(tiny_run.request, None)[-1]
-    assert view.open(tiny_run.request, key)[-1] == key and view.renders == 1
+    key = view.open(tiny_run.request, None, True)[-1]
+    assert view.open(tiny_run.request, key, True)[-1] == key and view.renders == 1
     compiled.append("analysis")  # the background compile finished: the lens can be drawn now
-    view.open(tiny_run.request, key)
+    view.open(tiny_run.request, key, True)
     assert view.renders == 2
 
 
 def test_the_mask_tabs_layer_and_head_redraw_the_three_score_heatmaps_only(ui, tiny_run):
     view = ui.views["mask"]
-    full = view.render(tiny_run.request, 1, 2, False)  # mask, raw, masked, pattern, predictions, text, ...
+    full = view.render(tiny_run.request, 1, 2, False, True)  # mask, raw, masked, pattern, predictions, text, ...
     (head_handler, _), _ = view.handlers
-    *figures, key = head_handler(tiny_run.request, 1, 2, False)
-    assert len(figures) == 3 and key == view.key(tiny_run.request, [1, 2, False])
+    *figures, key = head_handler(tiny_run.request, 1, 2, False, True)
+    assert len(figures) == 3 and key == view.key(tiny_run.request, [1, 2, False, True])
     for drawn, whole in zip(figures, full[1:4]):
         assert drawn.to_json() == whole.to_json()

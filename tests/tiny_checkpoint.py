@@ -63,8 +63,12 @@ def write_hub_cache(
     config: GPT2Config = TINY_CONFIG,
     seed: int = TINY_SEED,
     with_safetensors: bool = True,
+    weights: dict[str, np.ndarray] | None = None,
 ) -> Path:
-    """Writes a checkpoint as a Hub cache entry; returns its snapshot directory."""
+    """Writes a checkpoint as a Hub cache entry; returns its snapshot directory.
+
+    ``weights``: the parameters to write (default ``tiny_weights(config, seed)``), e.g. the
+    constructed ones of ``pathological_checkpoint``."""
     repo_dir = Path(cache_dir) / ("models--" + repo_id.replace("/", "--"))
     snapshot = repo_dir / "snapshots" / COMMIT
     blobs = repo_dir / "blobs"
@@ -74,7 +78,7 @@ def write_hub_cache(
 
     files: dict[str, bytes] = {"config.json": json.dumps(config.to_dict(), indent=2).encode()}
     if with_safetensors:
-        tensors = dict(tiny_weights(config, seed))
+        tensors = dict(tiny_weights(config, seed) if weights is None else weights)
         for i in range(config.n_layer):
             tensors[f"h.{i}.attn.bias"] = _causal_buffer(config)
         staging = blobs / "staging.safetensors"
