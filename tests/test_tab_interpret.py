@@ -115,7 +115,8 @@ def test_residual_patching_view_in_blocks(tiny_run, explorer_service):
     assert np.asarray(fig.data[0].z).shape == (tiny_run.config.n_layer, T)
     # Before block 0, only the swapped name's position matters, and it restores all of it.
     z = np.asarray(fig.data[0].z, dtype=np.float64)
-    assert np.isclose(z[0].max(), 1.0, atol=1e-6) and np.count_nonzero(np.abs(z[0]) > 1e-6) == 1
+    # (Up to float32 rounding between packed executions, relative to a metric gap of ~0.02 here.)
+    assert np.isclose(z[0].max(), 1.0, atol=1e-3) and np.count_nonzero(np.abs(z[0]) > 1e-3) == 1
     note, update = view.export(tiny_run.request, result)
     with np.load(update["value"]) as saved:
         np.testing.assert_array_equal(saved["patch_residual_restored"], result.sweep.restored)
