@@ -29,7 +29,7 @@ from components import (  # noqa: E402
     tab_sample,
     tab_tokenize,
 )
-from components.common import AppContext, error_outputs, fmt_p, guarded, md_text  # noqa: E402
+from components.common import AppContext, fmt_p, guarded, md_text  # noqa: E402
 from components.interpret import HEAD_PICK_JS, HIDDEN_CSS  # noqa: E402
 from components.run import PRECOMPUTED, ExplorerService  # noqa: E402
 from components.settings import Settings  # noqa: E402
@@ -58,7 +58,7 @@ def run_note(run, tokenizer) -> str:
         origin = "**Precomputed** trace of this example (shown while the model loads)."
     else:
         origin = f"**Live** trace: {run.n_tokens} tokens, MAX graph time {run.seconds * 1000:.0f} ms"
-        origin += f" (its share of one execution for {run.batched} Runs)." if run.batched > 1 else "."
+        origin += f" (one execution for {run.batched} Runs that arrived together)." if run.batched > 1 else "."
     probs = softmax(run.trace["logits"][-1])
     best = int(np.argmax(probs))
     guess = (
@@ -110,33 +110,22 @@ def build_ui(service: ExplorerService) -> tuple[gr.Blocks, AppContext]:
             for tab in TABS:
                 tab.build(ctx)
 
-        def start_runs(texts, model_names):
-            """Runs that arrive together (Gradio batches them) go through MAX as one execution;
-            each bad input gets its own message, and the others go on."""
-            try:
-                runs = service.run_many(texts, model_names)
-            except Exception as error:  # noqa: BLE001 - every Run of the batch shows the message
-                runs = [error] * len(texts)
-            requests, notes = [], []
-            for run in runs:
-                if isinstance(run, BaseException):
-                    requests.append(gr.update())
-                    notes.append(error_outputs(("text",), run))
-                else:
-                    requests.append(run.request)
-                    notes.append(run_note(run, service.tokenizer))
-            return requests, notes
+        @guarded("keep", "text")
+        def start_run(text, model_name):
+            run = service.run(text, model_name=model_name)
+            return run.request, run_note(run, service.tokenizer)
 
+        # Up to max_batch_size Runs wait at once; the service traces those that wait together in
+        # one MAX execution (components.run.TraceBatcher). Not Gradio's batch=True: a batched
+        # event does not give each session its own gr.State back.
         event = gr.on(
             [run_button.click, prompt.submit],
-            start_runs,
+            start_run,
             [prompt, model_choice],
             [state, note],
             api_name="run",
-            batch=True,
-            max_batch_size=settings.max_batch_size,
-            concurrency_limit=settings.concurrency_limit,
-            concurrency_id="model",
+            concurrency_limit=settings.max_batch_size,
+            concurrency_id="run",
         )
         events = [event]
         for trigger, make in ctx.id_runs:

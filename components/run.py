@@ -48,8 +48,8 @@ class Run:
     ablated: tuple[tuple[int, int], ...] = ()
     source: str = LIVE
     notice: str = ""  # e.g. "cut from 900 to 256 tokens"
-    seconds: float = 0.0  # MAX time for the trace (its share, when several Runs were traced together)
-    batched: int = 1  # how many Runs that trace execution served
+    seconds: float = 0.0  # from asking for the trace to having it (waiting for a running batch included)
+    batched: int = 1  # how many Runs the trace's MAX execution served (dynamic batching)
     # Analyses of this trace made on demand (ExplorerService.analysis), kept with it.
     derived: dict = field(default_factory=dict, compare=False, repr=False)
 
@@ -76,6 +76,60 @@ class Run:
             "notice": self.notice,
             "model": self.model_name,
         }
+
+
+class TraceBatcher:
+    """Dynamic batching of traces: requests that arrive while the engine runs another batch wait,
+    and the first of them to find it free runs all that are waiting, packed into one execution.
+
+    Each Run is its own Gradio event (so each session keeps its own ``gr.State``); up to
+    ``max_batch`` of them may wait here at once (the Run event's concurrency limit). An idle
+    engine adds no delay: a lone request runs at once.
+    """
+
+    def __init__(self, max_batch: int) -> None:
+        self.max_batch = max_batch
+        self._pending: list[dict] = []
+        self._lock = threading.Lock()  # guards _pending
+        self._leader = threading.Lock()  # held by the thread running a batch
+        self.batches: list[int] = []  # sizes of the batches run (for the note and the tests)
+
+    def traces(self, model, requests: list[dict]) -> tuple[list[dict], int]:
+        """-> (the traces of ``requests``, in order; how many requests their executions served)."""
+        items = [dict(model=model, request=r, done=threading.Event(), trace=None, error=None, served=0) for r in requests]
+        with self._lock:
+            self._pending += items
+        while not all(item["done"].is_set() for item in items):
+            if self._leader.acquire(blocking=False):
+                try:
+                    self._run_waiting()
+                finally:
+                    self._leader.release()
+            else:
+                next(item for item in items if not item["done"].is_set())["done"].wait(0.002)
+        for item in items:
+            if item["error"] is not None:
+                raise item["error"]
+        return [item["trace"] for item in items], max(item["served"] for item in items)
+
+    def _run_waiting(self) -> None:
+        with self._lock:
+            batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
+        by_model: dict[int, list[dict]] = {}
+        for item in batch:
+            by_model.setdefault(id(item["model"]), []).append(item)
+        for items in by_model.values():
+            try:
+                traces = items[0]["model"].traces([item["request"] for item in items])
+                for item, trace in zip(items, traces, strict=True):
+                    item["trace"], item["served"] = trace, len(items)
+            except Exception as error:  # noqa: BLE001 - each waiting request re-raises it
+                for item in items:
+                    item["error"] = error
+            finally:
+                self.batches.append(len(items))
+                for item in items:
+                    item["done"].set()
 
 
 def request_key(model_name: str, token_ids, causal: bool, ablated) -> str:
@@ -182,6 +236,7 @@ class ExplorerService:
         self._slots = {name: ModelSlot() for name in self.allowed_models}
         self._slots_lock = threading.Lock()
         self._analysis_lock = threading.Lock()
+        self.batcher = TraceBatcher(settings.max_batch_size)
 
     # -- model lifecycle -------------------------------------------------
 
@@ -396,10 +451,10 @@ class ExplorerService:
         missing = list({key: item for key, *item in keyed if key not in runs}.items())
         if missing:
             started = time.perf_counter()
-            traces = model.traces(
-                [dict(token_ids=ids, causal=causal, ablate=ablated) for _, (_, ids, causal, ablated, _) in missing]
+            traces, served = self.batcher.traces(
+                model, [dict(token_ids=ids, causal=causal, ablate=ablated) for _, (_, ids, causal, ablated, _) in missing]
             )
-            # The execution's time, shared by the Runs it served.
+            # Wall time from asking to having the trace (waiting for a running batch included).
             seconds = (time.perf_counter() - started) / len(missing)
             for (key, (text, ids, causal, ablated, notice)), trace in zip(missing, traces, strict=True):
                 runs[key] = Run(
@@ -414,14 +469,14 @@ class ExplorerService:
                     source=LIVE,
                     notice=notice,
                     seconds=seconds,
-                    batched=len(missing),
+                    batched=served,
                 )
                 self.store.put(key, runs[key])
         return [runs[key] for key, *_ in keyed]
 
     def run_many(self, texts, model_names) -> list[Run | InputError]:
-        """``run`` for Runs that arrived together (Gradio's batched event): the live ones of each
-        model are traced in one go; a bad input gives its error in its place, the others go on."""
+        """``run`` for several texts at once: the live ones of each model are traced in one go;
+        a bad input gives its error in its place, the others go on."""
         results: list[Run | InputError | None] = [None] * len(texts)
         live: dict[str, list[tuple[int, tuple]]] = {}
         for index, (text, model_name) in enumerate(zip(texts, model_names, strict=True)):

@@ -6,6 +6,8 @@ test_packed_traces_equal_single_ones, at the same tolerance).
 
 from __future__ import annotations
 
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -34,22 +36,53 @@ def test_run_many_traces_the_live_runs_together_and_keeps_errors_in_place(explor
     assert again is first
 
 
-def test_runs_pressed_at_once_over_http_all_come_back_live(explorer_service):
+def test_requests_waiting_for_a_running_batch_go_together(explorer_service, tiny_model):
+    """While one batch runs (the leader lock held), arriving Runs wait; the next leader runs
+    all of them in one execution, and each gets its own trace."""
+    batcher = explorer_service.batcher
+    texts = [f"Waiting Run number {word}" for word in ("one", "two", "three")]
+    results = {}
+    batcher._leader.acquire()  # a batch is running
+    try:
+        threads = [threading.Thread(target=lambda t=t: results.setdefault(t, explorer_service.run(t))) for t in texts]
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + 30
+        while len(batcher._pending) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(batcher._pending) == 3
+        before = len(batcher.batches)
+    finally:
+        batcher._leader.release()
+    for thread in threads:
+        thread.join(60)
+    assert batcher.batches[before:] == [3]
+    for text in texts:
+        run = results[text]
+        assert run.text == text and run.batched == 3
+        alone = tiny_model.trace(list(run.token_ids))
+        np.testing.assert_allclose(run.trace["logits"], alone["logits"], atol=PACKED_ATOL, rtol=1e-5)
+
+
+def test_runs_pressed_at_once_over_http_each_keep_their_own_run(explorer_service):
     from gradio_client import Client
 
     demo, url = serve(explorer_service)
+    words = ["apple", "banana", "cherry", "orange", "lemon", "grape"]
     try:
-        clients = [Client(url, verbose=False) for _ in range(6)]
-        prompts = [f"Student {i} asks about prompt number {i}." for i in range(6)] + ["x" * 30_000]
-        clients.append(Client(url, verbose=False))
+        clients = [Client(url, verbose=False) for _ in range(len(words) + 1)]
+        prompts = [f"My favourite fruit is the {word}, said student {i}." for i, word in enumerate(words)] + ["x" * 30_000]
         with ThreadPoolExecutor(len(clients)) as pool:
             notes = list(pool.map(lambda pair: pair[0].predict(pair[1], TINY_REPO_ID, api_name="/run"), zip(clients, prompts)))
-        assert all("Live" in note for note in notes[:6]), notes
-        assert notes[6].startswith("⚠️") and "characters" in notes[6]
-        # Each student's note is about their own prompt (its own token count).
-        counts = [len(explorer_service.tokenizer.encode(p)) for p in prompts[:6]]
-        assert all(f"{n} tokens" in note for n, note in zip(counts, notes[:6]))
-        print("batched notes:", [n.split("(")[1][:50] if "share" in n else "alone" for n in notes[:6]])
+        assert all("Live" in note for note in notes[:-1]), notes
+        assert notes[-1].startswith("⚠️") and "characters" in notes[-1]
+        # Each session's state is its own Run: its Tokenize view lists its own student number
+        # (the token " 3" at position 9), no other.
+        for i, client in enumerate(clients[:-1]):
+            shown = str(client.predict(api_name="/render_tokenize"))
+            numbers = [n for n in range(len(words)) if f"9: ␣{n}'" in shown]
+            assert numbers == [i], (i, numbers)
+        print("batched:", explorer_service.batcher.batches[-10:])
         for client in clients:
             client.close()
     finally:
