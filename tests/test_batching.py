@@ -87,3 +87,29 @@ def test_runs_pressed_at_once_over_http_each_keep_their_own_run(explorer_service
             client.close()
     finally:
         demo.close()
+
+
+def test_a_cold_start_says_each_stage_in_order_and_saves_examples_first(tmp_path, monkeypatch):
+    """The background load names each stage as it starts (the status line shows it): the
+    download, the trace graph, the examples (right after the trace graph, so the next start has
+    them), then the analysis and decode graphs."""
+    from components.run import STAGES, ExplorerService, ModelSlot
+    from components.settings import Settings
+
+    seen: list[tuple[str, str]] = []
+    original = ModelSlot.enter
+
+    def recording(slot, stage):
+        original(slot, stage)
+        if stage:
+            seen.append((stage, slot.stage_text()))
+
+    monkeypatch.setattr(ModelSlot, "enter", recording)
+    settings = Settings(model=TINY_REPO_ID, examples_dir=str(tmp_path / "committed"), cache_dir=str(tmp_path / "cache"))
+    service = ExplorerService(settings, TINY_REPO_ID, ("The cat sat on the mat.",))
+    service.start_loading().join(600)
+    assert [stage for stage, _ in seen] == ["download", "trace", "examples", "analysis", "decode"]
+    for stage, text in seen:
+        assert text.startswith(STAGES[stage][0]) and f"about {STAGES[stage][1]} s on a cold host" in text
+    assert service.has_precomputed(TINY_REPO_ID)
+    assert "ready" in service.status_markdown()
