@@ -41,6 +41,7 @@ detector looks for, averaged over the queries that have such a key (0..1):
 - **induction**: keys = the positions *right after* an earlier copy of the query's token: an induction head
   looks back to what followed last time, to predict it again.
 
+Shapes: `blocks.{i}.attn.hook_pattern` [H, T, T] per layer in, three score grids [L, H] out.
 A grey cell means your text has no such key (no token repeats). Press **Induction test** for a random
 sequence repeated twice: induction heads light up in its second half. Click a cell to open that head above."""
 
@@ -49,7 +50,9 @@ embeddings plus what every head, every attention bias and every MLP added. With 
 scale frozen at this position's value (TransformerLens' convention) the logit is linear in that sum, so it
 splits into one share per component, and the shares add up to the logit exactly. A share says how much a
 component's output *directly* pushed this token up (+) or down (−); effects through later layers are not
-counted here (that is what patching measures)."""
+counted here (that is what patching measures). Shapes: `blocks.{i}.attn.hook_z` [T, H, D] and
+`c_proj.weight` [H·D, E] give each head's output [E] at the position; shares: heads [L, H], MLPs [L], plus
+the embeddings, the attention biases and `ln_f`'s bias."""
 
 PATCHING_TEXT = """**Activation patching.** Run a *clean* and a *corrupted* prompt of the same token length (the
 indirect-object sentence and the same with the names swapped). The metric is logit(answer) − logit(wrong)
@@ -57,7 +60,8 @@ at the last position. Then rerun the corrupted prompt with one activation copied
 every {what}, and plot how much of the clean metric each patch restores:
 (patched − corrupted) / (clean − corrupted), 1 = all of it, 0 = none, negative = the other way. Each patch
 is an input of the same compiled MAX trace graph (`keep · z + (1 − keep) · z_clean`), one run per cell,
-several runs packed into each execution."""
+several runs packed into each execution. Shapes: the source `hook_z` [L, T, H, D] or `hook_resid_pre`
+[L, T, E] of the clean run in; a grid [L, H] (heads) or [L, T] (residual stream) out."""
 
 
 def head_labels(n_layer: int, n_head: int) -> tuple[list[str], list[str]]:
