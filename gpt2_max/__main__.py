@@ -1,9 +1,11 @@
-"""Command line: ``python -m gpt2_max {trace,generate,download,selfcheck} ...``.
+"""Command line: ``python -m gpt2_max {trace,generate,attribute,heads,selfcheck,download} ...``.
 
     python -m gpt2_max download --model openai-community/gpt2
     python -m gpt2_max selfcheck --model openai-community/gpt2
     python -m gpt2_max trace "The cat sat on the" --out trace.npz
     python -m gpt2_max generate "The cat sat on the" --max-new-tokens 20 --temperature 0
+    python -m gpt2_max attribute "When Mary and John went to the store, John gave a drink to" --token " Mary" --minus " John"
+    python -m gpt2_max heads          # the induction test; or give a text
 """
 
 from __future__ import annotations
@@ -30,6 +32,18 @@ def _parser() -> argparse.ArgumentParser:
     trace.add_argument(
         "--ablate", action="append", default=[], metavar="LAYER:HEAD", help="zero one head's output (repeatable)"
     )
+
+    attribute = commands.add_parser("attribute", help="direct logit attribution of a next token at the last position")
+    attribute.add_argument("text")
+    attribute.add_argument("--model", default=DEFAULT_MODEL, help="Hub repo id or local directory")
+    attribute.add_argument("--token", default=None, help="the token to explain, e.g. ' Mary' (default: the top prediction)")
+    attribute.add_argument("--minus", default=None, help="subtract this token's logit, e.g. ' John'")
+    attribute.add_argument("--top", type=int, default=12, help="how many components to list")
+
+    heads = commands.add_parser("heads", help="score every head as previous-token, duplicate-token and induction head")
+    heads.add_argument("text", nargs="?", default=None, help="default: the induction test (random tokens repeated)")
+    heads.add_argument("--model", default=DEFAULT_MODEL, help="Hub repo id or local directory")
+    heads.add_argument("--top", type=int, default=5, help="heads listed per detector")
 
     generate = commands.add_parser("generate", help="generate text, printing tokens as they come")
     generate.add_argument("text")
@@ -82,7 +96,38 @@ def main(argv: list[str] | None = None) -> int:
             print(format_table(results))
             return 0 if all(result.holds for result in results) else 1
 
+        if args.command == "heads":
+            from gpt2_max import attribution
+
+            ids = model.tokenizer.encode(args.text) if args.text else attribution.induction_test_ids(25)
+            scores = attribution.head_scores(model, model.trace(ids), token_ids=ids)
+            H = model.config.n_head
+            for name, values in scores.items():
+                flat = np.where(np.isfinite(values), values, -1.0).ravel()
+                best = [i for i in np.argsort(-flat, kind="stable")[: args.top] if flat[i] >= 0]
+                listed = ", ".join(f"{i // H}.{i % H} {flat[i]:.3f}" for i in best) or "no query has such a key"
+                print(f"{name:16} {listed}")
+            return 0
+
         ids = model.tokenizer.encode(args.text)
+        if args.command == "attribute":
+            from gpt2_max import attribution
+
+            trace = model.trace(ids)
+            first = lambda text: model.tokenizer.encode(text)[:1] or [None]  # noqa: E731
+            token = first(args.token)[0] if args.token else int(trace["logits"][-1].argmax())
+            if token is None:
+                raise ExplorerError("--token encodes to no token")
+            minus = first(args.minus)[0] if args.minus else None
+            result = attribution.attribute(model, trace, -1, token, minus)
+            parts = result.parts()
+            what = f"logit({model.tokenizer.token(token).display!r})"
+            if minus is not None:
+                what += f" - logit({model.tokenizer.token(minus).display!r})"
+            print(f"{what} at the last position = {result.logit:.4f}; {len(parts)} shares sum to {result.total:.4f}")
+            for name in sorted(parts, key=lambda n: -abs(parts[n]))[: args.top]:
+                print(f"  {name:28} {parts[name]:+.4f}")
+            return 0
         if args.command == "trace":
             trace = model.trace(ids, causal=not args.no_causal, ablate=_parse_ablation(args.ablate))
             np.savez(args.out, token_ids=np.asarray(ids, dtype=np.int64), **trace)

@@ -328,3 +328,27 @@ def test_packed_traces_equal_single_ones(tiny_model, tiny_weights_by_name, promp
     keep[0, 2] = 0.0
     expected = reference_trace(tiny_weights_by_name, TINY_CONFIG, prompt_ids[:7], causal=False, head_keep=keep)
     np.testing.assert_allclose(packed[3]["logits"], expected["logits"], atol=1e-5, rtol=1e-5)
+
+
+def test_cli_attribute_and_heads_print_what_the_api_computes(capsys, tiny_model):
+    from gpt2_max.__main__ import main
+    from tiny_checkpoint import TINY_REPO_ID
+
+    assert main(["attribute", PROMPT, "--model", TINY_REPO_ID, "--token", " Mary", "--minus", " John", "--top", "3"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    ids = tiny_model.tokenizer.encode(PROMPT)
+    mary, john = tiny_model.tokenizer.encode(" Mary")[0], tiny_model.tokenizer.encode(" John")[0]
+    parts = attribution.logit_attribution(tiny_model, tiny_model.trace(ids), -1, mary, john)
+    largest = sorted(parts, key=lambda n: -abs(parts[n]))[:3]
+    assert printed[0].startswith("logit('␣Mary') - logit('␣John') at the last position")
+    assert [line.split()[0] for line in printed[1:]] == largest
+    assert all(abs(float(line.split()[1]) - parts[line.split()[0]]) < 1e-4 for line in printed[1:])
+
+    assert main(["heads", "--model", TINY_REPO_ID, "--top", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == list(attribution.HEAD_SCORE_NAMES)
+    scores = attribution.head_scores(tiny_model, tiny_model.trace(attribution.induction_test_ids(25)))
+    best = np.unravel_index(np.nanargmax(scores["induction"]), scores["induction"].shape)
+    assert lines[2].split()[1] == f"{best[0]}.{best[1]}"
+    assert main(["attribute", "x", "--model", TINY_REPO_ID, "--token", ""]) == 0  # empty: the top prediction
+    capsys.readouterr()
