@@ -440,6 +440,45 @@ def attention_pattern(
     return fig
 
 
+def small_multiples(
+    cells: list[list[dict]],
+    row_titles: Sequence[str],
+    col_titles: Sequence[str],
+    *,
+    h_spacing: float,
+    v_spacing: float,
+    layout_extra: dict,
+) -> go.Figure:
+    """A grid of heatmaps (``cells[r][c]``: each a plain ``go.Heatmap`` property dict, sharing
+    ``coloraxis``), laid out as ``make_subplots`` does but built as plain dicts without plotly's
+    per-property validation: make_subplots plus 144 validated traces cost ~0.7 s for 12 x 12 heads,
+    most of an Attention render, and a class of 30 opens it 30 times."""
+    R, C = len(cells), len(cells[0])
+    width = (1.0 - h_spacing * (C - 1)) / C
+    height = (1.0 - v_spacing * (R - 1)) / R
+    data, axes, annotations = [], {}, []
+    for r in range(R):
+        top = 1.0 - r * (height + v_spacing)
+        for c in range(C):
+            k = r * C + c + 1
+            suffix = "" if k == 1 else str(k)
+            left = c * (width + h_spacing)
+            axes[f"xaxis{suffix}"] = dict(domain=[left, left + width], anchor=f"y{suffix}", showticklabels=False, type="category")
+            axes[f"yaxis{suffix}"] = dict(
+                domain=[top - height, top], anchor=f"x{suffix}", showticklabels=False, type="category", autorange="reversed"
+            )
+            data.append(dict(type="heatmap", xaxis=f"x{suffix}", yaxis=f"y{suffix}", **cells[r][c]))
+        annotations.append(dict(text=row_titles[r], x=1.0, y=top - height / 2, xref="paper", yref="paper", xanchor="left",
+                                yanchor="middle", textangle=90, showarrow=False, font=dict(size=11)))
+    for c in range(C):
+        left = c * (width + h_spacing)
+        annotations.append(dict(text=col_titles[c], x=left + width / 2, y=1.0, xref="paper", yref="paper", xanchor="center",
+                                yanchor="bottom", showarrow=False, font=dict(size=11)))
+    fig = go.Figure(dict(data=data, layout=dict(annotations=annotations, **axes)), _validate=False)
+    fig.update_layout(**layout_extra)
+    return fig
+
+
 def message_figure(text: str, height: int = 200) -> go.Figure:
     """A blank figure that says why there is nothing to plot yet."""
     fig = go.Figure()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import gradio as gr
 import numpy as np
 import plotly.graph_objects as go
-from plotly.subplots import make_subplots
 
 from gpt2_max import attribution
 from gpt2_max.hooks import block_key
@@ -14,7 +13,7 @@ from gpt2_max.sampling import softmax
 
 from components import interpret
 from components.common import NO_RUN, AppContext, clamp, export_controls, fmt_p, guarded, intro, md_text, source_block, unique_labels
-from components.plots import SEQUENTIAL, attention_pattern, bin_starts, block_labels, block_means, heatmap, layout, message_figure, template_text
+from components.plots import SEQUENTIAL, attention_pattern, bin_starts, block_labels, block_means, heatmap, layout, message_figure, small_multiples, template_text
 from components.run import Run
 
 TOP_NEXT = 10
@@ -100,31 +99,22 @@ def grid_figure(run: Run, values: np.ndarray, labels: list[str], shares: np.ndar
     its mean share on position 0 (``shares`` [L, H], default ``position_0_shares``)."""
     shares = position_0_shares(run) if shares is None else shares
     L, H, G = values.shape[0], values.shape[1], values.shape[2]
-    fig = make_subplots(
-        rows=L, cols=H,
-        column_titles=[f"head {h}" for h in range(H)],
-        row_titles=[f"layer {layer}" for layer in range(L)],
-        horizontal_spacing=0.01 if H > 6 else 0.03,
-        vertical_spacing=0.01 if L > 6 else 0.04,
-    )
     pooled = G < run.n_tokens
-    traces, rows, cols = [], [], []
-    for layer in range(L):
-        for h in range(H):
-            traces.append(
-                go.Heatmap(
-                    z=values[layer, h].astype(np.float32), x=labels, y=labels, coloraxis="coloraxis",
-                    hovertemplate=(
-                        f"layer {layer} head {h}<br>query: %{{y}}<br>key: %{{x}}<br>"
-                        f"{'mean ' if pooled else ''}attention: %{{z:.3f}}<br>"
-                        # 144 heads: kept short (the tab's text says the share is over queries 1..T-1)
-                        f"head's share on position 0: {shares[layer, h]:.0%}<extra></extra>"
-                    ),
-                )
+    cells = [
+        [
+            dict(
+                z=values[layer, h].astype(np.float32), x=labels, y=labels, coloraxis="coloraxis",
+                hovertemplate=(
+                    f"layer {layer} head {h}<br>query: %{{y}}<br>key: %{{x}}<br>"
+                    f"{'mean ' if pooled else ''}attention: %{{z:.3f}}<br>"
+                    # 144 heads: kept short (the tab's text says the share is over queries 1..T-1)
+                    f"head's share on position 0: {shares[layer, h]:.0%}<extra></extra>"
+                ),
             )
-            rows.append(layer + 1)
-            cols.append(h + 1)
-    fig.add_traces(traces, rows=rows, cols=cols)
+            for h in range(H)
+        ]
+        for layer in range(L)
+    ]
     cell = 90 if L > 4 else 150
     title = "Every head's pattern (rows = queries, columns = keys)"
     if pooled:
@@ -132,11 +122,12 @@ def grid_figure(run: Run, values: np.ndarray, labels: list[str], shares: np.ndar
     # The colour bar goes below the grid: the row titles take the right-hand side.
     colorbar = dict(title=dict(text="attention weight", side="top"), orientation="h", x=0.5, xanchor="center",
                     y=-0.01, yanchor="top", len=0.5, thickness=12)
-    layout(fig, title, height=L * cell + 190,
-           coloraxis=dict(colorscale=SEQUENTIAL, cmin=0.0, cmax=1.0, colorbar=colorbar))
-    fig.update_xaxes(showticklabels=False, type="category")
-    fig.update_yaxes(showticklabels=False, type="category", autorange="reversed")
-    fig.update_annotations(font_size=11)
+    fig = small_multiples(
+        cells, [f"layer {layer}" for layer in range(L)], [f"head {h}" for h in range(H)],
+        h_spacing=0.01 if H > 6 else 0.03, v_spacing=0.01 if L > 6 else 0.04,
+        layout_extra=dict(coloraxis=dict(colorscale=SEQUENTIAL, cmin=0.0, cmax=1.0, colorbar=colorbar)),
+    )
+    layout(fig, title, height=L * cell + 190)
     fig.update_layout(margin=dict(l=20, r=60, t=80, b=70))
     return fig
 
