@@ -172,8 +172,10 @@ class AppContext:
                 inputs,
                 outputs,
                 api_name="render_visible" if index == 0 else False,
+                # Its own lane: a student's first view after a Run does not queue behind the tabs
+                # other students open (the CPU is shared; the queue position is not).
                 concurrency_limit=self.service.settings.concurrency_limit,
-                concurrency_id="model",
+                concurrency_id="visible",
             )
 
     def export(self, view: TabView, export: ExportControls, arrays: Callable, inputs: list | None = None) -> None:
