@@ -57,7 +57,8 @@ def run_note(run, tokenizer) -> str:
     if run.source == PRECOMPUTED:
         origin = "**Precomputed** trace of this example (shown while the model loads)."
     else:
-        origin = f"**Live** trace: {run.n_tokens} tokens, MAX graph time {run.seconds * 1000:.0f} ms"
+        # seconds: from asking to having the trace, a wait for a running batch included.
+        origin = f"**Live** trace: {run.n_tokens} tokens, traced in {run.seconds * 1000:.0f} ms"
         origin += f" (one execution for {run.batched} Runs that arrived together)." if run.batched > 1 else "."
     probs = softmax(run.trace["logits"][-1])
     best = int(np.argmax(probs))

@@ -169,10 +169,8 @@ def detector_summary(scores: dict[str, np.ndarray]) -> str:
         if not np.isfinite(values).any():
             lines.append(f"- {title}: no query has such a key in this text")
             continue
-        flat = np.where(np.isfinite(values), values, -1.0).ravel()
-        best = np.argsort(-flat, kind="stable")[:3]
-        H = values.shape[1]
-        lines.append(f"- strongest {title} heads: " + ", ".join(f"L{i // H}H{i % H} ({flat[i]:.2f})" for i in best))
+        best = attribution.strongest(values, 3)
+        lines.append(f"- strongest {title} heads: " + ", ".join(f"L{layer}H{head} ({value:.2f})" for layer, head, value in best))
     return "\n".join(lines)
 
 
@@ -287,16 +285,13 @@ def patching_figure(result: PatchingRun, tokenizer: Tokenizer) -> tuple[go.Figur
     # A fixed −1..1 scale: "1 = all of the clean metric" means the same on every prompt.
     fig = heatmap(restored, x, y, title, x_title=x_title, y_title="layer", value_name="restored", diverging=True, zmin=-1.0, zmax=1.0, height=height)
     answer, wrong = tokenizer.token(result.answer_id).display, tokenizer.token(result.wrong_id).display
-    flat = np.where(np.isfinite(restored), restored, -np.inf).ravel()
-    best = np.argsort(-flat, kind="stable")[:3]
-    cols = restored.shape[1]
-    name = (lambda i: f"L{i // cols}H{i % cols}") if result.kind == "heads" else (lambda i: f"layer {i // cols}, position {i % cols}")
+    name = (lambda row, col: f"L{row}H{col}") if result.kind == "heads" else (lambda row, col: f"layer {row}, position {col}")
     gap = sweep.clean_metric - sweep.corrupted_metric
     note = "" if abs(gap) > 1e-6 else " ⚠️ The two prompts give the same metric, so nothing can be restored: try other prompts."
     summary = (
         f"Metric logit({answer!r}) − logit({wrong!r}) at the last position: clean **{sweep.clean_metric:.3f}**, "
         f"corrupted **{sweep.corrupted_metric:.3f}**.{note} Most restoring: "
-        + ", ".join(f"{name(i)} ({flat[i]:.2f})" for i in best if np.isfinite(flat[i]))
+        + ", ".join(f"{name(row, col)} ({value:.2f})" for row, col, value in attribution.strongest(restored, 3))
         + f". {sweep.runs} runs of the MAX trace graph, packed several to an execution, in {sweep.seconds:.1f} s."
     )
     return fig, summary

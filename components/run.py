@@ -95,23 +95,23 @@ class TraceBatcher:
         self._leader = threading.Lock()  # held by the thread running a batch
         self.batches: list[int] = []  # sizes of the batches run (for the note and the tests)
 
-    def traces(self, model, requests: list[dict]) -> tuple[list[dict], int]:
-        """-> (the traces of ``requests``, in order; how many requests their executions served)."""
-        items = [dict(model=model, request=r, done=threading.Event(), trace=None, error=None, served=0) for r in requests]
+    def trace(self, model, request: dict) -> tuple[dict, int]:
+        """-> (the trace of ``request``, a dict of ``model.trace``'s arguments; how many requests
+        its execution served)."""
+        item = dict(model=model, request=request, done=threading.Event(), trace=None, error=None, served=0)
         with self._lock:
-            self._pending += items
-        while not all(item["done"].is_set() for item in items):
+            self._pending.append(item)
+        while not item["done"].is_set():
             if self._leader.acquire(blocking=False):
                 try:
                     self._run_waiting()
                 finally:
                     self._leader.release()
             else:
-                next(item for item in items if not item["done"].is_set())["done"].wait(0.002)
-        for item in items:
-            if item["error"] is not None:
-                raise item["error"]
-        return [item["trace"] for item in items], max(item["served"] for item in items)
+                item["done"].wait(0.002)
+        if item["error"] is not None:
+            raise item["error"]
+        return item["trace"], item["served"]
 
     def _run_waiting(self) -> None:
         with self._lock:
@@ -441,65 +441,34 @@ class ExplorerService:
         return self.run_ids(text, ids, causal, ablated, notice, name)
 
     def run_ids(self, text: str, ids, causal: bool = True, ablated=(), notice: str = "", model_name: str | None = None) -> Run:
-        return self.run_ids_many([(text, ids, causal, ablated, notice)], model_name)[0]
-
-    def run_ids_many(self, items, model_name: str | None = None) -> list[Run]:
-        """Runs for several (text, ids, causal, ablated, notice) at once: the ones not in the
-        store go through the trace graph together (packed into one execution where they fit)."""
         name = self.check_allowed(model_name)
         model = self.model_for(name)
         if model is None:
             raise InputError(f"the model {name} is not loaded yet")
-        keyed = []
-        for text, ids, causal, ablated, notice in items:
-            ablated = tuple(sorted((int(a), int(b)) for a, b in ablated))
-            keyed.append((request_key(name, ids, causal, ablated), text, ids, causal, ablated, notice))
-        runs: dict[str, Run] = {key: run for key, *_ in keyed if (run := self.store.get(key)) is not None}
-        missing = list({key: item for key, *item in keyed if key not in runs}.items())
-        if missing:
-            started = time.perf_counter()
-            traces, served = self.batcher.traces(
-                model, [dict(token_ids=ids, causal=causal, ablate=ablated) for _, (_, ids, causal, ablated, _) in missing]
-            )
-            # Wall time from asking to having the trace (waiting for a running batch included).
-            seconds = (time.perf_counter() - started) / len(missing)
-            for (key, (text, ids, causal, ablated, notice)), trace in zip(missing, traces, strict=True):
-                runs[key] = Run(
-                    text=text,
-                    token_ids=tuple(int(i) for i in ids),
-                    tokens=tuple(self.tokenizer.tokens(ids)),
-                    trace=trace,
-                    config=model.config,
-                    model_name=name,
-                    causal=causal,
-                    ablated=ablated,
-                    source=LIVE,
-                    notice=notice,
-                    seconds=seconds,
-                    batched=served,
-                )
-                self.store.put(key, runs[key])
-        return [runs[key] for key, *_ in keyed]
-
-    def run_many(self, texts, model_names) -> list[Run | InputError]:
-        """``run`` for several texts at once: the live ones of each model are traced in one go;
-        a bad input gives its error in its place, the others go on."""
-        results: list[Run | InputError | None] = [None] * len(texts)
-        live: dict[str, list[tuple[int, tuple]]] = {}
-        for index, (text, model_name) in enumerate(zip(texts, model_names, strict=True)):
-            try:
-                name = self.check_allowed(model_name)
-                if self.model_for(name) is None:
-                    results[index] = self.run(text, model_name=name)  # precomputed, or why not
-                    continue
-                text, ids, notice = self.prepare(text, self.model_for(name))
-                live.setdefault(name, []).append((index, (text, ids, True, (), notice)))
-            except InputError as error:
-                results[index] = error
-        for name, items in live.items():
-            for (index, _), run in zip(items, self.run_ids_many([item for _, item in items], name), strict=True):
-                results[index] = run
-        return results
+        ablated = tuple(sorted((int(a), int(b)) for a, b in ablated))
+        key = request_key(name, ids, causal, ablated)
+        cached = self.store.get(key)
+        if cached is not None:
+            return cached
+        started = time.perf_counter()
+        # Traced together with the Runs that wait beside it (TraceBatcher).
+        trace, served = self.batcher.trace(model, dict(token_ids=ids, causal=causal, ablate=ablated))
+        run = Run(
+            text=text,
+            token_ids=tuple(int(i) for i in ids),
+            tokens=tuple(self.tokenizer.tokens(ids)),
+            trace=trace,
+            config=model.config,
+            model_name=name,
+            causal=causal,
+            ablated=ablated,
+            source=LIVE,
+            notice=notice,
+            seconds=time.perf_counter() - started,
+            batched=served,
+        )
+        self.store.put(key, run)
+        return run
 
     def variant(self, run: Run, causal: bool | None = None, ablated=None) -> Run:
         """The same tokens with the mask switched or heads ablated: same graph, other inputs."""

@@ -101,11 +101,9 @@ def main(argv: list[str] | None = None) -> int:
 
             ids = model.tokenizer.encode(args.text) if args.text else attribution.induction_test_ids(25)
             scores = attribution.head_scores(model, model.trace(ids), token_ids=ids)
-            H = model.config.n_head
             for name, values in scores.items():
-                flat = np.where(np.isfinite(values), values, -1.0).ravel()
-                best = [i for i in np.argsort(-flat, kind="stable")[: args.top] if flat[i] >= 0]
-                listed = ", ".join(f"{i // H}.{i % H} {flat[i]:.3f}" for i in best) or "no query has such a key"
+                best = attribution.strongest(values, args.top)
+                listed = ", ".join(f"{layer}.{head} {value:.3f}" for layer, head, value in best) or "no query has such a key"
                 print(f"{name:16} {listed}")
             return 0
 

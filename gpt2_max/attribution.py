@@ -147,8 +147,10 @@ def same_token(trace: Trace, token_ids: Sequence[int] | None = None) -> np.ndarr
     if token_ids is not None:
         ids = np.asarray(token_ids)
         return ids[:, None] == ids[None, :]
-    embed = trace["hook_embed"]  # [T, E]
-    return (embed[:, None, :] == embed[None, :, :]).all(axis=-1)
+    # One id per distinct row (not a [T, T, E] comparison: 800 MB of booleans at 1024 tokens).
+    _, row_ids = np.unique(trace["hook_embed"], axis=0, return_inverse=True)  # [T, E] -> [T]
+    row_ids = row_ids.reshape(-1)
+    return row_ids[:, None] == row_ids[None, :]
 
 
 def detection_patterns(trace: Trace, token_ids: Sequence[int] | None = None) -> dict[str, np.ndarray]:
@@ -185,6 +187,15 @@ def head_scores(model, trace: Trace, token_ids: Sequence[int] | None = None) -> 
         mass = (patterns.astype(np.float64) * detect).sum(axis=-1)  # [L, H, T] attention on those keys
         scores[name] = mass[..., queries].mean(axis=-1)
     return scores
+
+
+def strongest(grid: np.ndarray, count: int) -> list[tuple[int, int, float]]:
+    """The ``count`` largest finite cells of a [R, C] grid (scores, restored shares), largest
+    first, as (row, column, value); NaN cells are never listed."""
+    flat = np.where(np.isfinite(grid), grid, -np.inf).ravel()
+    order = np.argsort(-flat, kind="stable")[:count]
+    columns = grid.shape[1]
+    return [(int(i) // columns, int(i) % columns, float(flat[i])) for i in order if np.isfinite(flat[i])]
 
 
 def induction_test_ids(length: int, seed: int = 0, vocab_low: int = 1000, vocab_high: int = 10000) -> list[int]:

@@ -42,6 +42,12 @@ def prompt_trace(tiny_model, prompt_ids):
     return tiny_model.trace(prompt_ids)
 
 
+@pytest.fixture(scope="module")
+def prompt_reference(tiny_weights_by_name, prompt_ids):
+    """The float64 reference trace of the clean prompt (computed once for the module)."""
+    return reference_trace(tiny_weights_by_name, TINY_CONFIG, prompt_ids)
+
+
 def test_parts_sum_to_the_logit_and_the_logit_difference_at_every_position(tiny_model, prompt_ids, prompt_trace):
     mary, john = tiny_model.tokenizer.encode(" Mary")[0], tiny_model.tokenizer.encode(" John")[0]
     for position in range(len(prompt_ids)):
@@ -62,8 +68,8 @@ def test_component_names_are_the_documented_ones(tiny_model, prompt_trace):
     assert list(parts) == expected + ["ln_final.bias"]
 
 
-def test_each_head_part_equals_the_float64_reference(tiny_model, tiny_weights_by_name, prompt_ids, prompt_trace):
-    reference = reference_trace(tiny_weights_by_name, TINY_CONFIG, prompt_ids)
+def test_each_head_part_equals_the_float64_reference(tiny_model, tiny_weights_by_name, prompt_trace, prompt_reference):
+    reference = prompt_reference
     w = {k: v.astype(np.float64) for k, v in tiny_weights_by_name.items()}
     D, E = TINY_CONFIG.head_dim, TINY_CONFIG.n_embd
     target, position = 464, 7
@@ -221,11 +227,11 @@ def test_patching_the_stream_before_block_0_everywhere_reproduces_the_clean_run(
     assert not np.array_equal(patched["hook_embed"], prompt_trace["hook_embed"])
 
 
-def test_patching_one_head_equals_the_reference_making_the_same_replacement(tiny_model, tiny_weights_by_name, prompt_ids, prompt_trace):
+def test_patching_one_head_equals_the_reference_making_the_same_replacement(tiny_model, tiny_weights_by_name, prompt_trace, prompt_reference):
     corrupted = tiny_model.tokenizer.encode(CORRUPTED)
     layer, head = 1, 3
     patched = tiny_model.trace(corrupted, patch=(prompt_trace, [(layer, head)]))
-    clean_reference = reference_trace(tiny_weights_by_name, TINY_CONFIG, prompt_ids)
+    clean_reference = prompt_reference
     expected = reference_trace(
         tiny_weights_by_name, TINY_CONFIG, corrupted,
         z_replace={(layer, head): clean_reference[f"blocks.{layer}.attn.hook_z"][:, head]},
@@ -235,11 +241,11 @@ def test_patching_one_head_equals_the_reference_making_the_same_replacement(tiny
     assert not np.allclose(patched["logits"], tiny_model.trace(corrupted)["logits"], atol=1e-5)
 
 
-def test_patching_one_layer_and_position_equals_the_reference(tiny_model, tiny_weights_by_name, prompt_ids, prompt_trace):
+def test_patching_one_layer_and_position_equals_the_reference(tiny_model, tiny_weights_by_name, prompt_trace, prompt_reference):
     corrupted = tiny_model.tokenizer.encode(CORRUPTED)
     layer, position = 1, 9
     patched = tiny_model.trace(corrupted, resid_patch=(prompt_trace, [(layer, position)]))
-    clean_reference = reference_trace(tiny_weights_by_name, TINY_CONFIG, prompt_ids)
+    clean_reference = prompt_reference
     expected = reference_trace(
         tiny_weights_by_name, TINY_CONFIG, corrupted,
         resid_replace={(layer, position): clean_reference[f"blocks.{layer}.hook_resid_pre"][position]},

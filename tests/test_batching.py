@@ -12,28 +12,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from gpt2_max.errors import InputError
 from test_attribution import PACKED_ATOL
 from test_hardening import serve
 from tiny_checkpoint import TINY_REPO_ID
-
-TEXTS = ["The cat sat on the mat.", "A batch of Runs", "Hello world, again and again"]
-
-
-def test_run_many_traces_the_live_runs_together_and_keeps_errors_in_place(explorer_service, tiny_model):
-    too_long = "x" * (explorer_service.settings.max_prompt_chars + 1)
-    texts = [TEXTS[0] + " (batched)", too_long, TEXTS[1] + " (batched)"]
-    results = explorer_service.run_many(texts, [TINY_REPO_ID] * 3)
-    assert isinstance(results[1], InputError)
-    first, third = results[0], results[2]
-    assert first.batched == 2 and third.batched == 2 and first.text == texts[0]
-    for run in (first, third):
-        alone = tiny_model.trace(list(run.token_ids))
-        for key in ("logits", "blocks.1.attn.hook_pattern", "blocks.0.hook_resid_post"):
-            np.testing.assert_allclose(run.trace[key], alone[key], atol=PACKED_ATOL, rtol=1e-5, err_msg=key)
-    # A second request for the same text is served from the store, not traced again.
-    again = explorer_service.run_many([texts[0]], [TINY_REPO_ID])[0]
-    assert again is first
 
 
 def test_requests_waiting_for_a_running_batch_go_together(explorer_service, tiny_model):
@@ -61,7 +42,11 @@ def test_requests_waiting_for_a_running_batch_go_together(explorer_service, tiny
         run = results[text]
         assert run.text == text and run.batched == 3
         alone = tiny_model.trace(list(run.token_ids))
-        np.testing.assert_allclose(run.trace["logits"], alone["logits"], atol=PACKED_ATOL, rtol=1e-5)
+        for key in ("logits", "blocks.1.attn.hook_pattern", "blocks.0.hook_resid_post"):
+            np.testing.assert_allclose(run.trace[key], alone[key], atol=PACKED_ATOL, rtol=1e-5, err_msg=key)
+    # A second request for the same text is served from the store: no batch runs for it.
+    assert explorer_service.run(texts[0]) is results[texts[0]]
+    assert batcher.batches[before:] == [3]
 
 
 def test_runs_pressed_at_once_over_http_each_keep_their_own_run(explorer_service):
