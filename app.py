@@ -117,8 +117,8 @@ def build_ui(service: ExplorerService) -> tuple[gr.Blocks, AppContext]:
             return run.request, run_note(run, service.tokenizer)
 
         # Up to max_batch_size Runs wait at once; the service traces those that wait together in
-        # one MAX execution (components.run.TraceBatcher). Not Gradio's batch=True: a batched
-        # event does not give each session its own gr.State back.
+        # one MAX execution (ExplorerService.batcher, a gpt2_max.batching.Batcher). Not Gradio's
+        # batch=True: a batched event does not give each session its own gr.State back.
         event = gr.on(
             [run_button.click, prompt.submit],
             start_run,

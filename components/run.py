@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from gpt2_max import analysis
+from gpt2_max.batching import Batcher
 from gpt2_max.config import GPT2Config
 from gpt2_max.errors import ExplorerError, InputError
 from gpt2_max.tokenizer import Token, Tokenizer
@@ -79,58 +80,18 @@ class Run:
         }
 
 
-class TraceBatcher:
-    """Dynamic batching of traces: requests that arrive while the engine runs another batch wait,
-    and the first of them to find it free runs all that are waiting, packed into one execution.
-
-    Each Run is its own Gradio event (so each session keeps its own ``gr.State``); up to
-    ``max_batch`` of them may wait here at once (the Run event's concurrency limit). An idle
-    engine adds no delay: a lone request runs at once.
-    """
-
-    def __init__(self, max_batch: int) -> None:
-        self.max_batch = max_batch
-        self._pending: list[dict] = []
-        self._lock = threading.Lock()  # guards _pending
-        self._leader = threading.Lock()  # held by the thread running a batch
-        self.batches: list[int] = []  # sizes of the batches run (for the note and the tests)
-
-    def trace(self, model, request: dict) -> tuple[dict, int]:
-        """-> (the trace of ``request``, a dict of ``model.trace``'s arguments; how many requests
-        its execution served)."""
-        item = dict(model=model, request=request, done=threading.Event(), trace=None, error=None, served=0)
-        with self._lock:
-            self._pending.append(item)
-        while not item["done"].is_set():
-            if self._leader.acquire(blocking=False):
-                try:
-                    self._run_waiting()
-                finally:
-                    self._leader.release()
-            else:
-                item["done"].wait(0.002)
-        if item["error"] is not None:
-            raise item["error"]
-        return item["trace"], item["served"]
-
-    def _run_waiting(self) -> None:
-        with self._lock:
-            batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
-        by_model: dict[int, list[dict]] = {}
-        for item in batch:
-            by_model.setdefault(id(item["model"]), []).append(item)
-        for items in by_model.values():
-            try:
-                traces = items[0]["model"].traces([item["request"] for item in items])
-                for item, trace in zip(items, traces, strict=True):
-                    item["trace"], item["served"] = trace, len(items)
-            except Exception as error:  # noqa: BLE001 - each waiting request re-raises it
-                for item in items:
-                    item["error"] = error
-            finally:
-                self.batches.append(len(items))
-                for item in items:
-                    item["done"].set()
+def trace_batch(items: list[tuple[object, dict]]) -> list[dict[str, np.ndarray]]:
+    """(model, request) pairs that waited together (see gpt2_max.batching.Batcher) -> their traces,
+    each model's requests packed into as few trace-graph executions as fit (``GPT2.traces``)."""
+    traces: list = [None] * len(items)
+    by_model: dict[int, list[int]] = {}
+    for index, (model, _) in enumerate(items):
+        by_model.setdefault(id(model), []).append(index)
+    for indices in by_model.values():
+        model = items[indices[0]][0]
+        for index, trace in zip(indices, model.traces([items[i][1] for i in indices]), strict=True):
+            traces[index] = trace
+    return traces
 
 
 def request_key(model_name: str, token_ids, causal: bool, ablated) -> str:
@@ -239,7 +200,10 @@ class ExplorerService:
         self._slots = {name: ModelSlot() for name in self.allowed_models}
         self._slots_lock = threading.Lock()
         self._analysis_lock = threading.Lock()
-        self.batcher = TraceBatcher(settings.max_batch_size)
+        # Runs that arrive while the engine traces others wait, then go through the trace graph
+        # together (each Run is its own Gradio event, so each session keeps its own gr.State;
+        # up to max_batch_size wait at once: the Run event's concurrency limit).
+        self.batcher = Batcher(trace_batch, settings.max_batch_size)
 
     # -- model lifecycle -------------------------------------------------
 
@@ -368,15 +332,17 @@ class ExplorerService:
         doing = slot.stage_text() if slot.stage in STAGES else "starting"
         return f"**Loading `{name}`**: {doing}. {examples}"
 
-    def analysis(self, run: Run, kind: str):
-        """-> (result, "") for an analysis of the Run made by the MAX analysis graph, once per Run;
-        (None, why) while that graph compiles or without the live model.
+    def analysis(self, run: Run, kind: str, **options):
+        """-> (result, "") for an analysis of the Run made by the MAX analysis graph, once per Run
+        and options; (None, why) while that graph compiles or without the live model.
 
-        kind: "lens" (gpt2_max.analysis.Lens over the last LENS_MAX_POSITIONS positions),
-        "next" (NextTokens) or "nearest" (Nearest of every token's wte row, itself left out).
+        kind: "lens" (gpt2_max.analysis.Lens over the last ``positions`` positions, default
+        LENS_DEFAULT_POSITIONS, at most LENS_MAX_POSITIONS), "next" (NextTokens) or "nearest"
+        (Nearest of every token's wte row, itself left out).
         """
-        if kind in run.derived:
-            return run.derived[kind], ""
+        key = (kind, *sorted(options.items()))
+        if key in run.derived:
+            return run.derived[key], ""
         model = self.model_for(run.model_name) if run.source == LIVE else None
         if model is None:
             return None, NEEDS_LIVE_MODEL
@@ -384,11 +350,11 @@ class ExplorerService:
         if waiting:
             return None, f"This view waits for the MAX analysis graph, {waiting}. Open the tab again when the status line says it is done."
         with self._analysis_lock:
-            if kind not in run.derived:
+            if key not in run.derived:
                 started = time.perf_counter()
-                run.derived[kind] = ANALYSES[kind](model, run)
-                log.info("analysis %s of %d tokens: %.3f s", kind, run.n_tokens, time.perf_counter() - started)
-        return run.derived[kind], ""
+                run.derived[key] = ANALYSES[kind](model, run, **options)
+                log.info("analysis %s of %d tokens: %.3f s", key, run.n_tokens, time.perf_counter() - started)
+        return run.derived[key], ""
 
     def has_precomputed(self, name: str) -> bool:
         return any(example_path(d, name, text).is_file() for d in self.example_dirs for text in self.examples)
@@ -451,8 +417,8 @@ class ExplorerService:
         if cached is not None:
             return cached
         started = time.perf_counter()
-        # Traced together with the Runs that wait beside it (TraceBatcher).
-        trace, served = self.batcher.trace(model, dict(token_ids=ids, causal=causal, ablate=ablated))
+        # Traced together with the Runs that wait beside it.
+        trace, served = self.batcher.submit((model, dict(token_ids=ids, causal=causal, ablate=ablated)))
         run = Run(
             text=text,
             token_ids=tuple(int(i) for i in ids),
@@ -522,9 +488,19 @@ NEEDS_LIVE_MODEL = (
 # and its cost (L x T rows through the [E, V] unembedding: 1.5 s at 128 positions of GPT-2
 # small on 2 cores, measured; 3 s at 256) stays within what a tab may take to open.
 LENS_MAX_POSITIONS = MAX_CELLS_PER_AXIS
+# What the Blocks tab asks for first: the last 24 positions, as many as the heatmap can write
+# each cell's top token in (tab_blocks.LENS_TEXT_MAX_POSITIONS). It costs what it shows: 0.3 s
+# on GPT-2 small here, against 0.7 s for 64 positions, and a class of 30 opens it 30 times.
+LENS_DEFAULT_POSITIONS = 24
+
+
+def lens_start(n_tokens: int, positions: int = LENS_DEFAULT_POSITIONS) -> int:
+    """The first position a lens over the last ``positions`` (at most LENS_MAX_POSITIONS) covers."""
+    return max(0, n_tokens - max(1, min(int(positions), LENS_MAX_POSITIONS)))
+
 
 ANALYSES = {
-    "lens": lambda model, run: analysis.logit_lens(model, run.trace, max(0, run.n_tokens - LENS_MAX_POSITIONS)),
+    "lens": lambda model, run, positions=LENS_DEFAULT_POSITIONS: analysis.logit_lens(model, run.trace, lens_start(run.n_tokens, positions)),
     "next": lambda model, run: analysis.next_tokens(model, run.trace, run.token_ids),
     "nearest": lambda model, run: analysis.nearest_tokens(model, run.trace["hook_embed"], exclude=run.token_ids),
 }

@@ -13,13 +13,20 @@ from gpt2_max.modules import Block, GPT2Analysis
 from components import interpret
 from components.common import NO_RUN, AppContext, clamp, export_controls, guarded, intro, position_0_switch, source_block
 from components.plots import counted_positions, decade_ticks, finite, heatmap, layout, lines, message_figure
-from components.run import Run
+from components.run import LENS_DEFAULT_POSITIONS, LENS_MAX_POSITIONS, Run
 
 MEAN = "mean"  # the position control's value for "averaged over positions"
 # Okabe-Ito: distinguishable with every common colour-vision deficiency.
 ATTN_COLOUR = "#E69F00"
 MLP_COLOUR = "#0072B2"
-LENS_TEXT_MAX_POSITIONS = 24  # write the top token inside the heatmap cells up to this width
+# Write the top token inside the heatmap cells up to this width: the lens's default width.
+LENS_TEXT_MAX_POSITIONS = LENS_DEFAULT_POSITIONS
+# The lens's widths on offer: the default (each cell's top token written in it), then colour only.
+LENS_POSITION_CHOICES = [
+    (f"the last {LENS_DEFAULT_POSITIONS} positions (top tokens written in the cells)", LENS_DEFAULT_POSITIONS),
+    ("the last 64 positions", 64),
+    (f"the last {LENS_MAX_POSITIONS} positions (the most it shows)", LENS_MAX_POSITIONS),
+]
 NO_WEIGHTS = "The logit lens needs the model's weights (ln_f and wte); they are still loading. Run again once the model is ready."
 
 INTRO = intro(
@@ -295,6 +302,13 @@ def build(ctx: AppContext) -> None:
                 interactive=True,
                 elem_id="blocks-position",
             )
+            lens_positions = gr.Dropdown(
+                label="Logit lens over",
+                choices=LENS_POSITION_CHOICES,
+                value=LENS_DEFAULT_POSITIONS,
+                interactive=True,
+                elem_id="blocks-lens-positions",
+            )
             export = export_controls("Export norms and logit lens (.npz)")
         leave_out = position_0_switch("blocks-leave-out-position-0")
         summary = gr.Markdown()
@@ -307,36 +321,54 @@ def build(ctx: AppContext) -> None:
             ctx, "residual", "layer and position (the stream entering that block there)", "Patch every layer and position"
         )
 
-    def lens_of(run: Run):
-        lens, why = service.analysis(run, "lens")
+    def lens_of(run: Run, positions=LENS_DEFAULT_POSITIONS):
+        lens, why = service.analysis(run, "lens", positions=clamp(positions, 1, LENS_MAX_POSITIONS, LENS_DEFAULT_POSITIONS))
         return lens if lens is not None else why
 
     @guarded("plot", "plot", "plot", "plot", "text", "keep")
-    def refresh(request, leave_out_position_0):
+    def refresh(request, leave_out_position_0, positions):
         run = ctx.current(request)
-        figures = render(run, lens_of(run) if run is not None else NO_RUN, service.tokenizer, MEAN, leave_out_position_0)
+        figures = render(run, lens_of(run, positions) if run is not None else NO_RUN, service.tokenizer, MEAN, leave_out_position_0)
         choices = [("mean over positions", MEAN)]
         if run is not None:
             choices += [(label, i) for i, label in enumerate(run.labels)]
         return (*figures, gr.update(choices=choices, value=MEAN))
 
     @guarded("plot", "plot", "text")
-    def change(request, position, leave_out_position_0):
+    def change(request, position, leave_out_position_0, positions):
         """A position or the position-0 switch changes the norms, the additions and the summary; the lens stays."""
         run = ctx.current(request)
         if run is None:
             return message_figure(NO_RUN), message_figure(NO_RUN), NO_RUN
-        lens = run.derived.get("lens")
+        lens = lens_of(run, positions)  # made when the tab rendered: kept with the Run
         where_ = resolve(run, position)
         display = token_display(service.tokenizer)
         leave_out_position_0 = bool(leave_out_position_0)
         return (
             norms_figure(run, where_, leave_out_position_0),
             additions_figure(run, where_, leave_out_position_0),
-            summary_markdown(run, where_, lens, display, leave_out_position_0),
+            summary_markdown(run, where_, lens if isinstance(lens, Lens) else None, display, leave_out_position_0),
         )
 
-    view = ctx.view(tab, refresh, [leave_out], [norms_plot, additions_plot, lens_plot, final_plot, summary, position_control])
-    ctx.control(view, [position_control.input, leave_out.input], change, [ctx.state, position_control, leave_out],
+    @guarded("plot", "plot")
+    def widen(request, positions):
+        """The lens's width changes its heatmap and nothing else (the final-prediction line and the
+        summary read the last position, which every width covers)."""
+        run = ctx.current(request)
+        if run is None:
+            return message_figure(NO_RUN), message_figure(NO_RUN)
+        lens = lens_of(run, positions)
+        if not isinstance(lens, Lens):
+            return message_figure(lens), message_figure(lens)
+        display = token_display(service.tokenizer)
+        return lens_heatmap(run, lens, display), final_figure(run, lens, display)
+
+    view = ctx.view(tab, refresh, [leave_out, lens_positions], [norms_plot, additions_plot, lens_plot, final_plot, summary, position_control])
+    ctx.control(view, [position_control.input, leave_out.input], change, [ctx.state, position_control, leave_out, lens_positions],
                 [norms_plot, additions_plot, summary], trigger_mode="always_last")
-    ctx.export(view, export, lambda run, patched: {**tensors(run, lens_of(run)), **interpret.patching_arrays(patched)}, [patching.result])
+    ctx.control(view, [lens_positions.input], widen, [ctx.state, lens_positions], [lens_plot, final_plot], trigger_mode="always_last")
+    ctx.export(
+        view, export,
+        lambda run, patched, positions: {**tensors(run, lens_of(run, positions)), **interpret.patching_arrays(patched)},
+        [patching.result, lens_positions],
+    )

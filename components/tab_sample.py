@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import html
+import math
 import time
 from collections.abc import Iterator, Sequence
 
@@ -11,6 +12,7 @@ import gradio as gr
 import numpy as np
 import plotly.graph_objects as go
 
+from gpt2_max.engine import DECODE_MAX_BATCH
 from gpt2_max.errors import InputError
 from gpt2_max.modules import GPT2DecodeStep
 from gpt2_max.sampling import SampleStep, SamplingSettings, choose, filtered_distribution, softmax
@@ -278,6 +280,8 @@ def export_generation(generation: dict | None) -> str | None:
 
 
 DECODE_POLL_S = 1.0
+# While tokens stream, the step chart is redrawn at most this often (seconds).
+STREAM_FIGURE_INTERVAL_S = 0.5
 
 
 def wait_for_decode_graph(service: ExplorerService, model_name: str) -> Iterator[tuple]:
@@ -312,8 +316,12 @@ def stream_views(service: ExplorerService, run: Run | None, temperature, top_k, 
     n = clamp(max_new, 1, limit, default=min(20, limit))
     generation = empty_generation(run.token_ids)
     generation["settings"] = settings_text(settings)
-    steps = model.stream(list(run.token_ids), n, settings, keep_logits=True)
+    # The Run's own trace is the prefill when it is the plain causal one (its keys, values and
+    # logits are what a prefill would compute): the prompt is not traced a second time.
+    prefill = run.trace if run.causal and not run.ablated else None
+    steps = model.stream(list(run.token_ids), n, settings, keep_logits=True, prefill=prefill)
     tokenizer = service.tokenizer
+    drawn_at = -math.inf  # when the step figure was last sent
     while True:
         try:
             step = next(steps)
@@ -322,8 +330,15 @@ def stream_views(service: ExplorerService, run: Run | None, temperature, top_k, 
             break
         generation["shown"].append(keep_step(step))
         k = len(generation["shown"])
-        fig, text = step_view(tokenizer, generation, k)
         status = f"Generating… {k} of up to {n} tokens · {generation['settings']}"
+        # The text grows with every token; the step chart follows at most every
+        # STREAM_FIGURE_INTERVAL_S (no one reads 20 charts a second, and a class of 30
+        # generating at once would spend its CPU drawing them), and always at the end.
+        if time.perf_counter() - drawn_at >= STREAM_FIGURE_INTERVAL_S:
+            fig, text = step_view(tokenizer, generation, k)
+            drawn_at = time.perf_counter()
+        else:
+            fig, text = gr.update(), text_html(tokenizer, generation["prompt_ids"], [s.step.token_id for s in generation["shown"]], k)
         yield status, fig, text, gr.update(maximum=max(k, 2), value=k, interactive=k > 1), generation
     k = len(generation["shown"])
     fig, text = step_view(tokenizer, generation, k)
@@ -488,8 +503,11 @@ def build(ctx: AppContext) -> None:
         return render_samples(ctx.current(request), tokenizer, limits, t, k, p, s, n)
 
     view = ctx.view(tab, refresh, [*knobs, n_draws], [status, step_plot, text, step_slider, generation, hist_plot, hist_note])
+    # Its own queue lane, as wide as a decode batch: generations that run together have their
+    # steps batched into one decode-graph execution (engine.run_decode), and a class's
+    # Generates do not take the lane the tab views need.
     generate.click(run_generation, [ctx.state, *knobs, max_new], [status, step_plot, text, step_slider, generation],
-                   concurrency_limit=limits.concurrency_limit, concurrency_id="model", api_name="generate")
+                   concurrency_limit=DECODE_MAX_BATCH, concurrency_id="generate", api_name="generate")
     step_slider.input(select_step, [generation, step_slider], [step_plot, text], trigger_mode="always_last")
     ctx.control(view, [sample_button.click], sample, [ctx.state, *knobs, n_draws], [hist_plot, hist_note])
     # The histogram follows the filters at once.

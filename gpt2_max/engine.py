@@ -9,9 +9,10 @@ every request:
 - the analysis graph (:class:`gpt2_max.modules.GPT2Analysis`): the logit lens,
   next-token top-k and nearest tokens, everything that reads all of ``wte``,
   returning only the top-k rows the tabs show;
-- the decode-step graph (:class:`gpt2_max.modules.GPT2DecodeStep`): one new
-  token against the KV cache, with its own transposed copy of the dense layers'
-  weights (+70% of the weights' memory).
+- the decode-step graph (:class:`gpt2_max.modules.GPT2DecodeStep`): the next
+  token of one or several sequences against their KV caches (concurrent
+  generations batched into one execution), with its own transposed copy of the
+  dense layers' weights (+70% of the weights' memory).
 The last two compile on first use, or ahead of it through ``warm`` (the app
 compiles them in the background right after loading).
 
@@ -35,6 +36,7 @@ from max.dtype import DType  # noqa: E402
 from max.experimental import functional as F  # noqa: E402
 from max.graph import DeviceRef, TensorType  # noqa: E402
 
+from gpt2_max.batching import Batcher  # noqa: E402
 from gpt2_max.config import GPT2Config  # noqa: E402
 from gpt2_max.hooks import trace_keys  # noqa: E402
 from gpt2_max.modules import GPT2Analysis, GPT2DecodeStep, GPT2Trace  # noqa: E402
@@ -59,6 +61,10 @@ ANALYSIS_SIDES = {"candidate_ids": "candidates", "candidate_probs": "candidates"
 # so a pack costs 2 L H N^2 floats of output: 75 MB for GPT-2 small at 256 rows (and the
 # wasted off-diagonal scores ~10% of the FLOPs). A longer single request runs alone.
 PACK_ROWS = 256
+# Generation steps per decode execution: a step reads all the weights (~500 MB for GPT-2 small)
+# whatever B is, so B sessions' steps cost little more than one; 8 bounds the packed cache copy
+# (B caches of P rows, ~6 MB each at 84 rows of GPT-2 small).
+DECODE_MAX_BATCH = 8
 # Trace keys shaped [H, T, T] (the others have tokens first).
 SQUARE_KEYS = ("attn.hook_attn_scores", "attn.hook_pattern")
 
@@ -122,6 +128,8 @@ class CompiledGPT2:
         # A compiled model is not documented as safe to run from several
         # threads at once; requests are serialised (the CPU has 2 cores anyway).
         self._run_lock = threading.Lock()
+        # Decode steps that arrive together run as one execution (see run_decode).
+        self.decode_batcher = Batcher(self.run_decodes, DECODE_MAX_BATCH)
         self._compile_lock = threading.Lock()
         self._lazy: dict[str, object] = {}  # the graphs compiled on first use, by name
         # Seconds each graph took to compile in this process (absent until compiled).
@@ -179,11 +187,13 @@ class CompiledGPT2:
             for name, value in self._weights.items()
         }
         return decode_module.compile(
-            TensorType(DType.int64, [1], device=ref),  # token_id [1]
-            TensorType(DType.int64, [1], device=ref),  # position [1]
+            TensorType(DType.int64, ["batch"], device=ref),  # token_ids [B]
+            TensorType(DType.int64, ["batch"], device=ref),  # positions [B]
+            TensorType(DType.int64, ["batch"], device=ref),  # segments [B]
             TensorType(  # past_kv [P, L, 2, H, D]
                 DType.float32, ["past", cfg.n_layer, 2, cfg.n_head, cfg.head_dim], device=ref
             ),
+            TensorType(DType.int64, ["past"], device=ref),  # past_segments [P]
             weights=decode_weights,
         )
 
@@ -287,14 +297,29 @@ class CompiledGPT2:
         return {key: np.concatenate([p[key] for p in parts]) for key in ANALYSIS_KEYS}
 
     def run_decode(self, token_id: int, past_kv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """One step: token at position P, past_kv [P, L, 2, H, D] -> (logits [V], new_kv [L, 2, H, D])."""
+        """One step: token at position P, past_kv [P, L, 2, H, D] -> (logits [V], new_kv [L, 2, H, D]).
+
+        Steps that other threads ask for at the same time (other sessions generating) run with
+        it as one batched execution (``decode_batcher``); the numbers are each step's own."""
+        result, _ = self.decode_batcher.submit((int(token_id), past_kv))
+        return result
+
+    def run_decodes(self, steps: list[tuple[int, np.ndarray]]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Several sequences' steps, (token_id, past_kv [P_b, L, 2, H, D]) each, in one execution of
+        the decode graph -> [(logits [V], new_kv [L, 2, H, D])] in the same order."""
         decode = self._compiled("decode")
-        position = past_kv.shape[0]
+        lengths = [past.shape[0] for _, past in steps]
+        B = len(steps)
+        # One sequence passes its cache as it is (a view, no copy); several are packed end to end.
+        past_kv = steps[0][1] if B == 1 else np.concatenate([past for _, past in steps])
         inputs = (
-            np.array([token_id], dtype=np.int64),
-            np.array([position], dtype=np.int64),
+            np.array([token for token, _ in steps], dtype=np.int64),
+            np.array(lengths, dtype=np.int64),  # positions
+            np.arange(B, dtype=np.int64),  # segments
             past_kv,
+            np.repeat(np.arange(B, dtype=np.int64), lengths),  # past_segments
         )
         with self._run_lock:
             logits, new_kv = decode.execute_raw(*(self._to_device(a) for a in inputs))
-        return self._to_numpy(logits)[0], self._to_numpy(new_kv)[0]
+        logits, new_kv = self._to_numpy(logits), self._to_numpy(new_kv)
+        return [(logits[b].copy(), new_kv[b].copy()) for b in range(B)]

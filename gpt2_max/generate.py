@@ -10,7 +10,7 @@ whole sequence as the MAX tutorial does.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -40,8 +40,12 @@ def stream(
     max_new_tokens: int,
     settings: SamplingSettings,
     keep_logits: bool = False,
+    prefill: Mapping[str, np.ndarray] | None = None,
 ) -> Iterator[SampleStep]:
-    """Yields one :class:`SampleStep` per new token. The generator's return value is the stop reason."""
+    """Yields one :class:`SampleStep` per new token. The generator's return value is the stop reason.
+
+    ``prefill``: a causal, unpatched trace of exactly ``prompt_ids`` already made (the app's Run),
+    whose keys, values and logits are used instead of tracing the prompt again."""
     if not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 1:
         raise InputError("max_new_tokens must be a whole number >= 1")
     prompt = model.check_token_ids(prompt_ids)
@@ -52,7 +56,10 @@ def stream(
             "there is no room for a new token"
         )
     rng = np.random.default_rng(settings.seed)
-    prefill = model.trace(prompt)  # causal, no ablation: the prompt's keys and values
+    if prefill is None:
+        prefill = model.trace(prompt)  # causal, no ablation: the prompt's keys and values
+    elif len(prefill["logits"]) != len(prompt):
+        raise ValueError(f"the prefill trace has {len(prefill['logits'])} tokens, the prompt {len(prompt)}")
     # [n_positions, L, 2, H, D]: time-major, so cache[:P] is one contiguous block.
     cache = np.empty(
         (config.n_positions, config.n_layer, 2, config.n_head, config.head_dim), dtype=np.float32
@@ -62,7 +69,6 @@ def stream(
         cache[:length, layer, 0] = prefill[f"blocks.{layer}.attn.hook_k"]  # [T, H, D]
         cache[:length, layer, 1] = prefill[f"blocks.{layer}.attn.hook_v"]
     logits = prefill["logits"][-1]  # [V] next-token logits after the prompt
-    del prefill
     produced = 0
     while True:
         step = choose(logits, settings, rng, position=length)

@@ -162,9 +162,11 @@ class GPT2:
         max_new_tokens: int,
         settings: SamplingSettings,
         keep_logits: bool = False,
+        prefill: Mapping[str, np.ndarray] | None = None,
     ) -> Iterator[SampleStep]:
-        """Yields each generated step as it is made (its return value is the stop reason)."""
-        return stream(self, prompt_ids, max_new_tokens, settings, keep_logits)
+        """Yields each generated step as it is made (its return value is the stop reason);
+        ``prefill``: the prompt's causal, unpatched trace when one exists (see generate.stream)."""
+        return stream(self, prompt_ids, max_new_tokens, settings, keep_logits, prefill)
 
 
 def load(repo_id_or_dir: str = DEFAULT_MODEL) -> GPT2:

@@ -67,11 +67,11 @@ class Conv1D(Module):
     """GPT-2's dense layer ``x @ W + b``, with W in one of two layouts.
 
     Hugging Face's ``Conv1D`` stores W as ``[in, out]`` and the trace graph uses
-    it as stored. The decode step multiplies a single row, which MAX's CPU
-    matmul does fastest as a matrix-vector product ``W @ x^T`` with W as
-    ``[out, in]`` (measured: 27.9 vs 21.3 tokens/s for GPT-2 small), so its
-    graph takes a transposed copy (``rows_first=True``, one row only). Same
-    math either way.
+    it as stored. The decode step multiplies a few rows (one per generating
+    session), which MAX's CPU matmul does fastest as ``W @ x^T`` with W as
+    ``[out, in]``, streaming W once for all rows (measured with one row: 27.9 vs
+    21.3 tokens/s for GPT-2 small), so its graph takes a transposed copy
+    (``rows_first=True``). Same math either way.
     """
 
     def __init__(self, n_in: int, n_out: int, rows_first: bool = False) -> None:
@@ -81,10 +81,8 @@ class Conv1D(Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if self.rows_first:
-            # One row (the decode step): W [out, in] @ x^T [in, 1] streams W row by
-            # row. For a single row the transposes are reshapes, which cost no kernel.
-            column = x.reshape([-1, 1])  # [1, in] -> [in, 1]
-            return (self.weight @ column).reshape([1, -1]) + self.bias  # [1, out]
+            # A few rows (the decode step): W [out, in] @ x^T [in, B] streams W row by row.
+            return (self.weight @ x.transpose(0, 1)).transpose(0, 1) + self.bias  # [B, out]
         return x @ self.weight + self.bias  # [T, in] @ [in, out] -> [T, out]
 
 
@@ -120,7 +118,7 @@ class Attention(Module):
     def forward(
         self,
         x: Tensor,
-        allowed: Tensor | None,
+        allowed: Tensor,
         head_patch: tuple[Tensor, Tensor] | None,
         record: Recorder,
         past_k: Tensor | None = None,
@@ -128,8 +126,7 @@ class Attention(Module):
     ) -> Tensor:
         """[T, E] -> [T, E].
 
-        allowed: [T, P+T] bool, which key positions each query may attend to;
-            None lets every query see every key (one new token after a cache).
+        allowed: [T, P+T] bool, which key rows each query row may attend to.
         head_patch: (keep [T, H], z_source [T, H, D]): each head's output at each position
             becomes keep * z + (1 - keep) * z_source. keep 1 leaves the head alone; keep 0
             with a zero source ablates it; with another run's z it patches it in.
@@ -148,9 +145,8 @@ class Attention(Module):
         # Dividing by sqrt(D) keeps the dot products' variance near 1 whatever
         # the head width, so softmax does not saturate.
         scores = (q_h @ k_h) * (1.0 / math.sqrt(self.head_dim))  # [H, T, P+T]
-        if allowed is not None:
-            # -inf, not a large negative number: softmax gives exactly 0 there.
-            scores = F.where(allowed, scores, float("-inf"))  # [T, P+T] broadcasts over H
+        # -inf, not a large negative number: softmax gives exactly 0 there.
+        scores = F.where(allowed, scores, float("-inf"))  # [T, P+T] broadcasts over H
         record("attn.hook_attn_scores", scores)
         pattern = F.softmax(scores, axis=-1)  # [H, T, P+T], each row sums to 1
         record("attn.hook_pattern", pattern)
@@ -195,7 +191,7 @@ class Block(Module):
     def forward(
         self,
         x: Tensor,
-        allowed: Tensor | None,
+        allowed: Tensor,
         head_patch: tuple[Tensor, Tensor] | None,
         record: Recorder,
         past_k: Tensor | None = None,
@@ -326,42 +322,53 @@ class GPT2Trace(GPT2Body):
 
 
 class GPT2DecodeStep(GPT2Body):
-    """One generation step: a new token plus the cache of earlier keys and values.
+    """One generation step for B sequences at once: each one's new token plus the cache of its
+    earlier keys and values.
 
-    Its dense layers take their weights transposed, ``[out, in]`` (see Conv1D).
+    The B caches are packed end to end (P = P_1 + P_2 + ... rows), each row tagged with its
+    sequence, and each new token reads only its own sequence's rows and itself: as in
+    GPT2Trace's packing, every other step works on one row at a time, so a batched step gives
+    each sequence the numbers a step alone would (to float32 rounding), while the weights are
+    read once for all B. Its dense layers take their weights transposed, ``[out, in]`` (see Conv1D).
 
     Inputs:
-        token_id  [1] int64, the newest token
-        position  [1] int64, its position (= P, the cache length)
-        past_kv   [P, L, 2, H, D] float32, keys (index 0) and values (1) of
-                  the P earlier tokens, time-major so that the first P rows of a
-                  preallocated cache are one contiguous block (no copy to pass)
+        token_ids     [B] int64, each sequence's newest token
+        positions     [B] int64, its position (= P_b, that sequence's cache length)
+        segments      [B] int64, 0..B-1 (which sequence each new token is)
+        past_kv       [P, L, 2, H, D] float32, keys (index 0) and values (1) of the earlier
+                      tokens of all B sequences, time-major, so that the first P_b rows of one
+                      preallocated cache are one contiguous block (one sequence: no copy)
+        past_segments [P] int64, which sequence each cached row belongs to
     Returns:
-        logits    [1, V] for the next token
-        new_kv    [1, L, 2, H, D], this token's keys and values, to append to the cache
+        logits    [B, V] for each sequence's next token
+        new_kv    [B, L, 2, H, D], the new tokens' keys and values, to append to the caches
     """
 
     rows_first = True
 
-    def forward(self, token_id: Tensor, position: Tensor, past_kv: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(
+        self, token_ids: Tensor, positions: Tensor, segments: Tensor, past_kv: Tensor, past_segments: Tensor
+    ) -> tuple[Tensor, Tensor]:
         new_rows: list[Tensor] = []
 
         def keep_kv(name: str, value: Tensor) -> None:
             if name.endswith(("attn.hook_k", "attn.hook_v")):
-                new_rows.append(value)  # [1, H, D]
+                new_rows.append(value)  # [B, H, D]
 
-        x = self.embed(token_id, position, ignore)  # [1, E]
+        x = self.embed(token_ids, positions, ignore)  # [B, E]
+        # New token b reads the cached rows of sequence b, then the new rows: its own only.
+        key_segments = F.concat([past_segments, segments], axis=0)  # [P + B]
+        allowed = F.equal(segments.reshape([-1, 1]), key_segments.reshape([1, -1]))  # [B, P + B]
         for layer, block in enumerate(self.h):
             past_k = past_kv[:, layer, 0]  # [P, H, D]
             past_v = past_kv[:, layer, 1]  # [P, H, D]
-            # One query that may see every cached key: no mask is needed.
-            x = block(x, None, None, keep_kv, past_k, past_v)
-        logits = self.unembed(x, ignore)  # [1, V]
+            x = block(x, allowed, None, keep_kv, past_k, past_v)
+        logits = self.unembed(x, ignore)  # [B, V]
         per_layer = [
-            F.stack([new_rows[2 * layer], new_rows[2 * layer + 1]], axis=1)  # [1, 2, H, D]
+            F.stack([new_rows[2 * layer], new_rows[2 * layer + 1]], axis=1)  # [B, 2, H, D]
             for layer in range(self.n_layer)
         ]
-        return logits, F.stack(per_layer, axis=1)  # [1, L, 2, H, D]
+        return logits, F.stack(per_layer, axis=1)  # [B, L, 2, H, D]
 
 
 class GPT2Analysis(Module):

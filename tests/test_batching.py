@@ -23,7 +23,8 @@ def test_requests_waiting_for_a_running_batch_go_together(explorer_service, tiny
     batcher = explorer_service.batcher
     texts = [f"Waiting Run number {word}" for word in ("one", "two", "three")]
     results = {}
-    batcher._leader.acquire()  # a batch is running
+    with batcher._cond:
+        batcher._running = True  # a batch is running
     try:
         threads = [threading.Thread(target=lambda t=t: results.setdefault(t, explorer_service.run(t))) for t in texts]
         for thread in threads:
@@ -34,7 +35,9 @@ def test_requests_waiting_for_a_running_batch_go_together(explorer_service, tiny
         assert len(batcher._pending) == 3
         before = len(batcher.batches)
     finally:
-        batcher._leader.release()
+        with batcher._cond:
+            batcher._running = False
+            batcher._cond.notify_all()
     for thread in threads:
         thread.join(60)
     assert batcher.batches[before:] == [3]

@@ -168,3 +168,65 @@ def test_cli_generate_and_trace(tmp_path, capsys, tiny_model):
     np.testing.assert_array_equal(saved["logits"], reference["logits"])
     assert main(["trace", "x", "--model", "/no/such/dir"]) == 2
     assert "no directory" in capsys.readouterr().err
+
+
+def test_batched_decode_steps_equal_single_steps(tiny_model):
+    """Three sequences of different lengths in one decode execution: each gets the logits and
+    new keys/values a step alone gives. Only the product's summation order can differ (B rows
+    vs one through the same [out, in] weights), so the float32 tolerance is the cached one."""
+    engine = tiny_model.engine
+    steps = []
+    for text, token in (("One two three", 1000), ("A longer prompt for the second row, with more tokens", 2000), ("x", 3000)):
+        trace = tiny_model.trace(tiny_model.tokenizer.encode(text))
+        past = np.stack(
+            [np.stack([trace[f"blocks.{l}.attn.hook_k"], trace[f"blocks.{l}.attn.hook_v"]], axis=1) for l in range(TINY_CONFIG.n_layer)],
+            axis=1,
+        )  # [P, L, 2, H, D]
+        steps.append((token, np.ascontiguousarray(past)))
+    together = engine.run_decodes(steps)
+    for (logits, new_kv), step in zip(together, steps, strict=True):
+        [(alone_logits, alone_kv)] = engine.run_decodes([step])
+        np.testing.assert_allclose(logits, alone_logits, atol=CACHED_LOGITS_ATOL, rtol=CACHED_LOGITS_RTOL)
+        np.testing.assert_allclose(new_kv, alone_kv, atol=CACHED_LOGITS_ATOL, rtol=CACHED_LOGITS_RTOL)
+        assert logits.shape == (TINY_CONFIG.vocab_size,) and new_kv.shape == (TINY_CONFIG.n_layer, 2, TINY_CONFIG.n_head, TINY_CONFIG.head_dim)
+    # And a batched step equals the full recompute of each sequence with its new token.
+    for (logits, _), (token, past), text in zip(together, steps, ("One two three", "A longer prompt for the second row, with more tokens", "x")):
+        full = tiny_model.trace(tiny_model.tokenizer.encode(text) + [token])["logits"][-1]
+        np.testing.assert_allclose(logits, full, atol=CACHED_LOGITS_ATOL, rtol=CACHED_LOGITS_RTOL)
+
+
+def test_generations_at_once_share_decode_executions_and_keep_their_own_tokens(tiny_model):
+    """Sessions generating at the same time: their steps go through the decode graph together
+    (the batcher records batches of more than one), and each gets the tokens it gets alone."""
+    import threading
+
+    prompts = [tiny_model.tokenizer.encode(f"Student {i} wrote a story about") for i in range(4)]
+    alone = [tiny_model.generate(p, max_new_tokens=8, temperature=0.0).ids for p in prompts]
+    batcher = tiny_model.engine.decode_batcher
+    before = len(batcher.batches)
+    together: dict[int, list[int]] = {}
+    start = threading.Barrier(len(prompts))
+
+    def generate(i: int) -> None:
+        start.wait()
+        together[i] = tiny_model.generate(prompts[i], max_new_tokens=8, temperature=0.0).ids
+
+    threads = [threading.Thread(target=generate, args=(i,)) for i in range(len(prompts))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert [together[i] for i in range(len(prompts))] == alone
+    sizes = batcher.batches[before:]
+    assert sum(sizes) == 7 * len(prompts)  # 8 tokens: the first comes from the prefill
+    assert max(sizes) > 1, sizes
+
+
+def test_a_given_prefill_gives_the_same_generation(tiny_model):
+    prompt = tiny_model.tokenizer.encode("The prefill is the Run's own trace")
+    settings = SamplingSettings(temperature=1.0, seed=3)
+    traced = [s.token_id for s in tiny_model.stream(prompt, 6, settings)]
+    given = [s.token_id for s in tiny_model.stream(prompt, 6, settings, prefill=tiny_model.trace(prompt))]
+    assert given == traced
+    with pytest.raises(ValueError, match="prefill"):
+        next(tiny_model.stream(prompt, 6, settings, prefill=tiny_model.trace(prompt[:-1])))

@@ -7,6 +7,7 @@ import pytest
 
 from components import tab_blocks
 from components.common import NO_RUN
+from components.run import LENS_DEFAULT_POSITIONS
 from tab_helpers import export_with_defaults, refresh_with_defaults
 
 # The lens runs ln_f and the unembedding in float32 numpy; the MAX graph in float32 too,
@@ -180,7 +181,7 @@ def test_no_run_shows_a_message(lens, tokenizer):
 
 def test_built_tab_refreshes_after_a_run(explorer_service, tiny_run):
     refresh_with_defaults(tab_blocks, explorer_service, tiny_run)
-    path = export_with_defaults(tab_blocks, explorer_service, tiny_run, None)  # no patching sweep yet
+    path = export_with_defaults(tab_blocks, explorer_service, tiny_run, None, LENS_DEFAULT_POSITIONS)  # no patching sweep yet
     assert str(path).endswith(".npz")
     with np.load(path) as data:
         assert list(data["token_ids"]) == list(tiny_run.token_ids)
@@ -196,3 +197,25 @@ def test_long_texts_lens_the_last_positions(explorer_service, tokenizer, monkeyp
     assert lens.start == run.n_tokens - 5 and lens.top_ids.shape == (run.config.n_layer, 5)
     heat = tab_blocks.render(run, lens, tokenizer)[2]
     assert list(heat.data[0].x) == run.labels[-5:] and "last 5 positions" in heat.layout.title.text
+
+
+def test_the_lens_covers_the_width_asked_for_and_each_width_once(explorer_service, tokenizer):
+    """The lens opens over the last LENS_DEFAULT_POSITIONS positions (what it costs is what it
+    shows); a wider choice covers more, computing its rows once per Run. The wider lens's last
+    columns are the narrower one's: the same rows through the same graph (chunked differently,
+    so probabilities agree to float32 rounding, 1e-6)."""
+    text = " ".join(f"word{i}" for i in range(40))
+    run = explorer_service.run(text)
+    assert run.n_tokens > 64 > LENS_DEFAULT_POSITIONS
+    narrow, why = explorer_service.analysis(run, "lens", positions=LENS_DEFAULT_POSITIONS)
+    assert narrow is not None, why
+    wide, _ = explorer_service.analysis(run, "lens", positions=64)
+    assert narrow.start == run.n_tokens - LENS_DEFAULT_POSITIONS and wide.start == run.n_tokens - 64
+    assert wide.top_ids.shape == (run.config.n_layer, 64)
+    np.testing.assert_array_equal(wide.top_ids[:, -LENS_DEFAULT_POSITIONS:], narrow.top_ids)
+    np.testing.assert_allclose(wide.top_probs[:, -LENS_DEFAULT_POSITIONS:], narrow.top_probs, rtol=1e-6, atol=1e-7)
+    again, _ = explorer_service.analysis(run, "lens", positions=64)
+    assert again is wide  # kept with the Run
+    heat = tab_blocks.render(run, narrow, tokenizer)[2]
+    assert len(heat.data[0].x) == LENS_DEFAULT_POSITIONS and heat.data[0].texttemplate == "%{text}"
+    assert f"last {LENS_DEFAULT_POSITIONS} positions" in heat.layout.title.text

@@ -9,6 +9,7 @@ import pytest
 
 import app
 from components import common
+from components.run import LENS_DEFAULT_POSITIONS
 
 
 def defaults(view):
@@ -67,16 +68,21 @@ def test_opening_a_tab_renders_it_once_per_run_and_setting(ui, tiny_run, explore
 def test_a_control_rerenders_its_figures_and_reopening_computes_nothing(ui, tiny_run):
     view = ui.views["blocks"]
     request = tiny_run.request
-    key = view.open(request, None, True)[-1]
-    (handler, inputs), = view.handlers  # the position and the position-0 switch: one handler
-    position_figures = handler(request, 3, True)
+    width = LENS_DEFAULT_POSITIONS
+    key = view.open(request, None, True, width)[-1]
+    (handler, inputs), (widen, _) = view.handlers  # the position and the position-0 switch: one handler; the lens width
+    position_figures = handler(request, 3, True, width)
     assert len(position_figures) == 4 and position_figures[-1] == key  # norms, additions, summary, key
     assert view.renders == 1
-    view.open(request, position_figures[-1], True)
+    view.open(request, position_figures[-1], True, width)
     assert view.renders == 1
-    switched = handler(request, 3, False)  # the switch redraws the same figures, under a new key
-    assert switched[-1] == view.key(request, [False]) != key
-    view.open(request, switched[-1], False)
+    switched = handler(request, 3, False, width)  # the switch redraws the same figures, under a new key
+    assert switched[-1] == view.key(request, [False, width]) != key
+    view.open(request, switched[-1], False, width)
+    assert view.renders == 1
+    widened = widen(request, 64, False)  # inputs: state, width, then the view's other control; the lens heatmap and the final-prediction line, under a new key
+    assert len(widened) == 3 and widened[-1] == view.key(request, [False, 64]) not in (key, switched[-1])
+    view.open(request, widened[-1], False, 64)
     assert view.renders == 1
 
 

@@ -1,0 +1,73 @@
+"""Dynamic batching, as serving systems do it: calls that arrive while a batch runs wait, and the
+first of them to find the runner free runs all that are waiting as one batch.
+
+One mechanism for every graph that gains from running many requests in one execution: the app's
+Runs (several sequences packed into one trace-graph execution) and generation steps (several
+sessions' next tokens in one decode-graph execution, which reads the weights once for all).
+An idle runner adds no delay: a lone call runs at once, as a batch of one.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from typing import Generic, TypeVar
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+
+
+class Batcher(Generic[Item, Result]):
+    """Runs ``run_batch(items) -> results`` (one result per item, in order) over the items that
+    wait together, at most ``max_batch`` at a time; safe to call from many threads."""
+
+    def __init__(self, run_batch: Callable[[list[Item]], Sequence[Result]], max_batch: int) -> None:
+        if max_batch < 1:
+            raise ValueError("max_batch must be at least 1")
+        self.run_batch = run_batch
+        self.max_batch = max_batch
+        self._pending: list[dict] = []
+        # Guards _pending and _running; a finished batch wakes the waiting callers (no polling:
+        # a class of waiting threads polling would take the GIL from the ones doing work).
+        self._cond = threading.Condition()
+        self._running = False  # a batch is being run
+        self.batches: list[int] = []  # sizes of the batches run, in order (for notes, benchmarks, tests)
+
+    def submit(self, item: Item) -> tuple[Result, int]:
+        """-> (the result for ``item``, how many items its batch held). Re-raises the batch's error."""
+        slot = dict(item=item, done=False, result=None, error=None, served=0)
+        with self._cond:
+            self._pending.append(slot)
+        while True:
+            with self._cond:
+                while self._running and not slot["done"]:
+                    self._cond.wait()
+                if slot["done"]:
+                    break
+                # The runner is free: this caller runs what waits (its own item among the first).
+                self._running = True
+                batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
+            try:
+                self._run(batch)
+            finally:
+                with self._cond:
+                    self._running = False
+                    self._cond.notify_all()
+        if slot["error"] is not None:
+            raise slot["error"]
+        return slot["result"], slot["served"]
+
+    def _run(self, batch: list[dict]) -> None:
+        try:
+            results = self.run_batch([slot["item"] for slot in batch])
+            if len(results) != len(batch):
+                raise RuntimeError(f"a batch of {len(batch)} gave {len(results)} results")
+            for slot, result in zip(batch, results):
+                slot["result"], slot["served"] = result, len(batch)
+        except Exception as error:  # noqa: BLE001 - each caller in the batch re-raises it
+            for slot in batch:
+                slot["error"] = error
+        finally:
+            self.batches.append(len(batch))
+            for slot in batch:
+                slot["done"] = True
