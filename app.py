@@ -116,8 +116,9 @@ def build_ui(service: ExplorerService) -> tuple[gr.Blocks, AppContext]:
             run = service.run(text, model_name=model_name)
             return run.request, run_note(run, service.tokenizer)
 
-        # Up to max_batch_size Runs wait at once; the service traces those that wait together in
-        # one MAX execution (ExplorerService.batcher, a gpt2_max.batching.Batcher). Not Gradio's
+        # The service traces the Runs that wait together in one MAX execution, up to
+        # max_batch_size at a time (ExplorerService.batcher, a gpt2_max.batching.Batcher); the
+        # lane admits two batches' worth, so the next batch gathers while one runs. Not Gradio's
         # batch=True: a batched event does not give each session its own gr.State back.
         event = gr.on(
             [run_button.click, prompt.submit],
@@ -125,7 +126,7 @@ def build_ui(service: ExplorerService) -> tuple[gr.Blocks, AppContext]:
             [prompt, model_choice],
             [state, note],
             api_name="run",
-            concurrency_limit=settings.max_batch_size,
+            concurrency_limit=2 * settings.max_batch_size,
             concurrency_id="run",
         )
         events = [event]

@@ -128,6 +128,29 @@ class WireCounter:
             return self._totals[key]
 
 
+def share_ssl_contexts() -> None:
+    """One SSL context per setting for the whole process, instead of one per request.
+
+    gradio_client makes every call with a fresh ``httpx.post``/``stream``, and each builds an
+    SSL context from the CA bundle (~30 ms of CPU, even for plain http): measured with py-spy,
+    69% of this process's CPU went there, ~24 s per class of 30, taken from the 2 cores the
+    server runs on. A browser does nothing of the kind, so that cost is an artifact of the
+    measuring tool, not of the app; the contexts are immutable once made, so sharing them
+    changes nothing else."""
+    import httpx._transports.default as transports
+
+    made: dict[tuple, object] = {}
+    original = transports.create_ssl_context
+
+    def shared(verify=True, cert=None, trust_env=True):
+        key = (id(verify) if not isinstance(verify, (bool, str)) else verify, cert, trust_env)
+        if key not in made:
+            made[key] = original(verify=verify, cert=cert, trust_env=trust_env)
+        return made[key]
+
+    transports.create_ssl_context = shared
+
+
 def new_client(url: str, counter: WireCounter, key: str) -> Client:
     from gradio_client import Client  # after main() has set HF_HUB_OFFLINE for huggingface_hub
 
@@ -340,6 +363,7 @@ class Sample:
     action: str
     seconds: float
     bytes: int
+    ended: float = 0.0  # time.perf_counter() when the call ended (the timeline, for reading where a class waits)
 
 
 @dataclass
@@ -365,7 +389,8 @@ class Student:
 
     def record(self, action: str, since: tuple[float, int]) -> None:
         started, received = since
-        self.result.samples.append(Sample(action, time.perf_counter() - started, self.counter.total(self.key) - received))
+        now = time.perf_counter()
+        self.result.samples.append(Sample(action, now - started, self.counter.total(self.key) - received, now))
 
     def call(self, api_name: str, *args: Any) -> Any:
         return self.client.predict(*args, api_name=api_name)
@@ -500,6 +525,7 @@ def fmt_mb(mb: float | None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    share_ssl_contexts()
     parser = argparse.ArgumentParser(prog="python -m benchmarks classroom", description=__doc__.splitlines()[0])
     parser.add_argument("--students", type=int, default=30)
     parser.add_argument("--prompt-tokens", type=int, default=64)
@@ -582,7 +608,10 @@ def main(argv: list[str] | None = None) -> int:
                 "server_rss": rss,
                 "server_exit_code": server_exit,
                 "rows": rows,
-                "students_detail": [asdict(r) for r in results],
+                # Each sample's "ended": seconds after the students started.
+                "students_detail": [
+                    {**asdict(r), "samples": [{**asdict(x), "ended": x.ended - started} for x in r.samples]} for r in results
+                ],
                 "table": report,
             },
             indent=2,

@@ -108,6 +108,7 @@ class AppContext:
 
         @guarded(*(["keep"] * (len(view.outputs) + 2)))
         def open_tab(request, rendered_key, *control_values):
+            self.service.yield_to_runs()  # Runs being traced go first
             return (tab_id, *view.render_if_stale(request, rendered_key, *control_values))
 
         view.open = open_tab
@@ -130,6 +131,7 @@ class AppContext:
         at = [next(k for k, c in enumerate(event_inputs) if c is wanted) for wanted in [self.state, *view.controls]]
 
         def handler(*args):
+            self.service.yield_to_runs()  # Runs being traced go first
             values = fn(*args[:n])
             values = values if isinstance(values, tuple) else (values,)
             return (*values, view.key(args[at[0]], [args[k] for k in at[1:]]))

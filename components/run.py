@@ -80,6 +80,14 @@ class Run:
         }
 
 
+# The longest a view or a generation step waits for Runs being traced (ExplorerService.yield_to_runs):
+# about what a class's 30 Runs take together on GPT-2 small here.
+RUNS_FIRST_MAX_WAIT_S = 5.0
+# A Run that finds the engine free waits this long for Runs pressed with it (a class at once),
+# against a 64-token trace's ~0.15 s on GPT-2 small here.
+RUN_GATHER_S = 0.02
+
+
 def trace_batch(items: list[tuple[object, dict]]) -> list[dict[str, np.ndarray]]:
     """(model, request) pairs that waited together (see gpt2_max.batching.Batcher) -> their traces,
     each model's requests packed into as few trace-graph executions as fit (``GPT2.traces``)."""
@@ -201,9 +209,13 @@ class ExplorerService:
         self._slots_lock = threading.Lock()
         self._analysis_lock = threading.Lock()
         # Runs that arrive while the engine traces others wait, then go through the trace graph
-        # together (each Run is its own Gradio event, so each session keeps its own gr.State;
-        # up to max_batch_size wait at once: the Run event's concurrency limit).
-        self.batcher = Batcher(trace_batch, settings.max_batch_size)
+        # together, up to max_batch_size at a time (each Run is its own Gradio event, so each
+        # session keeps its own gr.State).
+        self.batcher = Batcher(trace_batch, settings.max_batch_size, RUN_GATHER_S)
+        # Runs first: while Runs are being traced, other work (opening a tab, a control, a
+        # generation step) waits for them, up to RUNS_FIRST_MAX_WAIT_S (see yield_to_runs).
+        self._runs_in_flight = 0
+        self._runs_cond = threading.Condition()
 
     # -- model lifecycle -------------------------------------------------
 
@@ -417,8 +429,15 @@ class ExplorerService:
         if cached is not None:
             return cached
         started = time.perf_counter()
-        # Traced together with the Runs that wait beside it.
-        trace, served = self.batcher.submit((model, dict(token_ids=ids, causal=causal, ablate=ablated)))
+        with self._runs_cond:
+            self._runs_in_flight += 1
+        try:
+            # Traced together with the Runs that wait beside it.
+            trace, served = self.batcher.submit((model, dict(token_ids=ids, causal=causal, ablate=ablated)))
+        finally:
+            with self._runs_cond:
+                self._runs_in_flight -= 1
+                self._runs_cond.notify_all()
         run = Run(
             text=text,
             token_ids=tuple(int(i) for i in ids),
@@ -434,7 +453,23 @@ class ExplorerService:
             batched=served,
         )
         self.store.put(key, run)
+        log.info("run of %d tokens traced in %.3f s (a batch of %d)", run.n_tokens, run.seconds, served)
         return run
+
+    def yield_to_runs(self, max_wait_s: float | None = None) -> float:
+        """Waits while Runs are being traced, at most ``max_wait_s`` (default RUNS_FIRST_MAX_WAIT_S);
+        -> the seconds waited.
+
+        A Run is what a student waits on with nothing on screen; a tab opened or a token
+        generated meanwhile would take the 2 cores (and the GIL) from it. So the views and
+        generation steps call this first: when a class presses Run at once, their traces go
+        through together, and the other work follows. The bound keeps a stream of Runs from
+        starving everything else."""
+        limit = RUNS_FIRST_MAX_WAIT_S if max_wait_s is None else max_wait_s
+        started = time.perf_counter()
+        with self._runs_cond:
+            self._runs_cond.wait_for(lambda: self._runs_in_flight == 0, timeout=limit)
+        return time.perf_counter() - started
 
     def variant(self, run: Run, causal: bool | None = None, ablated=None) -> Run:
         """The same tokens with the mask switched or heads ablated: same graph, other inputs."""

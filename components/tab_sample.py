@@ -323,6 +323,7 @@ def stream_views(service: ExplorerService, run: Run | None, temperature, top_k, 
     tokenizer = service.tokenizer
     drawn_at = -math.inf  # when the step figure was last sent
     while True:
+        service.yield_to_runs()  # Runs being traced go before the next token
         try:
             step = next(steps)
         except StopIteration as stop:

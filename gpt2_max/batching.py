@@ -21,11 +21,24 @@ class Batcher(Generic[Item, Result]):
     """Runs ``run_batch(items) -> results`` (one result per item, in order) over the items that
     wait together, at most ``max_batch`` at a time; safe to call from many threads."""
 
-    def __init__(self, run_batch: Callable[[list[Item]], Sequence[Result]], max_batch: int) -> None:
+    def __init__(
+        self,
+        run_batch: Callable[[list[Item]], Sequence[Result]],
+        max_batch: int,
+        gather_s: float = 0.0,
+        gather_when_alone: bool = True,
+    ) -> None:
+        """``gather_s``: how long a caller that finds the runner free waits for others to join
+        before it runs what waits (callers that arrive together, e.g. a class pressing Run,
+        then share the first batch instead of the first one running alone).
+        ``gather_when_alone=False``: wait only while batches are shared (the previous one held
+        more than one item), so a lone user's steps never wait."""
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
         self.run_batch = run_batch
         self.max_batch = max_batch
+        self.gather_s = gather_s
+        self.gather_when_alone = gather_when_alone
         self._pending: list[dict] = []
         # Guards _pending and _running; a finished batch wakes the waiting callers (no polling:
         # a class of waiting threads polling would take the GIL from the ones doing work).
@@ -46,6 +59,9 @@ class Batcher(Generic[Item, Result]):
                     break
                 # The runner is free: this caller runs what waits (its own item among the first).
                 self._running = True
+                shared = bool(self.batches) and self.batches[-1] > 1
+                if self.gather_s > 0 and len(self._pending) < self.max_batch and (self.gather_when_alone or shared):
+                    self._cond.wait(self.gather_s)  # others may join; the runner stays taken
                 batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
             try:
                 self._run(batch)
@@ -71,3 +87,48 @@ class Batcher(Generic[Item, Result]):
             self.batches.append(len(batch))
             for slot in batch:
                 slot["done"] = True
+
+
+class PriorityLock:
+    """A lock whose waiters are served by priority (lower first), then in arrival order.
+
+    The engine's graphs share one CPU: when a Run's trace waits beside a class's lens chunks and
+    decode steps, it goes next, so the view a student waits for after pressing Run is not queued
+    behind work another student's open tab or generation asked for."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._held = False
+        self._waiting: list[tuple[int, int]] = []  # (priority, ticket), kept sorted
+        self._tickets = 0
+
+    def hold(self, priority: int):
+        """``with lock.hold(priority): ...`` runs the block holding the lock."""
+        return _Held(self, priority)
+
+    def _acquire(self, priority: int) -> None:
+        with self._cond:
+            self._tickets += 1
+            me = (priority, self._tickets)
+            self._waiting.append(me)
+            self._waiting.sort()
+            while self._held or self._waiting[0] != me:
+                self._cond.wait()
+            self._waiting.pop(0)
+            self._held = True
+
+    def _release(self) -> None:
+        with self._cond:
+            self._held = False
+            self._cond.notify_all()
+
+
+class _Held:
+    def __init__(self, lock: PriorityLock, priority: int) -> None:
+        self.lock, self.priority = lock, priority
+
+    def __enter__(self) -> None:
+        self.lock._acquire(self.priority)
+
+    def __exit__(self, *exc) -> None:
+        self.lock._release()

@@ -36,7 +36,7 @@ from max.dtype import DType  # noqa: E402
 from max.experimental import functional as F  # noqa: E402
 from max.graph import DeviceRef, TensorType  # noqa: E402
 
-from gpt2_max.batching import Batcher  # noqa: E402
+from gpt2_max.batching import Batcher, PriorityLock  # noqa: E402
 from gpt2_max.config import GPT2Config  # noqa: E402
 from gpt2_max.hooks import trace_keys  # noqa: E402
 from gpt2_max.modules import GPT2Analysis, GPT2DecodeStep, GPT2Trace  # noqa: E402
@@ -65,6 +65,13 @@ PACK_ROWS = 256
 # whatever B is, so B sessions' steps cost little more than one; 8 bounds the packed cache copy
 # (B caches of P rows, ~6 MB each at 84 rows of GPT-2 small).
 DECODE_MAX_BATCH = 8
+# While steps are shared, the runner waits this long for the other sessions' next steps (their
+# sampling and drawing between steps), against a ~30-100 ms step; a lone generation never waits.
+DECODE_GATHER_S = 0.003
+# Which execution goes next when several wait for the CPU (lower first): a trace (a Run, whose
+# first view a student waits for), then a decode step (a streaming generation), then an
+# analysis chunk (a tab being opened; a chunk is at most ANALYSIS_CHUNK_ROWS rows, ~0.25 s).
+TRACE_PRIORITY, DECODE_PRIORITY, ANALYSIS_PRIORITY = 0, 1, 2
 # Trace keys shaped [H, T, T] (the others have tokens first).
 SQUARE_KEYS = ("attn.hook_attn_scores", "attn.hook_pattern")
 
@@ -127,9 +134,9 @@ class CompiledGPT2:
         self._keys = trace_keys(config.n_layer)
         # A compiled model is not documented as safe to run from several
         # threads at once; requests are serialised (the CPU has 2 cores anyway).
-        self._run_lock = threading.Lock()
+        self._run_lock = PriorityLock()
         # Decode steps that arrive together run as one execution (see run_decode).
-        self.decode_batcher = Batcher(self.run_decodes, DECODE_MAX_BATCH)
+        self.decode_batcher = Batcher(self.run_decodes, DECODE_MAX_BATCH, DECODE_GATHER_S, gather_when_alone=False)
         self._compile_lock = threading.Lock()
         self._lazy: dict[str, object] = {}  # the graphs compiled on first use, by name
         # Seconds each graph took to compile in this process (absent until compiled).
@@ -238,7 +245,7 @@ class CompiledGPT2:
             for k, axis in enumerate(TraceRequest.TOKEN_AXES)
         ]
         packed[2] = np.repeat(np.arange(len(parts), dtype=np.int64), lengths)  # segments [N]
-        with self._run_lock:
+        with self._run_lock.hold(TRACE_PRIORITY):
             outputs = self._trace.execute_raw(*(self._to_device(a) for a in packed))
         arrays = [self._to_numpy(out) for out in outputs]
         if len(requests) == 1:
@@ -288,7 +295,7 @@ class CompiledGPT2:
             chunk = {name: v[start : start + ANALYSIS_CHUNK_ROWS] for name, v in inputs.items()}
             counts = {name: len(v) for name, v in chunk.items()}
             padded = [v if len(v) else np.zeros((1, *v.shape[1:]), v.dtype) for v in chunk.values()]
-            with self._run_lock:
+            with self._run_lock.hold(ANALYSIS_PRIORITY):
                 outputs = analysis.execute_raw(*(self._to_device(a) for a in padded))
             parts.append({
                 key: self._to_numpy(out)[: counts[ANALYSIS_SIDES.get(key, "rows")]].copy()
@@ -319,7 +326,7 @@ class CompiledGPT2:
             past_kv,
             np.repeat(np.arange(B, dtype=np.int64), lengths),  # past_segments
         )
-        with self._run_lock:
+        with self._run_lock.hold(DECODE_PRIORITY):
             logits, new_kv = decode.execute_raw(*(self._to_device(a) for a in inputs))
         logits, new_kv = self._to_numpy(logits), self._to_numpy(new_kv)
         return [(logits[b].copy(), new_kv[b].copy()) for b in range(B)]

@@ -101,3 +101,98 @@ def test_a_cold_start_says_each_stage_in_order_and_saves_examples_first(tmp_path
         assert text.startswith(STAGES[stage][0]) and f"about {STAGES[stage][1]} s on a cold host" in text
     assert service.has_precomputed(TINY_REPO_ID)
     assert "ready" in service.status_markdown()
+
+
+def test_the_engine_lock_serves_waiters_by_priority_then_arrival():
+    """Waiters queue while the lock is held; release hands it to the lowest priority number
+    first (a Run's trace before decode steps before analysis chunks), ties in arrival order."""
+    from gpt2_max.batching import PriorityLock
+
+    lock = PriorityLock()
+    order: list[str] = []
+    names = [("analysis", 2), ("decode-1", 1), ("trace", 0), ("decode-2", 1)]
+
+    def wait(name, priority):
+        with lock.hold(priority):
+            order.append(name)
+
+    threads = []
+    with lock.hold(0):
+        for name, priority in names:
+            threads.append(threading.Thread(target=wait, args=(name, priority)))
+            threads[-1].start()
+            deadline = time.monotonic() + 10
+            while len(lock._waiting) < len(threads) and time.monotonic() < deadline:
+                time.sleep(0.001)
+        assert len(lock._waiting) == len(names)
+    for thread in threads:
+        thread.join(10)
+    assert order == ["trace", "decode-1", "decode-2", "analysis"]
+
+
+def test_a_failed_batch_fails_each_of_its_callers_and_the_next_batch_runs():
+    from gpt2_max.batching import Batcher
+
+    def run_batch(items):
+        if "bad" in items:
+            raise ValueError("a bad item")
+        return [item.upper() for item in items]
+
+    batcher = Batcher(run_batch, max_batch=4)
+    with batcher._cond:
+        batcher._running = True  # a batch is running: the next three wait together
+    results, errors = {}, {}
+
+    def call(item):
+        try:
+            results[item] = batcher.submit(item)
+        except ValueError as error:
+            errors[item] = str(error)
+
+    threads = [threading.Thread(target=call, args=(item,)) for item in ("a", "bad", "b")]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 10
+    while len(batcher._pending) < 3 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    with batcher._cond:
+        batcher._running = False
+        batcher._cond.notify_all()
+    for thread in threads:
+        thread.join(10)
+    assert errors == {"a": "a bad item", "bad": "a bad item", "b": "a bad item"} and batcher.batches == [3]
+    assert batcher.submit("c") == ("C", 1)  # a lone call runs at once, as a batch of one
+
+
+def test_views_wait_for_runs_being_traced_but_not_forever(explorer_service):
+    """While a Run is traced, yield_to_runs (what opening a tab, a control and each generation
+    step call first) waits for it; with none in flight it returns at once; its bound holds."""
+    service = explorer_service
+    assert service.yield_to_runs(max_wait_s=5.0) < 0.5  # nothing in flight
+    batcher = service.batcher
+    with batcher._cond:
+        batcher._running = True  # the engine is busy: the Run below waits in flight
+    done = {}
+    thread = threading.Thread(target=lambda: done.setdefault("run", service.run("A Run the views wait for")))
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while service._runs_in_flight == 0 and time.monotonic() < deadline:
+            time.sleep(0.001)
+        assert service._runs_in_flight == 1
+        waited = service.yield_to_runs(max_wait_s=0.3)  # the bound: the Run is still waiting
+        assert 0.25 <= waited < 2.0 and "run" not in done
+        releaser = threading.Timer(0.2, lambda: _release(batcher))
+        releaser.start()
+        waited = service.yield_to_runs(max_wait_s=30.0)  # returns when the Run is done
+        assert waited < 10.0 and service._runs_in_flight == 0
+    finally:
+        _release(batcher)
+        thread.join(30)
+    assert done["run"].text == "A Run the views wait for"
+
+
+def _release(batcher) -> None:
+    with batcher._cond:
+        batcher._running = False
+        batcher._cond.notify_all()
