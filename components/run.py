@@ -82,7 +82,7 @@ class Run:
 
 # The longest a view or a generation step waits for Runs being traced (ExplorerService.yield_to_runs):
 # about what a class's 30 Runs take together on GPT-2 small here.
-RUNS_FIRST_MAX_WAIT_S = 5.0
+RUNS_FIRST_MAX_WAIT_S = 10.0
 # A Run that finds the engine free waits this long for Runs pressed with it (a class at once),
 # against a 64-token trace's ~0.15 s on GPT-2 small here.
 RUN_GATHER_S = 0.02

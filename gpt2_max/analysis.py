@@ -106,7 +106,7 @@ def next_tokens(model, trace: Mapping[str, np.ndarray], token_ids: Sequence[int]
     return NextTokens(
         top_ids=out["candidate_ids"],
         top_probs=out["candidate_probs"].astype(np.float64),
-        entropy_bits=out["lens_entropy"].astype(np.float64) / LN2,
+        entropy_bits=out["candidate_entropy"].astype(np.float64) / LN2,
         actual_probs=actual_probs,
         actual_ranks=actual_ranks,
     )
