@@ -204,9 +204,8 @@ class CompiledGPT2:
             TensorType(DType.int64, ["batch"], device=ref),  # token_ids [B]
             TensorType(DType.int64, ["batch"], device=ref),  # positions [B]
             TensorType(DType.int64, ["batch"], device=ref),  # segments [B]
-            TensorType(  # past_kv [P, L, 2, H, D]
-                DType.float32, ["past", cfg.n_layer, 2, cfg.n_head, cfg.head_dim], device=ref
-            ),
+            TensorType(DType.float32, [cfg.n_layer, cfg.n_head, cfg.head_dim, "past"], device=ref),  # past_k [L, H, D, P]
+            TensorType(DType.float32, [cfg.n_layer, cfg.n_head, "past", cfg.head_dim], device=ref),  # past_v [L, H, P, D]
             TensorType(DType.int64, ["past"], device=ref),  # past_segments [P]
             weights=decode_weights,
         )
@@ -310,27 +309,28 @@ class CompiledGPT2:
             })
         return {key: np.concatenate([p[key] for p in parts]) for key in ANALYSIS_KEYS}
 
-    def run_decode(self, token_id: int, past_kv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """One step: token at position P, past_kv [P, L, 2, H, D] -> (logits [V], new_kv [L, 2, H, D]).
+    def run_decode(self, token_id: int, past_k: np.ndarray, past_v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One step: the token at position P after past_k [L, H, D, P] and past_v [L, H, P, D]
+        (see GPT2DecodeStep) -> (logits [V], new_kv [L, 2, H, D]).
 
         Steps that other threads ask for at the same time (other sessions generating) run with
         it as one batched execution (``decode_batcher``); the numbers are each step's own."""
-        result, _ = self.decode_batcher.submit((int(token_id), past_kv))
+        result, _ = self.decode_batcher.submit((int(token_id), past_k, past_v))
         return result
 
-    def run_decodes(self, steps: list[tuple[int, np.ndarray]]) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Several sequences' steps, (token_id, past_kv [P_b, L, 2, H, D]) each, in one execution of
-        the decode graph -> [(logits [V], new_kv [L, 2, H, D])] in the same order."""
+    def run_decodes(self, steps: list[tuple[int, np.ndarray, np.ndarray]]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Several sequences' steps, (token_id, past_k [L, H, D, P_b], past_v [L, H, P_b, D]) each,
+        in one execution of the decode graph -> [(logits [V], new_kv [L, 2, H, D])] in order."""
         decode = self._compiled("decode")
-        lengths = [past.shape[0] for _, past in steps]
+        lengths = [past_k.shape[-1] for _, past_k, _ in steps]
         B = len(steps)
-        # One sequence passes its cache as it is (a view, no copy); several are packed end to end.
-        past_kv = steps[0][1] if B == 1 else np.concatenate([past for _, past in steps])
+        # The caches packed end to end along their position axes (one sequence: made contiguous).
         inputs = (
-            np.array([token for token, _ in steps], dtype=np.int64),
+            np.array([token for token, _, _ in steps], dtype=np.int64),
             np.array(lengths, dtype=np.int64),  # positions
             np.arange(B, dtype=np.int64),  # segments
-            past_kv,
+            np.concatenate([past_k for _, past_k, _ in steps], axis=3),
+            np.concatenate([past_v for _, _, past_v in steps], axis=2),
             np.repeat(np.arange(B, dtype=np.int64), lengths),  # past_segments
         )
         with self._run_lock.hold(DECODE_PRIORITY):

@@ -2,8 +2,8 @@
 
 Prefill runs the trace graph over the prompt (it returns every layer's keys
 and values, ``blocks.{i}.attn.hook_k`` / ``hook_v``) and copies them into a
-cache preallocated for the model's whole context. Each later token runs the
-decode-step graph on that token and the cache's first P rows, so a step costs
+cache preallocated for the prompt and the tokens asked for. Each later token runs the
+decode-step graph on that token and the cache's first P positions, so a step costs
 one pass over the weights however long the text is, instead of replaying the
 whole sequence as the MAX tutorial does.
 """
@@ -60,14 +60,15 @@ def stream(
         prefill = model.trace(prompt)  # causal, no ablation: the prompt's keys and values
     elif len(prefill["logits"]) != len(prompt):
         raise ValueError(f"the prefill trace has {len(prefill['logits'])} tokens, the prompt {len(prompt)}")
-    # [n_positions, L, 2, H, D]: time-major, so cache[:P] is one contiguous block.
-    cache = np.empty(
-        (config.n_positions, config.n_layer, 2, config.n_head, config.head_dim), dtype=np.float32
-    )
     length = len(prompt)
+    # Room for the prompt and every token asked for, head-major as the decode graph reads it:
+    # keys [L, H, D, capacity], values [L, H, capacity, D] (GPT2DecodeStep).
+    capacity = min(config.n_positions, length + int(max_new_tokens))
+    cache_k = np.empty((config.n_layer, config.n_head, config.head_dim, capacity), dtype=np.float32)
+    cache_v = np.empty((config.n_layer, config.n_head, capacity, config.head_dim), dtype=np.float32)
     for layer in range(config.n_layer):
-        cache[:length, layer, 0] = prefill[f"blocks.{layer}.attn.hook_k"]  # [T, H, D]
-        cache[:length, layer, 1] = prefill[f"blocks.{layer}.attn.hook_v"]
+        cache_k[layer, :, :, :length] = prefill[f"blocks.{layer}.attn.hook_k"].transpose(1, 2, 0)  # [T, H, D] -> [H, D, T]
+        cache_v[layer, :, :length] = prefill[f"blocks.{layer}.attn.hook_v"].transpose(1, 0, 2)  # [T, H, D] -> [H, T, D]
     logits = prefill["logits"][-1]  # [V] next-token logits after the prompt
     produced = 0
     while True:
@@ -82,8 +83,9 @@ def stream(
             return STOP_MAX_TOKENS
         if length + 1 >= config.n_positions:  # prompt + new tokens fill the context
             return STOP_CONTEXT_FULL
-        logits, new_kv = model.engine.run_decode(step.token_id, cache[:length])
-        cache[length] = new_kv  # [L, 2, H, D]
+        logits, new_kv = model.engine.run_decode(step.token_id, cache_k[..., :length], cache_v[:, :, :length])
+        cache_k[..., length] = new_kv[:, 0]  # [L, H, D]
+        cache_v[:, :, length] = new_kv[:, 1]
         length += 1
 
 

@@ -118,7 +118,7 @@ class Attention(Module):
     def forward(
         self,
         x: Tensor,
-        allowed: Tensor,
+        allowed: Tensor | tuple[Tensor, Tensor],
         head_patch: tuple[Tensor, Tensor] | None,
         record: Recorder,
         past_k: Tensor | None = None,
@@ -126,31 +126,33 @@ class Attention(Module):
     ) -> Tensor:
         """[T, E] -> [T, E].
 
-        allowed: [T, P+T] bool, which key rows each query row may attend to.
+        allowed: [T, T] bool, which key rows each query row may attend to; with a cache, the
+            pair ([T, P] over the cached keys, [T, T] over the new ones).
         head_patch: (keep [T, H], z_source [T, H, D]): each head's output at each position
             becomes keep * z + (1 - keep) * z_source. keep 1 leaves the head alone; keep 0
             with a zero source ablates it; with another run's z it patches it in.
-        past_k, past_v: [P, H, D] cached keys and values of earlier tokens.
+        past_k: [H, D, P], past_v: [H, P, D]: cached keys and values of earlier tokens, head-major
+            as the products below take them, so the cache needs no transpose per step.
         """
         q, k, v = self.project_qkv(x)  # 3 x [T, H, D]
         record("attn.hook_q", q)
         record("attn.hook_k", k)
         record("attn.hook_v", v)
-        if past_k is not None and past_v is not None:
-            k = F.concat([past_k, k], axis=0)  # [P, H, D] + [T, H, D] -> [P+T, H, D]
-            v = F.concat([past_v, v], axis=0)
         q_h = _swap_first_axes(q)  # [T, H, D] -> [H, T, D]
-        k_h = k.permute([1, 2, 0])  # [P+T, H, D] -> [H, D, P+T]
-        v_h = v.permute([1, 0, 2])  # [P+T, H, D] -> [H, P+T, D]
-        # Dividing by sqrt(D) keeps the dot products' variance near 1 whatever
-        # the head width, so softmax does not saturate.
-        scores = (q_h @ k_h) * (1.0 / math.sqrt(self.head_dim))  # [H, T, P+T]
-        # -inf, not a large negative number: softmax gives exactly 0 there.
-        scores = F.where(allowed, scores, float("-inf"))  # [T, P+T] broadcasts over H
-        record("attn.hook_attn_scores", scores)
-        pattern = F.softmax(scores, axis=-1)  # [H, T, P+T], each row sums to 1
-        record("attn.hook_pattern", pattern)
-        z = _swap_first_axes(pattern @ v_h)  # [H, T, D] -> [T, H, D]
+        k_h = k.permute([1, 2, 0])  # [T, H, D] -> [H, D, T]
+        v_h = v.permute([1, 0, 2])  # [T, H, D] -> [H, T, D]
+        if past_k is not None and past_v is not None:
+            z = _swap_first_axes(self._attend_with_cache(q_h, k_h, v_h, past_k, past_v, *allowed))  # [T, H, D]
+        else:
+            # Dividing by sqrt(D) keeps the dot products' variance near 1 whatever
+            # the head width, so softmax does not saturate.
+            scores = (q_h @ k_h) * (1.0 / math.sqrt(self.head_dim))  # [H, T, T]
+            # -inf, not a large negative number: softmax gives exactly 0 there.
+            scores = F.where(allowed, scores, float("-inf"))  # [T, T] broadcasts over H
+            record("attn.hook_attn_scores", scores)
+            pattern = F.softmax(scores, axis=-1)  # [H, T, T], each row sums to 1
+            record("attn.hook_pattern", pattern)
+            z = _swap_first_axes(pattern @ v_h)  # [H, T, D] -> [T, H, D]
         if head_patch is not None:
             keep, z_source = head_patch
             keep = keep.reshape([-1, self.n_head, 1])  # [T, H] -> [T, H, 1], broadcast over D
@@ -160,6 +162,26 @@ class Attention(Module):
         record("attn.hook_z", z)
         merged = z.reshape([-1, self.n_head * self.head_dim])  # [T, H, D] -> [T, E]
         return self.c_proj(merged)  # [T, E]
+
+
+    def _attend_with_cache(
+        self, q_h: Tensor, k_h: Tensor, v_h: Tensor, past_k: Tensor, past_v: Tensor, past_allowed: Tensor, new_allowed: Tensor
+    ) -> Tensor:
+        """The softmax over cached and new keys without joining them: the cache is read in place
+        (joining it to the new keys would copy all P positions of every layer per step), and the
+        two score blocks share one maximum and one denominator, so this is the same softmax.
+
+        q_h [H, T, D], k_h [H, D, T], v_h [H, T, D], past_k [H, D, P], past_v [H, P, D],
+        past_allowed [T, P], new_allowed [T, T] -> z [H, T, D]."""
+        scale = 1.0 / math.sqrt(self.head_dim)
+        past_scores = F.where(past_allowed, (q_h @ past_k) * scale, float("-inf"))  # [H, T, P]
+        new_scores = F.where(new_allowed, (q_h @ k_h) * scale, float("-inf"))  # [H, T, T]
+        # Every query sees at least its own key, so the maximum is finite.
+        top = F.elementwise_max(F.max(past_scores, axis=-1), F.max(new_scores, axis=-1))  # [H, T, 1]
+        past_weights = F.exp(past_scores - top)  # [H, T, P], 0 where not allowed
+        new_weights = F.exp(new_scores - top)  # [H, T, T]
+        total = F.sum(past_weights, axis=-1) + F.sum(new_weights, axis=-1)  # [H, T, 1]
+        return (past_weights @ past_v + new_weights @ v_h) / total  # [H, T, D]
 
 
 class MLP(Module):
@@ -191,7 +213,7 @@ class Block(Module):
     def forward(
         self,
         x: Tensor,
-        allowed: Tensor,
+        allowed: Tensor | tuple[Tensor, Tensor],
         head_patch: tuple[Tensor, Tensor] | None,
         record: Recorder,
         past_k: Tensor | None = None,
@@ -335,10 +357,9 @@ class GPT2DecodeStep(GPT2Body):
         token_ids     [B] int64, each sequence's newest token
         positions     [B] int64, its position (= P_b, that sequence's cache length)
         segments      [B] int64, 0..B-1 (which sequence each new token is)
-        past_kv       [P, L, 2, H, D] float32, keys (index 0) and values (1) of the earlier
-                      tokens of all B sequences, time-major, so that the first P_b rows of one
-                      preallocated cache are one contiguous block (one sequence: no copy)
-        past_segments [P] int64, which sequence each cached row belongs to
+        past_k        [L, H, D, P] float32, keys of the earlier tokens of all B sequences
+        past_v        [L, H, P, D] float32, their values (both head-major: see Attention)
+        past_segments [P] int64, which sequence each cached position belongs to
     Returns:
         logits    [B, V] for each sequence's next token
         new_kv    [B, L, 2, H, D], the new tokens' keys and values, to append to the caches
@@ -347,7 +368,7 @@ class GPT2DecodeStep(GPT2Body):
     rows_first = True
 
     def forward(
-        self, token_ids: Tensor, positions: Tensor, segments: Tensor, past_kv: Tensor, past_segments: Tensor
+        self, token_ids: Tensor, positions: Tensor, segments: Tensor, past_k: Tensor, past_v: Tensor, past_segments: Tensor
     ) -> tuple[Tensor, Tensor]:
         new_rows: list[Tensor] = []
 
@@ -356,13 +377,13 @@ class GPT2DecodeStep(GPT2Body):
                 new_rows.append(value)  # [B, H, D]
 
         x = self.embed(token_ids, positions, ignore)  # [B, E]
-        # New token b reads the cached rows of sequence b, then the new rows: its own only.
-        key_segments = F.concat([past_segments, segments], axis=0)  # [P + B]
-        allowed = F.equal(segments.reshape([-1, 1]), key_segments.reshape([1, -1]))  # [B, P + B]
+        # New token b reads the cached positions of sequence b, and of the new tokens its own only.
+        allowed = (
+            F.equal(segments.reshape([-1, 1]), past_segments.reshape([1, -1])),  # [B, P]
+            F.equal(segments.reshape([-1, 1]), segments.reshape([1, -1])),  # [B, B]
+        )
         for layer, block in enumerate(self.h):
-            past_k = past_kv[:, layer, 0]  # [P, H, D]
-            past_v = past_kv[:, layer, 1]  # [P, H, D]
-            x = block(x, allowed, None, keep_kv, past_k, past_v)
+            x = block(x, allowed, None, keep_kv, past_k[layer], past_v[layer])  # [H, D, P], [H, P, D]
         logits = self.unembed(x, ignore)  # [B, V]
         per_layer = [
             F.stack([new_rows[2 * layer], new_rows[2 * layer + 1]], axis=1)  # [B, 2, H, D]

@@ -178,11 +178,10 @@ def test_batched_decode_steps_equal_single_steps(tiny_model):
     steps = []
     for text, token in (("One two three", 1000), ("A longer prompt for the second row, with more tokens", 2000), ("x", 3000)):
         trace = tiny_model.trace(tiny_model.tokenizer.encode(text))
-        past = np.stack(
-            [np.stack([trace[f"blocks.{l}.attn.hook_k"], trace[f"blocks.{l}.attn.hook_v"]], axis=1) for l in range(TINY_CONFIG.n_layer)],
-            axis=1,
-        )  # [P, L, 2, H, D]
-        steps.append((token, np.ascontiguousarray(past)))
+        layers = range(TINY_CONFIG.n_layer)
+        past_k = np.stack([trace[f"blocks.{l}.attn.hook_k"].transpose(1, 2, 0) for l in layers])  # [L, H, D, P]
+        past_v = np.stack([trace[f"blocks.{l}.attn.hook_v"].transpose(1, 0, 2) for l in layers])  # [L, H, P, D]
+        steps.append((token, past_k, past_v))
     together = engine.run_decodes(steps)
     for (logits, new_kv), step in zip(together, steps, strict=True):
         [(alone_logits, alone_kv)] = engine.run_decodes([step])
@@ -190,7 +189,7 @@ def test_batched_decode_steps_equal_single_steps(tiny_model):
         np.testing.assert_allclose(new_kv, alone_kv, atol=CACHED_LOGITS_ATOL, rtol=CACHED_LOGITS_RTOL)
         assert logits.shape == (TINY_CONFIG.vocab_size,) and new_kv.shape == (TINY_CONFIG.n_layer, 2, TINY_CONFIG.n_head, TINY_CONFIG.head_dim)
     # And a batched step equals the full recompute of each sequence with its new token.
-    for (logits, _), (token, past), text in zip(together, steps, ("One two three", "A longer prompt for the second row, with more tokens", "x")):
+    for (logits, _), (token, _, _), text in zip(together, steps, ("One two three", "A longer prompt for the second row, with more tokens", "x")):
         full = tiny_model.trace(tiny_model.tokenizer.encode(text) + [token])["logits"][-1]
         np.testing.assert_allclose(logits, full, atol=CACHED_LOGITS_ATOL, rtol=CACHED_LOGITS_RTOL)
 
