@@ -12,6 +12,7 @@ import numpy as np
 
 from components import interpret, tab_attention, tab_blocks, tab_logits
 from components.common import AppContext
+from components.run import LENS_DEFAULT_POSITIONS
 from gpt2_max import attribution
 from tab_helpers import build_view
 
@@ -117,6 +118,6 @@ def test_residual_patching_view_in_blocks(tiny_run, explorer_service):
     z = np.asarray(fig.data[0].z, dtype=np.float64)
     # (Up to float32 rounding between packed executions, relative to a metric gap of ~0.02 here.)
     assert np.isclose(z[0].max(), 1.0, atol=1e-3) and np.count_nonzero(np.abs(z[0]) > 1e-3) == 1
-    note, update = view.export(tiny_run.request, result)
+    note, update = view.export(tiny_run.request, result, LENS_DEFAULT_POSITIONS)  # the export also writes the lens at its width
     with np.load(update["value"]) as saved:
         np.testing.assert_array_equal(saved["patch_residual_restored"], result.sweep.restored)
