@@ -280,8 +280,10 @@ def export_generation(generation: dict | None) -> str | None:
 
 
 DECODE_POLL_S = 1.0
-# While tokens stream, the step chart is redrawn at most this often (seconds).
-STREAM_FIGURE_INTERVAL_S = 0.5
+# While tokens stream, the page is updated at most this often, and the step chart redrawn at
+# most that often (seconds).
+STREAM_UPDATE_INTERVAL_S = 0.25
+STREAM_FIGURE_INTERVAL_S = 1.0
 
 
 def wait_for_decode_graph(service: ExplorerService, model_name: str) -> Iterator[tuple]:
@@ -321,7 +323,7 @@ def stream_views(service: ExplorerService, run: Run | None, temperature, top_k, 
     prefill = run.trace if run.causal and not run.ablated else None
     steps = model.stream(list(run.token_ids), n, settings, keep_logits=True, prefill=prefill)
     tokenizer = service.tokenizer
-    drawn_at = -math.inf  # when the step figure was last sent
+    sent_at = drawn_at = -math.inf  # when the page was last updated, and when the step chart was
     while True:
         service.yield_to_runs()  # Runs being traced go before the next token
         try:
@@ -331,13 +333,18 @@ def stream_views(service: ExplorerService, run: Run | None, temperature, top_k, 
             break
         generation["shown"].append(keep_step(step))
         k = len(generation["shown"])
+        # The page follows at most every STREAM_UPDATE_INTERVAL_S (the text, several tokens at a
+        # time when they come fast) and redraws the step chart at most every
+        # STREAM_FIGURE_INTERVAL_S; the end is always sent, chart included. No one reads 20
+        # charts a second, and a class of 30 generating at once would spend the CPU drawing them.
+        now = time.perf_counter()
+        if now - sent_at < STREAM_UPDATE_INTERVAL_S:
+            continue
+        sent_at = now
         status = f"Generating… {k} of up to {n} tokens · {generation['settings']}"
-        # The text grows with every token; the step chart follows at most every
-        # STREAM_FIGURE_INTERVAL_S (no one reads 20 charts a second, and a class of 30
-        # generating at once would spend its CPU drawing them), and always at the end.
-        if time.perf_counter() - drawn_at >= STREAM_FIGURE_INTERVAL_S:
+        if now - drawn_at >= STREAM_FIGURE_INTERVAL_S:
             fig, text = step_view(tokenizer, generation, k)
-            drawn_at = time.perf_counter()
+            drawn_at = now
         else:
             fig, text = gr.update(), text_html(tokenizer, generation["prompt_ids"], [s.step.token_id for s in generation["shown"]], k)
         yield status, fig, text, gr.update(maximum=max(k, 2), value=k, interactive=k > 1), generation
@@ -504,11 +511,11 @@ def build(ctx: AppContext) -> None:
         return render_samples(ctx.current(request), tokenizer, limits, t, k, p, s, n)
 
     view = ctx.view(tab, refresh, [*knobs, n_draws], [status, step_plot, text, step_slider, generation, hist_plot, hist_note])
-    # Its own queue lane, as wide as a decode batch: generations that run together have their
-    # steps batched into one decode-graph execution (engine.run_decode), and a class's
-    # Generates do not take the lane the tab views need.
+    # Its own queue lane, two decode batches wide: generations that run together have their
+    # steps batched into one decode-graph execution (engine.run_decode), so a class's Generates
+    # all start at once instead of queueing, and they do not take the lane the tab views need.
     generate.click(run_generation, [ctx.state, *knobs, max_new], [status, step_plot, text, step_slider, generation],
-                   concurrency_limit=DECODE_MAX_BATCH, concurrency_id="generate", api_name="generate")
+                   concurrency_limit=2 * DECODE_MAX_BATCH, concurrency_id="generate", api_name="generate")
     step_slider.input(select_step, [generation, step_slider], [step_plot, text], trigger_mode="always_last")
     ctx.control(view, [sample_button.click], sample, [ctx.state, *knobs, n_draws], [hist_plot, hist_note])
     # The histogram follows the filters at once.

@@ -49,8 +49,9 @@ from gpt2_max.weights import CONV1D_SUFFIXES  # noqa: E402
 # nearest-token view 10 (plus the token itself, which it leaves out).
 CANDIDATE_TOP_K = 16
 NEAREST_TOP_K = 11
-# Rows per analysis call: its [rows, V] float32 logits are ~51 MB for GPT-2 at 256 rows.
-ANALYSIS_CHUNK_ROWS = 256
+# Rows per analysis call: its [rows, V] float32 logits are ~64 MB for GPT-2 at 320 rows, and the
+# Blocks tab's default lens (12 layers x 24 positions = 288 rows) is one call.
+ANALYSIS_CHUNK_ROWS = 320
 ANALYSIS_KEYS = (
     "lens_top_id", "lens_top_prob", "lens_target_prob", "lens_target_rank",
     "candidate_ids", "candidate_probs", "candidate_entropy", "nearest_ids", "nearest_cosines",
@@ -67,16 +68,19 @@ ANALYSIS_SIDES = {
 # wasted off-diagonal scores ~10% of the FLOPs). A longer single request runs alone.
 PACK_ROWS = 256
 # Generation steps per decode execution: a step reads all the weights (~500 MB for GPT-2 small)
-# whatever B is, so B sessions' steps cost little more than one; 8 bounds the packed cache copy
-# (B caches of P rows, ~6 MB each at 84 rows of GPT-2 small).
-DECODE_MAX_BATCH = 8
+# whatever B is, so B sessions' steps cost far less than B steps (measured here with 88 cached
+# positions each: 39 ms for one, 104 ms for 8, 154 ms for 16); 16 bounds the packed cache copy
+# (B caches of P positions, ~6 MB each at 84 positions of GPT-2 small).
+DECODE_MAX_BATCH = 16
 # While steps are shared, the runner waits this long for the other sessions' next steps (their
 # sampling and drawing between steps), against a ~30-100 ms step; a lone generation never waits.
 DECODE_GATHER_S = 0.003
 # Which execution goes next when several wait for the CPU (lower first): a trace (a Run, whose
-# first view a student waits for), then a decode step (a streaming generation), then an
-# analysis chunk (a tab being opened; a chunk is at most ANALYSIS_CHUNK_ROWS rows, ~0.25 s).
-TRACE_PRIORITY, DECODE_PRIORITY, ANALYSIS_PRIORITY = 0, 1, 2
+# first view a student waits for), then an analysis chunk (a tab being opened, e.g. the lens:
+# at most ANALYSIS_CHUNK_ROWS rows, ~0.25 s), then a decode step (one token of a streaming
+# generation: while a class generates there is nearly always one waiting, and a lens behind
+# them would wait until the class stopped).
+TRACE_PRIORITY, ANALYSIS_PRIORITY, DECODE_PRIORITY = 0, 1, 2
 # Trace keys shaped [H, T, T] (the others have tokens first).
 SQUARE_KEYS = ("attn.hook_attn_scores", "attn.hook_pattern")
 

@@ -6,6 +6,7 @@ import math
 
 import gradio as gr
 import numpy as np
+import plotly.graph_objects as go
 import pytest
 
 from components import tab_sample
@@ -38,7 +39,8 @@ def test_step_bars_equal_the_sample_steps_probabilities(tiny_model, tiny_run):
         context.append(step.token_id)
 
 
-def test_greedy_stream_equals_generate(explorer_service, tiny_model, tiny_run):
+def test_greedy_stream_equals_generate(explorer_service, tiny_model, tiny_run, monkeypatch):
+    monkeypatch.setattr(tab_sample, "STREAM_UPDATE_INTERVAL_S", 0.0)  # every token sent (see the next test)
     outputs = list(tab_sample.stream_views(explorer_service, tiny_run, 0, 0, 1.0, 0, 8))
     expected = tiny_model.generate(list(tiny_run.token_ids), max_new_tokens=8, temperature=0).ids
     assert len(outputs) == 8 + 1  # one yield per token, then the summary
@@ -56,6 +58,27 @@ def test_greedy_stream_equals_generate(explorer_service, tiny_model, tiny_run):
         assert data["candidate_probs"].shape == (8, REPORTED_CANDIDATES)
     # the text shows the prompt, then the new tokens marked, the last one strongest
     assert "<mark" in html_text and tab_sample.html.escape(tiny_model.tokenizer.decode(expected[-1:])) in html_text
+
+
+def test_a_fast_stream_sends_at_most_one_update_per_interval_and_always_the_end(explorer_service, tiny_model, tiny_run, monkeypatch):
+    """Tokens that come faster than STREAM_UPDATE_INTERVAL_S are sent together: with an interval
+    longer than the whole generation, the page gets the first token, then the end (its chart
+    drawn, every token in the text); the chart between is redrawn at most every
+    STREAM_FIGURE_INTERVAL_S."""
+    monkeypatch.setattr(tab_sample, "STREAM_UPDATE_INTERVAL_S", 60.0)
+    outputs = list(tab_sample.stream_views(explorer_service, tiny_run, 0, 0, 1.0, 0, 8))
+    assert len(outputs) == 2
+    (first_status, first_fig, _, first_slider, _), (status, fig, html_text, slider, generation) = outputs
+    assert "Generating… 1 of" in first_status and first_slider["value"] == 1 and isinstance(first_fig, go.Figure)
+    expected = tiny_model.generate(list(tiny_run.token_ids), max_new_tokens=8, temperature=0).ids
+    assert [s.step.token_id for s in generation["shown"]] == expected and slider["value"] == 8
+    assert "8 tokens generated" in status and isinstance(fig, go.Figure) and "Step 8 of 8" in fig.layout.title.text
+    monkeypatch.setattr(tab_sample, "STREAM_UPDATE_INTERVAL_S", 0.0)
+    monkeypatch.setattr(tab_sample, "STREAM_FIGURE_INTERVAL_S", 60.0)
+    outputs = list(tab_sample.stream_views(explorer_service, tiny_run, 0, 0, 1.0, 0, 8))
+    figures = [fig for _, fig, _, _, _ in outputs]
+    assert len(outputs) == 9 and isinstance(figures[0], go.Figure) and isinstance(figures[-1], go.Figure)
+    assert all(not isinstance(fig, go.Figure) for fig in figures[1:-1])  # text only between
 
 
 def test_seeded_stream_repeats_and_the_preview_is_its_first_step(explorer_service, tiny_run):
