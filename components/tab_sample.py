@@ -39,11 +39,12 @@ INTRO = intro(
     "the **top-k** most likely (0 = off), then to the smallest set whose probability reaches "
     "**top-p**; what is kept is renormalised and one token is drawn with the seeded generator. "
     "The drawn token is appended and the model runs again on that one token alone, reusing the "
-    "cached keys and values of the earlier ones (the KV cache), so each step costs one pass over the weights.",
+    "cached keys and values of the earlier ones (the KV cache), so each step costs one pass over the weights. "
+    "Students generating at the same time share each step: one pass over the weights for all of them.",
     [
         ("logits[-1]", "[V] float32 (V = 50,257): scores for the token after the last position"),
         ("probabilities", "[V] float64: softmax(logits / T), filtered by top-k and top-p, renormalised to sum 1"),
-        ("past_kv", "[P, L, 2, H, D]: keys and values of the P earlier tokens (the cache)"),
+        ("past_k, past_v", "[L, H, D, P] and [L, H, P, D]: keys and values of the P earlier tokens (the cache)"),
         ("token_id", "[1] int64: the drawn token, the decode step's next input"),
     ],
 )
