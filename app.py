@@ -29,7 +29,7 @@ from components import (  # noqa: E402
     tab_sample,
     tab_tokenize,
 )
-from components.common import AppContext, fmt_p, guarded, md_text  # noqa: E402
+from components.common import AppContext, ExplorerBlocks, fmt_p, guarded, md_text  # noqa: E402
 from components.interpret import HEAD_PICK_JS, HIDDEN_CSS  # noqa: E402
 from components.run import PRECOMPUTED, ExplorerService  # noqa: E402
 from components.settings import Settings  # noqa: E402
@@ -80,7 +80,7 @@ def build_app(service: ExplorerService) -> gr.Blocks:
 def build_ui(service: ExplorerService) -> tuple[gr.Blocks, AppContext]:
     """The page and the context holding its tab views (tests render the views through it)."""
     settings = service.settings
-    with gr.Blocks(title="GPT-2 Explorer on MAX", delete_cache=DELETE_CACHE) as demo:
+    with ExplorerBlocks(title="GPT-2 Explorer on MAX", delete_cache=DELETE_CACHE) as demo:
         gr.Markdown(HEADER)
         with gr.Row():
             status = gr.Markdown(service.status_markdown(), elem_id="model-status")

@@ -123,3 +123,38 @@ def test_the_mask_tabs_layer_and_head_redraw_the_three_score_heatmaps_only(ui, t
     assert len(figures) == 3 and key == view.key(tiny_run.request, [1, 2, False, True])
     for drawn, whole in zip(figures, full[1:4]):
         assert drawn.to_json() == whole.to_json()
+
+
+def test_unchanged_outputs_are_sent_as_gradio_sends_them(explorer_service, tiny_run):
+    """ExplorerBlocks skips rebuilding the outputs an event leaves unchanged (gr.skip()); what
+    it returns equals what gr.Blocks returns for the same predictions: the visible tab's
+    figures postprocessed, every skipped output the same empty update, States None."""
+    import asyncio
+    import copy
+    import json
+
+    from gradio.state_holder import SessionState
+
+    demo, ui = app.build_ui(explorer_service)
+    assert isinstance(demo, common.ExplorerBlocks)
+    fn = next(f for f in demo.fns.values() if f.api_name == "render_visible")
+    args = visible_args(ui)
+    predictions = list(ui.render_visible(tiny_run.request, "tokenize", *args))
+    assert any(p == common.UNCHANGED for p in predictions) and any(p != common.UNCHANGED for p in predictions)
+
+    def postprocess(method):  # on a deep copy: Gradio edits update dicts in place
+        return asyncio.run(method(demo, fn, copy.deepcopy(predictions), SessionState(demo)))
+
+    def same_as_gradio():
+        ours = postprocess(common.ExplorerBlocks.postprocess_data)
+        gradio_s = postprocess(gr.Blocks.postprocess_data)
+        assert len(ours) == len(gradio_s) == len(fn.outputs)
+        for mine, theirs in zip(ours, gradio_s, strict=True):
+            assert json.dumps(mine, sort_keys=True, default=str) == json.dumps(theirs, sort_keys=True, default=str)
+
+    same_as_gradio()
+    # One output left to postprocess (Gradio wraps a lone value itself): a Markdown's text.
+    markdown = next(i for i, block in enumerate(fn.outputs) if isinstance(block, gr.Markdown))
+    predictions = [common.UNCHANGED] * len(fn.outputs)
+    predictions[markdown] = "**one** changed output"
+    same_as_gradio()
