@@ -50,6 +50,8 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from tests.app_process import stop_app
+
 if TYPE_CHECKING:
     from gradio_client import Client
 
@@ -249,13 +251,7 @@ class Server:
 
     def stop(self) -> None:
         self._stop_sampling.set()
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_app(self.process, timeout_s=30)
         self._log.close()
 
 

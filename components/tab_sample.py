@@ -243,11 +243,14 @@ def step_view(tokenizer: Tokenizer, generation: dict | None, index) -> tuple[go.
         return message_figure("Press Generate to draw tokens."), ""
     shown: list[Shown] = generation["shown"]
     k = clamp(index, 1, len(shown), len(shown))
-    prompt_ids = generation["prompt_ids"]
-    new_ids = [s.step.token_id for s in shown]
-    context = prompt_ids + new_ids[: k - 1]
+    context = generation["prompt_ids"] + [s.step.token_id for s in shown[: k - 1]]
     fig = step_figure(tokenizer, shown[k - 1], context, step_title(k, len(shown), shown[k - 1].step.position))
-    return fig, text_html(tokenizer, prompt_ids, new_ids, k)
+    return fig, generation_text(tokenizer, generation, k)
+
+
+def generation_text(tokenizer: Tokenizer, generation: dict, selected: int) -> str:
+    """The text html of a generation: its prompt, then its new tokens, step ``selected`` marked."""
+    return text_html(tokenizer, generation["prompt_ids"], [s.step.token_id for s in generation["shown"]], selected)
 
 
 STOP_TEXT = {
@@ -347,7 +350,7 @@ def stream_views(service: ExplorerService, run: Run | None, temperature, top_k, 
             fig, text = step_view(tokenizer, generation, k)
             drawn_at = now
         else:
-            fig, text = gr.update(), text_html(tokenizer, generation["prompt_ids"], [s.step.token_id for s in generation["shown"]], k)
+            fig, text = gr.update(), generation_text(tokenizer, generation, k)
         yield status, fig, text, gr.update(maximum=max(k, 2), value=k, interactive=k > 1), generation
     k = len(generation["shown"])
     fig, text = step_view(tokenizer, generation, k)

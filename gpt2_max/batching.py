@@ -10,7 +10,8 @@ An idle runner adds no delay: a lone call runs at once, as a batch of one.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Generic, TypeVar
 
 Item = TypeVar("Item")
@@ -102,11 +103,9 @@ class PriorityLock:
         self._waiting: list[tuple[int, int]] = []  # (priority, ticket), kept sorted
         self._tickets = 0
 
-    def hold(self, priority: int):
+    @contextmanager
+    def hold(self, priority: int) -> Iterator[None]:
         """``with lock.hold(priority): ...`` runs the block holding the lock."""
-        return _Held(self, priority)
-
-    def _acquire(self, priority: int) -> None:
         with self._cond:
             self._tickets += 1
             me = (priority, self._tickets)
@@ -116,19 +115,9 @@ class PriorityLock:
                 self._cond.wait()
             self._waiting.pop(0)
             self._held = True
-
-    def _release(self) -> None:
-        with self._cond:
-            self._held = False
-            self._cond.notify_all()
-
-
-class _Held:
-    def __init__(self, lock: PriorityLock, priority: int) -> None:
-        self.lock, self.priority = lock, priority
-
-    def __enter__(self) -> None:
-        self.lock._acquire(self.priority)
-
-    def __exit__(self, *exc) -> None:
-        self.lock._release()
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._held = False
+                self._cond.notify_all()

@@ -23,6 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
+from app_process import stop_app  # noqa: E402
 from pathological_checkpoint import PATHOLOGICAL_REPO_ID, write_pathological_hub_cache  # noqa: E402
 
 TABS = ("Tokenize", "Embed", "Mask", "Attention", "MLP", "Blocks", "Logits", "Sample")
@@ -107,12 +108,7 @@ def main() -> int:
             for path in screenshots(url, args.out):
                 print(path)
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=20)
+            stop_app(process)
     return 0
 
 

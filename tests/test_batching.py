@@ -23,8 +23,7 @@ def test_requests_waiting_for_a_running_batch_go_together(explorer_service, tiny
     batcher = explorer_service.batcher
     texts = [f"Waiting Run number {word}" for word in ("one", "two", "three")]
     results = {}
-    with batcher._cond:
-        batcher._running = True  # a batch is running
+    _hold(batcher)  # a batch is running
     try:
         threads = [threading.Thread(target=lambda t=t: results.setdefault(t, explorer_service.run(t))) for t in texts]
         for thread in threads:
@@ -35,9 +34,7 @@ def test_requests_waiting_for_a_running_batch_go_together(explorer_service, tiny
         assert len(batcher._pending) == 3
         before = len(batcher.batches)
     finally:
-        with batcher._cond:
-            batcher._running = False
-            batcher._cond.notify_all()
+        _release(batcher)
     for thread in threads:
         thread.join(60)
     assert batcher.batches[before:] == [3]
@@ -139,8 +136,7 @@ def test_a_failed_batch_fails_each_of_its_callers_and_the_next_batch_runs():
         return [item.upper() for item in items]
 
     batcher = Batcher(run_batch, max_batch=4)
-    with batcher._cond:
-        batcher._running = True  # a batch is running: the next three wait together
+    _hold(batcher)  # a batch is running: the next three wait together
     results, errors = {}, {}
 
     def call(item):
@@ -155,9 +151,7 @@ def test_a_failed_batch_fails_each_of_its_callers_and_the_next_batch_runs():
     deadline = time.monotonic() + 10
     while len(batcher._pending) < 3 and time.monotonic() < deadline:
         time.sleep(0.001)
-    with batcher._cond:
-        batcher._running = False
-        batcher._cond.notify_all()
+    _release(batcher)
     for thread in threads:
         thread.join(10)
     assert errors == {"a": "a bad item", "bad": "a bad item", "b": "a bad item"} and batcher.batches == [3]
@@ -170,8 +164,7 @@ def test_views_wait_for_runs_being_traced_but_not_forever(explorer_service):
     service = explorer_service
     assert service.yield_to_runs(max_wait_s=5.0) < 0.5  # nothing in flight
     batcher = service.batcher
-    with batcher._cond:
-        batcher._running = True  # the engine is busy: the Run below waits in flight
+    _hold(batcher)  # the engine is busy: the Run below waits in flight
     done = {}
     thread = threading.Thread(target=lambda: done.setdefault("run", service.run("A Run the views wait for")))
     thread.start()
@@ -192,7 +185,14 @@ def test_views_wait_for_runs_being_traced_but_not_forever(explorer_service):
     assert done["run"].text == "A Run the views wait for"
 
 
+def _hold(batcher) -> None:
+    """Marks the batcher's runner busy, as while a batch runs: callers now wait, together."""
+    with batcher._cond:
+        batcher._running = True
+
+
 def _release(batcher) -> None:
+    """Ends _hold: the waiting callers run as one batch."""
     with batcher._cond:
         batcher._running = False
         batcher._cond.notify_all()

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from app_process import stop_app
 from tiny_checkpoint import TINY_REPO_ID
 
 REPO = Path(__file__).resolve().parent.parent
@@ -102,12 +103,7 @@ def server(tmp_path_factory):
             time.sleep(1)
         yield url
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=20)
+        stop_app(process)
         print(f"\napp log ({log_path}):\n{log_path.read_text()[-3000:]}")
 
 
