@@ -120,7 +120,10 @@ def next_tokens(run, k: int = 15):
     ranks[-1] = 0
     with np.errstate(divide="ignore", invalid="ignore"):
         entropy = -np.where(p > 0, p * np.log2(p), 0.0).sum(axis=1)
-    return NextTokens(top_ids=top, top_probs=np.take_along_axis(p, top, axis=1), entropy_bits=entropy, actual_probs=actual, actual_ranks=ranks)
+    fields = dict(top_ids=top, top_probs=np.take_along_axis(p, top, axis=1), entropy_bits=entropy, actual_probs=actual, actual_ranks=ranks)
+    if "logits" in NextTokens.__dataclass_fields__:
+        fields["logits"] = run.trace["logits"]
+    return NextTokens(**fields)
 
 
 def nearest_figure(run, k: int = 10):
@@ -149,6 +152,16 @@ def entropy_figure(run):
     return tab_logits.entropy_figure(run, run.n_tokens - 1)
 
 
+def _call_mask(run, display):
+    """The Mask tab's figures, its predictions from the synthetic Run's full logits (where its
+    render takes them: the app's come from the MAX analysis graph)."""
+    from components import tab_mask
+
+    if "logits" in inspect.signature(tab_mask.render).parameters:
+        return tab_mask.render(run, display, 0, 0, logits=run.trace["logits"])
+    return tab_mask.render(run, display, 0, 0)
+
+
 def tab_figures(run) -> dict[str, list]:
     """Every figure each tab draws right after a Run (default controls), by tab."""
     from components import tab_attention, tab_embed, tab_mask, tab_mlp, tab_sample, tab_tokenize
@@ -164,7 +177,7 @@ def tab_figures(run) -> dict[str, list]:
     return {
         "tokenize": _figures(tab_tokenize.render(run, tok, 0)),
         "embed": _figures(embed),
-        "mask": _figures(tab_mask.render(run, display, 0, 0)),
+        "mask": _figures(_call_mask(run, display)),
         "attention": _figures(tab_attention.render(run, display, 0, 0)),
         "mlp": _figures(tab_mlp.render(run, 0)),
         "logits": [entropy_figure(run)],

@@ -433,7 +433,10 @@ class ExplorerService:
             self._runs_in_flight += 1
         try:
             # Traced together with the Runs that wait beside it.
-            trace, served = self.batcher.submit((model, dict(token_ids=ids, causal=causal, ablate=ablated)))
+            # Logits at the last position only: the views that read other positions get them from the
+            # analysis graph (ANALYSES["next"]), which a class opening one tab at a time can wait for.
+            request = dict(token_ids=ids, causal=causal, ablate=ablated, logit_positions=(-1,))
+            trace, served = self.batcher.submit((model, request))
         finally:
             with self._runs_cond:
                 self._runs_in_flight -= 1

@@ -31,15 +31,16 @@ INTRO = intro(
     "token t+1: every position is a next-token prediction, and only the last one predicts past the text.",
     [
         ("ln_final.hook_normalized", "[T, E] ln_f output"),
-        ("logits", "[T, V] = ln_f output @ wteᵀ (V = 50,257 tokens)"),
+        ("logits", "[T, V] = ln_f(last block's output) @ wteᵀ (V = 50,257 tokens), from the MAX analysis graph (a Run's trace keeps the last position's row)"),
         ("probabilities", "[V] per position, softmax of that position's logits"),
     ],
 )
 
 
-def probabilities(run: Run, position: int) -> np.ndarray:
-    """[V] float64: softmax of the logits at one position."""
-    return softmax(run.trace["logits"][position])
+def probabilities(nxt: NextTokens, position: int) -> np.ndarray:
+    """[V] float64: softmax of the logits at one position (the analysis graph's rows: a Run's
+    trace keeps its last position's logits only)."""
+    return softmax(nxt.logits[position])
 
 
 def rank_of(probs: np.ndarray, token_id: int) -> int:
@@ -57,7 +58,7 @@ def resolve(run: Run, position) -> int:
 
 
 def candidates_figure(run: Run, nxt: NextTokens, tokenizer: Tokenizer, position: int) -> go.Figure:
-    logits = run.trace["logits"][position]
+    logits = nxt.logits[position]
     top = nxt.top_ids[position, :TOP_CANDIDATES]
     actual = run.token_ids[position + 1] if position + 1 < run.n_tokens else None
     label = run.labels[position]
@@ -113,7 +114,7 @@ def entropy_figure(run: Run, nxt: NextTokens, position: int) -> go.Figure:
 
 
 def summary_markdown(run: Run, nxt: NextTokens, tokenizer: Tokenizer, position: int) -> str:
-    probs = probabilities(run, position)
+    probs = probabilities(nxt, position)
     V = probs.size
     entropy, surprise = float(nxt.entropy_bits[position]), nxt.surprise_bits
     best = int(np.argmax(probs))
@@ -144,18 +145,20 @@ def summary_markdown(run: Run, nxt: NextTokens, tokenizer: Tokenizer, position: 
     return "\n\n".join(parts)
 
 
-def typed_markdown(run: Run | None, tokenizer: Tokenizer, position, typed: str | None) -> str:
+def typed_markdown(run: Run | None, nxt: NextTokens | str, tokenizer: Tokenizer, position, typed: str | None) -> str:
     """Rank and probability of the first token of the typed text at the chosen position."""
     if run is None:
         return NO_RUN
     if not typed:
         return TYPED_HINT
+    if not isinstance(nxt, NextTokens):
+        return nxt
     position = resolve(run, position)
     ids = tokenizer.encode(str(typed)[:TYPED_MAX_CHARS])
     if not ids:
         return TYPED_HINT
     token_id = ids[0]
-    probs = probabilities(run, position)
+    probs = probabilities(nxt, position)
     if token_id >= probs.size:
         return f"Token id {token_id} is outside this model's {probs.size:,}-token vocabulary."
     shown = token_display(tokenizer, token_id)
@@ -166,7 +169,7 @@ def typed_markdown(run: Run | None, tokenizer: Tokenizer, position, typed: str |
     return (
         f"{used}.\n\nAfter {run.labels[position]!r} it has **rank {rank_of(probs, token_id):,}** of "
         f"{probs.size:,} (1 = most likely) and **probability {probs[token_id]:.4g}** "
-        f"(logit {run.trace['logits'][position][token_id]:.4g})."
+        f"(logit {nxt.logits[position][token_id]:.4g})."
     )
 
 
@@ -178,7 +181,7 @@ def render(run: Run | None, nxt: NextTokens | str, tokenizer: Tokenizer, positio
     if run is None:
         return message_figure(NO_RUN), message_figure(NO_RUN), NO_RUN, ""
     position = resolve(run, position)
-    typed_md = typed_markdown(run, tokenizer, position, typed)
+    typed_md = typed_markdown(run, nxt, tokenizer, position, typed)
     if not isinstance(nxt, NextTokens):
         return message_figure(nxt), message_figure(nxt), nxt, typed_md
     return (
@@ -192,19 +195,22 @@ def render(run: Run | None, nxt: NextTokens | str, tokenizer: Tokenizer, positio
 NEEDS_MODEL = "Attribution reads the model's weights, which need the live model; it is still loading."
 
 
-def attribution_view(run: Run | None, model, tokenizer: Tokenizer, position=None, target: str | None = "", minus: str | None = ""):
+def attribution_view(
+    run: Run | None, nxt: NextTokens | str, model, tokenizer: Tokenizer, position=None, target: str | None = "", minus: str | None = "",
+):
     """-> (top contributors figure, heads grid figure, markdown, arrays): the direct logit attribution
-    of ``target``'s logit (default: the top prediction) minus ``minus``'s (default: none) at ``position``."""
-    if run is None or model is None:
-        why = NO_RUN if run is None else NEEDS_MODEL
+    of ``target``'s logit (default: the top prediction) minus ``minus``'s (default: none) at ``position``.
+    ``nxt``: the Run's next-token analysis (its logits at ``position``), or why it is missing."""
+    if run is None or model is None or not isinstance(nxt, NextTokens):
+        why = NO_RUN if run is None else NEEDS_MODEL if model is None else nxt
         return message_figure(why), message_figure(why), why, {}
     position = resolve(run, position)
     target_id = (
         interpret.first_token(tokenizer, target, "target") if str(target or "").strip()
-        else int(np.argmax(run.trace["logits"][position]))
+        else int(np.argmax(nxt.logits[position]))
     )
     minus_id = interpret.first_token(tokenizer, minus, "token to subtract") if str(minus or "").strip() else None
-    result = attribution.attribute(model, run.trace, position, target_id, minus_id)
+    result = attribution.attribute(model, run.trace, position, target_id, minus_id, logits=nxt.logits[position])
     where = f"position {position} {run.tokens[position].display!r}"
     return (*interpret.attribution_figures(result, tokenizer, where), interpret.attribution_arrays(result))
 
@@ -215,10 +221,9 @@ def tensors(run: Run, nxt: NextTokens | str, position=None) -> dict[str, np.ndar
     arrays = {
         "token_ids": np.asarray(run.token_ids),
         "position": np.asarray(position),
-        "logits": run.trace["logits"][position],
-        "probabilities": probabilities(run, position),
     }
     if isinstance(nxt, NextTokens):
+        arrays.update(logits=nxt.logits[position], probabilities=probabilities(nxt, position))
         arrays.update(
             top_ids=nxt.top_ids, top_probs=nxt.top_probs, entropy_bits=nxt.entropy_bits,
             next_token_probs=nxt.actual_probs, next_token_ranks=nxt.actual_ranks, next_token_surprise_bits=nxt.surprise_bits,
@@ -255,8 +260,9 @@ def build(ctx: AppContext) -> None:
         return nxt if nxt is not None else why
 
     def explained(run: Run | None, position, target_text, minus_text):
-        model = None if run is None else service.model_for(run.model_name)
-        return attribution_view(run, model, tokenizer, position, target_text, minus_text)
+        if run is None:
+            return attribution_view(None, NO_RUN, None, tokenizer)
+        return attribution_view(run, next_of(run), service.model_for(run.model_name), tokenizer, position, target_text, minus_text)
 
     @guarded("plot", "plot", "text", "text", "keep", "plot", "plot", "text")
     def refresh(request, text, target_text, minus_text):
@@ -278,7 +284,8 @@ def build(ctx: AppContext) -> None:
 
     @guarded("text")
     def rank(request, position, text):
-        return typed_markdown(ctx.current(request), tokenizer, position, text)
+        run = ctx.current(request)
+        return typed_markdown(run, next_of(run) if run is not None else NO_RUN, tokenizer, position, text)
 
     outputs = [candidates_plot, entropy_plot, summary, typed_text]
     attribution_outputs = [contributors_plot, heads_plot, attribution_text]

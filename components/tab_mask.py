@@ -17,6 +17,7 @@ from components.plots import attention_pattern, binned_heatmap, lines, message_f
 from components.run import Run
 
 NEEDS_MODEL = "Switching the mask off runs the model again, which needs the live model; it is still loading (or unavailable)."
+NEEDS_ANALYSIS = "The predictions read every position's logits from the MAX analysis graph; none were given."
 
 INTRO = intro(
     "3 · Mask",
@@ -29,7 +30,7 @@ INTRO = intro(
         ("mask (allowed)", "[T, T] bool, query i may read key j when j ≤ i"),
         ("blocks.{i}.attn.hook_attn_scores", "[H, T, T] q·k/√D, −inf where masked"),
         ("blocks.{i}.attn.hook_pattern", "[H, T, T] softmax over keys; rows sum to 1"),
-        ("logits", "[T, V] next-token scores at each position"),
+        ("logits", "[T, V] next-token scores at each position (the MAX analysis graph's rows, mask on and off)"),
     ],
 )
 
@@ -88,17 +89,20 @@ def mask_figure(allowed: np.ndarray, run: Run, mask_off: bool) -> go.Figure:
     return fig
 
 
-def predictions(run: Run, unmasked: Run | None, tokenizer_tokens) -> tuple[go.Figure, str, dict[str, np.ndarray]]:
-    """Top next token per position with the mask on, and (when given) what the mask-off run gives."""
-    on_ids, on_probs, _ = top_predictions(run.trace["logits"])
+def predictions(
+    run: Run, logits: np.ndarray, unmasked_logits: np.ndarray | None, tokenizer_tokens
+) -> tuple[go.Figure, str, dict[str, np.ndarray]]:
+    """Top next token per position with the mask on (``logits`` [T, V], the Run's), and (when
+    given) what the mask-off run gives (``unmasked_logits`` [T, V])."""
+    on_ids, on_probs, _ = top_predictions(logits)
     on_text = [tokenizer_tokens(int(i)) for i in on_ids]
     arrays = {"top_on_ids": on_ids, "top_on_prob": on_probs}
     series = {"mask on: P(its top token)": on_probs}
     hover = {"mask on: P(its top token)": [f"top next token {t!r}" for t in on_text]}
     header = "| position · token | next in text | mask on: top next (P) |"
     rule = "|---|---|---|"
-    if unmasked is not None:
-        off_ids, off_probs, off_of_on = top_predictions(unmasked.trace["logits"], also=on_ids)
+    if unmasked_logits is not None:
+        off_ids, off_probs, off_of_on = top_predictions(unmasked_logits, also=on_ids)
         off_text = [tokenizer_tokens(int(i)) for i in off_ids]
         arrays.update(top_off_ids=off_ids, top_off_prob=off_probs, off_prob_of_on_top=off_of_on)
         series["mask off: P(the mask-on top token)"] = off_of_on
@@ -111,11 +115,11 @@ def predictions(run: Run, unmasked: Run | None, tokenizer_tokens) -> tuple[go.Fi
     for t, label in enumerate(run.labels):
         following = md_text(run.tokens[t + 1].display) if t + 1 < run.n_tokens else "—"
         row = f"| {md_text(label)} | {following} | {md_text(on_text[t])} ({fmt_p(on_probs[t])}) |"
-        if unmasked is not None:
+        if unmasked_logits is not None:
             changed = " ⚠️" if off_ids[t] != on_ids[t] else ""
             row += f" {md_text(off_text[t])} ({fmt_p(off_probs[t])}){changed} | {fmt_p(off_of_on[t])} |"
         rows.append(row)
-    if unmasked is None:
+    if unmasked_logits is None:
         title = "Probability of the top next token at each position (tick “Turn the causal mask off” to compare)"
         summary = "Tick **Turn the causal mask off** to rerun the same graph without the mask and compare."
     else:
@@ -162,12 +166,14 @@ def score_figures(run: Run, shown: Run, layer: int, head: int, mask_off: bool, l
 
 def render(
     run: Run | None, tokens, layer: int = 0, head: int = 0, mask_off: bool = False, unmasked: Run | None = None,
-    leave_out_position_0: bool = True,
+    leave_out_position_0: bool = True, logits: np.ndarray | str = "", unmasked_logits: np.ndarray | str = "",
 ):
     """-> (mask fig, raw scores fig, masked scores fig, pattern fig, predictions fig, markdown, arrays).
 
     ``run`` is the causal Run; ``unmasked`` the same tokens with the mask off
-    (``service.variant(run, causal=False)``), used when ``mask_off`` is set.
+    (``service.variant(run, causal=False)``), used when ``mask_off`` is set. ``logits`` and
+    ``unmasked_logits``: their [T, V] next-token logits (``NextTokens.logits`` of the analysis
+    graph), or why they are missing (the predictions then say so).
     ``tokens(id)`` gives a token id's display text; ``leave_out_position_0``: position 0's
     scores do not count for the score heatmaps' colour scale.
     """
@@ -184,7 +190,12 @@ def render(
     raw_fig, masked_fig, pattern_fig, head_arrays = score_figures(run, shown, layer, head, mask_off, bool(leave_out_position_0))
     allowed = head_arrays["allowed"]
     T = run.n_tokens
-    prediction_fig, prediction_md, prediction_arrays = predictions(run, unmasked if mask_off else None, tokens)
+    missing = next((why for why in (logits, unmasked_logits if mask_off else None) if isinstance(why, str)), None)
+    if missing is not None:
+        why = missing or NEEDS_ANALYSIS
+        prediction_fig, prediction_md, prediction_arrays = message_figure(why), why, {}
+    else:
+        prediction_fig, prediction_md, prediction_arrays = predictions(run, logits, unmasked_logits if mask_off else None, tokens)
     blocked = int(np.sum(~allowed))
     markdown = (
         f"{notice}**{blocked} of {T * T}** (query, key) pairs are blocked"
@@ -233,11 +244,21 @@ def build(ctx: AppContext) -> None:
         unmasked = service.variant(run, causal=False) if off and service.model_for(run.model_name) is not None else None
         return run, unmasked
 
+    def next_logits(run: Run | None) -> np.ndarray | str:
+        """[T, V] of the analysis graph (shared with the Logits tab), or why they are missing."""
+        if run is None:
+            return ""
+        nxt, why = service.analysis(run, "next")
+        return nxt.logits if nxt is not None else why
+
     def view_of(run: Run | None, layer_value, head_value, off, leave_out_position_0=True):
         if run is None:
             return render(None, token_text)
         run, unmasked = runs_of(run, off)
-        return render(run, token_text, layer_value, head_value, bool(off), unmasked, leave_out_position_0)
+        return render(
+            run, token_text, layer_value, head_value, bool(off), unmasked, leave_out_position_0,
+            logits=next_logits(run), unmasked_logits=next_logits(unmasked),
+        )
 
     @guarded("plot", "plot", "plot", "plot", "plot", "text", "keep", "keep")
     def refresh(request, layer_value, head_value, off, leave_out_position_0):

@@ -1,8 +1,10 @@
 """Analyses of a trace that read the whole vocabulary, run by the model's MAX analysis graph.
 
-Each returns only what a view shows (top-k rows, one probability per row), never
-a [rows, V] array: the graph (:class:`gpt2_max.modules.GPT2Analysis`) does the
-[rows, E] @ [E, V] products and the softmaxes, and hands back K numbers per row.
+Each returns only what a view shows (top-k rows, one probability per row), and a
+[rows, V] array only where a view reads whole rows (the next-token logits at every
+position, which a Run's trace leaves out): the graph
+(:class:`gpt2_max.modules.GPT2Analysis`) does the [rows, E] @ [E, V] products and the
+softmaxes, and hands back K numbers per row.
 L blocks, T tokens, E width, K = ``CANDIDATE_TOP_K``, J = ``NEAREST_TOP_K - 1``.
 
     model = gpt2_max.load("openai-community/gpt2")
@@ -51,6 +53,7 @@ class NextTokens:
     entropy_bits: np.ndarray  # [T] -sum p log2 p
     actual_probs: np.ndarray  # [T] probability of the token that follows in the text (NaN at the last)
     actual_ranks: np.ndarray  # [T] its rank (0 at the last position, which has no next token)
+    logits: np.ndarray  # [T, V] float32, the next-token logits at every position
 
     @property
     def surprise_bits(self) -> np.ndarray:
@@ -67,31 +70,34 @@ class Nearest:
     cosines: np.ndarray  # [N, J]
 
 
-def final_predictions(trace: Mapping[str, np.ndarray]) -> np.ndarray:
-    """[T] argmax of the logits at every position (what the model predicts next)."""
-    return np.asarray(trace["logits"]).argmax(axis=-1).astype(np.int64)
-
-
 def logit_lens(model, trace: Mapping[str, np.ndarray], start: int = 0) -> Lens:
-    """The lens over every block at positions start..T-1: one analysis-graph pass over L x T' rows
-    (the top token of each; a full top-k there would cost 4x the unembedding)."""
+    """The lens over every block at positions start..T-1 (the top token of each row; a full
+    top-k there would cost 4x the unembedding), in two analysis-graph passes: the last block's
+    T' rows give the final predictions (the model's own next-token argmax), then the other
+    (L - 1) x T' rows follow those tokens."""
     L = model.config.n_layer
     resid = np.stack([trace[block_key(i, "hook_resid_post")][start:] for i in range(L)])  # [L, T', E]
     T = resid.shape[1]
-    final_ids = final_predictions(trace)[start:]  # [T']
-    out = model.engine.run_analysis(lens_rows=resid.reshape(L * T, -1), lens_targets=np.tile(final_ids, L))
+    final = model.engine.run_analysis(lens_rows=resid[-1], lens_targets=np.zeros(T, dtype=np.int64))
+    final_ids = final["lens_top_id"]  # [T']
+    earlier = model.engine.run_analysis(lens_rows=resid[:-1].reshape((L - 1) * T, -1), lens_targets=np.tile(final_ids, L - 1))
+    # At the last block the final token is the top one: its probability is the top's, rank 1.
+    top_ids = np.concatenate([earlier["lens_top_id"], final_ids]).reshape(L, T)
+    top_probs = np.concatenate([earlier["lens_top_prob"], final["lens_top_prob"]]).reshape(L, T)
+    final_probs = np.concatenate([earlier["lens_target_prob"], final["lens_top_prob"]]).reshape(L, T)
+    final_ranks = np.concatenate([earlier["lens_target_rank"], np.ones(T, dtype=np.int64)]).reshape(L, T)
     return Lens(
         start=start,
-        top_ids=out["lens_top_id"].reshape(L, T),
-        top_probs=out["lens_top_prob"].reshape(L, T).astype(np.float64),
+        top_ids=top_ids,
+        top_probs=top_probs.astype(np.float64),
         final_ids=final_ids,
-        final_probs=out["lens_target_prob"].reshape(L, T).astype(np.float64),
-        final_ranks=out["lens_target_rank"].reshape(L, T),
+        final_probs=final_probs.astype(np.float64),
+        final_ranks=final_ranks,
     )
 
 
 def next_tokens(model, trace: Mapping[str, np.ndarray], token_ids: Sequence[int]) -> NextTokens:
-    """Top-k, entropy and the actual next token's probability and rank at every position.
+    """Top-k, entropy, the actual next token's probability and rank, and the logits, at every position.
 
     Reads out the last block's stream through ln_f and the unembedding in the analysis
     graph (the same computation as the trace's logits, to float32 rounding)."""
@@ -109,6 +115,7 @@ def next_tokens(model, trace: Mapping[str, np.ndarray], token_ids: Sequence[int]
         entropy_bits=out["candidate_entropy"].astype(np.float64) / LN2,
         actual_probs=actual_probs,
         actual_ranks=actual_ranks,
+        logits=out["candidate_logits"],
     )
 
 

@@ -72,13 +72,15 @@ class Attribution:
 
 
 def attribute(
-    model, trace: Trace, position: int, token_id: int, minus_token_id: int | None = None
+    model, trace: Trace, position: int, token_id: int, minus_token_id: int | None = None, logits: np.ndarray | None = None
 ) -> Attribution:
     """Direct logit attribution of ``token_id``'s logit (minus ``minus_token_id``'s, if given)
-    at ``position``; see :class:`Attribution`. float64 throughout."""
+    at ``position``; see :class:`Attribution`. float64 throughout. ``logits``: the [V] logits at
+    that position, when the trace does not hold them (a Run's holds its last position's only);
+    by default the trace's row of every position's logits."""
     config = model.config
     L, H, D = config.n_layer, config.n_head, config.head_dim
-    T = trace["logits"].shape[0]
+    T = trace["hook_embed"].shape[0]
     if not -T <= position < T:
         raise InputError(f"position {position} is outside this run's {T} tokens")
     position %= T
@@ -110,7 +112,10 @@ def attribute(
         heads[layer] = (z * per_head_readout).sum(axis=1)
         attn_bias[layer] = share(w[f"h.{layer}.attn.c_proj.bias"])
         mlp[layer] = share(trace[f"blocks.{layer}.hook_mlp_out"][position])
-    logits = trace["logits"][position]
+    if logits is None:
+        if trace["logits"].shape[0] != T:
+            raise ValueError("this trace holds the logits of some positions only: pass the position's logits")
+        logits = trace["logits"][position]
     logit = float(logits[int(token_id)]) - (0.0 if minus_token_id is None else float(logits[int(minus_token_id)]))
     return Attribution(
         position=position,

@@ -54,11 +54,12 @@ NEAREST_TOP_K = 11
 ANALYSIS_CHUNK_ROWS = 320
 ANALYSIS_KEYS = (
     "lens_top_id", "lens_top_prob", "lens_target_prob", "lens_target_rank",
-    "candidate_ids", "candidate_probs", "candidate_entropy", "nearest_ids", "nearest_cosines",
+    "candidate_ids", "candidate_probs", "candidate_entropy", "candidate_logits", "nearest_ids", "nearest_cosines",
 )
 # Which input's rows each output has (the others: lens_rows).
 ANALYSIS_SIDES = {
     "candidate_ids": "candidates", "candidate_probs": "candidates", "candidate_entropy": "candidates",
+    "candidate_logits": "candidates",
     "nearest_ids": "queries", "nearest_cosines": "queries",
 }
 
@@ -90,7 +91,9 @@ class TraceRequest:
     """One sequence for the trace graph, with its patch inputs (see GPT2Trace; T tokens).
 
     The patch inputs default to "touch nothing": head_keep [L, T, H] ones, z_source
-    [L, T, H, D] zeros, resid_keep [L, T] ones, resid_source [L, T, E] zeros."""
+    [L, T, H, D] zeros, resid_keep [L, T] ones, resid_source [L, T, E] zeros.
+    logit_positions: where the trace's ``logits`` are computed, in that order (default: every
+    position; a Run asks for its last only, see GPT2Trace's logit_rows)."""
 
     token_ids: np.ndarray  # [T] int64
     mask_off: bool = False
@@ -98,6 +101,17 @@ class TraceRequest:
     z_source: np.ndarray | None = None
     resid_keep: np.ndarray | None = None
     resid_source: np.ndarray | None = None
+    logit_positions: tuple[int, ...] | None = None
+
+    def logit_rows(self) -> np.ndarray:
+        """[S] int64: the positions whose logits the trace returns, each within 0..T-1."""
+        T = len(self.token_ids)
+        if self.logit_positions is None:
+            return np.arange(T, dtype=np.int64)
+        rows = np.asarray(self.logit_positions, dtype=np.int64).reshape(-1)
+        if rows.size == 0 or rows.min() < -T or rows.max() >= T:
+            raise ValueError(f"logit positions {self.logit_positions} are not positions of {T} tokens")
+        return rows % T
 
     # The axis along which each graph input's rows are tokens (what packing concatenates).
     TOKEN_AXES = (0, 0, 0, 0, 1, 1, 1, 1)
@@ -164,6 +178,7 @@ class CompiledGPT2:
             TensorType(DType.float32, [L, "rows", H, D], device=ref),  # z_source [L, N, H, D]
             TensorType(DType.float32, [L, "rows"], device=ref),  # resid_keep [L, N]
             TensorType(DType.float32, [L, "rows", config.n_embd], device=ref),  # resid_source [L, N, E]
+            TensorType(DType.int64, ["logit_rows"], device=ref),  # logit_rows [S]
             weights=weights,
         )
         self.compile_seconds["trace"] = time.perf_counter() - started
@@ -249,28 +264,35 @@ class CompiledGPT2:
         L, H, D, E = cfg.n_layer, cfg.n_head, cfg.head_dim, cfg.n_embd
         parts = [request.inputs(L, H, D, E) for request in requests]
         lengths = [len(request.token_ids) for request in requests]
+        starts = np.cumsum([0, *lengths[:-1]])
+        logit_rows = [request.logit_rows() for request in requests]
         # Each input's rows are per token: the pack is their concatenation along the token axis.
         packed = [
             np.concatenate([p[k] for p in parts], axis=axis) if len(parts) > 1 else parts[0][k]
             for k, axis in enumerate(TraceRequest.TOKEN_AXES)
         ]
         packed[2] = np.repeat(np.arange(len(parts), dtype=np.int64), lengths)  # segments [N]
+        packed.append(np.concatenate([rows + start for rows, start in zip(logit_rows, starts, strict=True)]))  # [S]
         with self._run_lock.hold(TRACE_PRIORITY):
             outputs = self._trace.execute_raw(*(self._to_device(a) for a in packed))
         arrays = [self._to_numpy(out) for out in outputs]
         if len(requests) == 1:
             return [dict(zip(self._keys, arrays, strict=True))]
         traces = []
-        start = 0
-        for length in lengths:
+        logit_start = 0
+        for start, length, rows in zip(starts, lengths, logit_rows, strict=True):
             stop = start + length
             trace = {}
             for key, array in zip(self._keys, arrays, strict=True):
-                # [H, N, N] attention keys: this sequence's diagonal block; the rest [N, ...].
-                block = array[:, start:stop, start:stop] if key.endswith(SQUARE_KEYS) else array[start:stop]
+                if key == "logits":  # [S, V]: this sequence's rows of logit_rows
+                    block = array[logit_start : logit_start + len(rows)]
+                elif key.endswith(SQUARE_KEYS):  # [H, N, N]: this sequence's diagonal block
+                    block = array[:, start:stop, start:stop]
+                else:  # [N, ...]
+                    block = array[start:stop]
                 trace[key] = np.ascontiguousarray(block)  # a copy: the pack's buffers are freed
             traces.append(trace)
-            start = stop
+            logit_start += len(rows)
         return traces
 
     def run_analysis(

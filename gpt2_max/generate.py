@@ -57,9 +57,9 @@ def stream(
         )
     rng = np.random.default_rng(settings.seed)
     if prefill is None:
-        prefill = model.trace(prompt)  # causal, no ablation: the prompt's keys and values
-    elif len(prefill["logits"]) != len(prompt):
-        raise ValueError(f"the prefill trace has {len(prefill['logits'])} tokens, the prompt {len(prompt)}")
+        prefill = model.trace(prompt, logit_positions=[-1])  # causal, no ablation: the prompt's keys and values
+    elif len(prefill["hook_embed"]) != len(prompt):
+        raise ValueError(f"the prefill trace has {len(prefill['hook_embed'])} tokens, the prompt {len(prompt)}")
     length = len(prompt)
     # Room for the prompt and every token asked for, head-major as the decode graph reads it:
     # keys [L, H, D, capacity], values [L, H, capacity, D] (GPT2DecodeStep).

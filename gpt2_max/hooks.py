@@ -24,7 +24,7 @@ F MLP width (4E), V vocabulary.
 | blocks.{i}.hook_mlp_out            | [T, E]     | ``mlp.c_proj`` output: what the MLP adds                 |
 | blocks.{i}.hook_resid_post         | [T, E]     | resid_mid + mlp_out, entering block i+1                 |
 | ln_final.hook_normalized           | [T, E]     | ``ln_f`` output                                          |
-| logits                             | [T, V]     | next-token scores at each position (tied to ``wte``)    |
+| logits                             | [S, V]     | next-token scores (tied to ``wte``) at the S positions asked for: every one by default, a Run's last only |
 """
 
 from __future__ import annotations
@@ -66,8 +66,9 @@ def trace_keys(n_layer: int) -> tuple[str, ...]:
     return EMBED_KEYS + per_block + FINAL_KEYS
 
 
-def trace_shapes(config: GPT2Config, n_tokens: int) -> dict[str, tuple[int, ...]]:
-    """The shape of every trace key for a sequence of ``n_tokens``."""
+def trace_shapes(config: GPT2Config, n_tokens: int, logit_positions: int | None = None) -> dict[str, tuple[int, ...]]:
+    """The shape of every trace key for a sequence of ``n_tokens`` with logits at
+    ``logit_positions`` of them (default: every one)."""
     T, E, H, D = n_tokens, config.n_embd, config.n_head, config.head_dim
     block_shapes = {
         "attn.hook_q": (T, H, D),
@@ -83,14 +84,14 @@ def trace_shapes(config: GPT2Config, n_tokens: int) -> dict[str, tuple[int, ...]
     for i in range(config.n_layer):
         for name in BLOCK_KEYS:
             shapes[block_key(i, name)] = block_shapes.get(name, (T, E))
-    shapes["logits"] = (T, config.vocab_size)
+    shapes["logits"] = (T if logit_positions is None else logit_positions, config.vocab_size)
     return shapes
 
 
-def trace_nbytes(config: GPT2Config, n_tokens: int) -> int:
+def trace_nbytes(config: GPT2Config, n_tokens: int, logit_positions: int | None = None) -> int:
     """Bytes of one float32 trace of ``n_tokens`` (what a cached trace costs in memory)."""
     total = 0
-    for shape in trace_shapes(config, n_tokens).values():
+    for shape in trace_shapes(config, n_tokens, logit_positions).values():
         count = 1
         for dim in shape:
             count *= dim

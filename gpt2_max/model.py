@@ -93,25 +93,20 @@ class GPT2:
             raise InputError(f"the patch source has {stacked.shape[1]} tokens, this run {T}: they must match")
         return stacked.astype(np.float32, copy=False)
 
-    def trace(
-        self,
-        token_ids: Sequence[int],
-        causal: bool = True,
-        ablate: Ablation = None,
-        patch: Patch = None,
-        resid_patch: Patch = None,
-    ) -> dict[str, np.ndarray]:
+    def trace(self, token_ids: Sequence[int], **options) -> dict[str, np.ndarray]:
         """Runs the model on ``token_ids`` and returns every intermediate (see gpt2_max.hooks).
 
+        Options (the arguments of ``_request``, all defaulting to a plain causal run):
         causal=False switches the causal mask off; ablate zeroes the output of the given heads.
         patch=(source_trace, [(layer, head), ...]) replaces those heads' ``hook_z`` at every
         position by the source trace's (a run of the same number of tokens: activation
         patching); resid_patch=(source_trace, [(layer, position), ...]) replaces
         ``blocks.{layer}.hook_resid_pre`` at those positions. All are inputs of the one
         compiled graph: a head's output is keep * z + (1 - keep) * source, so ablation is
-        patching from zeros.
+        patching from zeros. logit_positions: where ``logits`` is computed (default: every
+        position; ``[-1]`` for the last only, which skips ~30% of the work on GPT-2 small).
         """
-        return self.traces([dict(token_ids=token_ids, causal=causal, ablate=ablate, patch=patch, resid_patch=resid_patch)])[0]
+        return self.traces([dict(token_ids=token_ids, **options)])[0]
 
     def traces(self, requests: Sequence[Mapping]) -> list[dict[str, np.ndarray]]:
         """Several traces at once, each request a dict of :meth:`trace`'s arguments. They run packed
@@ -119,7 +114,13 @@ class GPT2:
         return self.engine.run_traces([self._request(**request) for request in requests])
 
     def _request(
-        self, token_ids: Sequence[int], causal: bool = True, ablate: Ablation = None, patch: Patch = None, resid_patch: Patch = None
+        self,
+        token_ids: Sequence[int],
+        causal: bool = True,
+        ablate: Ablation = None,
+        patch: Patch = None,
+        resid_patch: Patch = None,
+        logit_positions: Sequence[int] | None = None,
     ) -> TraceRequest:
         ids = self.check_token_ids(token_ids)
         T, L, H = len(ids), self.config.n_layer, self.config.n_head
@@ -140,7 +141,14 @@ class GPT2:
             resid_keep = np.ones((L, T), dtype=np.float32)
             for layer, position in self._pairs(places, "resid_patch", T, "position"):
                 resid_keep[layer, position] = 0.0
-        return TraceRequest(ids, not causal, head_keep, z_source, resid_keep, resid_source)
+        if logit_positions is not None:
+            try:
+                logit_positions = tuple(int(p) for p in logit_positions)
+            except (TypeError, ValueError) as error:
+                raise InputError(f"logit positions must be integers ({error})") from error
+            if not logit_positions or not all(-T <= p < T for p in logit_positions):
+                raise InputError(f"logit positions {logit_positions} are not positions of this run's {T} tokens")
+        return TraceRequest(ids, not causal, head_keep, z_source, resid_keep, resid_source, logit_positions)
 
     def generate(
         self,

@@ -301,8 +301,11 @@ class GPT2Trace(GPT2Body):
                       run's hook_z: activation patching; source = a mean: mean-ablation)
         resid_keep    [L, N] float32: the stream entering block l at row n becomes
         resid_source  [L, N, E] float32   keep * resid_pre + (1 - keep) * resid_source
+        logit_rows    [S] int64, the rows whose logits are wanted (a Run: each sequence's last;
+                      a full trace: all N). The unembedding is [S, E] x [E, V]: at every row it
+                      is ~30% of a trace's FLOPs on GPT-2 small and [N, V] floats of output.
     Returns one tensor per name in :func:`gpt2_max.hooks.trace_keys`, in that order, over the
-    packed rows (the engine cuts them back into sequences).
+    packed rows (the engine cuts them back into sequences); ``logits`` is [S, V], over logit_rows.
     """
 
     def forward(
@@ -315,6 +318,7 @@ class GPT2Trace(GPT2Body):
         z_source: Tensor,
         resid_keep: Tensor,
         resid_source: Tensor,
+        logit_rows: Tensor,
     ) -> tuple[Tensor, ...]:
         expected_keys = trace_keys(self.n_layer)
         recorded: list[Tensor] = []
@@ -339,7 +343,9 @@ class GPT2Trace(GPT2Body):
                 _in_block(record, layer),
                 resid_patch=(resid_keep[layer].reshape([-1, 1]), resid_source[layer]),
             )
-        record("logits", self.unembed(x, record))  # [N, V]
+        normalized = self.ln_f(x)  # [N, E]
+        record("ln_final.hook_normalized", normalized)
+        record("logits", tied_logits(self.wte.weight, F.gather(normalized, logit_rows, axis=0)))  # [S, V]
         return tuple(recorded)
 
 
@@ -418,6 +424,8 @@ class GPT2Analysis(Module):
         candidate_ids     [P, K] int64, the most likely next tokens of each candidate row, best first
         candidate_probs   [P, K] float32, their probabilities
         candidate_entropy [P] float32, entropy of each candidate row's distribution in nats
+        candidate_logits  [P, V] float32, their logits (the Logits and Mask tabs read whole rows:
+                          the trace returns only a Run's last row, see GPT2Trace's logit_rows)
         nearest_ids       [M, J] int64, the wte rows most similar in direction, best first
         nearest_cosines   [M, J] float32, their cosine similarities
     """
@@ -449,7 +457,8 @@ class GPT2Analysis(Module):
         target_logit = F.sum(F.where(is_target, logits, 0.0), axis=-1)  # [N, 1]
         # Rank from strict comparisons, so tied tokens share the better rank.
         above = F.sum(F.cast(F.greater(logits, target_logit), DType.float32), axis=-1)  # [N, 1]
-        candidate_log_probs = F.logsoftmax(self.logits(candidate_rows), axis=-1)  # [P, V]
+        candidate_logits = self.logits(candidate_rows)  # [P, V]
+        candidate_log_probs = F.logsoftmax(candidate_logits, axis=-1)  # [P, V]
         top_log_probs, candidate_ids = F.top_k(candidate_log_probs, k=self.top_k, axis=-1)  # 2 x [P, K]
         entropy = -F.sum(F.exp(candidate_log_probs) * candidate_log_probs, axis=-1)  # [P, 1] nats
         # Nearest tokens by cosine: the direction of each query against every wte row.
@@ -467,6 +476,7 @@ class GPT2Analysis(Module):
             candidate_ids,
             F.exp(top_log_probs),
             entropy.reshape([-1]),
+            candidate_logits,
             nearest_ids,
             nearest_cosines,
         )

@@ -90,6 +90,13 @@ def tiny_run(explorer_service):
 
 
 @pytest.fixture(scope="session")
+def full_logits(tiny_model, tiny_run):
+    """[T, V]: the trace graph's logits at every position of tiny_run (a Run keeps its last row
+    only; the views read the others from the analysis graph, checked against these)."""
+    return tiny_model.trace(tiny_run.token_ids)["logits"]
+
+
+@pytest.fixture(scope="session")
 def pathological_model():
     """The checkpoint with the real GPT-2's outliers and sinks, by repo id from the Hub cache
     (TINY_CONFIG's shape: MAX's compiled graphs are reused)."""

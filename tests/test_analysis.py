@@ -64,12 +64,17 @@ def weights(tiny_model):
     return tiny_model.weights
 
 
-def test_lens_equals_numpy_at_every_block_and_position(tiny_model, tiny_run, weights):
+def test_lens_equals_numpy_at_every_block_and_position(tiny_model, tiny_run, weights, full_logits):
     lens = analysis.logit_lens(tiny_model, tiny_run.trace)
     L, T = tiny_model.config.n_layer, tiny_run.n_tokens
     assert lens.top_ids.shape == (L, T) and lens.final_probs.shape == (L, T)
-    final = tiny_run.trace["logits"].argmax(-1)
-    np.testing.assert_array_equal(lens.final_ids, final)
+    # The final predictions are the model's own argmax (the trace graph's logits at every
+    # position), wherever its top two are clear of the tolerance; in a near-tie either is right.
+    reference = np.sort(full_logits.astype(np.float64), axis=-1)
+    clear = reference[:, -1] - reference[:, -2] > 1e-4
+    np.testing.assert_array_equal(lens.final_ids[clear], full_logits.argmax(-1)[clear])
+    assert np.all(full_logits[np.arange(T), lens.final_ids] >= reference[:, -1] - 1e-4)
+    final = lens.final_ids
     for layer in range(L):
         probs = reference_lens(tiny_run.trace[f"blocks.{layer}.hook_resid_post"], weights, tiny_model.config.layer_norm_epsilon)
         assert_top_k(lens.top_ids[layer][:, None], lens.top_probs[layer][:, None], probs, PROB_RTOL, relative=True)
@@ -91,9 +96,11 @@ def test_lens_of_the_last_positions_only(tiny_model, tiny_run):
     np.testing.assert_allclose(tail.final_probs, whole.final_probs[:, -4:], rtol=1e-6)
 
 
-def test_next_tokens_match_the_traces_logits(tiny_model, tiny_run):
+def test_next_tokens_match_the_traces_logits(tiny_model, tiny_run, full_logits):
     nxt = analysis.next_tokens(tiny_model, tiny_run.trace, tiny_run.token_ids)
-    logits = tiny_run.trace["logits"].astype(np.float64)
+    # Its logits at every position are the trace graph's (same float32 math, another order).
+    np.testing.assert_allclose(nxt.logits, full_logits, atol=1e-5, rtol=0)
+    logits = full_logits.astype(np.float64)
     z = logits - logits.max(-1, keepdims=True)
     probs = np.exp(z) / np.exp(z).sum(-1, keepdims=True)
     T = tiny_run.n_tokens

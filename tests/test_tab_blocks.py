@@ -104,7 +104,7 @@ def test_additions_are_attn_and_mlp_output_norms(tiny_run, lens, weights, tokeni
     assert fig.layout.barmode == "group"
 
 
-def test_lens_heatmap_shows_each_layers_top_token_and_probability(tiny_run, lens, weights, tokenizer):
+def test_lens_heatmap_shows_each_layers_top_token_and_probability(tiny_run, lens, weights, tokenizer, full_logits):
     lens_fig = tab_blocks.render(tiny_run, lens, tokenizer)[2]
     heat = lens_fig.data[0]
     L, T = tiny_run.config.n_layer, tiny_run.n_tokens
@@ -127,7 +127,7 @@ def test_lens_heatmap_shows_each_layers_top_token_and_probability(tiny_run, lens
         np.testing.assert_allclose(z[layer], np.log10(probs.max(axis=-1)), rtol=0, atol=LENS_RTOL)
         tops = probs.argmax(axis=-1)
         assert list(heat.text[layer]) == [tokenizer.token(int(t)).display for t in tops]
-    final = float64_softmax(tiny_run.trace["logits"])
+    final = float64_softmax(full_logits)
     np.testing.assert_allclose(probability[-1], final.max(axis=-1), rtol=LENS_RTOL, atol=0)
     assert list(heat.text[-1]) == [tokenizer.token(int(t)).display for t in final.argmax(axis=-1)]
     assert "%{text}" in heat.hovertemplate and "%{x}" in heat.hovertemplate and "probability %{customdata[2]" in heat.hovertemplate

@@ -28,14 +28,15 @@ def build_with_functions(tab_module, service):
     return view, functions, ctx
 
 
-def test_logits_tab_explains_the_top_prediction_and_a_logit_difference(tiny_run, explorer_service, tiny_model, monkeypatch):
+def test_logits_tab_explains_the_top_prediction_and_a_logit_difference(tiny_run, explorer_service, tiny_model, full_logits, monkeypatch):
     # The tiny model has 15 parts in all; show fewer, so that choosing the largest is tested.
     monkeypatch.setattr(interpret, "TOP_CONTRIBUTORS", 6)
     view = build_view(tab_logits, explorer_service)
     values = view.render(tiny_run.request, "", "", "")
     bars_fig, grid_fig, summary = values[-3:]
-    top = int(np.argmax(tiny_run.trace["logits"][-1]))
-    expected = attribution.attribute(tiny_model, tiny_run.trace, tiny_run.n_tokens - 1, top)
+    top = int(np.argmax(full_logits[-1]))
+    # The reference: the attribution on a trace with every position's logits (the Run's has its last only).
+    expected = attribution.attribute(tiny_model, tiny_model.trace(tiny_run.token_ids), tiny_run.n_tokens - 1, top)
     np.testing.assert_allclose(np.asarray(grid_fig.data[0].z, dtype=np.float64), expected.heads, rtol=1e-6)
     shown = dict(zip(bars_fig.data[0].y, bars_fig.data[0].x))
     parts = expected.parts()
@@ -50,7 +51,7 @@ def test_logits_tab_explains_the_top_prediction_and_a_logit_difference(tiny_run,
     note, update = view.export(tiny_run.request, 3, " mat", " the")
     with np.load(update["value"]) as saved:
         mat, the = (explorer_service.tokenizer.encode(t)[0] for t in (" mat", " the"))
-        logit = tiny_run.trace["logits"][3, mat] - tiny_run.trace["logits"][3, the]
+        logit = full_logits[3, mat] - full_logits[3, the]
         assert saved["attribution_token_id"] == mat and saved["attribution_minus_token_id"] == the
         np.testing.assert_allclose(saved["attribution_shares"].sum(), logit, atol=1e-5)
 

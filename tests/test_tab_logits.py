@@ -1,4 +1,8 @@
-"""The Logits tab: candidates, entropy and token ranks against an independent softmax of the trace."""
+"""The Logits tab: candidates, entropy and token ranks against an independent softmax of its logits.
+
+The tab's logits at every position come from the MAX analysis graph (``NextTokens.logits``: a
+Run's trace keeps only its last row); they are checked against the trace graph's own logits
+at every position first, then the tab's numbers against a float64 softmax of them."""
 
 from __future__ import annotations
 
@@ -21,6 +25,9 @@ def float64_softmax(logits):
 # the tolerances of tests/test_analysis.py (reasoned there).
 PROB_RTOL = 1e-4
 ENTROPY_ATOL = 1e-4
+# The analysis graph's ln_f(resid) @ wte^T against the trace graph's: the same float32 math
+# summed in another order, ~1e-7 relative on logits of order 1.
+LOGIT_ATOL = 1e-5
 
 
 @pytest.fixture(scope="module")
@@ -29,6 +36,14 @@ def nxt(explorer_service, tiny_run):
     result, why = explorer_service.analysis(tiny_run, "next")
     assert result is not None, why
     return result
+
+
+def test_the_tabs_logits_are_the_trace_graphs_at_every_position(tiny_run, nxt, full_logits):
+    assert nxt.logits.shape == full_logits.shape == (tiny_run.n_tokens, tiny_run.config.vocab_size)
+    np.testing.assert_allclose(nxt.logits, full_logits, atol=LOGIT_ATOL, rtol=0)
+    # The Run's own trace keeps the last row, the same graph's.
+    assert tiny_run.trace["logits"].shape == (1, tiny_run.config.vocab_size)
+    np.testing.assert_allclose(tiny_run.trace["logits"][0], full_logits[-1], atol=LOGIT_ATOL, rtol=0)
 
 
 def entropy_bits(p):
@@ -45,7 +60,7 @@ def tokenizer(explorer_service):
 def test_candidates_are_the_sorted_softmax_of_that_positions_logits(tiny_run, tokenizer, position, nxt):
     fig = tab_logits.render(tiny_run, nxt, tokenizer, position)[0]
     p = tiny_run.n_tokens - 1 if position is None else position  # default: the last position
-    probs = float64_softmax(tiny_run.trace["logits"][p])
+    probs = float64_softmax(nxt.logits[p])
     bar = fig.data[0]
     # The bars are the analysis graph's top 15 (float32; test_analysis checks it against numpy at
     # PROB_RTOL, ties in any order): the 15 largest probabilities, sorted, labelled with their ids.
@@ -62,7 +77,7 @@ def test_candidates_are_the_sorted_softmax_of_that_positions_logits(tiny_run, to
 def test_entropy_per_position_in_bits(tiny_run, tokenizer, nxt):
     fig = tab_logits.render(tiny_run, nxt, tokenizer, 3)[1]
     entropy, surprise, chosen = fig.data
-    probs = float64_softmax(tiny_run.trace["logits"])
+    probs = float64_softmax(nxt.logits)
     expected = [entropy_bits(row) for row in probs]
     np.testing.assert_allclose(np.asarray(entropy.y, dtype=float), expected, atol=ENTROPY_ATOL, rtol=0)
     assert list(entropy.x) == tiny_run.labels
@@ -80,7 +95,7 @@ def test_entropy_per_position_in_bits(tiny_run, tokenizer, nxt):
 def test_summary_entropy_and_actual_next_token(tiny_run, tokenizer, nxt):
     position = 4
     summary = tab_logits.render(tiny_run, nxt, tokenizer, position)[2]
-    probs = float64_softmax(tiny_run.trace["logits"][position])
+    probs = float64_softmax(nxt.logits[position])
     actual = tiny_run.token_ids[position + 1]
     rank = 1 + int(np.count_nonzero(probs > probs[actual]))
     shown = nxt.entropy_bits[position]  # the analysis graph's float32 entropy, within ENTROPY_ATOL of numpy's
@@ -96,7 +111,7 @@ def test_typed_token_rank_and_probability(tiny_run, tokenizer, typed, nxt):
     position = 6
     text = tab_logits.render(tiny_run, nxt, tokenizer, position, typed)[3]
     token_id = tokenizer.encode(typed)[0]
-    probs = float64_softmax(tiny_run.trace["logits"][position])
+    probs = float64_softmax(nxt.logits[position])
     rank = 1 + int(np.count_nonzero(probs > probs[token_id]))
     assert f"Used token {tokenizer.token(token_id).display!r} (id {token_id})" in text
     assert f"**rank {rank:,}**" in text and f"**probability {probs[token_id]:.4g}**" in text
@@ -105,10 +120,10 @@ def test_typed_token_rank_and_probability(tiny_run, tokenizer, typed, nxt):
     assert tab_logits.rank_of(probs, int(np.argmax(probs))) == 1
 
 
-def test_typed_text_of_several_tokens_uses_the_first(tiny_run, tokenizer):
+def test_typed_text_of_several_tokens_uses_the_first(tiny_run, tokenizer, nxt):
     typed = " unbelievably"
     ids = tokenizer.encode(typed)
-    text = tab_logits.typed_markdown(tiny_run, tokenizer, None, typed)
+    text = tab_logits.typed_markdown(tiny_run, nxt, tokenizer, None, typed)
     assert f"(id {ids[0]})" in text
     if len(ids) > 1:
         assert f"the first of the {len(ids)} tokens" in text
@@ -130,8 +145,8 @@ def test_out_of_range_positions_are_clamped(tiny_run, tokenizer, nxt):
 
 def test_tensors_for_download(tiny_run, nxt):
     arrays = tab_logits.tensors(tiny_run, nxt, 2)
-    probs = float64_softmax(tiny_run.trace["logits"][2])
-    np.testing.assert_array_equal(arrays["logits"], tiny_run.trace["logits"][2])
+    probs = float64_softmax(nxt.logits[2])
+    np.testing.assert_array_equal(arrays["logits"], nxt.logits[2])
     np.testing.assert_allclose(arrays["top_probs"][2, :15], np.sort(probs)[::-1][:15], rtol=PROB_RTOL)
     assert arrays["entropy_bits"].shape == (tiny_run.n_tokens,)
 
@@ -139,7 +154,7 @@ def test_tensors_for_download(tiny_run, nxt):
 def test_no_run_shows_a_message(tokenizer):
     candidates, entropy, summary, typed = tab_logits.render(None, "", tokenizer, 0, " the")
     assert summary == NO_RUN and candidates.layout.annotations[0].text == NO_RUN
-    assert tab_logits.typed_markdown(None, tokenizer, 0, " the") == NO_RUN
+    assert tab_logits.typed_markdown(None, NO_RUN, tokenizer, 0, " the") == NO_RUN
 
 
 def test_built_tab_refreshes_after_a_run(explorer_service, tiny_run):

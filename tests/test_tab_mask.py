@@ -17,6 +17,20 @@ def unmasked(tiny_run, explorer_service):
     return explorer_service.variant(tiny_run, causal=False)
 
 
+def next_logits(service, run):
+    """[T, V]: the analysis graph's logits at every position, which the predictions read."""
+    nxt, why = service.analysis(run, "next")
+    assert nxt is not None, why
+    return nxt.logits
+
+
+def test_the_predictions_logits_are_the_trace_graphs_mask_on_and_off(tiny_model, tiny_run, explorer_service, unmasked, full_logits):
+    # Same float32 math as the trace graph's logits, summed in another order (see test_tab_logits).
+    np.testing.assert_allclose(next_logits(explorer_service, tiny_run), full_logits, atol=1e-5, rtol=0)
+    off = tiny_model.trace(tiny_run.token_ids, causal=False)["logits"]
+    np.testing.assert_allclose(next_logits(explorer_service, unmasked), off, atol=1e-5, rtol=0)
+
+
 def test_mask_scores_and_pattern_come_from_the_chosen_layer_and_head(tiny_run, explorer_service):
     mask_fig, raw_fig, masked_fig, pattern_fig, _, markdown, arrays = tab_mask.render(tiny_run, token_text(explorer_service), 1, 2)
     T = tiny_run.n_tokens
@@ -54,8 +68,9 @@ def test_raw_scores_equal_the_mask_off_runs_scores_in_layer_0(tiny_run, explorer
 
 
 def test_predictions_with_the_mask_on(tiny_run, explorer_service):
-    fig, markdown = tab_mask.render(tiny_run, token_text(explorer_service), 0, 0)[4:6]
-    probs = softmax(tiny_run.trace["logits"])
+    logits = next_logits(explorer_service, tiny_run)
+    fig, markdown = tab_mask.render(tiny_run, token_text(explorer_service), 0, 0, logits=logits)[4:6]
+    probs = softmax(logits)
     assert len(fig.data) == 1 and list(fig.data[0].x) == tiny_run.labels
     np.testing.assert_allclose(fig.data[0].y, probs.max(axis=1), rtol=1e-6)
     top = explorer_service.tokenizer.token(int(probs[-1].argmax())).display
@@ -65,15 +80,16 @@ def test_predictions_with_the_mask_on(tiny_run, explorer_service):
 
 def test_mask_off_shows_the_unmasked_run_and_both_predictions(tiny_run, explorer_service, unmasked):
     mask_fig, raw_fig, masked_fig, pattern_fig, fig, markdown, arrays = tab_mask.render(
-        tiny_run, token_text(explorer_service), 1, 3, True, unmasked
+        tiny_run, token_text(explorer_service), 1, 3, True, unmasked,
+        logits=next_logits(explorer_service, tiny_run), unmasked_logits=next_logits(explorer_service, unmasked),
     )
     T = tiny_run.n_tokens
     np.testing.assert_array_equal(mask_fig.data[0].z, np.ones((T, T)))
     np.testing.assert_array_equal(pattern_fig.data[0].z, unmasked.trace["blocks.1.attn.hook_pattern"][3])
     np.testing.assert_array_equal(masked_fig.data[0].z, unmasked.trace["blocks.1.attn.hook_attn_scores"][3])
     np.testing.assert_allclose(raw_fig.data[0].z, unmasked.trace["blocks.1.attn.hook_attn_scores"][3], atol=1e-5)
-    on = softmax(tiny_run.trace["logits"])
-    off = softmax(unmasked.trace["logits"])
+    on = softmax(next_logits(explorer_service, tiny_run))
+    off = softmax(next_logits(explorer_service, unmasked))
     on_top = on.argmax(axis=1)
     assert len(fig.data) == 3
     np.testing.assert_allclose(fig.data[0].y, on.max(axis=1), rtol=1e-6)
@@ -125,6 +141,12 @@ def test_beyond_a_screenful_the_heatmaps_average_blocks_of_positions(tiny_run, e
         assert trace.z.shape == (5, 5) and list(trace.x) == labels and list(trace.y) == labels
         assert "averaged over blocks of ~2.4 positions" in fig.layout.title.text
         assert trace.text is None and "%{x}" in trace.hovertemplate and "%{z" in trace.hovertemplate  # no string per cell
+
+
+def test_predictions_without_their_logits_say_why(tiny_run, explorer_service):
+    fig, markdown = tab_mask.render(tiny_run, token_text(explorer_service), 0, 0, logits="the analysis graph is compiling")[4:6]
+    assert fig.layout.annotations[0].text == "the analysis graph is compiling"
+    assert "the analysis graph is compiling" in markdown
 
 
 def test_mask_off_without_a_live_model_says_so(tiny_run, explorer_service):

@@ -153,3 +153,20 @@ def test_bad_requests_are_refused_with_a_message(tiny_model, ids, ablate, messag
     with pytest.raises(InputError, match=message):
         tiny_model.trace(ids, ablate=ablate)
     assert tiny_model.trace([1, 2])["logits"].shape == (2, TINY_CONFIG.vocab_size)
+
+
+def test_logits_at_the_positions_asked_for_packed_or_alone(tiny_model, tiny_weights_by_name):
+    """logit_positions picks the rows of logits (a Run asks for its last only): packed with other
+    requests or alone, they are the reference's rows at those positions, in the order asked."""
+    a, b = [5, 17, 3, 99, 42, 7], [8, 1, 64, 2]
+    traces = tiny_model.traces([dict(token_ids=a, logit_positions=[-1, 0, 3]), dict(token_ids=b, logit_positions=[2]), dict(token_ids=a)])
+    assert [t["logits"].shape[0] for t in traces] == [3, 1, len(a)]
+    for ids, trace, rows in ((a, traces[0], [5, 0, 3]), (b, traces[1], [2]), (a, traces[2], list(range(len(a))))):
+        reference = reference_trace(tiny_weights_by_name, TINY_CONFIG, ids)
+        np.testing.assert_allclose(trace["logits"], reference["logits"][rows], atol=ATOL, rtol=RTOL)
+        np.testing.assert_allclose(trace["blocks.1.hook_resid_post"], reference["blocks.1.hook_resid_post"], atol=ATOL, rtol=RTOL)
+    alone = tiny_model.trace(b, logit_positions=[-1])
+    np.testing.assert_allclose(alone["logits"], reference_trace(tiny_weights_by_name, TINY_CONFIG, b)["logits"][-1:], atol=ATOL, rtol=RTOL)
+    for bad in ([], [len(b)], [-len(b) - 1], ["x"]):
+        with pytest.raises(InputError, match="logit positions"):
+            tiny_model.trace(b, logit_positions=bad)
