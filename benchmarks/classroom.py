@@ -8,8 +8,9 @@ older commit to compare) on 127.0.0.1 around GPT-2 small's shape with random wei
 (speed does not depend on the values; ``--model`` takes a directory or Hub id instead),
 waits until the model is loaded, warms up as the teacher would (a Run, its first render
 and a 2-token generation, which builds the decode graph on apps that build it on first
-use), then starts N simulated students together. Each is a thread with its own
-``gradio_client`` session and does, in order:
+use), then opens N students' pages (a client each, which fetches the config and polls
+``/status`` once, as the page's status timer does on load) and starts them together. Each is
+a thread with its own ``gradio_client`` session and does, in order:
 
 1. **Run** a prompt of its own, exactly ``--prompt-tokens`` tokens long, then what the page
    does after a Run: ``/render_visible`` if the app has it, else (the older app, which
@@ -454,11 +455,16 @@ def run_students(
     """All students at once; returns their results, the start time, the wall time and the
     threads of students still busy at the deadline.
 
-    Clients are made first (each fetches the app's config), then all start at one barrier.
+    Clients are made first (each fetches the app's config and polls /status once, as the page's
+status timer does when it opens), then all start at one barrier.
     A student still busy at the deadline is reported as timed out with what it has done;
     its call ends when the server is stopped.
     """
     clients = [new_client(url, counter, f"student-{i}") for i in range(len(prompts))]
+    for client in clients:
+        # What each student's page does when it opens: the status line's timer polls /status
+        # (every 2 s from load, until the model is ready), which also starts the session's state.
+        client.predict(plan.model, api_name="/status")
     deadline = time.perf_counter() + timeout_s
     students = [Student(f"student-{i}", clients[i], counter, prompt, plan, deadline) for i, prompt in enumerate(prompts)]
     barrier = threading.Barrier(len(students) + 1, timeout=120)

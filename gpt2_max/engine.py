@@ -41,6 +41,7 @@ from max.graph import DeviceRef, TensorType  # noqa: E402
 from gpt2_max.batching import Batcher, PriorityLock  # noqa: E402
 from gpt2_max.config import GPT2Config  # noqa: E402
 from gpt2_max.hooks import trace_keys  # noqa: E402
+from gpt2_max.memory import Arena, copy_into  # noqa: E402
 from gpt2_max.modules import GPT2Analysis, GPT2DecodeStep, GPT2Trace  # noqa: E402
 from gpt2_max.weights import CONV1D_SUFFIXES  # noqa: E402
 
@@ -164,6 +165,9 @@ class CompiledGPT2:
         self._lazy: dict[str, object] = {}  # the graphs compiled on first use, by name
         # Seconds each graph took to compile in this process (absent until compiled).
         self.compile_seconds: dict[str, float] = {}
+        # Where traces' arrays are copied to (gpt2_max.memory): None keeps MAX's output buffers
+        # (one request) or fresh copies (packed); the app sets one sized to its trace store.
+        self.trace_arena: Arena | None = None
         started = time.perf_counter()
         ref = DeviceRef.from_device(self.device)
         L, H, D = config.n_layer, config.n_head, config.head_dim
@@ -276,22 +280,22 @@ class CompiledGPT2:
         with self._run_lock.hold(TRACE_PRIORITY):
             outputs = self._trace.execute_raw(*(self._to_device(a) for a in packed))
         arrays = [self._to_numpy(out) for out in outputs]
-        if len(requests) == 1:
-            return [dict(zip(self._keys, arrays, strict=True))]
+        if len(requests) == 1 and self.trace_arena is None:
+            return [dict(zip(self._keys, arrays, strict=True))]  # MAX's own buffers, no copy
         traces = []
         logit_start = 0
         for start, length, rows in zip(starts, lengths, logit_rows, strict=True):
             stop = start + length
-            trace = {}
+            blocks = []
             for key, array in zip(self._keys, arrays, strict=True):
                 if key == "logits":  # [S, V]: this sequence's rows of logit_rows
-                    block = array[logit_start : logit_start + len(rows)]
+                    blocks.append(array[logit_start : logit_start + len(rows)])
                 elif key.endswith(SQUARE_KEYS):  # [H, N, N]: this sequence's diagonal block
-                    block = array[:, start:stop, start:stop]
+                    blocks.append(array[:, start:stop, start:stop])
                 else:  # [N, ...]
-                    block = array[start:stop]
-                trace[key] = np.ascontiguousarray(block)  # a copy: the pack's buffers are freed
-            traces.append(trace)
+                    blocks.append(array[start:stop])
+            # Copies (the pack's buffers go back to MAX's allocator), into the arena when there is one.
+            traces.append(dict(zip(self._keys, copy_into(self.trace_arena, blocks), strict=True)))
             logit_start += len(rows)
         return traces
 
