@@ -72,27 +72,26 @@ class Nearest:
 
 def logit_lens(model, trace: Mapping[str, np.ndarray], start: int = 0) -> Lens:
     """The lens over every block at positions start..T-1 (the top token of each row; a full
-    top-k there would cost 4x the unembedding), in two analysis-graph passes: the last block's
-    T' rows give the final predictions (the model's own next-token argmax), then the other
-    (L - 1) x T' rows follow those tokens."""
+    top-k there would cost 4x the unembedding), in one analysis-graph pass over its L x T'
+    rows, position by position: each position's rows follow the top token of its last block's
+    row, the model's own final prediction there."""
     L = model.config.n_layer
-    resid = np.stack([trace[block_key(i, "hook_resid_post")][start:] for i in range(L)])  # [L, T', E]
-    T = resid.shape[1]
-    final = model.engine.run_analysis(lens_rows=resid[-1], lens_targets=np.zeros(T, dtype=np.int64))
-    final_ids = final["lens_top_id"]  # [T']
-    earlier = model.engine.run_analysis(lens_rows=resid[:-1].reshape((L - 1) * T, -1), lens_targets=np.tile(final_ids, L - 1))
-    # At the last block the final token is the top one: its probability is the top's, rank 1.
-    top_ids = np.concatenate([earlier["lens_top_id"], final_ids]).reshape(L, T)
-    top_probs = np.concatenate([earlier["lens_top_prob"], final["lens_top_prob"]]).reshape(L, T)
-    final_probs = np.concatenate([earlier["lens_target_prob"], final["lens_top_prob"]]).reshape(L, T)
-    final_ranks = np.concatenate([earlier["lens_target_rank"], np.ones(T, dtype=np.int64)]).reshape(L, T)
+    resid = np.stack([trace[block_key(i, "hook_resid_post")][start:] for i in range(L)], axis=1)  # [T', L, E]
+    T = resid.shape[0]
+    last_rows = np.repeat(np.arange(T) * L + L - 1, L)  # [T' * L]: the row of each position's last block
+    out = model.engine.run_analysis(lens_rows=resid.reshape(T * L, -1), lens_target_rows=last_rows, lens_group=L)
+
+    def by_layer(values: np.ndarray) -> np.ndarray:
+        return values.reshape(T, L).T  # [T', L] -> [L, T']
+
+    top_ids = by_layer(out["lens_top_id"])
     return Lens(
         start=start,
         top_ids=top_ids,
-        top_probs=top_probs.astype(np.float64),
-        final_ids=final_ids,
-        final_probs=final_probs.astype(np.float64),
-        final_ranks=final_ranks,
+        top_probs=by_layer(out["lens_top_prob"]).astype(np.float64),
+        final_ids=top_ids[-1].copy(),
+        final_probs=by_layer(out["lens_target_prob"]).astype(np.float64),
+        final_ranks=by_layer(out["lens_target_rank"]),
     )
 
 

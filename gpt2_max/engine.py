@@ -57,12 +57,6 @@ ANALYSIS_KEYS = (
     "lens_top_id", "lens_top_prob", "lens_target_prob", "lens_target_rank",
     "candidate_ids", "candidate_probs", "candidate_entropy", "candidate_logits", "nearest_ids", "nearest_cosines",
 )
-# Which input's rows each output has (the others: lens_rows).
-ANALYSIS_SIDES = {
-    "candidate_ids": "candidates", "candidate_probs": "candidates", "candidate_entropy": "candidates",
-    "candidate_logits": "candidates",
-    "nearest_ids": "queries", "nearest_cosines": "queries",
-}
 
 
 # Token rows per packed trace execution. The attention keys come back as [H, N, N] per block,
@@ -201,12 +195,15 @@ class CompiledGPT2:
         ref = DeviceRef.from_device(self.device)
         with F.lazy():
             module = GPT2Analysis(cfg, CANDIDATE_TOP_K, NEAREST_TOP_K)
-        names = ("wte.weight", "ln_f.weight", "ln_f.bias")
+        names = ("ln_f.weight", "ln_f.bias")
         weights = {name: self._weights[name] for name in names}
         weights["wte_t"] = np.ascontiguousarray(self._weights["wte.weight"].T)  # [E, V]: +V*E floats (154 MB for GPT-2)
+        wte = self._weights["wte.weight"].astype(np.float64)
+        weights["wte_norms"] = np.sqrt(np.einsum("ve,ve->v", wte, wte)).astype(np.float32)  # [V]
         return module.compile(
             TensorType(DType.float32, ["rows", cfg.n_embd], device=ref),  # lens_rows [N, E]
             TensorType(DType.int64, ["rows"], device=ref),  # lens_targets [N]
+            TensorType(DType.int64, ["rows"], device=ref),  # lens_target_rows [N]
             TensorType(DType.float32, ["candidates", cfg.n_embd], device=ref),  # candidate_rows [P, E]
             TensorType(DType.float32, ["queries", cfg.n_embd], device=ref),  # query_rows [M, E]
             weights=weights,
@@ -305,38 +302,49 @@ class CompiledGPT2:
         lens_targets: np.ndarray | None = None,
         candidate_rows: np.ndarray | None = None,
         query_rows: np.ndarray | None = None,
+        lens_target_rows: np.ndarray | None = None,
+        lens_group: int = 1,
     ) -> dict[str, np.ndarray]:
-        """lens_rows [N, E] with lens_targets [N], candidate_rows [P, E], query_rows [M, E] (each
-        optional) -> the outputs of GPT2Analysis, each with the rows of its own input.
+        """lens_rows [N, E] with lens_targets [N] (default 0) and lens_target_rows [N] (default -1:
+        see GPT2Analysis), candidate_rows [P, E], query_rows [M, E] (each optional) -> the outputs
+        of GPT2Analysis, each with the rows of its own input.
 
-        Rows go through in chunks of ANALYSIS_CHUNK_ROWS, so memory stays bounded for the
-        lens's L x T rows; an input with no rows in a chunk gets one zero row (sliced off)."""
+        Rows go through in chunks of about ANALYSIS_CHUNK_ROWS, so memory stays bounded for the
+        lens's L x T rows; an input with no rows in a chunk goes in with none, and its part of
+        the graph reads nothing (padding it with a row cost a 24-row lens a third of its time). A lens
+        row may follow only a row of its own group of ``lens_group`` consecutive rows (chunks
+        hold whole groups), given by its index in lens_rows."""
         analysis = self._compiled("analysis")
         E = self.config.n_embd
 
-        def rows_of(values, dtype, shape):
-            return np.zeros((0, *shape), dtype) if values is None else np.asarray(values, dtype=dtype).reshape(-1, *shape)
+        def rows_of(values, dtype, shape, fill=0):
+            if values is None:
+                return np.full((len(lens) if shape == () else 0, *shape), fill, dtype)
+            return np.asarray(values, dtype=dtype).reshape(-1, *shape)
 
+        lens = rows_of(lens_rows, np.float32, (E,))
         inputs = {
-            "rows": rows_of(lens_rows, np.float32, (E,)),
+            "rows": lens,
             "targets": rows_of(lens_targets, np.int64, ()),
+            "target_rows": rows_of(lens_target_rows, np.int64, (), fill=-1),
             "candidates": rows_of(candidate_rows, np.float32, (E,)),
             "queries": rows_of(query_rows, np.float32, (E,)),
         }
-        if len(inputs["targets"]) != len(inputs["rows"]):
-            raise ValueError("lens_targets needs one token per lens row")
+        if not len(inputs["targets"]) == len(inputs["target_rows"]) == len(lens):
+            raise ValueError("lens_targets and lens_target_rows need one entry per lens row")
+        group = max(1, int(lens_group))
+        followed = inputs["target_rows"]
+        if np.any((followed >= 0) & (followed // group != np.arange(len(lens)) // group)):
+            raise ValueError(f"a lens row may follow only a row of its own group of {group}")
+        step = max(group, ANALYSIS_CHUNK_ROWS // group * group)
         longest = max(len(v) for v in inputs.values())
         parts: list[dict[str, np.ndarray]] = []
-        for start in range(0, max(longest, 1), ANALYSIS_CHUNK_ROWS):
-            chunk = {name: v[start : start + ANALYSIS_CHUNK_ROWS] for name, v in inputs.items()}
-            counts = {name: len(v) for name, v in chunk.items()}
-            padded = [v if len(v) else np.zeros((1, *v.shape[1:]), v.dtype) for v in chunk.values()]
+        for start in range(0, max(longest, 1), step):
+            chunk = {name: v[start : start + step] for name, v in inputs.items()}
+            chunk["target_rows"] = np.where(chunk["target_rows"] >= 0, chunk["target_rows"] - start, -1)  # within the chunk
             with self._run_lock.hold(ANALYSIS_PRIORITY):
-                outputs = analysis.execute_raw(*(self._to_device(a) for a in padded))
-            parts.append({
-                key: self._to_numpy(out)[: counts[ANALYSIS_SIDES.get(key, "rows")]].copy()
-                for key, out in zip(ANALYSIS_KEYS, outputs, strict=True)
-            })
+                outputs = analysis.execute_raw(*(self._to_device(a) for a in chunk.values()))
+            parts.append({key: self._to_numpy(out).copy() for key, out in zip(ANALYSIS_KEYS, outputs, strict=True)})
         return {key: np.concatenate([p[key] for p in parts]) for key in ANALYSIS_KEYS}
 
     def run_decode(self, token_id: int, past_k: np.ndarray, past_v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

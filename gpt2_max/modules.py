@@ -401,8 +401,8 @@ class GPT2DecodeStep(GPT2Body):
 class GPT2Analysis(Module):
     """The analyses that read the whole vocabulary, as one graph over rows of residual vectors.
 
-    Parameters: ``wte`` and ``ln_f`` (the same arrays the other graphs use) and ``wte_t``, a
-    transposed copy of wte, [E, V]: ``x @ wte_t`` is MAX's fastest [N, E] x [E, V] product on
+    Parameters: ``ln_f`` (the array the other graphs use), ``wte_t``, a transposed copy of wte,
+    [E, V], and ``wte_norms`` [V]: ``x @ wte_t`` is MAX's fastest [N, E] x [E, V] product on
     this CPU, and its [N, V] result needs no transpose (measured at 288 rows of GPT-2 small with
     the max and argmax: 104 ms, against 202 ms for wte @ x^T transposed back). N, P and M are
     symbolic, so one compiled graph serves the logit lens (N = L x T rows), the next-token view
@@ -414,6 +414,9 @@ class GPT2Analysis(Module):
     Inputs:
         lens_rows       [N, E] float32, residual-stream vectors to read out as if the model stopped there
         lens_targets    [N] int64, a token per row whose probability and rank are wanted
+        lens_target_rows [N] int64, or -1: the row (of this execution) whose top token is row n's
+                        target instead (the lens follows each position's final prediction, the top
+                        token of its last block's row, so one pass finds and follows it)
         candidate_rows  [P, E] float32, residual vectors whose top-k next tokens are wanted
         query_rows      [M, E] float32, vectors to compare with every wte row by cosine
     Returns (K = top_k, J = nearest_top_k):
@@ -431,8 +434,10 @@ class GPT2Analysis(Module):
     """
 
     def __init__(self, config: GPT2Config, top_k: int, nearest_top_k: int) -> None:
-        self.wte = Embedding(config.vocab_size, config.n_embd)
         self.wte_t = _parameter([config.n_embd, config.vocab_size])  # [E, V], wte transposed
+        # [V] the length of each wte row, computed once from the weights (in the graph it would
+        # read all of wte again at every execution, lens or not).
+        self.wte_norms = _parameter([config.vocab_size])
         self.ln_f = LayerNorm(config.n_embd, config.layer_norm_epsilon)
         self.vocab_size = config.vocab_size
         self.top_k = top_k
@@ -444,11 +449,13 @@ class GPT2Analysis(Module):
         return self.ln_f(rows) @ self.wte_t
 
     def forward(
-        self, lens_rows: Tensor, lens_targets: Tensor, candidate_rows: Tensor, query_rows: Tensor
+        self, lens_rows: Tensor, lens_targets: Tensor, lens_target_rows: Tensor, candidate_rows: Tensor, query_rows: Tensor
     ) -> tuple[Tensor, ...]:
         logits = self.logits(lens_rows)  # [N, V]
         top_logit = F.max(logits, axis=-1)  # [N, 1]
-        top_id = F.argmax(logits, axis=-1)  # [N, 1]
+        top_id = F.cast(F.argmax(logits, axis=-1), lens_targets.dtype).reshape([-1])  # [N]
+        followed = F.gather(top_id, F.elementwise_max(lens_target_rows, 0), axis=0)  # [N]
+        lens_targets = F.where(F.greater_equal(lens_target_rows, 0), followed, lens_targets)  # [N]
         # softmax's denominator over exp(logit - max), so no term overflows: >= 1 (the top's own 1)
         total = F.sum(F.exp(logits - top_logit), axis=-1)  # [N, 1]
         # The target's logit, picked by a one-hot comparison (one pass over [N, V]).
@@ -462,14 +469,13 @@ class GPT2Analysis(Module):
         top_log_probs, candidate_ids = F.top_k(candidate_log_probs, k=self.top_k, axis=-1)  # 2 x [P, K]
         entropy = -F.sum(F.exp(candidate_log_probs) * candidate_log_probs, axis=-1)  # [P, 1] nats
         # Nearest tokens by cosine: the direction of each query against every wte row.
-        wte_norms = F.sqrt(F.sum(self.wte.weight * self.wte.weight, axis=-1))  # [V, 1]
-        dots = self.wte.weight @ query_rows.transpose(0, 1)  # [V, E] @ [E, M] -> [V, M]
-        query_norms = F.sqrt(F.sum(query_rows * query_rows, axis=-1)).reshape([1, -1])  # [1, M]
+        dots = query_rows @ self.wte_t  # [M, V]
+        query_norms = F.sqrt(F.sum(query_rows * query_rows, axis=-1))  # [M, 1]
         # The 1e-12 floor keeps an all-zero vector from dividing by 0 (its cosines become 0).
-        cosines = (dots / F.elementwise_max(wte_norms * query_norms, 1e-12)).transpose(0, 1)  # [M, V]
+        cosines = dots / F.elementwise_max(query_norms * self.wte_norms.reshape([1, -1]), 1e-12)  # [M, V]
         nearest_cosines, nearest_ids = F.top_k(cosines, k=self.nearest_top_k, axis=-1)  # 2 x [M, J]
         return (
-            F.cast(top_id, DType.int64).reshape([-1]),
+            top_id,
             (1.0 / total).reshape([-1]),
             (F.exp(target_logit - top_logit) / total).reshape([-1]),
             (F.cast(above, DType.int64) + 1).reshape([-1]),

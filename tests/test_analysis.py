@@ -145,3 +145,24 @@ def test_chunks_of_rows_give_the_same_answer(tiny_model, tiny_run, monkeypatch):
     chunked = tiny_model.engine.run_analysis(rows, targets, rows[:9], rows[:5])
     for key in engine.ANALYSIS_KEYS:
         np.testing.assert_allclose(chunked[key], whole[key], rtol=1e-6, err_msg=key)
+
+
+def test_lens_rows_follow_the_top_token_of_a_row_of_their_group(tiny_model, tiny_run, monkeypatch):
+    """lens_target_rows: a row's target is the top token of another row of its group (the lens's
+    final prediction), the same as passing that token; chunks keep groups whole."""
+    from gpt2_max import engine
+
+    L = tiny_model.config.n_layer
+    rows = np.stack([tiny_run.trace[f"blocks.{i}.hook_resid_post"] for i in range(L)], axis=1).reshape(-1, tiny_model.config.n_embd)  # [T * L, E]
+    last = np.repeat(np.arange(tiny_run.n_tokens) * L + L - 1, L)
+    followed = tiny_model.engine.run_analysis(lens_rows=rows, lens_target_rows=last, lens_group=L)
+    given = tiny_model.engine.run_analysis(lens_rows=rows, lens_targets=followed["lens_top_id"][last])
+    for key in ("lens_top_id", "lens_top_prob", "lens_target_prob", "lens_target_rank"):
+        np.testing.assert_array_equal(followed[key], given[key], err_msg=key)
+    assert np.all(followed["lens_target_rank"][last] == 1)
+    monkeypatch.setattr(engine, "ANALYSIS_CHUNK_ROWS", 3 * L + 1)  # chunks of 3 whole groups
+    chunked = tiny_model.engine.run_analysis(lens_rows=rows, lens_target_rows=last, lens_group=L)
+    for key in ("lens_top_id", "lens_target_prob", "lens_target_rank"):
+        np.testing.assert_allclose(chunked[key], followed[key], rtol=1e-6, err_msg=key)
+    with pytest.raises(ValueError, match="its own group"):
+        tiny_model.engine.run_analysis(lens_rows=rows, lens_target_rows=np.roll(last, 1), lens_group=L)

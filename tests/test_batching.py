@@ -79,7 +79,7 @@ def test_runs_pressed_at_once_over_http_each_keep_their_own_run(explorer_service
 def test_a_cold_start_says_each_stage_in_order_and_saves_examples_first(tmp_path, monkeypatch):
     """The background load names each stage as it starts (the status line shows it): the
     download, the trace graph, the examples (right after the trace graph, so the next start has
-    them), then the analysis and decode graphs."""
+    them), then the analysis and decode graphs, then the trace memory's first touch."""
     from components.run import STAGES, ExplorerService, ModelSlot
     from components.settings import Settings
 
@@ -95,7 +95,8 @@ def test_a_cold_start_says_each_stage_in_order_and_saves_examples_first(tmp_path
     settings = Settings(model=TINY_REPO_ID, examples_dir=str(tmp_path / "committed"), cache_dir=str(tmp_path / "cache"))
     service = ExplorerService(settings, TINY_REPO_ID, ("The cat sat on the mat.",))
     service.start_loading().join(600)
-    assert [stage for stage, _ in seen] == ["download", "trace", "examples", "analysis", "decode"]
+    assert [stage for stage, _ in seen] == ["download", "trace", "examples", "analysis", "decode", "memory"]
+    assert service.trace_arena.touched and service.model.engine.trace_arena is service.trace_arena
     for stage, text in seen:
         assert text.startswith(STAGES[stage][0]) and f"about {STAGES[stage][1]} s on a cold host" in text
     assert service.has_precomputed(TINY_REPO_ID)
