@@ -196,19 +196,33 @@ def decade_ticks(zmin: float, zmax: float, most: int = 4) -> dict:
     return dict(tickvals=powers, ticktext=[f"{10.0**k:g}" for k in powers])
 
 
-def layout(fig: go.Figure, title: str, height: int = DEFAULT_HEIGHT, notes: Sequence[str] = (), **extra) -> go.Figure:
-    """Title, height, margins and font of every figure; ``notes`` become a second, smaller title line."""
+def layout_properties(title: str, height: int = DEFAULT_HEIGHT, notes: Sequence[str] = (), **extra) -> dict:
+    """Title, height, margins and font of every figure (and any other layout properties), as the
+    dict a layout is built from; ``notes`` become a second, smaller title line."""
     notes = [n for n in notes if n]
     if notes:
         title = f"{title}<br><sup>{'; '.join(notes)}</sup>"
-    fig.update_layout(
-        title=dict(text=title, font=dict(size=16)),
-        height=height,
-        margin=dict(l=60, r=20, t=90 if notes else 60, b=60),  # room for the second title line
-        font=FONT,
+    return {
+        "title": dict(text=title, font=dict(size=16)),
+        "height": height,
+        "margin": dict(l=60, r=20, t=90 if notes else 60, b=60),  # room for the second title line
+        "font": FONT,
         **extra,
-    )
+    }
+
+
+def layout(fig: go.Figure, title: str, height: int = DEFAULT_HEIGHT, notes: Sequence[str] = (), **extra) -> go.Figure:
+    """Applies ``layout_properties`` to a figure that exists already."""
+    fig.update_layout(**layout_properties(title, height, notes, **extra))
     return fig
+
+
+def figure(data: Sequence[dict], title: str, height: int = DEFAULT_HEIGHT, notes: Sequence[str] = (), **extra) -> go.Figure:
+    """A figure made in one validated construction from trace dicts (each with its ``type``) and
+    ``layout_properties``: 4x faster than adding traces and then calling update_layout and
+    update_xaxes one at a time (3.0 against 12.3 ms for the Sample tab's step chart here, the
+    same JSON), which matters where a class's 30 generations each redraw a chart every second."""
+    return go.Figure(data=list(data), layout=layout_properties(title, height, notes, **extra))
 
 
 def heatmap(
@@ -259,21 +273,21 @@ def heatmap(
     if hover_text is not None:
         kwargs["text"] = hover_text
         hover += "<br>%{text}"
-    fig = go.Figure(
-        go.Heatmap(
-            z=z,
-            x=plot_texts(x_labels),
-            y=plot_texts(y_labels),
-            colorscale=DIVERGING if diverging else SEQUENTIAL,
-            hovertemplate=hover + "<extra></extra>",
-            hoverongaps=False,
-            **kwargs,
-        )
+    trace = dict(
+        type="heatmap",
+        z=z,
+        x=plot_texts(x_labels),
+        y=plot_texts(y_labels),
+        colorscale=DIVERGING if diverging else SEQUENTIAL,
+        hovertemplate=hover + "<extra></extra>",
+        hoverongaps=False,
+        **kwargs,
     )
-    layout(fig, title, height, notes)
-    fig.update_xaxes(title=x_title, type="category", tickangle=-45)
-    fig.update_yaxes(title=y_title, type="category", autorange="reversed")
-    return fig
+    return figure(
+        [trace], title, height, notes,
+        xaxis=dict(title=x_title, type="category", tickangle=-45),
+        yaxis=dict(title=y_title, type="category", autorange="reversed"),
+    )
 
 
 def binned_heatmap(
@@ -331,24 +345,21 @@ def bars(
         kwargs["text"] = list(hover_extra)
         kwargs["textposition"] = "none"
         hover += "<br>%{text}"
-    trace = go.Bar(
+    trace = dict(
+        type="bar",
         x=list(values) if horizontal else plot_texts(labels),
         y=plot_texts(labels) if horizontal else list(values),
         orientation="h" if horizontal else "v",
-        marker_color="#3b6fb6",
+        marker=dict(color="#3b6fb6"),
         hovertemplate=hover + "<extra></extra>",
         **kwargs,
     )
-    fig = go.Figure(trace)
-    layout(fig, title, height)
     value_axis = dict(title=value_name + (" (log scale)" if log_scale else ""), type="log" if log_scale else "linear")
     if horizontal:
-        fig.update_yaxes(type="category", autorange="reversed")
-        fig.update_xaxes(**value_axis)
+        axes = dict(yaxis=dict(type="category", autorange="reversed"), xaxis=value_axis)
     else:
-        fig.update_xaxes(type="category", tickangle=-45)
-        fig.update_yaxes(**value_axis)
-    return fig
+        axes = dict(xaxis=dict(type="category", tickangle=-45), yaxis=value_axis)
+    return figure([trace], title, height, **axes)
 
 
 def lines(
@@ -377,18 +388,19 @@ def lines(
         x = x[1:]
         series = {name: ys[1:] for name, ys in series.items()}
         hover_text = {name: texts[1:] for name, texts in (hover_text or {}).items()}
-    fig = go.Figure()
+    traces = []
     for name, ys in series.items():
         extra = {}
         hover = f"{name}<br>{x_title or 'x'}: %{{x}}<br>{y_title or 'y'}: %{{y:.4g}}"
         if hover_text and name in hover_text:
             extra["text"] = list(hover_text[name])
             hover += "<br>%{text}"
-        fig.add_trace(go.Scatter(x=plot_texts(x), y=list(ys), mode="lines+markers", name=name, hovertemplate=hover + "<extra></extra>", **extra))
-    layout(fig, title, height, notes)
-    fig.update_xaxes(title=x_title)
-    fig.update_yaxes(title=y_title + (" (log scale)" if log_y else ""), type="log" if log_y else "linear")
-    return fig
+        traces.append(dict(type="scatter", x=plot_texts(x), y=list(ys), mode="lines+markers", name=name, hovertemplate=hover + "<extra></extra>", **extra))
+    return figure(
+        traces, title, height, notes,
+        xaxis=dict(title=x_title),
+        yaxis=dict(title=y_title + (" (log scale)" if log_y else ""), type="log" if log_y else "linear"),
+    )
 
 
 def attention_pattern(
@@ -450,7 +462,8 @@ def small_multiples(
     layout_extra: dict,
 ) -> go.Figure:
     """A grid of heatmaps (``cells[r][c]``: each a plain ``go.Heatmap`` property dict, sharing
-    ``coloraxis``), laid out as ``make_subplots`` does but built as plain dicts without plotly's
+    ``coloraxis``; ``layout_extra``: the other layout properties, e.g. ``layout_properties``),
+    laid out as ``make_subplots`` does but built as plain dicts without plotly's
     per-property validation: make_subplots plus 144 validated traces cost ~0.7 s for 12 x 12 heads,
     most of an Attention render, and a class of 30 opens it 30 times."""
     R, C = len(cells), len(cells[0])
@@ -474,9 +487,10 @@ def small_multiples(
         left = c * (width + h_spacing)
         annotations.append(dict(text=col_titles[c], x=left + width / 2, y=1.0, xref="paper", yref="paper", xanchor="center",
                                 yanchor="bottom", showarrow=False, font=dict(size=11)))
-    fig = go.Figure(dict(data=data, layout=dict(annotations=annotations, **axes)), _validate=False)
-    fig.update_layout(**layout_extra)
-    return fig
+    # layout_extra (e.g. ``layout_properties``) is validated on its own (cheap: a few properties),
+    # then joined to the unvalidated axes: update_layout on a figure of 144 axes cost ~40 ms.
+    extra = go.Layout(layout_extra).to_plotly_json()
+    return go.Figure(dict(data=data, layout=dict(annotations=annotations, **axes, **extra)), _validate=False)
 
 
 def message_figure(text: str, height: int = 200) -> go.Figure:

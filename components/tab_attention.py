@@ -13,7 +13,7 @@ from gpt2_max.sampling import softmax
 
 from components import interpret
 from components.common import NO_RUN, AppContext, clamp, export_controls, fmt_p, guarded, intro, md_text, source_block, unique_labels
-from components.plots import SEQUENTIAL, attention_pattern, bin_starts, block_labels, block_means, heatmap, layout, message_figure, small_multiples, template_text
+from components.plots import SEQUENTIAL, attention_pattern, bin_starts, block_labels, block_means, heatmap, layout, layout_properties, message_figure, small_multiples, template_text
 from components.run import Run
 
 TOP_NEXT = 10
@@ -125,10 +125,11 @@ def grid_figure(run: Run, values: np.ndarray, labels: list[str], shares: np.ndar
     fig = small_multiples(
         cells, [f"layer {layer}" for layer in range(L)], [f"head {h}" for h in range(H)],
         h_spacing=0.01 if H > 6 else 0.03, v_spacing=0.01 if L > 6 else 0.04,
-        layout_extra=dict(coloraxis=dict(colorscale=SEQUENTIAL, cmin=0.0, cmax=1.0, colorbar=colorbar)),
+        layout_extra=layout_properties(
+            title, height=L * cell + 190, margin=dict(l=20, r=60, t=80, b=70),
+            coloraxis=dict(colorscale=SEQUENTIAL, cmin=0.0, cmax=1.0, colorbar=colorbar),
+        ),
     )
-    layout(fig, title, height=L * cell + 190)
-    fig.update_layout(margin=dict(l=20, r=60, t=80, b=70))
     return fig
 
 

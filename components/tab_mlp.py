@@ -10,7 +10,7 @@ from gpt2_max.hooks import block_key
 from gpt2_max.modules import MLP
 
 from components.common import NO_RUN, AppContext, clamp, export_controls, guarded, intro, position_0_switch, source_block
-from components.plots import MAX_CELLS_PER_AXIS, bars, binned_heatmap, counted_positions, finite, layout, message_figure, plot_texts
+from components.plots import MAX_CELLS_PER_AXIS, bars, binned_heatmap, counted_positions, figure, finite, layout, message_figure, plot_texts
 from components.run import Run
 
 # The overlay shows at most this many (pre, post) pairs; a prompt of T tokens has T x 4E of them.
@@ -97,19 +97,21 @@ def gelu_figure(run: Run, layer: int, leave_out_position_0: bool = True) -> go.F
     # short text alone (the position is in customdata), escaped for Plotly's pseudo-HTML.
     tokens = np.asarray(plot_texts([t.display for t in run.tokens]), dtype=object)[positions]
 
-    fig = go.Figure()
-    fig.add_trace(
-        go.Scatter(
+    curve = gelu_tanh(xs)
+    y_pad = 0.05 * (curve.max() - curve.min())
+    shown = "all" if index.size == flat_pre.size else f"a sample of {index.size:,}"
+    traces = [
+        dict(
+            type="scatter",
             x=xs,
-            y=gelu_tanh(xs),
+            y=curve,
             mode="lines",
             name="GELU (tanh approximation)",
             line=dict(color=CURVE_COLOUR, width=2),
             hovertemplate="GELU(%{x:.3f}) = %{y:.4g}<extra></extra>",
-        )
-    )
-    fig.add_trace(
-        go.Scatter(
+        ),
+        dict(
+            type="scatter",
             x=finite(pre.reshape(-1)[index]).astype(np.float32),
             y=finite(post.reshape(-1)[index]).astype(np.float32),
             mode="markers",
@@ -121,21 +123,17 @@ def gelu_figure(run: Run, layer: int, leave_out_position_0: bool = True) -> go.F
                 "token %{text}<br>position %{customdata[0]}<br>neuron %{customdata[1]}"
                 "<br>pre (input) %{x:.4g}<br>post (GELU) %{y:.4g}<extra></extra>"
             ),
-        )
-    )
-    shown = "all" if index.size == flat_pre.size else f"a sample of {index.size:,}"
-    layout(
-        fig,
+        ),
+    ]
+    return figure(
+        traces,
         f"Block {layer}: GELU, with {shown} of this input's {T} × {F} pre-activations",
         height=440,
         notes=notes,
         legend=dict(x=0.01, y=0.99, bgcolor="rgba(255,255,255,0.8)"),
+        xaxis=dict(title="pre-activation (mlp.hook_pre)", zeroline=True, range=[xs[0], xs[-1]]),
+        yaxis=dict(title="activation (mlp.hook_post)", zeroline=True, range=[curve.min() - y_pad, curve.max() + y_pad]),
     )
-    curve = gelu_tanh(xs)
-    y_pad = 0.05 * (curve.max() - curve.min())
-    fig.update_xaxes(title="pre-activation (mlp.hook_pre)", zeroline=True, range=[xs[0], xs[-1]])
-    fig.update_yaxes(title="activation (mlp.hook_post)", zeroline=True, range=[curve.min() - y_pad, curve.max() + y_pad])
-    return fig
 
 
 def neuron_heatmap(run: Run, layer: int, leave_out_position_0: bool = True) -> go.Figure:

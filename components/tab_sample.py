@@ -19,7 +19,7 @@ from gpt2_max.sampling import SampleStep, SamplingSettings, choose, filtered_dis
 from gpt2_max.tokenizer import Tokenizer
 
 from components.common import NO_RUN, AppContext, clamp, export_npz, guarded, intro, source_block, unique_labels
-from components.plots import layout, message_figure, plot_text, plot_texts
+from components.plots import figure, message_figure, plot_text, plot_texts
 from components.run import ExplorerService, Run
 
 # Okabe-Ito colours (see tab_tokenize): raw distribution, filtered distribution, the drawn token.
@@ -105,13 +105,15 @@ def prob_text(p: float) -> str:
     return f"{p:.3f}" if p >= 0.001 or p == 0 else f"{p:.1e}"
 
 
-def grouped_bars_layout(fig: go.Figure, title: str, n_rows: int) -> None:
+def grouped_bars(data: Sequence[dict], title: str, n_rows: int, xaxis: dict) -> go.Figure:
     """Horizontal grouped bars, one row per token, legend below: both Sample charts."""
-    layout(fig, title, height=ROW_HEIGHT * n_rows + 190, barmode="group",
-           legend=dict(orientation="h", yanchor="top", y=-0.08, x=0))
-    fig.update_layout(margin=dict(l=60, r=20, t=90, b=90))
-    fig.update_yaxes(type="category", autorange="reversed", automargin=True)
-    fig.update_xaxes(rangemode="tozero")
+    return figure(
+        data, title, height=ROW_HEIGHT * n_rows + 190, barmode="group",
+        legend=dict(orientation="h", yanchor="top", y=-0.08, x=0),
+        margin=dict(l=60, r=20, t=90, b=90),
+        yaxis=dict(type="category", autorange="reversed", automargin=True),
+        xaxis={"rangemode": "tozero", **xaxis},
+    )
 
 
 def token_labels(tokenizer: Tokenizer, ids: Sequence[int]) -> list[str]:
@@ -166,23 +168,23 @@ def step_figure(tokenizer: Tokenizer, shown: Shown, context_ids: Sequence[int], 
     hover = [f"id {i}" for i in ids]
     raw_colours = [CHOSEN_COLOUR if r == chosen_row else RAW_COLOUR for r in range(len(ids))]
     filtered_colours = [CHOSEN_COLOUR if r == chosen_row else FILTERED_COLOUR for r in range(len(ids))]
-    fig = go.Figure()
-    for name, values, colours, pattern in (
-        ("before filters (T = 1, all tokens)", raw, raw_colours, ""),
-        ("after temperature, top-k, top-p (drawn from)", filtered, filtered_colours, "/"),
-    ):
-        fig.add_trace(
-            go.Bar(
-                y=labels,
-                x=values,
-                orientation="h",
-                name=name,
-                marker=dict(color=colours, pattern_shape=pattern, line=dict(color="#333333", width=0.5)),
-                text=hover,
-                textposition="none",
-                hovertemplate="%{y}<br>%{text}<br>" + name + ": %{x:.4f}<extra></extra>",
-            )
+    data = [
+        dict(
+            type="bar",
+            y=labels,
+            x=values,
+            orientation="h",
+            name=name,
+            marker=dict(color=colours, pattern=dict(shape=pattern), line=dict(color="#333333", width=0.5)),
+            text=hover,
+            textposition="none",
+            hovertemplate="%{y}<br>%{text}<br>" + name + ": %{x:.4f}<extra></extra>",
         )
+        for name, values, colours, pattern in (
+            ("before filters (T = 1, all tokens)", raw, raw_colours, ""),
+            ("after temperature, top-k, top-p (drawn from)", filtered, filtered_colours, "/"),
+        )
+    ]
     context = context_text(tokenizer, context_ids)
     drawn = plot_text(tokenizer.token(step.token_id).display)
     full_title = (
@@ -190,11 +192,10 @@ def step_figure(tokenizer: Tokenizer, shown: Shown, context_ids: Sequence[int], 
         f"({step.kept:,} tokens kept)<br><sup>after “{context}” · ▶ = the drawn token, "
         f"in vermilion · log scale: a token the filters removed has no orange bar</sup>"
     )
-    grouped_bars_layout(fig, full_title, len(ids))
     # Log: the probabilities span decades (0.9 for the top token, 1e-4 for the 20th), and on a
     # linear axis only the first bar or two would be visible.
-    fig.update_xaxes(title="probability (log scale)", type="log", exponentformat="e", rangemode="normal")
-    return fig
+    log_axis = dict(title=dict(text="probability (log scale)"), type="log", exponentformat="e", rangemode="normal")
+    return grouped_bars(data, full_title, len(ids), log_axis)
 
 
 def step_title(index: int, total: int, position: int) -> str:
@@ -413,17 +414,17 @@ def histogram_figure(tokenizer: Tokenizer, logits: np.ndarray, settings: Samplin
         observed.append(n - sum(observed))
         expected.append(max(0.0, n * (1.0 - float(probs[ids].sum()))))
         hover.append("summed over them")
-    fig = go.Figure()
-    fig.add_trace(go.Bar(y=labels, x=observed, orientation="h", name=f"drawn (of {n})", marker_color=COUNT_COLOUR,
-                         text=hover, textposition="none", hovertemplate="%{y}<br>%{text}<br>drawn %{x} times<extra></extra>"))
-    fig.add_trace(go.Bar(y=labels, x=expected, orientation="h", name="expected: n × probability", marker_color=EXPECTED_COLOUR,
-                         text=hover, textposition="none", hovertemplate="%{y}<br>%{text}<br>expected %{x:.1f} times<extra></extra>"))
+    data = [
+        dict(type="bar", y=labels, x=observed, orientation="h", name=f"drawn (of {n})", marker=dict(color=COUNT_COLOUR),
+             text=hover, textposition="none", hovertemplate="%{y}<br>%{text}<br>drawn %{x} times<extra></extra>"),
+        dict(type="bar", y=labels, x=expected, orientation="h", name="expected: n × probability", marker=dict(color=EXPECTED_COLOUR),
+             text=hover, textposition="none", hovertemplate="%{y}<br>%{text}<br>expected %{x:.1f} times<extra></extra>"),
+    ]
     title = (
         f"{n} draws of the token after “{context_text(tokenizer, context_ids)}”"
         f"<br><sup>{plot_text(settings_text(settings))}</sup>"
     )
-    grouped_bars_layout(fig, title, len(labels))
-    fig.update_xaxes(title="count")
+    fig = grouped_bars(data, title, len(labels), dict(title=dict(text="count")))
     frequencies = np.zeros_like(probs)
     frequencies[drawn_ids] = counts / n
     distance = 0.5 * float(np.abs(frequencies - probs).sum())
