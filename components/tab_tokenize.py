@@ -9,7 +9,7 @@ import plotly.graph_objects as go
 from gpt2_max.tokenizer import BYTE_TO_SYMBOL, Tokenizer, display_bytes
 
 from components.common import NO_RUN, AppContext, clamp, export_controls, guarded, intro, source_block
-from components.plots import layout, message_figure, plot_text
+from components.plots import figure, message_figure, plot_text
 from components.run import Run
 
 TOKENS_PER_ROW = 12
@@ -27,10 +27,11 @@ INTRO = intro(
 )
 
 
-def coloured_cells(colour_index: np.ndarray, text: np.ndarray, hover: np.ndarray, y_labels=None) -> go.Heatmap:
+def coloured_cells(colour_index: np.ndarray, text: np.ndarray, hover: np.ndarray, y_labels=None) -> dict:
     """Cells coloured by ``colour_index`` (a PALETTE index, NaN = empty) and labelled with ``text``."""
     top = len(PALETTE) - 1
-    return go.Heatmap(
+    return dict(
+        type="heatmap",
         z=colour_index,
         y=y_labels,
         text=text,
@@ -63,11 +64,10 @@ def token_grid(run: Run) -> go.Figure:
             f"position {position}<br>token {plot_text(repr(token.display))}<br>id {token.id}<br>"
             f"bytes {token.bytes.hex(' ')}<br>vocabulary spelling {token.symbol}"
         )
-    fig = go.Figure(coloured_cells(colour_index, text, hover))
-    layout(fig, f"{n} tokens (text and id per cell)", height=max(160, 70 * rows + 80))
-    fig.update_xaxes(visible=False)
-    fig.update_yaxes(visible=False, autorange="reversed")
-    return fig
+    return figure(
+        [coloured_cells(colour_index, text, hover)], f"{n} tokens (text and id per cell)", height=max(160, 70 * rows + 80),
+        xaxis=dict(visible=False), yaxis=dict(visible=False, autorange="reversed"),
+    )
 
 
 def merge_figure(tokenizer: Tokenizer, chunk: str) -> go.Figure:
@@ -84,11 +84,11 @@ def merge_figure(tokenizer: Tokenizer, chunk: str) -> go.Figure:
             rank = tokenizer.rank(part)
             text[row, col] = f"{plot_text(display_bytes(part))}<br>{'' if rank is None else rank}"
             hover[row, col] = f"{labels[row]}: {text[row, col]}"
-    fig = go.Figure(coloured_cells(colour_index, text, hover, labels))
-    layout(fig, f"Byte-pair merges of {plot_text(repr(display_bytes(chunk.encode('utf-8'))))}", height=max(220, 64 * len(steps) + 110))
-    fig.update_xaxes(visible=False)
-    fig.update_yaxes(type="category", autorange="reversed")
-    return fig
+    return figure(
+        [coloured_cells(colour_index, text, hover, labels)],
+        f"Byte-pair merges of {plot_text(repr(display_bytes(chunk.encode('utf-8'))))}", height=max(220, 64 * len(steps) + 110),
+        xaxis=dict(visible=False), yaxis=dict(type="category", autorange="reversed"),
+    )
 
 
 def counts_markdown(run: Run) -> str:
