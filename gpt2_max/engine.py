@@ -111,13 +111,22 @@ class TraceRequest:
     # The axis along which each graph input's rows are tokens (what packing concatenates).
     TOKEN_AXES = (0, 0, 0, 0, 1, 1, 1, 1)
 
-    def inputs(self, L: int, H: int, D: int, E: int) -> list[np.ndarray]:
-        T = len(self.token_ids)
+    # The patch inputs' shapes and what a request that leaves one out means by it.
+    PATCH_DEFAULTS = (1.0, 0.0, 1.0, 0.0)
 
-        def given(value, shape, fill):
+    def patch_shapes(self, L: int, H: int, D: int, E: int) -> tuple[tuple[int, ...], ...]:
+        T = len(self.token_ids)
+        return (L, T, H), (L, T, H, D), (L, T), (L, T, E)
+
+    def inputs(self, L: int, H: int, D: int, E: int) -> list[np.ndarray | None]:
+        """The graph inputs of this request alone; a patch input left out is None (its default,
+        PATCH_DEFAULTS, filled in by the engine from memory it keeps: see constant_rows)."""
+        T = len(self.token_ids)
+        head_shape, z_shape, keep_shape, source_shape = self.patch_shapes(L, H, D, E)
+
+        def given(value, shape):
             if value is None:
-                # zeros: the OS hands out zero pages lazily (z_source alone is 38 MB at 1024 tokens)
-                return np.zeros(shape, np.float32) if fill == 0.0 else np.full(shape, fill, dtype=np.float32)
+                return None
             value = np.asarray(value, dtype=np.float32)
             if value.shape != shape:
                 raise ValueError(f"patch input of shape {value.shape}, expected {shape}")
@@ -128,10 +137,10 @@ class TraceRequest:
             np.arange(T, dtype=np.int64),  # positions
             np.zeros(T, dtype=np.int64),  # segments (set when packed)
             np.full(T, 1.0 if self.mask_off else 0.0, dtype=np.float32),
-            given(self.head_keep, (L, T, H), 1.0),
-            given(self.z_source, (L, T, H, D), 0.0),
-            given(self.resid_keep, (L, T), 1.0),
-            given(self.resid_source, (L, T, E), 0.0),
+            given(self.head_keep, head_shape),
+            given(self.z_source, z_shape),
+            given(self.resid_keep, keep_shape),
+            given(self.resid_source, source_shape),
         ]
 
 
@@ -162,6 +171,7 @@ class CompiledGPT2:
         # Where traces' arrays are copied to (gpt2_max.memory): None keeps MAX's output buffers
         # (one request) or fresh copies (packed); the app sets one sized to its trace store.
         self.trace_arena: Arena | None = None
+        self._constants: dict[float, np.ndarray] = {}  # see constant_rows
         started = time.perf_counter()
         ref = DeviceRef.from_device(self.device)
         L, H, D = config.n_layer, config.n_head, config.head_dim
@@ -237,6 +247,17 @@ class CompiledGPT2:
         """Compiles one graph ("analysis" or "decode") now rather than on first use."""
         self._compiled(graph)
 
+    def constant_rows(self, fill: float, shape: tuple[int, ...]) -> np.ndarray:
+        """A float32 array of ``shape`` full of ``fill``, a view of one buffer kept per value (the
+        trace graph only reads it): a Run's default patch inputs (z_source alone is [L, T, H, D],
+        2.4 MB at 64 tokens of GPT-2 small) would otherwise be fresh pages, faulted in per Run."""
+        count = int(np.prod(shape))
+        buffer = self._constants.get(fill)
+        if buffer is None or buffer.size < count:
+            buffer = np.full(count, fill, dtype=np.float32)
+            self._constants[fill] = buffer
+        return buffer[:count].reshape(shape)
+
     def _to_device(self, array: np.ndarray) -> Buffer:
         buffer = Buffer.from_numpy(np.ascontiguousarray(array))
         return buffer if isinstance(self.device, CPU) else buffer.to(self.device)
@@ -268,10 +289,20 @@ class CompiledGPT2:
         starts = np.cumsum([0, *lengths[:-1]])
         logit_rows = [request.logit_rows() for request in requests]
         # Each input's rows are per token: the pack is their concatenation along the token axis.
-        packed = [
-            np.concatenate([p[k] for p in parts], axis=axis) if len(parts) > 1 else parts[0][k]
-            for k, axis in enumerate(TraceRequest.TOKEN_AXES)
-        ]
+        # A patch input no request gives is its default over the whole pack, from constant_rows.
+        packed = []
+        for k, axis in enumerate(TraceRequest.TOKEN_AXES):
+            values = [p[k] for p in parts]
+            if k >= 4:
+                shapes = [r.patch_shapes(L, H, D, E)[k - 4] for r in requests]
+                fill = TraceRequest.PATCH_DEFAULTS[k - 4]
+                if all(v is None for v in values):
+                    whole = list(shapes[0])
+                    whole[axis] = sum(shape[axis] for shape in shapes)
+                    packed.append(self.constant_rows(fill, tuple(whole)))
+                    continue
+                values = [self.constant_rows(fill, shape) if v is None else v for v, shape in zip(values, shapes, strict=True)]
+            packed.append(np.concatenate(values, axis=axis) if len(values) > 1 else values[0])
         packed[2] = np.repeat(np.arange(len(parts), dtype=np.int64), lengths)  # segments [N]
         packed.append(np.concatenate([rows + start for rows, start in zip(logit_rows, starts, strict=True)]))  # [S]
         with self._run_lock.hold(TRACE_PRIORITY):
