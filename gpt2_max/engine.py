@@ -68,6 +68,9 @@ PACK_ROWS = 256
 # positions each: 39 ms for one, 104 ms for 8, 154 ms for 16); 16 bounds the packed cache copy
 # (B caches of P positions, ~6 MB each at 84 positions of GPT-2 small).
 DECODE_MAX_BATCH = 16
+# The most memory kept for packing one of a decode step's caches (keys or values): 16 caches of
+# GPT-2 small up to 218 positions each; a longer pack is made in fresh memory.
+DECODE_PACK_MAX_BYTES = 128 * 2**20
 # While steps are shared, the runner waits this long for the other sessions' next steps (their
 # sampling and drawing between steps), against a ~30-100 ms step; a lone generation never waits.
 DECODE_GATHER_S = 0.003
@@ -172,6 +175,8 @@ class CompiledGPT2:
         # (one request) or fresh copies (packed); the app sets one sized to its trace store.
         self.trace_arena: Arena | None = None
         self._constants: dict[float, np.ndarray] = {}  # see constant_rows
+        self._decode_packs: dict[str, np.ndarray] = {}  # see _decode_pack
+        self._decode_pack_lock = threading.Lock()
         started = time.perf_counter()
         ref = DeviceRef.from_device(self.device)
         L, H, D = config.n_layer, config.n_head, config.head_dim
@@ -392,17 +397,35 @@ class CompiledGPT2:
         in one execution of the decode graph -> [(logits [V], new_kv [L, 2, H, D])] in order."""
         decode = self._compiled("decode")
         lengths = [past_k.shape[-1] for _, past_k, _ in steps]
-        B = len(steps)
-        # The caches packed end to end along their position axes (one sequence: made contiguous).
-        inputs = (
-            np.array([token for token, _, _ in steps], dtype=np.int64),
-            np.array(lengths, dtype=np.int64),  # positions
-            np.arange(B, dtype=np.int64),  # segments
-            np.concatenate([past_k for _, past_k, _ in steps], axis=3),
-            np.concatenate([past_v for _, _, past_v in steps], axis=2),
-            np.repeat(np.arange(B, dtype=np.int64), lengths),  # past_segments
-        )
-        with self._run_lock.hold(DECODE_PRIORITY):
-            logits, new_kv = decode.execute_raw(*(self._to_device(a) for a in inputs))
+        B, P = len(steps), sum(lengths)
+        L, H, D = self.config.n_layer, self.config.n_head, self.config.head_dim
+        with self._decode_pack_lock:
+            # The caches packed end to end along their position axes, into buffers kept from step
+            # to step: 16 caches of 84 positions are 96 MB, fresh pages at every step otherwise.
+            packed_k = self._decode_pack("k", (L, H, D, P))
+            packed_v = self._decode_pack("v", (L, H, P, D))
+            np.concatenate([past_k for _, past_k, _ in steps], axis=3, out=packed_k)
+            np.concatenate([past_v for _, _, past_v in steps], axis=2, out=packed_v)
+            inputs = (
+                np.array([token for token, _, _ in steps], dtype=np.int64),
+                np.array(lengths, dtype=np.int64),  # positions
+                np.arange(B, dtype=np.int64),  # segments
+                packed_k,
+                packed_v,
+                np.repeat(np.arange(B, dtype=np.int64), lengths),  # past_segments
+            )
+            with self._run_lock.hold(DECODE_PRIORITY):
+                logits, new_kv = decode.execute_raw(*(self._to_device(a) for a in inputs))
         logits, new_kv = self._to_numpy(logits), self._to_numpy(new_kv)
         return [(logits[b].copy(), new_kv[b].copy()) for b in range(B)]
+
+    def _decode_pack(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
+        """A float32 array of ``shape`` over the buffer ``name`` kept for packing decode caches
+        (grown as needed, up to DECODE_PACK_MAX_BYTES; a larger pack gets fresh memory)."""
+        count = int(np.prod(shape))
+        if 4 * count > DECODE_PACK_MAX_BYTES:
+            return np.empty(shape, dtype=np.float32)
+        buffer = self._decode_packs.get(name)
+        if buffer is None or buffer.size < count:
+            buffer = self._decode_packs[name] = np.empty(count, dtype=np.float32)
+        return buffer[:count].reshape(shape)
