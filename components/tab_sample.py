@@ -5,8 +5,10 @@ from __future__ import annotations
 import dataclasses
 import html
 import math
+import threading
 import time
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import gradio as gr
 import numpy as np
@@ -286,9 +288,45 @@ def export_generation(generation: dict | None) -> str | None:
 
 DECODE_POLL_S = 1.0
 # While tokens stream, the page is updated at most this often, and the step chart redrawn at
-# most that often (seconds).
+# most that often (seconds)...
 STREAM_UPDATE_INTERVAL_S = 0.25
 STREAM_FIGURE_INTERVAL_S = 1.0
+# ...and, while several generations stream at once, the server sends at most about this many
+# updates and charts a second between them all: each update is an event-loop turn and a message
+# to parse, and 30 streams at 4 updates a second took as long again as their decode steps here
+# (30 x 20 tokens: 5.3 s in threads alone, 10 s through the app).
+STREAM_UPDATES_PER_S = 40
+STREAM_FIGURES_PER_S = 10
+
+
+class ActiveStreams:
+    """How many generations are streaming now (thread-safe), for their shared update budget."""
+
+    def __init__(self) -> None:
+        self._count = 0
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def streaming(self) -> Iterator[None]:
+        with self._lock:
+            self._count += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._count -= 1
+
+    def intervals(self) -> tuple[float, float]:
+        """(update, chart) intervals in seconds for each stream now: the fixed ones for a lone
+        stream, longer as more share the budget."""
+        others = max(0, self._count - 1)
+        return (
+            max(STREAM_UPDATE_INTERVAL_S, others / STREAM_UPDATES_PER_S),
+            max(STREAM_FIGURE_INTERVAL_S, others / STREAM_FIGURES_PER_S),
+        )
+
+
+ACTIVE_STREAMS = ActiveStreams()
 
 
 def wait_for_decode_graph(service: ExplorerService, model_name: str) -> Iterator[tuple]:
@@ -329,30 +367,32 @@ def stream_views(service: ExplorerService, run: Run | None, temperature, top_k, 
     steps = model.stream(list(run.token_ids), n, settings, keep_logits=True, prefill=prefill)
     tokenizer = service.tokenizer
     sent_at = drawn_at = -math.inf  # when the page was last updated, and when the step chart was
-    while True:
-        service.yield_to_runs()  # Runs being traced go before the next token
-        try:
-            step = next(steps)
-        except StopIteration as stop:
-            generation["stop"] = stop.value or ""
-            break
-        generation["shown"].append(keep_step(step))
-        k = len(generation["shown"])
-        # The page follows at most every STREAM_UPDATE_INTERVAL_S (the text, several tokens at a
-        # time when they come fast) and redraws the step chart at most every
-        # STREAM_FIGURE_INTERVAL_S; the end is always sent, chart included. No one reads 20
-        # charts a second, and a class of 30 generating at once would spend the CPU drawing them.
-        now = time.perf_counter()
-        if now - sent_at < STREAM_UPDATE_INTERVAL_S:
-            continue
-        sent_at = now
-        status = f"Generating… {k} of up to {n} tokens · {generation['settings']}"
-        if now - drawn_at >= STREAM_FIGURE_INTERVAL_S:
-            fig, text = step_view(tokenizer, generation, k)
-            drawn_at = now
-        else:
-            fig, text = gr.update(), generation_text(tokenizer, generation, k)
-        yield status, fig, text, gr.update(maximum=max(k, 2), value=k, interactive=k > 1), generation
+    with ACTIVE_STREAMS.streaming():
+        while True:
+            service.yield_to_runs()  # Runs being traced go before the next token
+            try:
+                step = next(steps)
+            except StopIteration as stop:
+                generation["stop"] = stop.value or ""
+                break
+            generation["shown"].append(keep_step(step))
+            k = len(generation["shown"])
+            # The page follows at most every update interval (the text, several tokens at a time
+            # when they come fast) and redraws the step chart at most every chart interval (see
+            # ActiveStreams.intervals); the end is always sent, chart included. No one reads 20
+            # charts a second, and a class of 30 generating at once would spend the CPU drawing them.
+            now = time.perf_counter()
+            update_interval, chart_interval = ACTIVE_STREAMS.intervals()
+            if now - sent_at < update_interval:
+                continue
+            sent_at = now
+            status = f"Generating… {k} of up to {n} tokens · {generation['settings']}"
+            if now - drawn_at >= chart_interval:
+                fig, text = step_view(tokenizer, generation, k)
+                drawn_at = now
+            else:
+                fig, text = gr.update(), generation_text(tokenizer, generation, k)
+            yield status, fig, text, gr.update(maximum=max(k, 2), value=k, interactive=k > 1), generation
     k = len(generation["shown"])
     fig, text = step_view(tokenizer, generation, k)
     status = (

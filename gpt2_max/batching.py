@@ -10,6 +10,7 @@ An idle runner adds no delay: a lone call runs at once, as a batch of one.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Generic, TypeVar
@@ -29,9 +30,11 @@ class Batcher(Generic[Item, Result]):
         gather_s: float = 0.0,
         gather_when_alone: bool = True,
     ) -> None:
-        """``gather_s``: how long a caller that finds the runner free waits for others to join
+        """``gather_s``: the longest a caller that finds the runner free waits for others to join
         before it runs what waits (callers that arrive together, e.g. a class pressing Run,
-        then share the first batch instead of the first one running alone).
+        then share the first batch instead of the first one running alone). It stops waiting
+        as soon as as many wait as the last batch held (while batches are shared, its callers
+        come back, e.g. each generation for its next step), or ``max_batch``.
         ``gather_when_alone=False``: wait only while batches are shared (the previous one held
         more than one item), so a lone user's steps never wait."""
         if max_batch < 1:
@@ -43,7 +46,10 @@ class Batcher(Generic[Item, Result]):
         self._pending: list[dict] = []
         # Guards _pending and _running; a finished batch wakes the waiting callers (no polling:
         # a class of waiting threads polling would take the GIL from the ones doing work).
-        self._cond = threading.Condition()
+        lock = threading.Lock()
+        self._cond = threading.Condition(lock)
+        # Wakes only the caller gathering a batch when another item arrives (the same lock).
+        self._arrived = threading.Condition(lock)
         self._running = False  # a batch is being run
         self.batches: list[int] = []  # sizes of the batches run, in order (for notes, benchmarks, tests)
 
@@ -52,6 +58,7 @@ class Batcher(Generic[Item, Result]):
         slot = dict(item=item, done=False, result=None, error=None, served=0)
         with self._cond:
             self._pending.append(slot)
+            self._arrived.notify()
         while True:
             with self._cond:
                 while self._running and not slot["done"]:
@@ -61,8 +68,12 @@ class Batcher(Generic[Item, Result]):
                 # The runner is free: this caller runs what waits (its own item among the first).
                 self._running = True
                 shared = bool(self.batches) and self.batches[-1] > 1
-                if self.gather_s > 0 and len(self._pending) < self.max_batch and (self.gather_when_alone or shared):
-                    self._cond.wait(self.gather_s)  # others may join; the runner stays taken
+                if self.gather_s > 0 and (self.gather_when_alone or shared):
+                    # Others may join; the runner stays taken.
+                    want = min(self.max_batch, self.batches[-1]) if shared else self.max_batch
+                    deadline = time.monotonic() + self.gather_s
+                    while len(self._pending) < want and (left := deadline - time.monotonic()) > 0:
+                        self._arrived.wait(left)
                 batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
             try:
                 self._run(batch)

@@ -64,16 +64,20 @@ ANALYSIS_KEYS = (
 # wasted off-diagonal scores ~10% of the FLOPs). A longer single request runs alone.
 PACK_ROWS = 256
 # Generation steps per decode execution: a step reads all the weights (~500 MB for GPT-2 small)
-# whatever B is, so B sessions' steps cost far less than B steps (measured here with 88 cached
-# positions each: 39 ms for one, 104 ms for 8, 154 ms for 16); 16 bounds the packed cache copy
-# (B caches of P positions, ~6 MB each at 84 positions of GPT-2 small).
-DECODE_MAX_BATCH = 16
-# The most memory kept for packing one of a decode step's caches (keys or values): 16 caches of
+# whatever B is, so B sessions' steps cost far less than B steps (measured here with 84 cached
+# positions each, the caches packed into kept buffers: 27 ms for one, 67 ms for 8, 89 ms for 16,
+# 179 ms for 30). 32 lets a class of 30 step together: while the logit lens of Blocks tabs
+# being opened goes first (ANALYSIS_PRIORITY), every generation still gets a token per lens,
+# where with batches of 16 each got one every other lens.
+DECODE_MAX_BATCH = 32
+# The most memory kept for packing one of a decode step's caches (keys or values): 32 caches of
 # GPT-2 small up to 218 positions each; a longer pack is made in fresh memory.
-DECODE_PACK_MAX_BYTES = 128 * 2**20
-# While steps are shared, the runner waits this long for the other sessions' next steps (their
-# sampling and drawing between steps), against a ~30-100 ms step; a lone generation never waits.
-DECODE_GATHER_S = 0.003
+DECODE_PACK_MAX_BYTES = 256 * 2**20
+# While steps are shared, the runner waits at most this long for the other sessions' next steps
+# (their sampling and drawing between steps, under one GIL), and less once the last batch's
+# sessions are all back; a lone generation never waits. With 3 ms, 30 generations' steps came
+# apart into batches of a few (only those back in time) and took 9.5 s for 20 tokens each.
+DECODE_GATHER_S = 0.03
 # Which execution goes next when several wait for the CPU (lower first): a trace (a Run, whose
 # first view a student waits for), then an analysis chunk (a tab being opened, e.g. the lens:
 # at most ANALYSIS_CHUNK_ROWS rows, ~0.25 s), then a decode step (one token of a streaming

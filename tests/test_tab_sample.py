@@ -81,6 +81,23 @@ def test_a_fast_stream_sends_at_most_one_update_per_interval_and_always_the_end(
     assert all(not isinstance(fig, go.Figure) for fig in figures[1:-1])  # text only between
 
 
+def test_streams_share_one_update_budget_and_a_lone_stream_keeps_its_pace():
+    """With n generations streaming, each is updated at most every (n - 1) / STREAM_UPDATES_PER_S
+    seconds (its chart every (n - 1) / STREAM_FIGURES_PER_S), never more often than a lone one."""
+    streams = tab_sample.ActiveStreams()
+    with streams.streaming():
+        assert streams.intervals() == (tab_sample.STREAM_UPDATE_INTERVAL_S, tab_sample.STREAM_FIGURE_INTERVAL_S)
+    class_of_30 = [streams.streaming() for _ in range(30)]
+    for stream in class_of_30:
+        stream.__enter__()
+    update, chart = streams.intervals()
+    assert update == pytest.approx(29 / tab_sample.STREAM_UPDATES_PER_S) and update > tab_sample.STREAM_UPDATE_INTERVAL_S
+    assert chart == pytest.approx(29 / tab_sample.STREAM_FIGURES_PER_S) and chart > tab_sample.STREAM_FIGURE_INTERVAL_S
+    for stream in class_of_30:
+        stream.__exit__(None, None, None)
+    assert streams.intervals() == (tab_sample.STREAM_UPDATE_INTERVAL_S, tab_sample.STREAM_FIGURE_INTERVAL_S)
+
+
 def test_seeded_stream_repeats_and_the_preview_is_its_first_step(explorer_service, tiny_run):
     args = (explorer_service, tiny_run, 1.3, 0, 1.0, 21, 4)
     first = [s.step.token_id for s in list(tab_sample.stream_views(*args))[-1][4]["shown"]]
