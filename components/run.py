@@ -81,6 +81,7 @@ class Run:
         }
 
 
+ANALYSES_AT_ONCE = 2
 # The longest a view or a generation step waits for Runs being traced (ExplorerService.yield_to_runs):
 # about what a class's 30 Runs take together on GPT-2 small here.
 RUNS_FIRST_MAX_WAIT_S = 10.0
@@ -215,7 +216,10 @@ class ExplorerService:
         self.trace_arena = Arena(settings.trace_cache_mb * 1024 * 1024 * 5 // 4)
         self._slots = {name: ModelSlot() for name in self.allowed_models}
         self._slots_lock = threading.Lock()
-        self._analysis_lock = threading.Lock()
+        # Two analyses may wait for the engine at once: between two decode steps of a class's
+        # generations (which always have a step waiting) two lenses then run, not one (the
+        # engine serves analysis before decode; with one at a time the two alternated).
+        self._analysis_slots = threading.BoundedSemaphore(ANALYSES_AT_ONCE)
         # Runs that arrive while the engine traces others wait, then go through the trace graph
         # together, up to max_batch_size at a time (each Run is its own Gradio event, so each
         # session keeps its own gr.State).
@@ -377,7 +381,7 @@ class ExplorerService:
         waiting = self.compiling("analysis", run.model_name)
         if waiting:
             return None, f"This view waits for the MAX analysis graph, {waiting}. Open the tab again when the status line says it is done."
-        with self._analysis_lock:
+        with self._analysis_slots:
             if key not in run.derived:
                 started = time.perf_counter()
                 run.derived[key] = ANALYSES[kind](model, run, **options)

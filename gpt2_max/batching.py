@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Generic, TypeVar
 
 Item = TypeVar("Item")
@@ -29,6 +29,7 @@ class Batcher(Generic[Item, Result]):
         max_batch: int,
         gather_s: float = 0.0,
         gather_when_alone: bool = True,
+        hold: Callable[[], AbstractContextManager] = nullcontext,
     ) -> None:
         """``gather_s``: the longest a caller that finds the runner free waits for others to join
         before it runs what waits (callers that arrive together, e.g. a class pressing Run,
@@ -36,13 +37,17 @@ class Batcher(Generic[Item, Result]):
         as soon as as many wait as the last batch held (while batches are shared, its callers
         come back, e.g. each generation for its next step), or ``max_batch``.
         ``gather_when_alone=False``: wait only while batches are shared (the previous one held
-        more than one item), so a lone user's steps never wait."""
+        more than one item), so a lone user's steps never wait.
+        ``hold()``: a context the runner enters before it takes a batch and keeps while the batch
+        runs (the engine's lock: a batch formed before waiting there would leave out the items
+        that arrive during the wait)."""
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
         self.run_batch = run_batch
         self.max_batch = max_batch
         self.gather_s = gather_s
         self.gather_when_alone = gather_when_alone
+        self.hold = hold
         self._pending: list[dict] = []
         # Guards _pending and _running; a finished batch wakes the waiting callers (no polling:
         # a class of waiting threads polling would take the GIL from the ones doing work).
@@ -67,16 +72,13 @@ class Batcher(Generic[Item, Result]):
                     break
                 # The runner is free: this caller runs what waits (its own item among the first).
                 self._running = True
-                shared = bool(self.batches) and self.batches[-1] > 1
-                if self.gather_s > 0 and (self.gather_when_alone or shared):
-                    # Others may join; the runner stays taken.
-                    want = min(self.max_batch, self.batches[-1]) if shared else self.max_batch
-                    deadline = time.monotonic() + self.gather_s
-                    while len(self._pending) < want and (left := deadline - time.monotonic()) > 0:
-                        self._arrived.wait(left)
-                batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
             try:
-                self._run(batch)
+                # It takes the resource first (waiting behind other work there), then what waits:
+                # items that arrive meanwhile join this batch instead of waiting for the next.
+                with self.hold():
+                    with self._cond:
+                        batch = self._take()
+                    self._run(batch)
             finally:
                 with self._cond:
                     self._running = False
@@ -84,6 +86,18 @@ class Batcher(Generic[Item, Result]):
         if slot["error"] is not None:
             raise slot["error"]
         return slot["result"], slot["served"]
+
+    def _take(self) -> list[dict]:
+        """The next batch from what waits (the caller holds the lock), after gathering."""
+        shared = bool(self.batches) and self.batches[-1] > 1
+        if self.gather_s > 0 and (self.gather_when_alone or shared):
+            # Others may join; the runner stays taken.
+            want = min(self.max_batch, self.batches[-1]) if shared else self.max_batch
+            deadline = time.monotonic() + self.gather_s
+            while len(self._pending) < want and (left := deadline - time.monotonic()) > 0:
+                self._arrived.wait(left)
+        batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
+        return batch
 
     def _run(self, batch: list[dict]) -> None:
         try:
@@ -106,25 +120,35 @@ class PriorityLock:
 
     The engine's graphs share one CPU: when a Run's trace waits beside a class's lens chunks and
     decode steps, it goes next, so the view a student waits for after pressing Run is not queued
-    behind work another student's open tab or generation asked for."""
+    behind work another student's open tab or generation asked for. ``promote_after_s``
+    {priority: seconds}: a waiter of that priority that has waited longer goes before the level
+    above it (not before the one above that), so work of a lower priority that always has
+    something waiting above it still gets a turn."""
 
-    def __init__(self) -> None:
+    def __init__(self, promote_after_s: dict[int, float] | None = None) -> None:
         self._cond = threading.Condition()
         self._held = False
-        self._waiting: list[tuple[int, int]] = []  # (priority, ticket), kept sorted
+        self._waiting: list[tuple[int, int, float]] = []  # (priority, ticket, arrived)
         self._tickets = 0
+        self.promote_after_s = dict(promote_after_s or {})
+
+    def _rank(self, waiter: tuple[int, int, float], now: float) -> tuple[float, int]:
+        priority, ticket, arrived = waiter
+        limit = self.promote_after_s.get(priority)
+        if limit is not None and now - arrived > limit:
+            return priority - 1.5, ticket  # ahead of priority - 1, behind priority - 2
+        return priority, ticket
 
     @contextmanager
     def hold(self, priority: int) -> Iterator[None]:
         """``with lock.hold(priority): ...`` runs the block holding the lock."""
         with self._cond:
             self._tickets += 1
-            me = (priority, self._tickets)
+            me = (priority, self._tickets, time.monotonic())
             self._waiting.append(me)
-            self._waiting.sort()
-            while self._held or self._waiting[0] != me:
+            while self._held or min(self._waiting, key=lambda w: self._rank(w, time.monotonic())) != me:
                 self._cond.wait()
-            self._waiting.pop(0)
+            self._waiting.remove(me)
             self._held = True
         try:
             yield

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -74,16 +75,20 @@ DECODE_MAX_BATCH = 32
 # GPT-2 small up to 218 positions each; a longer pack is made in fresh memory.
 DECODE_PACK_MAX_BYTES = 256 * 2**20
 # While steps are shared, the runner waits at most this long for the other sessions' next steps
-# (their sampling and drawing between steps, under one GIL), and less once the last batch's
-# sessions are all back; a lone generation never waits. With 3 ms, 30 generations' steps came
-# apart into batches of a few (only those back in time) and took 9.5 s for 20 tokens each.
-DECODE_GATHER_S = 0.03
+# (their sampling and drawing between steps, under one GIL), less once the last batch's
+# sessions are all back; a lone generation never waits. Short: the runner gathers while holding
+# the engine lock (see Batcher's hold), after waiting there, which is when most steps come in.
+DECODE_GATHER_S = 0.005
 # Which execution goes next when several wait for the CPU (lower first): a trace (a Run, whose
 # first view a student waits for), then an analysis chunk (a tab being opened, e.g. the lens:
 # at most ANALYSIS_CHUNK_ROWS rows, ~0.25 s), then a decode step (one token of a streaming
 # generation: while a class generates there is nearly always one waiting, and a lens behind
 # them would wait until the class stopped).
 TRACE_PRIORITY, ANALYSIS_PRIORITY, DECODE_PRIORITY = 0, 1, 2
+# ...except that a decode step that has waited this long goes before analysis chunks: with two
+# analyses queued (components.run.ANALYSES_AT_ONCE), a class's lenses would otherwise run two per
+# decode step, and the generations pressed first wait for every Blocks tab being opened.
+DECODE_MAX_WAIT_S = 0.2
 # Trace keys shaped [H, T, T] (the others have tokens first).
 SQUARE_KEYS = ("attn.hook_attn_scores", "attn.hook_pattern")
 
@@ -168,9 +173,12 @@ class CompiledGPT2:
         self._keys = trace_keys(config.n_layer)
         # A compiled model is not documented as safe to run from several
         # threads at once; requests are serialised (the CPU has 2 cores anyway).
-        self._run_lock = PriorityLock()
+        self._run_lock = PriorityLock({DECODE_PRIORITY: DECODE_MAX_WAIT_S})
         # Decode steps that arrive together run as one execution (see run_decode).
-        self.decode_batcher = Batcher(self.run_decodes, DECODE_MAX_BATCH, DECODE_GATHER_S, gather_when_alone=False)
+        self.decode_batcher = Batcher(
+            self._decode_holding_lock, DECODE_MAX_BATCH, DECODE_GATHER_S, gather_when_alone=False,
+            hold=lambda: self._run_lock.hold(DECODE_PRIORITY),
+        )
         self._compile_lock = threading.Lock()
         self._lazy: dict[str, object] = {}  # the graphs compiled on first use, by name
         # Seconds each graph took to compile in this process (absent until compiled).
@@ -180,7 +188,7 @@ class CompiledGPT2:
         self.trace_arena: Arena | None = None
         self._constants: dict[float, np.ndarray] = {}  # see constant_rows
         self._decode_packs: dict[str, np.ndarray] = {}  # see _decode_pack
-        self._decode_pack_lock = threading.Lock()
+        self._pack_worker = ThreadPoolExecutor(1, thread_name_prefix="decode-pack")
         started = time.perf_counter()
         ref = DeviceRef.from_device(self.device)
         L, H, D = config.n_layer, config.n_head, config.head_dim
@@ -399,27 +407,42 @@ class CompiledGPT2:
     def run_decodes(self, steps: list[tuple[int, np.ndarray, np.ndarray]]) -> list[tuple[np.ndarray, np.ndarray]]:
         """Several sequences' steps, (token_id, past_k [L, H, D, P_b], past_v [L, H, P_b, D]) each,
         in one execution of the decode graph -> [(logits [V], new_kv [L, 2, H, D])] in order."""
+        with self._run_lock.hold(DECODE_PRIORITY):
+            return self._decode_holding_lock(steps)
+
+    def _decode_holding_lock(self, steps: list[tuple[int, np.ndarray, np.ndarray]]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """run_decodes, for a caller that holds the engine lock (decode_batcher's runner holds it
+        from before it takes its batch, so steps that come while it waits there join)."""
         decode = self._compiled("decode")
         lengths = [past_k.shape[-1] for _, past_k, _ in steps]
         B, P = len(steps), sum(lengths)
         L, H, D = self.config.n_layer, self.config.n_head, self.config.head_dim
-        with self._decode_pack_lock:
-            # The caches packed end to end along their position axes, into buffers kept from step
-            # to step: 16 caches of 84 positions are 96 MB, fresh pages at every step otherwise.
-            packed_k = self._decode_pack("k", (L, H, D, P))
-            packed_v = self._decode_pack("v", (L, H, P, D))
-            np.concatenate([past_k for _, past_k, _ in steps], axis=3, out=packed_k)
-            np.concatenate([past_v for _, _, past_v in steps], axis=2, out=packed_v)
-            inputs = (
-                np.array([token for token, _, _ in steps], dtype=np.int64),
-                np.array(lengths, dtype=np.int64),  # positions
-                np.arange(B, dtype=np.int64),  # segments
-                packed_k,
-                packed_v,
-                np.repeat(np.arange(B, dtype=np.int64), lengths),  # past_segments
-            )
-            with self._run_lock.hold(DECODE_PRIORITY):
-                logits, new_kv = decode.execute_raw(*(self._to_device(a) for a in inputs))
+        # The caches packed end to end along their position axes, into buffers kept from step to
+        # step (the engine lock, held, guards them): 16 caches of 84 positions are 96 MB, fresh
+        # pages at every step otherwise.
+        packed_k = self._decode_pack("k", (L, H, D, P))
+        packed_v = self._decode_pack("v", (L, H, P, D))
+
+        def pack(layers: slice) -> None:
+            np.concatenate([past_k[layers] for _, past_k, _ in steps], axis=3, out=packed_k[layers])
+            np.concatenate([past_v[layers] for _, _, past_v in steps], axis=2, out=packed_v[layers])
+
+        # Two threads, half the layers each (NumPy copies without the GIL): the copy runs while the
+        # engine lock is held, MAX idle, so its time is every waiting view's (30 caches: 44 -> 22 ms).
+        half = slice(0, L // 2)
+        other_half = self._pack_worker.submit(pack, half) if B > 1 else None
+        pack(slice(L // 2, L) if other_half is not None else slice(0, L))
+        if other_half is not None:
+            other_half.result()
+        inputs = (
+            np.array([token for token, _, _ in steps], dtype=np.int64),
+            np.array(lengths, dtype=np.int64),  # positions
+            np.arange(B, dtype=np.int64),  # segments
+            packed_k,
+            packed_v,
+            np.repeat(np.arange(B, dtype=np.int64), lengths),  # past_segments
+        )
+        logits, new_kv = decode.execute_raw(*(self._to_device(a) for a in inputs))
         logits, new_kv = self._to_numpy(logits), self._to_numpy(new_kv)
         return [(logits[b].copy(), new_kv[b].copy()) for b in range(B)]
 

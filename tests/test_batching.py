@@ -130,6 +130,32 @@ def test_the_engine_lock_serves_waiters_by_priority_then_arrival():
     assert order == ["trace", "decode-1", "decode-2", "analysis"]
 
 
+def test_a_waiter_that_waited_past_its_limit_goes_before_the_level_above_it_only():
+    """promote_after_s: a decode step (priority 2) waiting longer than its limit goes before the
+    analysis chunks (1) that arrived after it, but never before a trace (0)."""
+    from gpt2_max.batching import PriorityLock
+
+    lock = PriorityLock({2: 0.05})
+    order: list[str] = []
+
+    def wait(name, priority):
+        with lock.hold(priority):
+            order.append(name)
+
+    threads = []
+    with lock.hold(0):
+        for name, priority, pause in (("decode", 2, 0.1), ("analysis", 1, 0.0), ("trace", 0, 0.0)):
+            threads.append(threading.Thread(target=wait, args=(name, priority)))
+            threads[-1].start()
+            deadline = time.monotonic() + 10
+            while len(lock._waiting) < len(threads) and time.monotonic() < deadline:
+                time.sleep(0.001)
+            time.sleep(pause)  # the decode step has waited 0.1 s when the others arrive
+    for thread in threads:
+        thread.join(10)
+    assert order == ["trace", "decode", "analysis"]
+
+
 def test_a_failed_batch_fails_each_of_its_callers_and_the_next_batch_runs():
     from gpt2_max.batching import Batcher
 
