@@ -132,12 +132,19 @@ class PriorityLock:
         self._tickets = 0
         self.promote_after_s = dict(promote_after_s or {})
 
-    def _rank(self, waiter: tuple[int, int, float], now: float) -> tuple[float, int]:
-        priority, ticket, arrived = waiter
-        limit = self.promote_after_s.get(priority)
-        if limit is not None and now - arrived > limit:
-            return priority - 1.5, ticket  # ahead of priority - 1, behind priority - 2
-        return priority, ticket
+    def _next(self) -> tuple[int, int, float]:
+        """The waiter served next (the caller holds _cond): the lowest priority, promotions
+        counted at this moment, then the earliest ticket."""
+        now = time.monotonic()
+
+        def rank(waiter: tuple[int, int, float]) -> tuple[float, int]:
+            priority, ticket, arrived = waiter
+            limit = self.promote_after_s.get(priority)
+            if limit is not None and now - arrived > limit:
+                return priority - 1.5, ticket  # ahead of priority - 1, behind priority - 2
+            return priority, ticket
+
+        return min(self._waiting, key=rank)
 
     @contextmanager
     def hold(self, priority: int) -> Iterator[None]:
@@ -146,7 +153,7 @@ class PriorityLock:
             self._tickets += 1
             me = (priority, self._tickets, time.monotonic())
             self._waiting.append(me)
-            while self._held or min(self._waiting, key=lambda w: self._rank(w, time.monotonic())) != me:
+            while self._held or self._next() != me:
                 self._cond.wait()
             self._waiting.remove(me)
             self._held = True

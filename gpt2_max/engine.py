@@ -26,9 +26,9 @@ from __future__ import annotations
 
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
 import time
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 os.environ.setdefault("MODULAR_TELEMETRY_ENABLED", "0")
@@ -189,8 +189,7 @@ class CompiledGPT2:
         # Where traces' arrays are copied to (gpt2_max.memory): None keeps MAX's output buffers
         # (one request) or fresh copies (packed); the app sets one sized to its trace store.
         self.trace_arena: Arena | None = None
-        self._constants: dict[float, np.ndarray] = {}  # see constant_rows
-        self._decode_packs: dict[str, np.ndarray] = {}  # see _decode_pack
+        self._kept: dict[tuple, np.ndarray] = {}  # see _kept_rows
         self._pack_worker = ThreadPoolExecutor(1, thread_name_prefix="decode-pack")
         started = time.perf_counter()
         ref = DeviceRef.from_device(self.device)
@@ -271,11 +270,16 @@ class CompiledGPT2:
         """A float32 array of ``shape`` full of ``fill``, a view of one buffer kept per value (the
         trace graph only reads it): a Run's default patch inputs (z_source alone is [L, T, H, D],
         2.4 MB at 64 tokens of GPT-2 small) would otherwise be fresh pages, faulted in per Run."""
+        return self._kept_rows(("constant", fill), shape, fill)
+
+    def _kept_rows(self, key: tuple, shape: tuple[int, ...], fill: float | None = None) -> np.ndarray:
+        """A float32 array of ``shape`` over the flat buffer kept under ``key``, grown when too
+        small (filled with ``fill`` when given, else left as it is: scratch to overwrite)."""
         count = int(np.prod(shape))
-        buffer = self._constants.get(fill)
+        buffer = self._kept.get(key)
         if buffer is None or buffer.size < count:
-            buffer = np.full(count, fill, dtype=np.float32)
-            self._constants[fill] = buffer
+            buffer = np.empty(count, dtype=np.float32) if fill is None else np.full(count, fill, dtype=np.float32)
+            self._kept[key] = buffer
         return buffer[:count].reshape(shape)
 
     def _to_device(self, array: np.ndarray) -> Buffer:
@@ -368,18 +372,17 @@ class CompiledGPT2:
         analysis = self._compiled("analysis")
         E = self.config.n_embd
 
-        def rows_of(values, dtype, shape, fill=0):
-            if values is None:
-                return np.full((len(lens) if shape == () else 0, *shape), fill, dtype)
-            return np.asarray(values, dtype=dtype).reshape(-1, *shape)
+        def rows_of(values, dtype, shape, missing):
+            return missing if values is None else np.asarray(values, dtype=dtype).reshape(-1, *shape)
 
-        lens = rows_of(lens_rows, np.float32, (E,))
+        no_rows = np.zeros((0, E), np.float32)
+        lens = rows_of(lens_rows, np.float32, (E,), no_rows)
         inputs = {
             "rows": lens,
-            "targets": rows_of(lens_targets, np.int64, ()),
-            "target_rows": rows_of(lens_target_rows, np.int64, (), fill=-1),
-            "candidates": rows_of(candidate_rows, np.float32, (E,)),
-            "queries": rows_of(query_rows, np.float32, (E,)),
+            "targets": rows_of(lens_targets, np.int64, (), np.zeros(len(lens), np.int64)),
+            "target_rows": rows_of(lens_target_rows, np.int64, (), np.full(len(lens), -1, np.int64)),
+            "candidates": rows_of(candidate_rows, np.float32, (E,), no_rows),
+            "queries": rows_of(query_rows, np.float32, (E,), no_rows),
         }
         if not len(inputs["targets"]) == len(inputs["target_rows"]) == len(lens):
             raise ValueError("lens_targets and lens_target_rows need one entry per lens row")
@@ -432,11 +435,12 @@ class CompiledGPT2:
 
         # Two threads, half the layers each (NumPy copies without the GIL): the copy runs while the
         # engine lock is held, MAX idle, so its time is every waiting view's (30 caches: 44 -> 22 ms).
-        half = slice(0, L // 2)
-        other_half = self._pack_worker.submit(pack, half) if B > 1 else None
-        pack(slice(L // 2, L) if other_half is not None else slice(0, L))
-        if other_half is not None:
-            other_half.result()
+        if B > 1:
+            first_half = self._pack_worker.submit(pack, slice(0, L // 2))
+            pack(slice(L // 2, L))
+            first_half.result()
+        else:
+            pack(slice(0, L))
         inputs = (
             np.array([token for token, _, _ in steps], dtype=np.int64),
             np.array(lengths, dtype=np.int64),  # positions
@@ -452,10 +456,6 @@ class CompiledGPT2:
     def _decode_pack(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
         """A float32 array of ``shape`` over the buffer ``name`` kept for packing decode caches
         (grown as needed, up to DECODE_PACK_MAX_BYTES; a larger pack gets fresh memory)."""
-        count = int(np.prod(shape))
-        if 4 * count > DECODE_PACK_MAX_BYTES:
+        if 4 * int(np.prod(shape)) > DECODE_PACK_MAX_BYTES:
             return np.empty(shape, dtype=np.float32)
-        buffer = self._decode_packs.get(name)
-        if buffer is None or buffer.size < count:
-            buffer = self._decode_packs[name] = np.empty(count, dtype=np.float32)
-        return buffer[:count].reshape(shape)
+        return self._kept_rows(("decode", name), shape)

@@ -93,7 +93,8 @@ class Arena:
 
 def copy_into(arena: Arena | None, arrays: list[np.ndarray]) -> list[np.ndarray]:
     """Contiguous copies of ``arrays``, all carved from one lease of ``arena`` when it has room,
-    else each from fresh memory (``np.ascontiguousarray``, as without an arena)."""
+    else each a fresh copy (as without an arena: always a copy, since the sources are views of
+    buffers their owner reuses or frees)."""
     sizes = [round_up(a.nbytes, ALIGN_BYTES) for a in arrays]
     lease = arena.take(sum(sizes)) if arena is not None else None
     if lease is None:
