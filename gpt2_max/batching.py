@@ -131,6 +131,7 @@ class PriorityLock:
         self._waiting: list[tuple[int, int, float]] = []  # (priority, ticket, arrived)
         self._tickets = 0
         self.promote_after_s = dict(promote_after_s or {})
+        self._granted: tuple[int, int, float] | None = None  # the waiter the lock is handed to
 
     def _next(self) -> tuple[int, int, float]:
         """The waiter served next (the caller holds _cond): the lowest priority, promotions
@@ -153,8 +154,11 @@ class PriorityLock:
             self._tickets += 1
             me = (priority, self._tickets, time.monotonic())
             self._waiting.append(me)
-            while self._held or self._next() != me:
+            if not self._held and self._granted is None:
+                self._granted = self._next()  # free: the choice is made now, once
+            while self._granted != me:
                 self._cond.wait()
+            self._granted = None
             self._waiting.remove(me)
             self._held = True
         try:
@@ -162,4 +166,7 @@ class PriorityLock:
         finally:
             with self._cond:
                 self._held = False
+                # The releaser chooses, once: waiters that each chose by their own clock could
+                # each name another (a promotion passing between their checks) and all wait.
+                self._granted = self._next() if self._waiting else None
                 self._cond.notify_all()

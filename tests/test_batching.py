@@ -156,6 +156,28 @@ def test_a_waiter_that_waited_past_its_limit_goes_before_the_level_above_it_only
     assert order == ["trace", "decode", "analysis"]
 
 
+def test_promotions_never_leave_the_lock_free_with_everyone_waiting():
+    """Many waiters, promotions passing all the time: every hold is served (the releaser hands the
+    lock on; waiters that each chose by their own clock could all wait for another)."""
+    from gpt2_max.batching import PriorityLock
+
+    lock = PriorityLock({2: 0.0005, 1: 0.001})
+    done: list[int] = []
+
+    def work(index):
+        for _ in range(30):
+            with lock.hold(index % 3):
+                time.sleep(0.0002)
+        done.append(index)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert sorted(done) == list(range(12))
+
+
 def test_a_failed_batch_fails_each_of_its_callers_and_the_next_batch_runs():
     from gpt2_max.batching import Batcher
 
