@@ -84,10 +84,10 @@ def synthetic_run(n_tokens: int):
 
 
 def figure_bytes(fig) -> int:
-    """Bytes of the JSON Gradio sends for ``fig`` in a gr.Plot."""
-    import gradio as gr
+    """Bytes of the JSON the app sends for ``fig`` in a gr.Plot (components.common.ExplorerBlocks)."""
+    from components.plots import figure_json
 
-    return len(gr.Plot().postprocess(fig).plot.encode())
+    return len(figure_json(fig).encode())
 
 
 def _figures(values) -> list:

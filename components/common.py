@@ -16,10 +16,12 @@ from pathlib import Path
 
 import gradio as gr
 import numpy as np
+import plotly.graph_objects as go
+from gradio.components.plot import PlotData
 
 from gpt2_max.errors import ExplorerError
 
-from components.plots import message_figure
+from components.plots import figure_json, message_figure
 from components.run import ExplorerService, Run
 
 log = logging.getLogger("explorer")
@@ -36,7 +38,8 @@ UNCHANGED = {"__type__": "update"}
 
 
 class ExplorerBlocks(gr.Blocks):
-    """gr.Blocks, sending the outputs an event leaves unchanged (``gr.skip()``) without rebuilding them.
+    """gr.Blocks, sending the outputs an event leaves unchanged (``gr.skip()``) without rebuilding them,
+    and figures as ``plots.figure_json`` writes them (gr.Plot would call their slower to_json).
 
     Gradio 6 treats ``gr.skip()`` as a property update: for each such output it constructs a new
     component from the old one's arguments and recomputes its config, ~0.8 ms apiece (measured:
@@ -46,6 +49,7 @@ class ExplorerBlocks(gr.Blocks):
     """
 
     async def postprocess_data(self, block_fn, predictions, state):
+        predictions = _plots_as_json(block_fn.outputs, predictions)
         outputs = block_fn.outputs
         if len(outputs) < 2 or not isinstance(predictions, (list, tuple)) or len(predictions) != len(outputs):
             return await super().postprocess_data(block_fn, predictions, state)
@@ -66,6 +70,19 @@ class ExplorerBlocks(gr.Blocks):
         for i, value in zip(keep, processed, strict=True):
             output[i] = value
         return output
+
+
+def _plots_as_json(outputs: list, predictions):
+    """``predictions`` with each figure bound for a gr.Plot already in gr.Plot's wire form."""
+    single = len(outputs) == 1 and not isinstance(predictions, (list, tuple))
+    values = [predictions] if single else predictions
+    if not isinstance(values, (list, tuple)) or len(values) != len(outputs):
+        return predictions  # a form this does not know (a dict of updates): Gradio's own path
+    converted = [
+        PlotData(type="plotly", plot=figure_json(value)) if isinstance(value, go.Figure) and isinstance(block, gr.Plot) else value
+        for value, block in zip(values, outputs, strict=True)
+    ]
+    return converted[0] if single else type(predictions)(converted)
 
 
 @dataclass

@@ -13,7 +13,7 @@ from gpt2_max.sampling import softmax
 
 from components import interpret
 from components.common import NO_RUN, AppContext, clamp, export_controls, fmt_p, guarded, intro, md_text, source_block, unique_labels
-from components.plots import SEQUENTIAL, attention_pattern, bin_starts, block_labels, block_means, heatmap, layout, layout_properties, message_figure, small_multiples, template_text
+from components.plots import SEQUENTIAL, attention_pattern, bin_starts, block_labels, block_means, heatmap, layout, layout_properties, message_figure, template_text, tiled_heatmap
 from components.run import Run
 
 TOP_NEXT = 10
@@ -95,42 +95,32 @@ def grid_values(run: Run, bins: int = GRID_BINS) -> tuple[np.ndarray, list[str]]
 
 
 def grid_figure(run: Run, values: np.ndarray, labels: list[str], shares: np.ndarray | None = None) -> go.Figure:
-    """Layers x heads small multiples on one shared 0..1 colour scale; each head's hover gives
-    its mean share on position 0 (``shares`` [L, H], default ``position_0_shares``)."""
+    """Layers x heads tiles (values [L, H, G, G]) on one shared 0..1 colour scale; each cell's
+    hover names its layer, head, query and key, and gives its head's mean share on position 0
+    (``shares`` [L, H], default ``position_0_shares``; sent as whole percents)."""
     shares = position_0_shares(run) if shares is None else shares
     L, H, G = values.shape[0], values.shape[1], values.shape[2]
     pooled = G < run.n_tokens
-    cells = [
-        [
-            dict(
-                z=values[layer, h].astype(np.float32), x=labels, y=labels, coloraxis="coloraxis",
-                hovertemplate=(
-                    f"layer {layer} head {h}<br>query: %{{y}}<br>key: %{{x}}<br>"
-                    f"{'mean ' if pooled else ''}attention: %{{z:.3f}}<br>"
-                    # 144 heads: kept short (the tab's text says the share is over queries 1..T-1)
-                    f"head's share on position 0: {shares[layer, h]:.0%}<extra></extra>"
-                ),
-            )
-            for h in range(H)
-        ]
-        for layer in range(L)
-    ]
     cell = 90 if L > 4 else 150
     title = "Every head's pattern (rows = queries, columns = keys)"
     if pooled:
         title += f"; averaged over blocks of ~{run.n_tokens / G:.0f} positions"
-    # The colour bar goes below the grid: the row titles take the right-hand side.
     colorbar = dict(title=dict(text="attention weight", side="top"), orientation="h", x=0.5, xanchor="center",
                     y=-0.01, yanchor="top", len=0.5, thickness=12)
-    fig = small_multiples(
-        cells, [f"layer {layer}" for layer in range(L)], [f"head {h}" for h in range(H)],
-        h_spacing=0.01 if H > 6 else 0.03, v_spacing=0.01 if L > 6 else 0.04,
+    return tiled_heatmap(
+        values.astype(np.float32), [f"layer {layer}" for layer in range(L)], [f"head {h}" for h in range(H)],
+        [f"query {label}" for label in labels], [f"key {label}" for label in labels],
+        hovertemplate=(
+            f"%{{y}}<br>%{{x}}<br>{'mean ' if pooled else ''}attention: %{{z:.3f}}<br>"
+            # the tab's text says the share is over queries 1..T-1
+            "head's share on position 0: %{customdata}%<extra></extra>"
+        ),
+        customdata=np.rint(np.clip(shares, 0.0, 1.0) * 100).astype(np.uint8),
         layout_extra=layout_properties(
-            title, height=L * cell + 190, margin=dict(l=20, r=60, t=80, b=70),
+            title, height=L * cell + 190, margin=dict(l=70, r=20, t=110, b=70),
             coloraxis=dict(colorscale=SEQUENTIAL, cmin=0.0, cmax=1.0, colorbar=colorbar),
         ),
     )
-    return fig
 
 
 def qkv_figure(run: Run, layer: int, head: int, position: int) -> tuple[go.Figure, np.ndarray]:

@@ -8,13 +8,14 @@ every request:
   model loads;
 - the analysis graph (:class:`gpt2_max.modules.GPT2Analysis`): the logit lens,
   next-token top-k and nearest tokens, everything that reads all of ``wte``,
-  returning only the top-k rows the tabs show, with its own transposed copy of
+  returning only the top-k rows the tabs show, through a transposed copy of
   ``wte`` (its fastest layout for the [N, E] x [E, V] product; +28% of GPT-2
-  small's weights);
+  small's weights, one array shared with the decode graph);
 - the decode-step graph (:class:`gpt2_max.modules.GPT2DecodeStep`): the next
   token of one or several sequences against their KV caches (concurrent
-  generations batched into one execution), with its own transposed copy of the
-  dense layers' weights (+70% of the weights' memory).
+  generations batched into one execution, their caches padded to the longest),
+  with its own transposed copy of the dense layers' weights (+70% of the
+  weights' memory) and the analysis graph's transposed ``wte``.
 The last two compile on first use, or ahead of it through ``warm`` (the app
 compiles them in the background right after loading).
 
@@ -66,14 +67,21 @@ ANALYSIS_KEYS = (
 PACK_ROWS = 256
 # Generation steps per decode execution: a step reads all the weights (~500 MB for GPT-2 small)
 # whatever B is, so B sessions' steps cost far less than B steps (measured here with 84 cached
-# positions each, the caches packed into kept buffers: 27 ms for one, 67 ms for 8, 89 ms for 16,
-# 179 ms for 30). 32 lets a class of 30 step together: while the logit lens of Blocks tabs
+# positions each, the caches packed into kept buffers: 31 ms for one, 75 ms for 16, 127 ms for
+# 30). 32 lets a class of 30 step together: while the logit lens of Blocks tabs
 # being opened goes first (ANALYSIS_PRIORITY), every generation still gets a token per lens,
 # where with batches of 16 each got one every other lens.
 DECODE_MAX_BATCH = 32
 # The most memory kept for packing one of a decode step's caches (keys or values): 32 caches of
-# GPT-2 small up to 218 positions each; a longer pack is made in fresh memory.
+# GPT-2 small up to 218 positions each (decode_groups splits a larger batch; a single cache
+# larger than this, GPT-2 XL's longest, is packed in fresh memory).
 DECODE_PACK_MAX_BYTES = 256 * 2**20
+# A decode execution pads its caches to the longest one (see GPT2DecodeStep), at most this many
+# positions in all, else the longest go first in an execution of their own: a padded position
+# costs about what a cached one does, ~13 us of copying and attention for GPT-2 small (30 caches
+# of 20 and of 84 positions: 102 and 127 ms a step), so 2048 of them about a lone step's 27 ms,
+# which an execution more adds by reading all the weights again.
+DECODE_MAX_PADDING = 2048
 # While steps are shared, the runner waits at most this long for the other sessions' next steps
 # (their sampling and drawing between steps, under one GIL), less once the last batch's
 # sessions are all back; a lone generation never waits. Short: the runner gathers while holding
@@ -159,6 +167,29 @@ class TraceRequest:
         ]
 
 
+def decode_groups(lengths: list[int], position_bytes: int) -> list[list[int]]:
+    """Which decode steps share an execution: indices into ``lengths`` (each step's cache length),
+    longest first. The decode graph pads every cache of an execution to the longest, so a group
+    takes a step only while its padding stays within DECODE_MAX_PADDING positions and its padded
+    keys (or values, ``position_bytes`` per position) within DECODE_PACK_MAX_BYTES; a step
+    alone always forms a group."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    groups: list[list[int]] = []
+    cached = 0
+    for index in order:
+        if groups:
+            group = groups[-1]
+            padded = (len(group) + 1) * lengths[group[0]]
+            if (padded - cached - lengths[index] <= DECODE_MAX_PADDING
+                    and padded * position_bytes <= DECODE_PACK_MAX_BYTES):
+                group.append(index)
+                cached += lengths[index]
+                continue
+        groups.append([index])
+        cached = lengths[index]
+    return groups
+
+
 def default_device() -> Device:
     """An accelerator when MAX finds one, else the CPU."""
     return Accelerator() if accelerator_count() > 0 else CPU()
@@ -184,6 +215,7 @@ class CompiledGPT2:
         )
         self._compile_lock = threading.Lock()
         self._lazy: dict[str, object] = {}  # the graphs compiled on first use, by name
+        self._wte_transposed: np.ndarray | None = None  # see _wte_t
         # Seconds each graph took to compile in this process (absent until compiled).
         self.compile_seconds: dict[str, float] = {}
         # Where traces' arrays are copied to (gpt2_max.memory): None keeps MAX's output buffers
@@ -226,7 +258,7 @@ class CompiledGPT2:
             module = GPT2Analysis(cfg, CANDIDATE_TOP_K, NEAREST_TOP_K)
         names = ("ln_f.weight", "ln_f.bias")
         weights = {name: self._weights[name] for name in names}
-        weights["wte_t"] = np.ascontiguousarray(self._weights["wte.weight"].T)  # [E, V]: +V*E floats (154 MB for GPT-2)
+        weights["wte_t"] = self._wte_t()
         wte = self._weights["wte.weight"].astype(np.float64)
         weights["wte_norms"] = np.sqrt(np.einsum("ve,ve->v", wte, wte)).astype(np.float32)  # [V]
         return module.compile(
@@ -249,15 +281,24 @@ class CompiledGPT2:
             name: np.ascontiguousarray(value.T) if name.endswith(CONV1D_SUFFIXES) else value
             for name, value in self._weights.items()
         }
+        decode_weights["wte_t"] = self._wte_t()
+        L, H, D = cfg.n_layer, cfg.n_head, cfg.head_dim
         return decode_module.compile(
             TensorType(DType.int64, ["batch"], device=ref),  # token_ids [B]
             TensorType(DType.int64, ["batch"], device=ref),  # positions [B]
-            TensorType(DType.int64, ["batch"], device=ref),  # segments [B]
-            TensorType(DType.float32, [cfg.n_layer, cfg.n_head, cfg.head_dim, "past"], device=ref),  # past_k [L, H, D, P]
-            TensorType(DType.float32, [cfg.n_layer, cfg.n_head, "past", cfg.head_dim], device=ref),  # past_v [L, H, P, D]
-            TensorType(DType.int64, ["past"], device=ref),  # past_segments [P]
+            TensorType(DType.float32, [L, "batch", H, D, "past"], device=ref),  # past_k [L, B, H, D, P]
+            TensorType(DType.float32, [L, "batch", H, "past", D], device=ref),  # past_v [L, B, H, P, D]
+            TensorType(DType.int64, ["past"], device=ref),  # past_index [P]
             weights=decode_weights,
         )
+
+    def _wte_t(self) -> np.ndarray:
+        """wte transposed, [E, V] (+V*E floats, 154 MB for GPT-2), made once for the analysis and
+        decode graphs (see GPT2Analysis and GPT2DecodeStep); called while compiling, under
+        _compile_lock."""
+        if self._wte_transposed is None:
+            self._wte_transposed = np.ascontiguousarray(self._weights["wte.weight"].T)
+        return self._wte_transposed
 
     def is_compiled(self, graph: str) -> bool:
         return graph in self.compile_seconds
@@ -419,19 +460,35 @@ class CompiledGPT2:
     def _decode_holding_lock(self, steps: list[tuple[int, np.ndarray, np.ndarray]]) -> list[tuple[np.ndarray, np.ndarray]]:
         """run_decodes, for a caller that holds the engine lock (decode_batcher's runner holds it
         from before it takes its batch, so steps that come while it waits there join)."""
+        cfg = self.config
+        lengths = [past_k.shape[-1] for _, past_k, _ in steps]
+        results: list[tuple[np.ndarray, np.ndarray]] = [None] * len(steps)  # type: ignore[list-item]
+        for group in decode_groups(lengths, 4 * cfg.n_layer * cfg.n_head * cfg.head_dim):
+            for index, result in zip(group, self._decode_group([steps[i] for i in group]), strict=True):
+                results[index] = result
+        return results
+
+    def _decode_group(self, steps: list[tuple[int, np.ndarray, np.ndarray]]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """One execution of the decode graph for steps whose padded caches fit (decode_groups)."""
         decode = self._compiled("decode")
         lengths = [past_k.shape[-1] for _, past_k, _ in steps]
-        B, P = len(steps), sum(lengths)
+        B, P = len(steps), max(lengths)
         L, H, D = self.config.n_layer, self.config.n_head, self.config.head_dim
-        # The caches packed end to end along their position axes, into buffers kept from step to
-        # step (the engine lock, held, guards them): 16 caches of 84 positions are 96 MB, fresh
-        # pages at every step otherwise.
-        packed_k = self._decode_pack("k", (L, H, D, P))
-        packed_v = self._decode_pack("v", (L, H, P, D))
+        # The caches as one batch padded to the longest, in buffers kept from step to step (the
+        # engine lock, held, guards them): 30 caches of 84 positions are 140 MB, fresh pages at
+        # every step otherwise.
+        packed_k = self._decode_pack("k", (L, B, H, D, P))
+        packed_v = self._decode_pack("v", (L, B, H, P, D))
 
         def pack(layers: slice) -> None:
-            np.concatenate([past_k[layers] for _, past_k, _ in steps], axis=3, out=packed_k[layers])
-            np.concatenate([past_v[layers] for _, _, past_v in steps], axis=2, out=packed_v[layers])
+            for b, (_, past_k, past_v) in enumerate(steps):
+                length = lengths[b]
+                packed_k[layers, b, :, :, :length] = past_k[layers]
+                packed_v[layers, b, :, :length] = past_v[layers]
+                # The padding is masked out (weight 0), but 0 x NaN is NaN: kept buffers hold
+                # whatever was there, so it is zeroed.
+                packed_k[layers, b, :, :, length:] = 0.0
+                packed_v[layers, b, :, length:] = 0.0
 
         # Two threads, half the layers each (NumPy copies without the GIL): the copy runs while the
         # engine lock is held, MAX idle, so its time is every waiting view's (30 caches: 44 -> 22 ms).
@@ -444,10 +501,9 @@ class CompiledGPT2:
         inputs = (
             np.array([token for token, _, _ in steps], dtype=np.int64),
             np.array(lengths, dtype=np.int64),  # positions
-            np.arange(B, dtype=np.int64),  # segments
             packed_k,
             packed_v,
-            np.repeat(np.arange(B, dtype=np.int64), lengths),  # past_segments
+            np.arange(P, dtype=np.int64),  # past_index
         )
         logits, new_kv = decode.execute_raw(*(self._to_device(a) for a in inputs))
         logits, new_kv = self._to_numpy(logits), self._to_numpy(new_kv)

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from gpt2_max import engine as engine_module
 from gpt2_max.errors import InputError
 from gpt2_max.generate import STOP_CONTEXT_FULL, STOP_END_OF_TEXT, STOP_MAX_TOKENS
 from gpt2_max.sampling import SamplingSettings, filtered_distribution, softmax
@@ -171,9 +172,11 @@ def test_cli_generate_and_trace(tmp_path, capsys, tiny_model):
 
 
 def test_batched_decode_steps_equal_single_steps(tiny_model):
-    """Three sequences of different lengths in one decode execution: each gets the logits and
-    new keys/values a step alone gives. Only the product's summation order can differ (B rows
-    vs one through the same [out, in] weights), so the float32 tolerance is the cached one."""
+    """Three sequences of different lengths in one decode execution, padded to the longest: each
+    gets the logits and new keys/values a step alone gives, whatever the padding held before
+    (the kept pack buffers are filled with NaN first). Only the product's summation order can
+    differ (B rows vs one through the same [out, in] weights), so the float32 tolerance is the
+    cached one."""
     engine = tiny_model.engine
     steps = []
     for text, token in (("One two three", 1000), ("A longer prompt for the second row, with more tokens", 2000), ("x", 3000)):
@@ -182,6 +185,11 @@ def test_batched_decode_steps_equal_single_steps(tiny_model):
         past_k = np.stack([trace[f"blocks.{l}.attn.hook_k"].transpose(1, 2, 0) for l in layers])  # [L, H, D, P]
         past_v = np.stack([trace[f"blocks.{l}.attn.hook_v"].transpose(1, 0, 2) for l in layers])  # [L, H, P, D]
         steps.append((token, past_k, past_v))
+    lengths = [past_k.shape[-1] for _, past_k, _ in steps]
+    assert len(set(lengths)) == 3 and engine_module.decode_groups(lengths, 4) == [[1, 0, 2]]  # one execution
+    engine.run_decodes(steps)  # makes the kept buffers, then poisons them
+    for name in ("k", "v"):
+        engine._kept[("decode", name)].fill(np.nan)
     together = engine.run_decodes(steps)
     for (logits, new_kv), step in zip(together, steps, strict=True):
         [(alone_logits, alone_kv)] = engine.run_decodes([step])
@@ -192,6 +200,27 @@ def test_batched_decode_steps_equal_single_steps(tiny_model):
     for (logits, _), (token, _, _), text in zip(together, steps, ("One two three", "A longer prompt for the second row, with more tokens", "x")):
         full = tiny_model.trace(tiny_model.tokenizer.encode(text) + [token])["logits"][-1]
         np.testing.assert_allclose(logits, full, atol=CACHED_LOGITS_ATOL, rtol=CACHED_LOGITS_RTOL)
+
+
+def test_decode_groups_bound_the_padding_and_the_pack_memory():
+    """A class's caches (lengths within a few dozen) go as one execution, longest first; a cache
+    far longer than the rest goes alone rather than pad them all to its length; the padded pack
+    stays within its memory budget; every step is in exactly one group."""
+    per_position = 4 * 12 * 12 * 64  # GPT-2 small's keys (or values) per cached position, bytes
+    class_lengths = [64 + (7 * i) % 30 for i in range(30)]
+    [group] = engine_module.decode_groups(class_lengths, per_position)
+    assert sorted(group) == list(range(30)) and class_lengths[group[0]] == max(class_lengths)
+    assert [class_lengths[i] for i in group] == sorted(class_lengths, reverse=True)
+    mixed = [10] * 20 + [1000]
+    groups = engine_module.decode_groups(mixed, per_position)
+    padding = [len(g) * mixed[g[0]] - sum(mixed[i] for i in g) for g in groups]
+    assert groups[0][0] == 20 and max(padding) <= engine_module.DECODE_MAX_PADDING
+    assert groups[-1] == sorted(groups[-1]) and len(groups) == 1 + (len(groups[0]) < 21)
+    long_class = [900] * 32  # 32 caches of 900 positions: 1.1 GB of keys padded together
+    groups = engine_module.decode_groups(long_class, per_position)
+    assert all(len(g) * 900 * per_position <= engine_module.DECODE_PACK_MAX_BYTES for g in groups)
+    assert sorted(i for g in groups for i in g) == list(range(32)) and len(groups) > 1
+    assert engine_module.decode_groups([5000], per_position) == [[0]]  # alone, whatever its size
 
 
 def test_generations_at_once_share_decode_executions_and_keep_their_own_tokens(tiny_model):

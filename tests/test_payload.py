@@ -16,7 +16,7 @@ import pytest
 
 from benchmarks.payload import BUDGET_BYTES, figure_bytes, synthetic_run, tab_figures, tokenizer
 from components import tab_attention, tab_embed, tab_mask, tab_mlp
-from components.plots import MAX_CELLS_PER_AXIS
+from components.plots import MAX_CELLS_PER_AXIS, figure_json
 
 LENGTHS = sorted(BUDGET_BYTES)
 
@@ -45,24 +45,43 @@ def test_no_tab_sends_more_than_its_budget(figures, n_tokens):
 
 
 @pytest.mark.parametrize("n_tokens", LENGTHS)
+def test_the_json_sent_is_plotlys_own_for_every_figure(figures, n_tokens):
+    """figure_json (what the app sends) gives the values Plotly's to_json gives, key for key,
+    typed arrays included, for every figure of every tab."""
+    count = 0
+    for tab, figs in figures[n_tokens].items():
+        for fig in figs:
+            assert json.loads(figure_json(fig)) == json.loads(fig.to_json()), (tab, fig.layout.title.text)
+            count += 1
+    assert count >= 20
+
+
+@pytest.mark.parametrize("n_tokens", LENGTHS)
 def test_every_heatmap_is_at_most_a_screenful_of_float32_cells(figures, n_tokens):
     count = 0
     for tab, figs in figures[n_tokens].items():
         for fig in figs:
-            sent = json.loads(fig.to_json())["data"]
+            sent = json.loads(figure_json(fig))["data"]
             for trace, wire in zip(fig.data, sent):
                 if trace.type != "heatmap":
                     continue
                 count += 1
                 z = np.asarray(trace.z)
-                assert z.ndim == 2 and max(z.shape) <= MAX_CELLS_PER_AXIS, (tab, fig.layout.title.text, z.shape)
+                # The all-heads grid is 12 x 12 tiles of GRID_BINS cells a side with gaps between
+                # (one heatmap; it was 144 small ones), on a figure tall enough for 8 pixels a cell.
+                tiled = fig.layout.title.text.startswith("Every head's pattern")
+                limit = 12 * (tab_attention.GRID_BINS + 1) - 1 if tiled else MAX_CELLS_PER_AXIS
+                assert z.ndim == 2 and max(z.shape) <= limit, (tab, fig.layout.title.text, z.shape)
+                assert not tiled or fig.layout.height >= 8 * z.shape[0]
                 if tab == "tokenize":  # its cells are the tokens themselves, each printed with its text
                     continue
                 # Values as a base64 float32 typed array; hover from the template, never a string per cell.
                 assert wire["z"]["dtype"] == "f4" and "bdata" in wire["z"], (tab, fig.layout.title.text)
-                assert "text" not in wire and "customdata" not in wire, (tab, fig.layout.title.text)
+                assert "text" not in wire, (tab, fig.layout.title.text)
+                # customdata only as a typed array of small numbers (the grid's per-head shares)
+                assert "customdata" not in wire or wire["customdata"]["dtype"] == "u1", (tab, fig.layout.title.text)
                 assert "%{z" in trace.hovertemplate
-    assert count >= 1 + 3 + 1 + 4 + 1 + 144 + 1 + 1  # tokenize, embed (3 + similarity), mask, attention, mlp
+    assert count >= 1 + 3 + 1 + 4 + 1 + 1 + 1 + 1  # tokenize, embed (3 + similarity), mask, attention (pattern, grid, q/k/v), mlp
 
 
 def block_mean(values: np.ndarray, k: int) -> np.ndarray:
@@ -105,11 +124,14 @@ def test_attention_tab_bins_the_pattern_and_the_all_heads_grid(runs):
     # The grid: 12 x 12 heads, each 12 x 12 blocks of 21 or 22 positions.
     G = tab_attention.GRID_BINS
     edges = np.linspace(0, 256, G + 1).astype(int)
-    assert len(grid_fig.data) == 144
+    [trace] = grid_fig.data  # one heatmap of 12 x 12 tiles, a gap row and column between tiles
+    z = np.asarray(trace.z)
+    assert z.shape == (12 * (G + 1) - 1, 12 * (G + 1) - 1)
     pattern = run.trace["blocks.5.attn.hook_pattern"][9].astype(np.float64)
     expected = [[pattern[a:b, c:d].mean() for c, d in zip(edges[:-1], edges[1:])] for a, b in zip(edges[:-1], edges[1:])]
-    np.testing.assert_allclose(grid_fig.data[5 * 12 + 9].z, expected, rtol=1e-6, atol=1e-9)
-    assert list(grid_fig.data[0].x) == [f"{a}–{b - 1}" for a, b in zip(edges[:-1], edges[1:])]
+    tile = (slice(5 * (G + 1), 5 * (G + 1) + G), slice(9 * (G + 1), 9 * (G + 1) + G))
+    np.testing.assert_allclose(z[tile], expected, rtol=1e-6, atol=1e-9)
+    assert list(trace.x[:G]) == [f"head 0 · key {a}–{b - 1}" for a, b in zip(edges[:-1], edges[1:])]
 
 
 def test_embed_heatmaps_show_the_64_dimensions_with_the_largest_spread(runs):
@@ -142,6 +164,6 @@ def test_mlp_tab_bins_positions_and_hovers_from_customdata(runs):
     points = gelu_fig.data[1]
     where = np.asarray(points.customdata)
     np.testing.assert_array_equal(points.x, run.trace["blocks.4.mlp.hook_pre"][where[:, 0], where[:, 1]])
-    wire = json.loads(gelu_fig.to_json())["data"][1]
+    wire = json.loads(figure_json(gelu_fig))["data"][1]
     assert wire["customdata"]["dtype"] == "i2" and wire["x"]["dtype"] == "f4"  # typed arrays, not lists
     assert tab_mlp.tensors(run, 4)["mlp_hook_post"].shape == (256, 3072)

@@ -25,16 +25,20 @@ def test_pattern_is_the_chosen_heads_with_tokens_on_both_axes(tiny_run, explorer
 
 
 def test_grid_has_every_head_on_one_colour_scale(tiny_run, explorer_service):
+    """One heatmap of L x H tiles: tile (layer, head) is that head's whole pattern (T <= 12:
+    unpooled), its cells named by layer, head, query and key, every tile on one 0..1 scale."""
     grid_fig = tab_attention.render(tiny_run, token_text(explorer_service))[1]
-    L, H = tiny_run.config.n_layer, tiny_run.config.n_head
-    assert len(grid_fig.data) == L * H
+    L, H, T = tiny_run.config.n_layer, tiny_run.config.n_head, tiny_run.n_tokens
+    [trace] = grid_fig.data
+    z = np.asarray(trace.z)
     for layer in range(L):
         for head in range(H):
-            trace = grid_fig.data[layer * H + head]
-            np.testing.assert_allclose(trace.z, tiny_run.trace[f"blocks.{layer}.attn.hook_pattern"][head], atol=1e-7)
-            assert trace.coloraxis == "coloraxis"
-            assert f"layer {layer} head {head}" in trace.hovertemplate
-            assert list(trace.x) == tiny_run.labels
+            tile = z[layer * (T + 1) : layer * (T + 1) + T, head * (T + 1) : head * (T + 1) + T]
+            np.testing.assert_allclose(tile, tiny_run.trace[f"blocks.{layer}.attn.hook_pattern"][head], atol=1e-7)
+            assert list(trace.x[head * (T + 1) : head * (T + 1) + T]) == [f"head {head} · key {label}" for label in tiny_run.labels]
+        assert list(trace.y[layer * (T + 1) : layer * (T + 1) + T]) == [f"layer {layer} · query {label}" for label in tiny_run.labels]
+    assert trace.coloraxis == "coloraxis" and trace.hoverongaps is False
+    assert "%{y}<br>%{x}<br>attention: %{z:.3f}" in trace.hovertemplate
     assert (grid_fig.layout.coloraxis.cmin, grid_fig.layout.coloraxis.cmax) == (0.0, 1.0)
     assert grid_fig.layout.height == L * 150 + 190
 
@@ -52,10 +56,20 @@ def test_grid_pools_long_inputs_into_block_means(tiny_run, explorer_service):
             assert values[1, 3, i, j] == pytest.approx(pattern[a:b, c:d].mean(), abs=1e-7)
     # 144 small multiples repeat their labels: a block is named by its positions only.
     assert labels == [f"{a}–{b - 1}" for a, b in zip(starts, stops)]
-    grid_fig = tab_attention.grid_figure(tiny_run, values, labels)
-    trace = grid_fig.data[1 * tiny_run.config.n_head + 3]
-    assert trace.z.dtype == np.float32 and list(trace.x) == labels
-    np.testing.assert_allclose(trace.z, values[1, 3], rtol=1e-6)
+    shares = tab_attention.position_0_shares(tiny_run)
+    grid_fig = tab_attention.grid_figure(tiny_run, values, labels, shares)
+    # One heatmap: layer l's tile is rows 6l..6l+4, head h's columns 6h..6h+4, gaps between.
+    [trace] = grid_fig.data
+    L, H = tiny_run.config.n_layer, tiny_run.config.n_head
+    z = np.asarray(trace.z)
+    assert z.dtype == np.float32 and z.shape == (L * 6 - 1, H * 6 - 1)
+    np.testing.assert_allclose(z[6:11, 18:23], values[1, 3], rtol=1e-6)
+    assert np.isnan(z[5]).all() and np.isnan(z[:, 5]).all() and not np.isnan(np.delete(np.delete(z, np.s_[5::6], 0), np.s_[5::6], 1)).any()
+    assert list(trace.x[18:23]) == [f"head 3 · key {label}" for label in labels]
+    assert list(trace.y[6:11]) == [f"layer 1 · query {label}" for label in labels]
+    # The hover's share on position 0 is its head's, in whole percents, in every cell of its tile.
+    assert (np.asarray(trace.customdata)[6:11, 18:23] == round(shares[1, 3] * 100)).all()
+    assert list(grid_fig.layout.xaxis.ticktext) == [f"head {h}" for h in range(H)]
     assert "averaged over blocks of ~2 positions" in grid_fig.layout.title.text
 
 
