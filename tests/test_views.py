@@ -125,6 +125,14 @@ def test_the_mask_tabs_layer_and_head_redraw_the_three_score_heatmaps_only(ui, t
         assert drawn.to_json() == whole.to_json()
 
 
+def test_gradio_summarises_its_event_log_rarely(explorer_service):
+    """The app sets Gradio's queue to rebuild its pandas summary of past events once per 1,000
+    events, over at most 1,000 (Gradio's default: after every event, over up to 10,000)."""
+    demo, _ = app.build_ui(explorer_service)
+    demo.queue()
+    assert demo._queue.ANAYLTICS_CACHE_FREQUENCY >= 1000 and demo._queue.ANALYTICS_MAX_EVENTS <= 1000
+
+
 def test_unchanged_outputs_are_sent_as_gradio_sends_them(explorer_service, tiny_run):
     """ExplorerBlocks skips rebuilding the outputs an event leaves unchanged (gr.skip()) and
     writes figures with plots.figure_json; what it returns equals what gr.Blocks returns for
