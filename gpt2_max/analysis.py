@@ -99,14 +99,15 @@ def next_tokens(model, trace: Mapping[str, np.ndarray], token_ids: Sequence[int]
     """Top-k, entropy, the actual next token's probability and rank, and the logits, at every position.
 
     Reads out the last block's stream through ln_f and the unembedding in the analysis
-    graph (the same computation as the trace's logits, to float32 rounding)."""
+    graph (the same computation as the trace's logits, to float32 rounding), once: the
+    candidate rows give the top-k, the entropy, the logits and the actual next token's numbers."""
     L = model.config.n_layer
     rows = trace[block_key(L - 1, "hook_resid_post")]  # [T, E]
     ids = np.asarray(token_ids, dtype=np.int64)
     following = np.append(ids[1:], 0)  # the last position's target is a placeholder, masked below
-    out = model.engine.run_analysis(lens_rows=rows, lens_targets=following, candidate_rows=rows)
-    actual_probs = out["lens_target_prob"].astype(np.float64)
-    actual_ranks = out["lens_target_rank"].copy()
+    out = model.engine.run_analysis(candidate_rows=rows, candidate_targets=following)
+    actual_probs = out["candidate_target_prob"].astype(np.float64)
+    actual_ranks = out["candidate_target_rank"].copy()
     actual_probs[-1], actual_ranks[-1] = np.nan, 0
     return NextTokens(
         top_ids=out["candidate_ids"],

@@ -57,7 +57,8 @@ NEAREST_TOP_K = 11
 ANALYSIS_CHUNK_ROWS = 320
 ANALYSIS_KEYS = (
     "lens_top_id", "lens_top_prob", "lens_target_prob", "lens_target_rank",
-    "candidate_ids", "candidate_probs", "candidate_entropy", "candidate_logits", "nearest_ids", "nearest_cosines",
+    "candidate_ids", "candidate_probs", "candidate_entropy", "candidate_logits", "candidate_target_prob",
+    "candidate_target_rank", "nearest_ids", "nearest_cosines",
 )
 
 
@@ -266,6 +267,7 @@ class CompiledGPT2:
             TensorType(DType.int64, ["rows"], device=ref),  # lens_targets [N]
             TensorType(DType.int64, ["rows"], device=ref),  # lens_target_rows [N]
             TensorType(DType.float32, ["candidates", cfg.n_embd], device=ref),  # candidate_rows [P, E]
+            TensorType(DType.int64, ["candidates"], device=ref),  # candidate_targets [P]
             TensorType(DType.float32, ["queries", cfg.n_embd], device=ref),  # query_rows [M, E]
             weights=weights,
         )
@@ -400,10 +402,11 @@ class CompiledGPT2:
         query_rows: np.ndarray | None = None,
         lens_target_rows: np.ndarray | None = None,
         lens_group: int = 1,
+        candidate_targets: np.ndarray | None = None,
     ) -> dict[str, np.ndarray]:
         """lens_rows [N, E] with lens_targets [N] (default 0) and lens_target_rows [N] (default -1:
-        see GPT2Analysis), candidate_rows [P, E], query_rows [M, E] (each optional) -> the outputs
-        of GPT2Analysis, each with the rows of its own input.
+        see GPT2Analysis), candidate_rows [P, E] with candidate_targets [P] (default 0), query_rows
+        [M, E] (each optional) -> the outputs of GPT2Analysis, each with the rows of its own input.
 
         Rows go through in chunks of about ANALYSIS_CHUNK_ROWS, so memory stays bounded for the
         lens's L x T rows; an input with no rows in a chunk goes in with none, and its part of
@@ -423,10 +426,13 @@ class CompiledGPT2:
             "targets": rows_of(lens_targets, np.int64, (), np.zeros(len(lens), np.int64)),
             "target_rows": rows_of(lens_target_rows, np.int64, (), np.full(len(lens), -1, np.int64)),
             "candidates": rows_of(candidate_rows, np.float32, (E,), no_rows),
-            "queries": rows_of(query_rows, np.float32, (E,), no_rows),
         }
+        inputs["candidate_targets"] = rows_of(candidate_targets, np.int64, (), np.zeros(len(inputs["candidates"]), np.int64))
+        inputs["queries"] = rows_of(query_rows, np.float32, (E,), no_rows)
         if not len(inputs["targets"]) == len(inputs["target_rows"]) == len(lens):
             raise ValueError("lens_targets and lens_target_rows need one entry per lens row")
+        if len(inputs["candidate_targets"]) != len(inputs["candidates"]):
+            raise ValueError("candidate_targets needs one entry per candidate row")
         group = max(1, int(lens_group))
         followed = inputs["target_rows"]
         if np.any((followed >= 0) & (followed // group != np.arange(len(lens)) // group)):

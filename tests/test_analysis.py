@@ -110,6 +110,12 @@ def test_next_tokens_match_the_traces_logits(tiny_model, tiny_run, full_logits):
     actual = np.asarray(tiny_run.token_ids[1:])
     np.testing.assert_allclose(nxt.actual_probs[:-1], probs[np.arange(T - 1), actual], rtol=PROB_RTOL, atol=0)
     assert np.isnan(nxt.actual_probs[-1]) and nxt.actual_ranks[-1] == 0
+    # The actual next token's rank: 1 + how many logits are above its own, up to the tokens
+    # within the logits' tolerance of it (which float32 may order either way).
+    target = logits[np.arange(T - 1), actual][:, None]
+    surely_above = 1 + (logits[:-1] > target + 1e-5).sum(-1)
+    maybe_above = 1 + (logits[:-1] > target - 1e-5).sum(-1)
+    assert np.all((surely_above <= nxt.actual_ranks[:-1]) & (nxt.actual_ranks[:-1] <= maybe_above))
     np.testing.assert_allclose(nxt.surprise_bits[:-1], -np.log2(probs[np.arange(T - 1), actual]), atol=1e-3)
 
 
