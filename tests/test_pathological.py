@@ -203,8 +203,10 @@ def test_attention_patterns_keep_0_to_1_and_give_each_rows_share_on_position_0(r
     for sink_layer, sink_head in SINK_HEADS:
         assert f"L{sink_layer}H{sink_head} (" in markdown
     assert "L0H0 (" not in markdown
-    grid = tab_attention.render(run, display, layer, head)[1]
-    assert f"head's share on position 0: {share:.0%}" in grid.data[layer * run.config.n_head + head].hovertemplate
+    [grid] = tab_attention.render(run, display, layer, head)[1].data  # one heatmap of L x H tiles
+    tile = (np.asarray(grid.z).shape[0] + 1) // run.config.n_layer  # G cells and a gap
+    assert "head's share on position 0: %{customdata}%" in grid.hovertemplate
+    assert np.asarray(grid.customdata)[layer * tile, head * tile] == round(share * 100)
     np.testing.assert_allclose(arrays["grid_share_on_position_0"][layer, head], share, rtol=1e-6)
 
 
