@@ -12,7 +12,7 @@ from gpt2_max.modules import Block, GPT2Analysis
 
 from components import interpret
 from components.common import NO_RUN, AppContext, clamp, export_controls, guarded, intro, position_0_switch, source_block
-from components.plots import counted_positions, decade_ticks, finite, heatmap, layout, lines, message_figure
+from components.plots import counted_positions, decade_ticks, finite, heatmap, layout, lines, message_figure, plot_text
 from components.run import LENS_DEFAULT_POSITIONS, LENS_MAX_POSITIONS, Run
 
 MEAN = "mean"  # the position control's value for "averaged over positions"
@@ -169,12 +169,20 @@ def lens_heatmap(run: Run, lens: Lens, display) -> go.Figure:
         height=max(400, min(900, 46 * L + 220)),  # angled token labels need ~150 px below a short grid
         hover_text=text,
     )
+    # The cell's other likely tokens after its top one (already in the hover), with probabilities.
+    runners_up = np.array(
+        [[" · ".join(f"{plot_text(display(int(t)))} {p:.2g}" for t, p in zip(ids[1:], probs[1:]))
+          for ids, probs in zip(layer_ids, layer_probs)]
+         for layer_ids, layer_probs in zip(lens.top_k_ids, lens.top_k_probs)],
+        dtype=object,
+    )
     fig.update_traces(
-        # customdata [L, T', 3]: the final prediction's probability and rank in that cell, and the
-        # cell's own (top) probability, which the colour shows as log10.
-        customdata=np.stack([lens.final_probs, lens.final_ranks, top_probs], axis=-1).astype(np.float32),
+        # customdata [L, T', 4]: the final prediction's probability and rank in that cell, the
+        # cell's own (top) probability, which the colour shows as log10, and the runners-up.
+        customdata=np.stack([lens.final_probs, lens.final_ranks, top_probs, runners_up], axis=-1),
         hovertemplate=(
             "%{y}<br>position %{x}<br>top next token: %{text}<br>probability %{customdata[2]:.4g}"
+            f"<br>next {lens.top_k_ids.shape[-1] - 1}: %{{customdata[3]}}"
             "<br>the final prediction here: p %{customdata[0]:.3g}, rank %{customdata[1]}<extra></extra>"
         ),
         colorbar=dict(title=dict(text="probability<br>(log scale)"), **decade_ticks(min(lowest, -1.0), 0.0)),

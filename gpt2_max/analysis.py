@@ -34,6 +34,8 @@ class Lens:
     start: int  # the first position covered (0 unless only the last positions were asked for)
     top_ids: np.ndarray  # [L, T'] the most likely next token after each block
     top_probs: np.ndarray  # [L, T'] its probability
+    top_k_ids: np.ndarray  # [L, T', KL] the KL most likely there, best first (top_ids first)
+    top_k_probs: np.ndarray  # [L, T', KL] their probabilities
     final_ids: np.ndarray  # [T'] the model's final prediction at each position (argmax of the logits)
     final_probs: np.ndarray  # [L, T'] that token's probability after each block
     final_ranks: np.ndarray  # [L, T'] its rank there (1 = most likely)
@@ -71,10 +73,10 @@ class Nearest:
 
 
 def logit_lens(model, trace: Mapping[str, np.ndarray], start: int = 0) -> Lens:
-    """The lens over every block at positions start..T-1 (the top token of each row; a full
-    top-k there would cost 4x the unembedding), in one analysis-graph pass over its L x T'
-    rows, position by position: each position's rows follow the top token of its last block's
-    row, the model's own final prediction there."""
+    """The lens over every block at positions start..T-1 (the LENS_TOP_K most likely tokens of
+    each row), in one analysis-graph pass over its L x T' rows, position by position: each
+    position's rows follow the top token of its last block's row, the model's own final
+    prediction there."""
     L = model.config.n_layer
     resid = np.stack([trace[block_key(i, "hook_resid_post")][start:] for i in range(L)], axis=1)  # [T', L, E]
     T = resid.shape[0]
@@ -82,13 +84,17 @@ def logit_lens(model, trace: Mapping[str, np.ndarray], start: int = 0) -> Lens:
     out = model.engine.run_analysis(lens_rows=resid.reshape(T * L, -1), lens_target_rows=last_rows, lens_group=L)
 
     def by_layer(values: np.ndarray) -> np.ndarray:
-        return values.reshape(T, L).T  # [T', L] -> [L, T']
+        return values.reshape(T, L, *values.shape[1:]).swapaxes(0, 1)  # [T' * L, ...] -> [L, T', ...]
 
-    top_ids = by_layer(out["lens_top_id"])
+    top_k_ids = by_layer(out["lens_top_ids"])
+    top_k_probs = by_layer(out["lens_top_probs"]).astype(np.float64)
+    top_ids = top_k_ids[..., 0]
     return Lens(
         start=start,
         top_ids=top_ids,
-        top_probs=by_layer(out["lens_top_prob"]).astype(np.float64),
+        top_probs=top_k_probs[..., 0],
+        top_k_ids=top_k_ids,
+        top_k_probs=top_k_probs,
         final_ids=top_ids[-1].copy(),
         final_probs=by_layer(out["lens_target_prob"]).astype(np.float64),
         final_ranks=by_layer(out["lens_target_rank"]),

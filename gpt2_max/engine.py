@@ -52,11 +52,13 @@ from gpt2_max.weights import CONV1D_SUFFIXES  # noqa: E402
 # nearest-token view 10 (plus the token itself, which it leaves out).
 CANDIDATE_TOP_K = 16
 NEAREST_TOP_K = 11
+# ... and the logit lens's, per block and position: the Blocks tab's hover lists them.
+LENS_TOP_K = 5
 # Rows per analysis call: its [rows, V] float32 logits are ~64 MB for GPT-2 at 320 rows, and the
 # Blocks tab's default lens (12 layers x 24 positions = 288 rows) is one call.
 ANALYSIS_CHUNK_ROWS = 320
 ANALYSIS_KEYS = (
-    "lens_top_id", "lens_top_prob", "lens_target_prob", "lens_target_rank",
+    "lens_top_ids", "lens_top_probs", "lens_target_prob", "lens_target_rank",
     "candidate_ids", "candidate_probs", "candidate_entropy", "candidate_logits", "candidate_target_prob",
     "candidate_target_rank", "nearest_ids", "nearest_cosines",
 )
@@ -256,7 +258,7 @@ class CompiledGPT2:
         cfg = self.config
         ref = DeviceRef.from_device(self.device)
         with F.lazy():
-            module = GPT2Analysis(cfg, CANDIDATE_TOP_K, NEAREST_TOP_K)
+            module = GPT2Analysis(cfg, CANDIDATE_TOP_K, NEAREST_TOP_K, LENS_TOP_K)
         names = ("ln_f.weight", "ln_f.bias")
         weights = {name: self._weights[name] for name in names}
         weights["wte_t"] = self._wte_t()

@@ -425,11 +425,11 @@ class GPT2Analysis(Module):
     this CPU, and its [N, V] result needs no transpose (measured at 288 rows of GPT-2 small with
     the max and argmax: 104 ms, against 202 ms for wte @ x^T transposed back). N, P and M are
     symbolic, so one compiled graph serves the logit lens (N = L x T rows), the next-token view
-    (N = P = T) and the nearest-token search (M = T). The lens rows get their top token (a max
-    reduction) and the summaries below, each one pass over their [N, V] logits; top-k (through
-    ``vocabulary_top_k``: MAX's own top_k over 50,257 values costs ~8x the product) and entropy
-    run on the P candidate rows, which also give their targets' probabilities and ranks (the
-    next-token view's one pass).
+    (N = P = T) and the nearest-token search (M = T). Every top-k goes through
+    ``vocabulary_top_k`` (MAX's own top_k over 50,257 values costs ~8x the product). The lens
+    rows get their few top tokens and the summaries below, each one pass over their [N, V]
+    logits; the full softmax, a wider top-k and the entropy run on the P candidate rows, which
+    also give their targets' probabilities and ranks (the next-token view's one pass).
 
     Inputs:
         lens_rows       [N, E] float32, residual-stream vectors to read out as if the model stopped there
@@ -441,8 +441,9 @@ class GPT2Analysis(Module):
         candidate_targets [P] int64, a token per candidate row whose probability and rank are wanted
         query_rows      [M, E] float32, vectors to compare with every wte row by cosine
     Returns (K = top_k, J = nearest_top_k):
-        lens_top_id       [N] int64, the most likely next token after ln_f and the tied unembedding
-        lens_top_prob     [N] float32, its probability
+        lens_top_ids      [N, KL] int64, the KL most likely next tokens after ln_f and the tied
+                          unembedding, best first (KL = lens_top_k)
+        lens_top_probs    [N, KL] float32, their probabilities
         lens_target_prob  [N] float32, the target token's probability
         lens_target_rank  [N] int64, its rank (1 = most likely; 1 + how many are strictly more likely)
         candidate_ids     [P, K] int64, the most likely next tokens of each candidate row, best first
@@ -456,7 +457,7 @@ class GPT2Analysis(Module):
         nearest_cosines   [M, J] float32, their cosine similarities
     """
 
-    def __init__(self, config: GPT2Config, top_k: int, nearest_top_k: int) -> None:
+    def __init__(self, config: GPT2Config, top_k: int, nearest_top_k: int, lens_top_k: int) -> None:
         self.wte_t = _parameter([config.n_embd, config.vocab_size])  # [E, V], wte transposed
         # [V] the length of each wte row, computed once from the weights (in the graph it would
         # read all of wte again at every execution, lens or not).
@@ -465,7 +466,8 @@ class GPT2Analysis(Module):
         self.vocab_size = config.vocab_size
         self.top_k = top_k
         self.nearest_top_k = nearest_top_k
-        self.block_width = vocabulary_block_width(config.vocab_size, max(top_k, nearest_top_k))
+        self.lens_top_k = lens_top_k
+        self.block_width = vocabulary_block_width(config.vocab_size, max(top_k, nearest_top_k, lens_top_k))
 
     def logits(self, rows: Tensor) -> Tensor:
         """[R, E] -> [R, V]: the model's own final layer norm and tied unembedding (as
@@ -475,11 +477,12 @@ class GPT2Analysis(Module):
     def vocabulary_top_k(self, x: Tensor, k: int) -> tuple[Tensor, Tensor]:
         """x [R, V] -> (its k largest values [R, k], best first, and their ids [R, k] int64).
 
-        MAX's CPU top_k costs ~60 ns per element here (197 ms for 64 rows of 50,257), so it runs
-        on two small inputs instead: the vocabulary in blocks of ``block_width`` (29 for GPT-2's
-        50,257 = 29 x 1,733), the k blocks with the largest maxima, then the k largest of their
-        k x block_width values (7.7 ms for the 64 rows, the same values). Exact: an element of the
-        top k whose block is not among the k best blocks would have k blocks' maxima above it."""
+        MAX's CPU top_k costs ~40-60 ns per element here (197 ms for 64 rows of 50,257), so it
+        runs on one small input instead: the vocabulary in blocks of ``block_width`` (29 for
+        GPT-2's 50,257 = 29 x 1,733), the k blocks with the largest maxima, then the k largest of
+        their k x block_width values (7.7 ms for the 64 rows, the same values). Exact: an element
+        of the top k whose block is not among the k best blocks would have k blocks' maxima
+        above it."""
         width = self.block_width
         if width is None:
             values, ids = F.top_k(x, k=k, axis=-1)
@@ -487,8 +490,15 @@ class GPT2Analysis(Module):
         n_blocks = self.vocab_size // width
         blocks = x.reshape([-1, n_blocks, width])  # [R, V / W, W]
         block_max = F.max(blocks, axis=-1).reshape([-1, n_blocks])  # [R, V / W]
-        _, best_blocks = F.top_k(block_max, k=k, axis=-1)  # [R, k]
-        best_blocks = F.cast(best_blocks, DType.int64)
+        # The k best blocks by k argmax passes (each masking the one found): top_k over these
+        # [R, V / W] maxima would cost ~40 ns a value, 20 ms for the Blocks lens's 288 rows.
+        block_ids = F.arange(0, n_blocks, 1, dtype=DType.int64, device=x.device).reshape([1, -1])  # [1, V / W]
+        picked = []
+        for _ in range(k):
+            best = F.cast(F.argmax(block_max, axis=-1), DType.int64)  # [R, 1]
+            picked.append(best)
+            block_max = F.where(F.equal(block_ids, best), float("-inf"), block_max)
+        best_blocks = F.concat(picked, axis=1)  # [R, k], best first
         candidates = F.gather_nd(blocks, F.unsqueeze(best_blocks, -1), batch_dims=1)  # [R, k, W]
         values, within = F.top_k(candidates.reshape([-1, k * width]), k=k, axis=-1)  # [R, k]
         within = F.cast(within, DType.int64)  # index into the k x W candidates
@@ -510,8 +520,9 @@ class GPT2Analysis(Module):
         candidate_targets: Tensor, query_rows: Tensor,
     ) -> tuple[Tensor, ...]:
         logits = self.logits(lens_rows)  # [N, V]
-        top_logit = F.max(logits, axis=-1)  # [N, 1]
-        top_id = F.cast(F.argmax(logits, axis=-1), lens_targets.dtype).reshape([-1])  # [N]
+        lens_top_logits, lens_top_ids = self.vocabulary_top_k(logits, self.lens_top_k)  # 2 x [N, KL], best first
+        top_logit, _ = F.split(lens_top_logits, [1, self.lens_top_k - 1], axis=1)  # [N, 1]: the first column
+        top_id = F.split(lens_top_ids, [1, self.lens_top_k - 1], axis=1)[0].reshape([-1])  # [N]
         followed = F.gather(top_id, F.elementwise_max(lens_target_rows, 0), axis=0)  # [N]
         lens_targets = F.where(F.greater_equal(lens_target_rows, 0), followed, lens_targets)  # [N]
         # softmax's denominator over exp(logit - max), so no term overflows: >= 1 (the top's own 1)
@@ -535,8 +546,8 @@ class GPT2Analysis(Module):
         cosines = dots / F.elementwise_max(query_norms * self.wte_norms.reshape([1, -1]), 1e-12)  # [M, V]
         nearest_cosines, nearest_ids = self.vocabulary_top_k(cosines, self.nearest_top_k)  # 2 x [M, J]
         return (
-            top_id,
-            (1.0 / total).reshape([-1]),
+            lens_top_ids,
+            F.exp(lens_top_logits - top_logit) / total,  # [N, KL]
             (F.exp(target_logit - top_logit) / total).reshape([-1]),
             target_rank,
             candidate_ids,

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gpt2_max import analysis
+from gpt2_max import analysis, engine
 from gpt2_max.engine import NEAREST_TOP_K
 
 PROB_RTOL = 1e-4
@@ -68,6 +68,7 @@ def test_lens_equals_numpy_at_every_block_and_position(tiny_model, tiny_run, wei
     lens = analysis.logit_lens(tiny_model, tiny_run.trace)
     L, T = tiny_model.config.n_layer, tiny_run.n_tokens
     assert lens.top_ids.shape == (L, T) and lens.final_probs.shape == (L, T)
+    assert lens.top_k_ids.shape == lens.top_k_probs.shape == (L, T, engine.LENS_TOP_K)
     # The final predictions are the model's own argmax (the trace graph's logits at every
     # position), wherever its top two are clear of the tolerance; in a near-tie either is right.
     reference = np.sort(full_logits.astype(np.float64), axis=-1)
@@ -77,7 +78,8 @@ def test_lens_equals_numpy_at_every_block_and_position(tiny_model, tiny_run, wei
     final = lens.final_ids
     for layer in range(L):
         probs = reference_lens(tiny_run.trace[f"blocks.{layer}.hook_resid_post"], weights, tiny_model.config.layer_norm_epsilon)
-        assert_top_k(lens.top_ids[layer][:, None], lens.top_probs[layer][:, None], probs, PROB_RTOL, relative=True)
+        assert_top_k(lens.top_k_ids[layer], lens.top_k_probs[layer], probs, PROB_RTOL, relative=True)
+        np.testing.assert_array_equal(lens.top_ids[layer], lens.top_k_ids[layer, :, 0])
         target = probs[np.arange(T), final]
         np.testing.assert_allclose(lens.final_probs[layer], target, rtol=PROB_RTOL, atol=0)
         # Rank: 1 + how many are more likely, counted where the reference is clear of the tolerance.
@@ -135,14 +137,12 @@ def test_ties_share_the_better_rank_and_a_zero_vector_is_harmless(tiny_model):
     # A constant row normalises to ln_f's bias alone: every token's logit is wte @ bias.
     rows = np.stack([np.ones(E, np.float32), np.zeros(E, np.float32)])
     out = tiny_model.engine.run_analysis(rows, np.array([0, 0]), rows, np.zeros((1, E), np.float32))
-    assert np.all(out["nearest_cosines"] == 0) and np.all(np.isfinite(out["lens_top_prob"]))
+    assert np.all(out["nearest_cosines"] == 0) and np.all(np.isfinite(out["lens_top_probs"]))
     assert np.all(np.isfinite(out["candidate_probs"])) and out["candidate_ids"].shape[0] == 2
     assert np.all(out["lens_target_rank"] >= 1)
 
 
 def test_chunks_of_rows_give_the_same_answer(tiny_model, tiny_run, monkeypatch):
-    from gpt2_max import engine
-
     rows = np.concatenate([tiny_run.trace[f"blocks.{i}.hook_resid_post"] for i in range(tiny_model.config.n_layer)])
     targets = np.arange(rows.shape[0])
     whole = tiny_model.engine.run_analysis(rows, targets, rows[:9], rows[:5])
@@ -156,19 +156,17 @@ def test_chunks_of_rows_give_the_same_answer(tiny_model, tiny_run, monkeypatch):
 def test_lens_rows_follow_the_top_token_of_a_row_of_their_group(tiny_model, tiny_run, monkeypatch):
     """lens_target_rows: a row's target is the top token of another row of its group (the lens's
     final prediction), the same as passing that token; chunks keep groups whole."""
-    from gpt2_max import engine
-
     L = tiny_model.config.n_layer
     rows = np.stack([tiny_run.trace[f"blocks.{i}.hook_resid_post"] for i in range(L)], axis=1).reshape(-1, tiny_model.config.n_embd)  # [T * L, E]
     last = np.repeat(np.arange(tiny_run.n_tokens) * L + L - 1, L)
     followed = tiny_model.engine.run_analysis(lens_rows=rows, lens_target_rows=last, lens_group=L)
-    given = tiny_model.engine.run_analysis(lens_rows=rows, lens_targets=followed["lens_top_id"][last])
-    for key in ("lens_top_id", "lens_top_prob", "lens_target_prob", "lens_target_rank"):
+    given = tiny_model.engine.run_analysis(lens_rows=rows, lens_targets=followed["lens_top_ids"][last, 0])
+    for key in ("lens_top_ids", "lens_top_probs", "lens_target_prob", "lens_target_rank"):
         np.testing.assert_array_equal(followed[key], given[key], err_msg=key)
     assert np.all(followed["lens_target_rank"][last] == 1)
     monkeypatch.setattr(engine, "ANALYSIS_CHUNK_ROWS", 3 * L + 1)  # chunks of 3 whole groups
     chunked = tiny_model.engine.run_analysis(lens_rows=rows, lens_target_rows=last, lens_group=L)
-    for key in ("lens_top_id", "lens_target_prob", "lens_target_rank"):
+    for key in ("lens_top_ids", "lens_target_prob", "lens_target_rank"):
         np.testing.assert_allclose(chunked[key], followed[key], rtol=1e-6, err_msg=key)
     with pytest.raises(ValueError, match="its own group"):
         tiny_model.engine.run_analysis(lens_rows=rows, lens_target_rows=np.roll(last, 1), lens_group=L)

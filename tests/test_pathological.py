@@ -259,7 +259,7 @@ def test_probabilities_use_log_scales(run, pathological_service):
     lens_fig, final_fig = tab_blocks.render(run, lens, tokenizer)[2:4]
     heat = lens_fig.data[0]
     np.testing.assert_allclose(heat.z, np.log10(lens.top_probs), atol=1e-6)  # colour: log10 p
-    np.testing.assert_allclose(np.asarray(heat.customdata)[..., 2], lens.top_probs, rtol=1e-6)  # hover: p
+    np.testing.assert_allclose(np.asarray(heat.customdata)[..., 2].astype(np.float64), lens.top_probs, rtol=1e-6)  # hover: p
     assert heat.zmax == 0 and heat.zmin <= np.log10(lens.top_probs).min()
     assert final_fig.layout.yaxis.type == "log"
     candidates = tab_logits.render(run, nxt, tokenizer)[0]

@@ -7,7 +7,9 @@ import pytest
 
 from components import tab_blocks
 from components.common import NO_RUN
+from components.plots import plot_text
 from components.run import LENS_DEFAULT_POSITIONS
+from gpt2_max.engine import LENS_TOP_K
 from tab_helpers import export_with_defaults, refresh_with_defaults
 
 # The lens runs ln_f and the unembedding in float32 numpy; the MAX graph in float32 too,
@@ -117,7 +119,8 @@ def test_lens_heatmap_shows_each_layers_top_token_and_probability(tiny_run, lens
     ticks = list(heat.colorbar.tickvals)
     assert 2 <= len(ticks) <= 4 and ticks[-1] == 0 and ticks[0] >= heat.zmin and len(set(np.diff(ticks))) == 1
     assert list(heat.colorbar.ticktext) == [f"{10.0**k:g}" for k in ticks] and heat.colorbar.ticktext[-1] == "1"
-    probability = np.asarray(heat.customdata)[..., 2]  # the hover's probability, the true value
+    probability = np.asarray(heat.customdata)[..., 2].astype(np.float64)  # the hover's probability, the true value
+    runners_up = np.asarray(heat.customdata)[..., 3]  # the hover's next LENS_TOP_K - 1 tokens and probabilities
 
     # Every row against an independent float64 lens; the last row against the model's own logits.
     eps = tiny_run.config.layer_norm_epsilon
@@ -127,10 +130,18 @@ def test_lens_heatmap_shows_each_layers_top_token_and_probability(tiny_run, lens
         np.testing.assert_allclose(z[layer], np.log10(probs.max(axis=-1)), rtol=0, atol=LENS_RTOL)
         tops = probs.argmax(axis=-1)
         assert list(heat.text[layer]) == [tokenizer.token(int(t)).display for t in tops]
+        # The runners-up start with the reference's second token wherever it is clear of the third.
+        order = np.argsort(-probs, axis=-1)[:, :3]
+        second, third = np.take_along_axis(probs, order[:, 1:2], -1)[:, 0], np.take_along_axis(probs, order[:, 2:3], -1)[:, 0]
+        for position in np.flatnonzero(second > third * (1 + 4 * LENS_RTOL)):
+            named = plot_text(tokenizer.token(int(order[position, 1])).display)
+            assert runners_up[layer, position].startswith(f"{named} "), (layer, position)
+        assert all(cell.count(" · ") == LENS_TOP_K - 2 for cell in runners_up[layer])
     final = float64_softmax(full_logits)
     np.testing.assert_allclose(probability[-1], final.max(axis=-1), rtol=LENS_RTOL, atol=0)
     assert list(heat.text[-1]) == [tokenizer.token(int(t)).display for t in final.argmax(axis=-1)]
     assert "%{text}" in heat.hovertemplate and "%{x}" in heat.hovertemplate and "probability %{customdata[2]" in heat.hovertemplate
+    assert f"next {LENS_TOP_K - 1}: %{{customdata[3]}}" in heat.hovertemplate
 
 
 def test_final_prediction_line(tiny_run, lens, weights, tokenizer):
