@@ -160,7 +160,7 @@ STAGES = {
     # The download is not timed here (no network on the build machine): GPT-2 small is 548 MB.
     "download": ("downloading the checkpoint (GPT-2 small: 548 MB) or reading it from the cache", 30),
     "trace": ("compiling the trace graph", 145),
-    "analysis": ("compiling the analysis graph (logit lens, next-token and nearest-token views)", 70),
+    "analysis": ("compiling the analysis graph (logit lens, next-token and nearest-token views)", 95),
     "decode": ("compiling the decode graph (Generate)", 110),
     "examples": ("tracing the example prompts", 5),
     # 2 GB on the build VM: 0.6-4 s of page faults, which would otherwise fall on the first Runs.
