@@ -84,7 +84,7 @@ def sinks_markdown(shares: np.ndarray) -> str:
 def grid_values(run: Run, bins: int = GRID_BINS) -> tuple[np.ndarray, list[str]]:
     """([L, H, G, G] patterns averaged over blocks of positions (exact when T <= bins), G labels).
 
-    A block's label is its positions ("16–31"): 144 small multiples repeat their labels, and
+    A block's label is its positions ("16–31"): each of the 144 tiles repeats them, and
     the single-head pattern above names the tokens."""
     L, H, T = run.config.n_layer, run.config.n_head, run.n_tokens
     starts = bin_starts(T, bins)

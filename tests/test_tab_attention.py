@@ -54,7 +54,7 @@ def test_grid_pools_long_inputs_into_block_means(tiny_run, explorer_service):
     for i, (a, b) in enumerate(zip(starts, stops)):
         for j, (c, d) in enumerate(zip(starts, stops)):
             assert values[1, 3, i, j] == pytest.approx(pattern[a:b, c:d].mean(), abs=1e-7)
-    # 144 small multiples repeat their labels: a block is named by its positions only.
+    # 144 tiles repeat their labels: a block is named by its positions only.
     assert labels == [f"{a}–{b - 1}" for a, b in zip(starts, stops)]
     shares = tab_attention.position_0_shares(tiny_run)
     grid_fig = tab_attention.grid_figure(tiny_run, values, labels, shares)
