@@ -16,9 +16,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from max.driver import CPU, Buffer
+from max.dtype import DType
+from max.experimental import functional as F
+from max.experimental.nn import Module
+from max.graph import DeviceRef, TensorType
 
 from gpt2_max import analysis, engine
 from gpt2_max.engine import NEAREST_TOP_K
+from gpt2_max.modules import GPT2Analysis, vocabulary_block_width
 
 PROB_RTOL = 1e-4
 COSINE_ATOL = 1e-5
@@ -170,3 +176,35 @@ def test_lens_rows_follow_the_top_token_of_a_row_of_their_group(tiny_model, tiny
         np.testing.assert_allclose(chunked[key], followed[key], rtol=1e-6, err_msg=key)
     with pytest.raises(ValueError, match="its own group"):
         tiny_model.engine.run_analysis(lens_rows=rows, lens_target_rows=np.roll(last, 1), lens_group=L)
+
+
+def test_vocabulary_top_k_is_exact_where_the_top_values_crowd_one_block_and_tie():
+    """GPT2Analysis.vocabulary_top_k (the k best blocks of 29 by their maxima, then the k best of
+    those) against numpy's sort, on rows made to break a blocked top-k: the top values crowded
+    into one or two blocks, ties at the top across blocks, a constant row, and random rows. The
+    values must be exactly numpy's k largest, best first, and each id must hold its value
+    (ties may come in any order, each id once)."""
+    V, K = 50257, engine.CANDIDATE_TOP_K
+
+    class VocabularyTopK(Module):
+        def __init__(self) -> None:
+            self.vocab_size, self.block_width = V, vocabulary_block_width(V, K)
+
+        def forward(self, x):
+            return GPT2Analysis.vocabulary_top_k(self, x, K)
+
+    assert vocabulary_block_width(V, K) == 29
+    rng = np.random.default_rng(0)
+    rows = rng.normal(size=(6, V)).astype(np.float32)
+    rows[0, 100:140] = 10.0 + np.arange(40, dtype=np.float32) / 64  # the top 40 in two blocks
+    rows[1, 29 * 7 : 29 * 8] = 9.0 + np.arange(29, dtype=np.float32) / 64  # one whole block on top
+    rows[2, rng.choice(V, 40, replace=False)] = 5.0  # 40 tied at the top, in ~40 blocks
+    rows[3] = 1.0  # every value tied
+    with F.lazy():
+        module = VocabularyTopK()
+    compiled = module.compile(TensorType(DType.float32, ["rows", V], device=DeviceRef.from_device(CPU())))
+    values, ids = (np.from_dlpack(out).copy() for out in compiled.execute_raw(Buffer.from_numpy(rows)))
+    for row in range(len(rows)):
+        np.testing.assert_array_equal(values[row], np.sort(rows[row])[::-1][:K])
+        np.testing.assert_array_equal(rows[row][ids[row]], values[row])
+        assert len(set(ids[row].tolist())) == K and ids[row].min() >= 0 and ids[row].max() < V
