@@ -520,10 +520,15 @@ def tiled_heatmap(
     (unsigned 8-bit: 1 byte per cell on the wire). ``layout_extra``: the other layout
     properties (e.g. ``layout_properties``); the trace takes ``coloraxis``."""
     R, C, G, K = tiles.shape
-    z = np.full((R * (G + 1) - 1, C * (K + 1) - 1), np.nan, dtype=np.float32)
-    for r in range(R):
-        for c in range(C):
-            z[r * (G + 1) : r * (G + 1) + G, c * (K + 1) : c * (K + 1) + K] = tiles[r, c]
+
+    def laid_out(per_tile: np.ndarray, fill, dtype) -> np.ndarray:
+        """[R, C, G, K] -> [R(G+1)-1, C(K+1)-1]: tile (r, c) at rows r(G+1).., columns c(K+1)..,
+        ``fill`` in the gap row and column after each tile."""
+        padded = np.full((R, C, G + 1, K + 1), fill, dtype=dtype)
+        padded[:, :, :G, :K] = per_tile
+        return np.ascontiguousarray(padded.transpose(0, 2, 1, 3).reshape(R * (G + 1), C * (K + 1))[:-1, :-1])
+
+    z = laid_out(tiles, np.nan, np.float32)
 
     def axis_labels(titles: Sequence[str], labels: Sequence[str]) -> list[str]:
         # Category labels must be unique: a gap is named after the tile before it (never hovered).
@@ -539,23 +544,18 @@ def tiled_heatmap(
         coloraxis="coloraxis", hoverongaps=False, xgap=0, ygap=0, hovertemplate=hovertemplate,
     )
     if customdata is not None:
-        per_cell = np.zeros(z.shape, dtype=np.uint8)
-        for r in range(R):
-            for c in range(C):
-                per_cell[r * (G + 1) : r * (G + 1) + G, c * (K + 1) : c * (K + 1) + K] = customdata[r, c]
-        trace["customdata"] = per_cell
+        trace["customdata"] = laid_out(np.asarray(customdata)[:, :, None, None], 0, np.uint8)
 
     def ticks(count: int, size: int, titles: Sequence[str]) -> dict:
         # Category axes take tick positions as indices: each tile's middle.
         return dict(tickmode="array", tickvals=[t * (size + 1) + (size - 1) / 2 for t in range(count)],
                     ticktext=list(titles), type="category", showgrid=False, zeroline=False)
 
-    layout = dict(
+    axes = dict(
         xaxis=dict(ticks(C, K, col_titles), side="top", tickangle=0),
         yaxis=dict(ticks(R, G, row_titles), autorange="reversed"),
-        **layout_extra,
     )
-    return go.Figure(data=[trace], layout=layout)
+    return go.Figure(data=[trace], layout={**axes, **layout_extra})
 
 
 def message_figure(text: str, height: int = 200) -> go.Figure:

@@ -99,9 +99,9 @@ TRACE_PRIORITY, ANALYSIS_PRIORITY, DECODE_PRIORITY = 0, 1, 2
 # ...except that a decode step that has waited this long goes before analysis chunks: with two
 # analyses queued (components.run.ANALYSES_AT_ONCE), a class's lenses would otherwise run two per
 # decode step, and the generations pressed first wait for every Blocks tab being opened. About a
-# lens under a class's load (0.11 s alone, 0.15-0.3 s then): measured with 30 students, 0.12 s
-# gave one lens per step (Blocks p95 10.2 s, Generate 8.2 s), 0.2 s mostly two (8.3 s, 10.1-10.4 s),
-# 0.16 s 9.1 and 9.8 s.
+# lens under a class's load (0.11 s alone, 0.15-0.3 s then): measured with 30 students (Blocks
+# p95, Generate p95), 0.12 s gave 9.3 and 7.9 s, 0.14 s 9.0-9.2 and 8.3-8.4 s, 0.16 s 7.7-8.6 and
+# 8.8-9.2 s (0.2 s, in an earlier form of the engine: mostly two lenses per step, Generate 10.1 s+).
 DECODE_MAX_WAIT_S = 0.16
 # Trace keys shaped [H, T, T] (the others have tokens first).
 SQUARE_KEYS = ("attn.hook_attn_scores", "attn.hook_pattern")
