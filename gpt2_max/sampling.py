@@ -3,7 +3,8 @@
 The order is Hugging Face's (``TemperatureLogitsWarper``, then ``TopKLogitsWarper``,
 then ``TopPLogitsWarper``):
 
-1. temperature: divide the logits by T (T = 0 means greedy: take the argmax);
+1. temperature: divide the logits by T (T = 0 means greedy: take the argmax; a tiny T
+   comes to the same, see ``softmax``);
 2. top-k: keep the k most likely tokens (k = 0 keeps all);
 3. top-p: of those, keep the smallest set, most likely first, whose probability
    reaches p (p = 1 keeps all); the most likely token is always kept;
@@ -41,10 +42,15 @@ class SamplingSettings:
                 raise InputError(message)
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """float64 softmax over the last axis: a row [V] or rows [T, V]."""
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """float64 softmax of ``logits / temperature`` over the last axis: a row [V] or rows [T, V].
+
+    The maximum is subtracted before the division, so every scaled value is <= 0 for any
+    temperature > 0 and the largest is exactly 0: a tiny temperature (1e-40) gives the argmax,
+    ties shared, where dividing first gives inf - inf = NaN."""
     shifted = np.asarray(logits, dtype=np.float64)
-    shifted = shifted - shifted.max(axis=-1, keepdims=True)
+    with np.errstate(over="ignore"):  # (x - max) / T below -1.8e308 is -inf: exp gives 0
+        shifted = (shifted - shifted.max(axis=-1, keepdims=True)) / temperature
     e = np.exp(shifted)
     return e / e.sum(axis=-1, keepdims=True)
 
@@ -67,7 +73,7 @@ def filtered_distribution(logits: np.ndarray, settings: SamplingSettings) -> np.
         probs = np.zeros(len(logits))
         probs[int(np.argmax(logits))] = 1.0
         return probs
-    probs = softmax(logits / settings.temperature)
+    probs = softmax(logits, settings.temperature)
     top_k = settings.top_k if 0 < settings.top_k < len(probs) else 0
     if top_k == 0 and settings.top_p >= 1.0:
         return probs

@@ -10,7 +10,7 @@ import pytest
 from gpt2_max import engine as engine_module
 from gpt2_max.errors import InputError
 from gpt2_max.generate import STOP_CONTEXT_FULL, STOP_END_OF_TEXT, STOP_MAX_TOKENS
-from gpt2_max.sampling import SamplingSettings, filtered_distribution, softmax
+from gpt2_max.sampling import SamplingSettings, choose, filtered_distribution, softmax
 from tiny_checkpoint import TINY_CONFIG
 
 GOLDENS = np.load(Path(__file__).parent / "goldens" / "hf_tiny_gpt2.npz")
@@ -146,6 +146,20 @@ def test_temperature_zero_and_near_zero_give_the_argmax():
     assert greedy[best] == 1.0 and np.count_nonzero(greedy) == 1
     cold = filtered_distribution(LOGITS, SamplingSettings(temperature=1e-3))
     assert cold[best] > 0.999999
+
+
+@pytest.mark.parametrize("temperature", [1e-40, 1e-300, 5e-324])
+def test_tiny_temperatures_behave_like_greedy(temperature):
+    """float32 logits / 1e-40 overflow to inf and softmax gives NaN (issue 18: the draw then always
+    picked the last token); the maximum is subtracted first, so a tiny temperature is greedy."""
+    logits = (LOGITS * 10).astype(np.float32)
+    best = int(np.argmax(logits))
+    cold = filtered_distribution(logits, SamplingSettings(temperature=temperature, top_k=40, top_p=0.9))
+    assert not np.isnan(cold).any() and cold[best] == 1.0 and np.count_nonzero(cold) == 1
+    tied = np.array([1.0, 3.0, 3.0, -np.inf], dtype=np.float32)  # ties share, masked logits stay 0
+    np.testing.assert_array_equal(softmax(tied, temperature), [0.0, 0.5, 0.5, 0.0])
+    rng = np.random.default_rng(0)
+    assert all(choose(logits, SamplingSettings(temperature=temperature), rng, 0).token_id == best for _ in range(20))
 
 
 def test_high_temperature_flattens():
