@@ -8,7 +8,9 @@ when it is read.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
+import heapq
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -60,6 +62,36 @@ class Token:
     symbol: str  # GPT-2's own vocabulary spelling: 'Ġworld', 'Ċ'
 
 
+@dataclass(frozen=True)
+class MergeReplay:
+    """Byte-pair encoding of one chunk, step by step: its bytes and every merge in order."""
+
+    data: bytes
+    merges: tuple[tuple[int, int, int], ...]  # (start, middle, end): parts [start, middle) + [middle, end)
+    final: tuple[int, ...]  # the final tokens' starts and the chunk's end: boundaries(steps)
+
+    @property
+    def steps(self) -> int:
+        return len(self.merges)
+
+    def boundaries(self, step: int) -> list[int]:
+        """The part starts after ``step`` merges, and the chunk's end: [parts + 1] byte offsets.
+        Replayed from the nearer end, the bytes or the final tokens (O(n) per merge replayed)."""
+        if step <= self.steps - step:
+            cuts = list(range(len(self.data) + 1))
+            for _, middle, _ in self.merges[:step]:
+                del cuts[bisect.bisect_left(cuts, middle)]
+            return cuts
+        cuts = list(self.final)
+        for _, middle, _ in reversed(self.merges[step:]):
+            bisect.insort(cuts, middle)
+        return cuts
+
+    def parts(self, boundaries: list[int]) -> list[bytes]:
+        return [self.data[a:b] for a, b in zip(boundaries, boundaries[1:])]
+
+
+@lru_cache(maxsize=8192)  # the views show the same tokens and parts many times over
 def display_bytes(data: bytes) -> str:
     """Shows a token's bytes: invisible characters marked, partial UTF-8 bytes in hex."""
     out = []
@@ -115,6 +147,7 @@ class Tokenizer:
         self._ranks: dict[bytes, int] = self._enc._mergeable_ranks  # bytes -> rank
         self._pattern = regex.compile(PATTERN)
         self.n_vocab = self._enc.n_vocab
+        self.max_token_bytes = max(len(part) for part in self._ranks)  # 128: no token is longer
         self.eot_id = END_OF_TEXT_ID
 
     def encode(self, text: str, allow_end_of_text: bool = False) -> list[int]:
@@ -124,7 +157,7 @@ class Tokenizer:
         ``|``, ``endoftext`` ...) unless ``allow_end_of_text`` is set, in which
         case it becomes the single special token 50256.
         """
-        text = _clean(text)
+        text = clean_text(text)
         if allow_end_of_text:
             return self._enc.encode(text, allowed_special={END_OF_TEXT})
         return self._enc.encode(text, disallowed_special=())
@@ -147,38 +180,65 @@ class Tokenizer:
 
     def pretokenize(self, text: str) -> list[str]:
         """The chunks GPT-2 splits text into before BPE (merges never cross chunks)."""
-        return self._pattern.findall(_clean(text))
+        return self._pattern.findall(clean_text(text))
 
-    def merge_steps(self, chunk: str) -> list[list[bytes]]:
-        """Replays byte-pair encoding on one pre-token chunk.
+    def merge_replay(self, chunk: str) -> MergeReplay:
+        """Replays byte-pair encoding on one pre-token chunk, recording every merge.
 
         Starts from single bytes; each step merges the adjacent pair whose
-        concatenation has the lowest rank (was learned earliest), until no
-        adjacent pair is in the vocabulary. Returns the parts after each step,
-        first the bytes and last the final tokens.
+        concatenation has the lowest rank (was learned earliest; the leftmost of
+        equals), until no adjacent pair is in the vocabulary. The candidate pairs
+        wait in a heap, so a chunk of n bytes costs O(n log n), not a scan of
+        every pair per step: a pasted run of 16,000 '=' is one chunk.
         """
-        parts = [bytes([b]) for b in _clean(chunk).encode("utf-8")]
-        steps = [list(parts)]
-        while len(parts) > 1:
-            best_rank, best_index = None, -1
-            for index in range(len(parts) - 1):
-                rank = self._ranks.get(parts[index] + parts[index + 1])
-                if rank is not None and (best_rank is None or rank < best_rank):
-                    best_rank, best_index = rank, index
-            if best_rank is None:
-                break
-            parts = parts[:best_index] + [parts[best_index] + parts[best_index + 1]] + parts[best_index + 2 :]
-            steps.append(list(parts))
-        return steps
+        data = clean_text(chunk).encode("utf-8")
+        n = len(data)
+        # Parts as a linked list of byte offsets: end_of[start] is the end of the part starting at
+        # start (-1 where no part starts), start_before[start] the start of the part before it.
+        end_of = list(range(1, n + 1))
+        start_before = list(range(-1, n - 1))
+        heap: list[tuple[int, int, int, int]] = []  # (rank, start, middle, end) of adjacent pairs
+
+        def push(start: int, middle: int) -> None:
+            if start >= 0 and middle < n:
+                end = end_of[middle]
+                rank = self._ranks.get(data[start:end])
+                if rank is not None:
+                    heapq.heappush(heap, (rank, start, middle, end))
+
+        for start in range(n - 1):
+            push(start, start + 1)
+        merges = []
+        while heap:
+            _, start, middle, end = heapq.heappop(heap)
+            if end_of[start] != middle or end_of[middle] != end:
+                continue  # a pair one of whose parts has merged since
+            end_of[start], end_of[middle] = end, -1
+            if end < n:
+                start_before[end] = start
+            merges.append((start, middle, end))
+            push(start_before[start], start)
+            push(start, end)
+        final, start = [], 0
+        while start < n:
+            final.append(start)
+            start = end_of[start]
+        return MergeReplay(data, tuple(merges), (*final, n))
+
+    def merge_steps(self, chunk: str) -> list[list[bytes]]:
+        """The parts after each step of ``merge_replay``: first the bytes, last the final tokens
+        (every step of a chunk of n bytes: O(n^2); the Tokenize tab draws a bounded few)."""
+        replay = self.merge_replay(chunk)
+        return [replay.parts(replay.boundaries(step)) for step in range(replay.steps + 1)]
 
     def rank(self, part: bytes) -> int | None:
         """The id of a byte string that is itself a token, else None."""
         return self._ranks.get(part)
 
 
-def _clean(text: str) -> str:
-    # Lone surrogates (possible in Python str, e.g. from a browser's broken
-    # paste) cannot be encoded as UTF-8; replace them rather than fail.
+def clean_text(text: str) -> str:
+    """``text`` with lone surrogates (possible in a Python str, e.g. from a browser's broken paste
+    or a hand-written JSON ``\\ud800``), which cannot be encoded as UTF-8, replaced by '?'."""
     return text.encode("utf-8", errors="replace").decode("utf-8") if _has_surrogates(text) else text
 
 
