@@ -26,6 +26,8 @@ import gradio as gr  # noqa: E402
 import numpy as np  # noqa: E402
 
 from components import (  # noqa: E402
+    lessons,
+    share,
     tab_attention,
     tab_blocks,
     tab_embed,
@@ -35,18 +37,20 @@ from components import (  # noqa: E402
     tab_sample,
     tab_tokenize,
 )
-from components.common import AppContext, ExplorerBlocks, fmt_p, guarded, md_text  # noqa: E402
+from components.common import AppContext, ExplorerBlocks, fmt_p, guarded, is_pending, md_text, undo_button  # noqa: E402
 from components.interpret import HEAD_PICK_JS, HIDDEN_CSS  # noqa: E402
-from components.run import PRECOMPUTED, ExplorerService  # noqa: E402
+from components.run import PENDING, PRECOMPUTED, ExplorerService, start_model  # noqa: E402
 from components.settings import Settings  # noqa: E402
 from gpt2_max.sampling import softmax  # noqa: E402
+from gpt2_max.weights import DEMO_MODEL  # noqa: E402
 
 TABS = (tab_tokenize, tab_embed, tab_mask, tab_attention, tab_mlp, tab_blocks, tab_logits, tab_sample)
 
-# Chosen for teaching: each shows one behaviour clearly.
+# Chosen for teaching: each shows one behaviour clearly, on GPT-2 and on the bundled demo model
+# (trained on Jane Austen: it knows her sentences and names, not code or French).
 EXAMPLES = [
     "The cat sat on the mat. The cat sat on the",  # repeated phrase: induction-like attention
-    "The capital of France is",  # an obvious next word
+    "It is a truth universally acknowledged, that a single man in possession of a good fortune, must be in want of a",  # a famous line
     "def add(a, b):\n    return a +",  # code
     "1, 2, 3, 4, 5, 6, 7,",  # numbers
     "Le chat est assis sur le tapis.",  # not English
@@ -60,6 +64,11 @@ every intermediate tensor. Work through the tabs left to right, from text to the
 
 def run_note(run, tokenizer) -> str:
     """The line under the prompt: where the trace came from, and the model's next-token guess."""
+    if run.source == PENDING:
+        return (
+            f"⏳ **Your Run waits for the model** `{run.model_name}`, which is still loading (see the status line): "
+            f"its {run.n_tokens} tokens are in the Tokenize tab now, and it is traced by itself when the model is ready."
+        ) + (f"\n\n⚠️ {run.notice}" if run.notice else "")
     if run.source == PRECOMPUTED:
         origin = "**Precomputed** trace of this example (shown while the model loads)."
     else:
@@ -75,6 +84,21 @@ def run_note(run, tokenizer) -> str:
     return origin + guess + (f"\n\n⚠️ {run.notice}" if run.notice else "")
 
 
+def model_label(name: str) -> str:
+    """How the model picker names a model: the bundled one says what it is."""
+    return f"{name} (bundled demo: Jane Austen)" if name == DEMO_MODEL else name
+
+
+# The page's layout on a phone (390 px wide): the status line above the model picker, not in a
+# column beside it; dropdown values clear of their arrow.
+PAGE_CSS = """
+@media (max-width: 640px) {
+  #status-row { flex-direction: column; }
+  #status-row > * { width: 100%; min-width: 0 !important; }
+}
+.gradio-dropdown .wrap-inner input { padding-right: 28px; text-overflow: ellipsis; }
+"""
+
 # Gradio's copies of exported files are deleted every 10 minutes once older than 30.
 DELETE_CACHE = (600, 1800)
 
@@ -86,13 +110,13 @@ def build_app(service: ExplorerService) -> gr.Blocks:
 def build_ui(service: ExplorerService) -> tuple[gr.Blocks, AppContext]:
     """The page and the context holding its tab views (tests render the views through it)."""
     settings = service.settings
-    with ExplorerBlocks(title="GPT-2 Explorer on MAX", delete_cache=DELETE_CACHE) as demo:
+    with ExplorerBlocks(title="GPT-2 Explorer on MAX", delete_cache=DELETE_CACHE, settings=settings) as demo:
         gr.Markdown(HEADER)
-        with gr.Row():
+        with gr.Row(elem_id="status-row"):
             status = gr.Markdown(service.status_markdown(), elem_id="model-status")
             # Only the models the host allows (settings); never a free-text id or path.
             model_choice = gr.Dropdown(
-                choices=list(service.allowed_models),
+                choices=[(model_label(name), name) for name in service.allowed_models],
                 value=service.model_name,
                 label="Model (the host's list)",
                 interactive=len(service.allowed_models) > 1,
@@ -109,10 +133,15 @@ def build_ui(service: ExplorerService) -> tuple[gr.Blocks, AppContext]:
         )
         with gr.Row():
             run_button = gr.Button("Run", variant="primary", elem_id="run-button")
+            # Shown when a button (the induction test, a preset) replaced the typed prompt.
+            prompt_undo = undo_button("↩ Restore my prompt", "prompt-undo")
         gr.Examples(EXAMPLES, inputs=prompt, label="Examples for teaching")
         note = gr.Markdown(elem_id="run-note")
         state = gr.State(None)
         ctx = AppContext(service=service, state=state)
+        share_row = share.build_share_row(ctx, prompt, model_choice, note)
+        lesson_list = lessons.load_lessons()
+        lesson_panel = lessons.build_panel(lesson_list)
         with gr.Tabs():
             for tab in TABS:
                 tab.build(ctx)
@@ -136,32 +165,61 @@ def build_ui(service: ExplorerService) -> tuple[gr.Blocks, AppContext]:
             concurrency_id="run",
         )
         events = [event]
-        for trigger, make in ctx.id_runs:
+        for trigger, make, what in ctx.id_runs:
 
-            @guarded("keep", "text", "keep")
-            def start_ids_run(model_name, make=make):
+            @guarded("keep", "text", "keep", "keep", "keep")
+            def start_ids_run(model_name, typed, make=make, what=what):
                 ids = make()
                 text = service.tokenizer.decode(ids)
                 run = service.run_ids(text, ids, model_name=model_name)
-                return run.request, run_note(run, service.tokenizer), text
+                note_text = run_note(run, service.tokenizer)
+                if typed == text:  # nothing of the student's was replaced
+                    return run.request, note_text, text, gr.skip(), gr.skip()
+                replaced = f"↩ {what.capitalize()} replaced your prompt; **Restore my prompt** (beside Run) brings it back.\n\n"
+                return run.request, replaced + note_text, text, [typed], gr.update(visible=True)
 
-            events.append(trigger(start_ids_run, [model_choice], [state, note, prompt], concurrency_limit=settings.concurrency_limit, concurrency_id="model"))
-        ctx.wire_run(*events)  # then the figures of the tab on screen, and only those
+            events.append(trigger(
+                start_ids_run, [model_choice, prompt], [state, note, prompt, prompt_undo.saved, prompt_undo.button],
+                concurrency_limit=settings.concurrency_limit, concurrency_id="model",
+            ))
+        # Restoring the prompt traces it again, so every tab shows it as before.
+        events.append(prompt_undo.restore_into([prompt]).then(
+            start_run, [prompt, model_choice], [state, note], concurrency_limit=2 * settings.max_batch_size, concurrency_id="run",
+        ))
 
         # The status line follows the chosen model's background load (every graph), then stops polling.
         timer = gr.Timer(2.0)
+        # What the chosen model can compute now (ExplorerService.readiness): when it changes, a Run
+        # pressed during loading is traced, and the tab on screen redraws what was waiting.
+        readiness = gr.State(None)
 
-        @guarded("text", "keep")
+        @guarded("text", "keep", "keep")
         def poll(model_name):
-            return service.status_markdown(model_name), gr.Timer(active=not service.wait_until_ready(0, model_name))
+            ready_now = service.readiness({"model": model_name})
+            return service.status_markdown(model_name), gr.Timer(active=not service.wait_until_ready(0, model_name)), ready_now
+
+        @guarded("keep", "text")
+        def trace_pending(request):
+            """The Run pressed while the model loaded, traced now that it can be (else nothing changes)."""
+            if not is_pending(request) or service.model_for(request.get("model")) is None:
+                return gr.skip(), gr.skip()
+            run = service.from_request(request)
+            return run.request, run_note(run, service.tokenizer)
+
+        events.append(readiness.change(
+            trace_pending, [state], [state, note], concurrency_limit=2 * settings.max_batch_size, concurrency_id="run",
+        ))
+        ctx.wire_run(*events)  # then the figures of the tab on screen, and only those
 
         @guarded("text", "keep")
         def choose_model(model_name):
             service.start_loading(model_name)
             return service.status_markdown(model_name), gr.Timer(active=True)
 
-        timer.tick(poll, [model_choice], [status, timer], queue=False, api_name="status")
+        timer.tick(poll, [model_choice], [status, timer, readiness], queue=False, api_name="status")
         model_choice.change(choose_model, [model_choice], [status, timer], queue=False, api_name="choose_model")
+        share.wire(share_row, demo, start_run)  # last: it finds every tab's controls and events
+        lessons.wire(lesson_panel, lesson_list, share_row)
     demo.queue(default_concurrency_limit=settings.concurrency_limit, max_size=settings.max_queue)
     return demo, ctx
 
@@ -169,17 +227,26 @@ def build_ui(service: ExplorerService) -> tuple[gr.Blocks, AppContext]:
 def main() -> None:
     settings = Settings.from_env()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=settings.model, help="Hub repo id or local directory (host's choice)")
+    parser.add_argument(
+        "--model",
+        default=None,
+        help=f"Hub repo id, local directory or {DEMO_MODEL} (bundled). Default: $GPT2_EXPLORER_MODEL, else "
+        f"{settings.model} when it is cached or the Hub answers, else {DEMO_MODEL}",
+    )
     parser.add_argument("--port", type=int, default=None, help="default: Gradio's (7860)")
     parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
     parser.add_argument("--share", action="store_true", help="also open a public Gradio link")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    service = ExplorerService(settings, args.model, tuple(EXAMPLES))
+    if args.model or os.environ.get("GPT2_EXPLORER_MODEL"):  # the host's explicit choice, loaded or explained
+        model, start_note = args.model or settings.model, ""
+    else:  # the default: GPT-2 small if it can be had, else the bundled demo model at once
+        model, start_note = start_model(settings.model)
+    service = ExplorerService(settings, model, tuple(EXAMPLES), start_note=start_note)
     service.start_loading()
     demo = build_app(service)
     # The page script lets a click on a head-detector cell open that head (components.interpret).
-    demo.launch(server_name=args.host, server_port=args.port, share=args.share, show_error=False, js=HEAD_PICK_JS, css=HIDDEN_CSS)
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share, show_error=False, js=HEAD_PICK_JS, css=HIDDEN_CSS + PAGE_CSS + share.PRESENTER_CSS)
 
 
 if __name__ == "__main__":

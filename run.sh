@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # One entry point for a fresh machine:
 #   bash run.sh app [--model ID_OR_DIR] [--port N] [--share]   set up, then start the explorer
+#   bash run.sh warmup [--model ID_OR_DIR ...]                 set up, download the checkpoint and
+#                                                              compile every graph into MAX's cache
+#   bash run.sh replicas N [--model ID_OR_DIR] [--port N]      set up, then N replicas behind HAProxy
 #   bash run.sh test [pytest args]                             set up, then run the whole test suite
-# Both create .venv in the repo root on first use and reuse it afterwards.
+# All create .venv in the repo root on first use and reuse it afterwards.
 set -euo pipefail
 cd "$(dirname "$0")"
 export MODULAR_TELEMETRY_ENABLED=0
@@ -43,6 +46,13 @@ setup_browser() {
   fi
 }
 
+setup_haproxy() {
+  # The replicas try-out and its test run Debian's HAProxy; installed when missing and we may use apt.
+  if ! command -v haproxy >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy >/dev/null
+  fi
+}
+
 command=${1:-}
 shift || true
 case "$command" in
@@ -50,13 +60,26 @@ case "$command" in
     setup_venv requirements.txt
     exec .venv/bin/python app.py "$@"
     ;;
+  warmup)
+    setup_venv requirements.txt
+    exec .venv/bin/python -m gpt2_max warmup "$@"
+    ;;
+  replicas)
+    setup_venv requirements.txt
+    setup_haproxy
+    count=${1:?usage: bash run.sh replicas N [--model ID_OR_DIR] [--port N]}
+    shift
+    exec .venv/bin/python deploy/replicas.py --replicas "$count" "$@"
+    ;;
   test)
     setup_venv requirements-test.txt
     setup_browser
+    setup_haproxy
     exec .venv/bin/python -m pytest "$@"
     ;;
   *)
-    echo "usage: bash run.sh app [--model ID_OR_DIR] [--port N] [--share] | bash run.sh test [pytest args]" >&2
+    echo "usage: bash run.sh app [--model ID_OR_DIR] [--port N] [--share] | bash run.sh warmup [--model ID_OR_DIR ...]" >&2
+    echo "       bash run.sh replicas N [--model ID_OR_DIR] [--port N] | bash run.sh test [pytest args]" >&2
     exit 2
     ;;
 esac

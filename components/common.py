@@ -8,6 +8,7 @@ import hashlib
 import inspect
 import json
 import logging
+import string
 import tempfile
 import traceback
 from collections.abc import Callable
@@ -18,15 +19,51 @@ import gradio as gr
 import numpy as np
 import plotly.graph_objects as go
 from gradio.components.plot import PlotData
+from starlette.middleware import Middleware
 
 from gpt2_max.errors import ExplorerError
 
-from components.plots import figure_json, message_figure
-from components.run import ExplorerService, Run
+from components.guard import RequestGuard
+from components.plots import Reason, figure_json, message_figure
+from components.run import PENDING, ExplorerService, Run
+from components.settings import MAX_UPLOAD_BYTES, Settings
 
 log = logging.getLogger("explorer")
 
-NO_RUN = "Type a prompt (or pick an example) and press Run."
+# What a view shows before its Run: true also to a student who has just pressed Run (the tab
+# draws when the Run finishes), where "press Run" told them to do what they had done.
+NO_RUN = "Nothing yet: drawn here when a Run finishes."
+# What a tab that needs the trace shows while a Run waits for its model (said once, in its text).
+WAITS_FOR_MODEL = Reason(
+    "⏳ This tab needs the model, which is still loading (see the status line). Your Run is traced as soon as "
+    "it is ready and this tab then draws itself; the Tokenize tab shows your tokens already.",
+    "⏳ Drawn when the model is ready (your Run is traced by itself)",
+)
+
+
+def is_pending(request: dict | None) -> bool:
+    """A Run pressed while its model loads: tokens only, traced once the model is ready."""
+    return bool(request) and request.get("source") == PENDING
+
+
+def waiting_outputs(outputs: list, reason: Reason = WAITS_FOR_MODEL) -> tuple:
+    """The values of ``outputs`` while they wait: each plot says ``reason`` briefly, the first
+    text says it in full (once), the other texts and the tab's state are cleared, and the
+    controls stay as they are."""
+    values, said = [], False
+    for block in outputs:
+        if isinstance(block, gr.Plot):
+            values.append(message_figure(reason))
+        elif isinstance(block, (gr.Markdown, gr.HTML)):
+            values.append("" if said else str(reason))
+            said = True
+        elif isinstance(block, gr.State):
+            values.append(None)
+        else:
+            values.append(gr.skip())
+    return tuple(values)
+
+
 EXPORT_DIR = Path(tempfile.gettempdir()) / "gpt2-explorer-exports"
 # Exports kept on disk at once: each download is written when asked for and fetched at
 # once, so a few dozen cover a class exporting together.
@@ -47,6 +84,23 @@ class ExplorerBlocks(gr.Blocks):
     and run 30 times when a class presses Run). An update with no properties changes nothing,
     so those outputs go to the browser as the same empty update, and Gradio postprocesses the rest.
     """
+
+    def __init__(self, *args, settings: Settings | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.limits = settings or Settings()
+
+    def queue(self, *args, **kwargs):
+        """Gradio's queue with its REST routes closed to queued events off a Space as on one:
+        every queued event goes through its lane and the queue's size limit."""
+        kwargs.setdefault("api_open", False)
+        return super().queue(*args, **kwargs)
+
+    def launch(self, *args, **kwargs):
+        """Gradio's launch behind the request guard (components.guard), with no uploads taken."""
+        kwargs.setdefault("max_file_size", MAX_UPLOAD_BYTES)
+        app_kwargs = dict(kwargs.pop("app_kwargs", None) or {})
+        app_kwargs["middleware"] = [*app_kwargs.get("middleware", []), Middleware(RequestGuard, settings=self.limits)]
+        return super().launch(*args, app_kwargs=app_kwargs, **kwargs)
 
     async def postprocess_data(self, block_fn, predictions, state):
         predictions = _plots_as_json(block_fn.outputs, predictions)
@@ -106,9 +160,14 @@ class TabView:
     export: Callable | None = None  # (request, *values) -> (note, file update), set by AppContext.export
     open: Callable | None = None  # what opening the tab calls: (request, rendered key, *controls)
     handlers: list = field(default_factory=list)  # the control handlers, as wired (tests call them)
+    needs_trace: bool = True  # False: the tab draws from the tokens alone (a PENDING Run)
 
     def key(self, request: dict | None, control_values) -> str:
         return view_key(request, control_values, self.readiness(request))
+
+    def waits_for_model(self, request: dict | None) -> bool:
+        """True while this tab cannot draw ``request``: a PENDING Run whose model still loads."""
+        return self.needs_trace and is_pending(request) and self.readiness(request) == "loading"
 
     def render_if_stale(self, request, rendered_key, *control_values):
         """-> (*outputs, key): the tab's figures, or skips when it already shows this key."""
@@ -116,6 +175,8 @@ class TabView:
         if rendered_key == key:
             return (*(gr.skip() for _ in self.outputs), key)
         self.renders += 1
+        if self.waits_for_model(request):
+            return (*waiting_outputs(self.outputs), key)
         values = self.render(request, *control_values)
         values = values if isinstance(values, tuple) else (values,)
         return (*values, key)
@@ -150,13 +211,14 @@ class AppContext:
         if self.visible is None:
             self.visible = gr.State(None)
 
-    def view(self, tab: gr.Tab, render: Callable, controls: list, outputs: list) -> TabView:
-        """Registers a tab's render; opening the tab (API name ``render_<tab>``) renders it if stale."""
+    def view(self, tab: gr.Tab, render: Callable, controls: list, outputs: list, needs_trace: bool = True) -> TabView:
+        """Registers a tab's render; opening the tab (API name ``render_<tab>``) renders it if stale.
+        ``needs_trace=False``: the tab draws a PENDING Run too (it needs only the tokens)."""
         # The tab's label, lower-cased: Gradio's Tab.select is unreliable with an explicit tab id.
         tab_id = str(tab.label).lower()
         with tab:  # inside the tab: a State among gr.Tabs' children would be taken for a tab
             rendered = gr.State(None)
-        view = TabView(tab_id, render, list(controls), list(outputs), rendered, self.service.readiness)
+        view = TabView(tab_id, render, list(controls), list(outputs), rendered, self.service.readiness, needs_trace=needs_trace)
         self.views[tab_id] = view
         if self.visible.value is None:
             self.visible.value = tab_id  # the first tab is the one on screen when the page opens
@@ -187,7 +249,10 @@ class AppContext:
 
         def handler(*args):
             self.service.yield_to_runs()  # Runs being traced go first
-            values = fn(*args[:n])
+            if view.waits_for_model(args[at[0]]):
+                values = waiting_outputs(outputs)
+            else:
+                values = fn(*args[:n])
             values = values if isinstance(values, tuple) else (values,)
             return (*values, view.key(args[at[0]], [args[k] for k in at[1:]]))
 
@@ -196,10 +261,11 @@ class AppContext:
         for trigger in triggers:
             trigger(handler, event_inputs, [*outputs, view.rendered], **event)
 
-    def run_ids_on(self, trigger, make: Callable[[], list[int]]) -> None:
-        """``trigger`` starts a Run of the ids ``make()`` returns (e.g. the induction test), through
-        the same path as the Run button; the app wires it (it owns the prompt and the note)."""
-        self.id_runs.append((trigger, make))
+    def run_ids_on(self, trigger, make: Callable[[], list[int]], what: str) -> None:
+        """``trigger`` starts a Run of the ids ``make()`` returns (``what``: "the induction test"),
+        through the same path as the Run button; the app wires it (it owns the prompt and the note,
+        and offers the student's replaced prompt back)."""
+        self.id_runs.append((trigger, make, what))
 
     def wire_run(self, *run_events) -> None:
         """After a Run: render the tab on screen, and only it (API name ``render_visible``)."""
@@ -245,6 +311,8 @@ class AppContext:
             run = self.current(request)
             if run is None:
                 return NO_RUN, gr.update()
+            if view.waits_for_model(request):
+                return str(WAITS_FOR_MODEL), gr.update()
             return "", gr.update(value=export_npz(view.tab_id, arrays(run, *values)), visible=True)
 
         view.export = write
@@ -327,9 +395,60 @@ def position_0_switch(elem_id: str) -> gr.Checkbox:
     return gr.Checkbox(label=POSITION_0_SWITCH, value=True, info=POSITION_0_INFO, interactive=True, elem_id=elem_id)
 
 
+def slider_moved(slider: gr.Slider):
+    """The event of a slider's new value however it was moved. Gradio's slider sends ``input`` for
+    a drag, a click, the arrow keys and its number box; ``release`` only on a pointer-up (or on
+    leaving the number box), so a slider moved with the keyboard never sent it. Handlers wired to
+    this take ``trigger_mode="always_last"``: a drag then costs the first and the last value only."""
+    return slider.input
+
+
+@dataclass(frozen=True)
+class Undo:
+    """A way back after a preset overwrote what the student typed: a button, hidden until a preset
+    replaced something, that puts the saved values back into their boxes."""
+
+    button: gr.Button
+    saved: gr.State  # the boxes' values before the preset (a list), None when there is nothing to undo
+
+    def restore_into(self, boxes: list):
+        """Wires the button: the saved values back into ``boxes``, then the button hides. -> the event."""
+
+        def restore(saved):
+            if not saved:
+                return (*(gr.skip() for _ in boxes), gr.update(visible=False), None)
+            return (*saved, gr.update(visible=False), None)
+
+        return self.button.click(restore, [self.saved], [*boxes, self.button, self.saved], queue=False)
+
+
+def undo_button(label: str, elem_id: str) -> Undo:
+    """An Undo placed where it is called."""
+    return Undo(gr.Button(label, size="sm", variant="secondary", visible=False, elem_id=elem_id), gr.State(None))
+
+
+def preset_with_undo(button: gr.Button, boxes: list, values: tuple, undo: Undo) -> None:
+    """``button`` fills ``boxes`` with ``values``; when that replaces text the student typed, the
+    previous texts are kept in ``undo`` and its button appears (its label says what it restores)."""
+
+    def apply(*current):
+        replaced = any(str(now or "") != str(preset) for now, preset in zip(current, values, strict=True))
+        if not replaced:  # nothing of the student's was overwritten: an earlier undo stays as it was
+            return (*values, gr.skip(), gr.skip())
+        return (*values, list(current), gr.update(visible=True))
+
+    button.click(apply, boxes, [*boxes, undo.saved, undo.button], queue=False)
+    undo.restore_into(boxes)
+
+
+def table_cell(markdown: str) -> str:
+    """Markdown for a table cell: a "|" in it (``<|endoftext|>``) would end the cell."""
+    return markdown.replace("|", "\\|")
+
+
 def intro(title: str, what: str, shapes: list[tuple[str, str]]) -> str:
     """The opening of every tab: 2-4 sentences, then the tensors and their shapes."""
-    rows = "\n".join(f"| `{name}` | {shape} |" for name, shape in shapes)
+    rows = "\n".join(f"| `{table_cell(name)}` | {table_cell(shape)} |" for name, shape in shapes)
     return f"### {title}\n\n{what}\n\n| tensor | shape |\n|---|---|\n{rows}\n"
 
 
@@ -386,9 +505,18 @@ def clamp(value, low: int, high: int, default: int = 0) -> int:
     return max(low, min(high, number))
 
 
+# CommonMark shows any ASCII punctuation character after a backslash as itself.
+MARKDOWN_PUNCTUATION = frozenset(string.punctuation)
+
+
 def md_text(text: str) -> str:
-    """Token text safe inside markdown (tables, bold)."""
-    return "".join("\\" + c if c in "\\`*_{}[]()#+-.!|<>~" else c for c in text)
+    """User or token text as it reads inside Markdown (a table cell, bold, a sentence): the one
+    escaping helper for it. Every ASCII punctuation character is backslash-escaped, so a | cannot
+    split a table, a ` open code, a < open HTML, a * or _ start emphasis; line breaks show as ↵/␍
+    so a table row stays one row; and a word joiner follows each $, since Gradio's Markdown would
+    read "$$ ... $$" as LaTeX (KaTeX reads the rendered text, after the escapes are gone)."""
+    escaped = "".join("\\" + c if c in MARKDOWN_PUNCTUATION else c for c in str(text))
+    return escaped.replace("$", "$\u2060").replace("\r", "␍").replace("\n", "↵")
 
 
 def unique_labels(texts: list[str], ids) -> list[str]:

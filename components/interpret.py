@@ -22,7 +22,8 @@ from gpt2_max.attribution import Attribution, PatchSweep
 from gpt2_max.errors import InputError
 from gpt2_max.tokenizer import Tokenizer
 
-from components.common import AppContext, guarded, md_text
+from components.common import AppContext, guarded, md_text, preset_with_undo, undo_button
+from components.guard import LONG_JOBS
 from components.plots import SEQUENTIAL, figure, heatmap, layout, plot_text
 
 TOP_CONTRIBUTORS = 15
@@ -76,6 +77,32 @@ def first_token(tokenizer: Tokenizer, text: str | None, what: str) -> int:
     if not ids:
         raise InputError(f"type a token for the {what} (e.g. ' Mary', with its leading space)")
     return ids[0]
+
+
+def token_box_note(tokenizer: Tokenizer, text: str | None, what: str, empty: str = "type a token") -> str:
+    """How a token box is read, as markdown: the token used with its leading space made visible
+    (␣), and, when the text encodes to several tokens, that only the first is used."""
+    ids = tokenizer.encode(str(text or "")[:TOKEN_TEXT_MAX_CHARS])
+    if not ids:
+        return f"{what}: *{empty}*"
+    token = tokenizer.token(ids[0])
+    note = f"{what}: **{md_text(token.display)}** (id {token.id})"
+    if len(ids) > 1:
+        pieces = " · ".join(md_text(tokenizer.token(i).display) for i in ids[:6]) + (" · …" if len(ids) > 6 else "")
+        note += f" ⚠️ your text is {len(ids)} tokens ({pieces}): only the first is used"
+    return note
+
+
+def echo_token_boxes(tokenizer: Tokenizer, boxes: list[tuple[gr.Textbox, str, str]], echo: gr.Markdown) -> None:
+    """Keeps ``echo`` saying how each (box, what it is, what empty means) is read, as it is typed
+    or filled by a preset (tokenizer only: no model, no queue)."""
+
+    def notes(*texts) -> str:
+        return " · ".join(token_box_note(tokenizer, text, what, empty) for text, (_, what, empty) in zip(texts, boxes, strict=True))
+
+    echo.value = notes(*(box.value for box, _, _ in boxes))
+    for box, _, _ in boxes:
+        box.change(notes, [b for b, _, _ in boxes], echo, queue=False)
 
 
 # ------------------------------------------------------------------------------------- attribution
@@ -202,8 +229,11 @@ def parse_head_pick(value: str | None, n_layer: int, n_head: int) -> tuple[int, 
     return None
 
 
+# Where a picked head is shown: the Attention tab's layer and head controls, its pattern below them.
+HEAD_VIEW_ID = "attention-head-view"
 # The page's script: a click on a cell of a plot inside an element with class "head-picker"
-# writes "layer,head,<time>" into the hidden textbox #head-pick (which an .input event reads).
+# writes "layer,head,<time>" into the hidden textbox #head-pick (which an .input event reads),
+# and scrolls the head's view into sight: it is far above the detectors on a long page.
 HEAD_PICK_JS = """
 () => {
   const wire = () => {
@@ -219,12 +249,14 @@ HEAD_PICK_JS = """
         if (!box || isNaN(layer) || isNaN(head)) return;
         box.value = `${layer},${head},${Date.now()}`;
         box.dispatchEvent(new Event('input', { bubbles: true }));
+        const view = document.getElementById('%s');
+        if (view) view.scrollIntoView({ behavior: 'smooth', block: 'start' });
       });
     });
   };
   setInterval(wire, 700);
 }
-"""
+""" % HEAD_VIEW_ID
 # The hidden textbox must stay in the page (a visible=False component is not rendered at all).
 HIDDEN_CSS = "#head-pick { display: none !important; }"
 
@@ -240,24 +272,30 @@ class PatchingInputs:
     wrong: gr.Textbox
     preset: gr.Button
     go: gr.Button
+    undo: gr.Button  # shown when the preset replaced the student's texts
 
     @property
     def values(self) -> list:
         return [self.clean, self.corrupted, self.answer, self.wrong]
 
 
-def patching_inputs(prefix: str, button_label: str) -> PatchingInputs:
-    """The two prompts, the metric's tokens, a preset and the sweep's button (ids under ``prefix``)."""
+def patching_inputs(prefix: str, button_label: str, tokenizer: Tokenizer) -> PatchingInputs:
+    """The two prompts, the metric's tokens (and how they are read), a preset that can be undone
+    and the sweep's button (ids under ``prefix``)."""
     with gr.Row():
         clean = gr.Textbox(label="Clean prompt", value=IOI_CLEAN, max_lines=3, elem_id=f"{prefix}-clean")
         corrupted = gr.Textbox(label="Corrupted prompt (same token count)", value=IOI_CORRUPTED, max_lines=3, elem_id=f"{prefix}-corrupted")
     with gr.Row():
         answer = gr.Textbox(label="Answer token (metric: its logit …)", value=IOI_ANSWER, max_lines=1, elem_id=f"{prefix}-answer")
         wrong = gr.Textbox(label="… minus this token's logit", value=IOI_WRONG, max_lines=1, elem_id=f"{prefix}-wrong")
-        preset = gr.Button("Preset: indirect object, names swapped", size="sm")
+        preset = gr.Button("Preset: indirect object, names swapped", size="sm", elem_id=f"{prefix}-preset")
+        undo = undo_button("↩ Undo the preset (your prompts and tokens back)", f"{prefix}-undo")
         go_button = gr.Button(button_label, variant="primary", elem_id=f"{prefix}-go")
-    preset.click(lambda: (IOI_CLEAN, IOI_CORRUPTED, IOI_ANSWER, IOI_WRONG), None, [clean, corrupted, answer, wrong], queue=False)
-    return PatchingInputs(clean, corrupted, answer, wrong, preset, go_button)
+    echo = gr.Markdown(elem_id=f"{prefix}-tokens")
+    echo_token_boxes(tokenizer, [(answer, "answer token", "type a token"), (wrong, "minus", "type a token")], echo)
+    boxes = [clean, corrupted, answer, wrong]
+    preset_with_undo(preset, boxes, (IOI_CLEAN, IOI_CORRUPTED, IOI_ANSWER, IOI_WRONG), undo)
+    return PatchingInputs(clean, corrupted, answer, wrong, preset, go_button, undo.button)
 
 
 SWEEPS: dict[str, Callable] = {"heads": attribution.patch_heads, "residual": attribution.patch_residual}
@@ -272,16 +310,23 @@ class PatchingRun:
     wrong_id: int
 
 
-def run_patching(model, tokenizer: Tokenizer, kind: str, clean: str, corrupted: str, answer: str, wrong: str) -> PatchingRun:
-    """The sweep of ``kind`` on the typed prompts; clear messages for what cannot be patched."""
-    clean_ids, corrupted_ids = tokenizer.encode(str(clean or "")), tokenizer.encode(str(corrupted or ""))
+def run_patching(
+    model, tokenizer: Tokenizer, kind: str, clean: str, corrupted: str, answer: str, wrong: str, progress: attribution.Progress | None = None,
+) -> PatchingRun:
+    """The sweep of ``kind`` on the typed prompts; clear messages for what cannot be patched.
+    ``progress(runs done, runs in all)`` is told as the sweep goes."""
+    limit = 64  # one trace per cell: L x T runs for the residual sweep
+    clean, corrupted = str(clean or ""), str(corrupted or "")
+    # No text of more characters can be `limit` tokens: refused before tokenizing it.
+    if max(len(clean), len(corrupted)) > limit * tokenizer.max_token_bytes:
+        raise InputError(f"patching sweeps run the model once per cell: keep the prompts to {limit} tokens")
+    clean_ids, corrupted_ids = tokenizer.encode(clean), tokenizer.encode(corrupted)
     if not clean_ids or not corrupted_ids:
         raise InputError("type both a clean and a corrupted prompt")
-    limit = 64  # one trace per cell: L x T runs for the residual sweep
     if len(clean_ids) > limit:
         raise InputError(f"patching sweeps run the model once per cell: keep the prompts to {limit} tokens (these have {len(clean_ids)})")
     answer_id, wrong_id = first_token(tokenizer, answer, "answer"), first_token(tokenizer, wrong, "wrong answer")
-    sweep = SWEEPS[kind](model, clean_ids, corrupted_ids, lambda trace: attribution.logit_difference(trace, -1, answer_id, wrong_id))
+    sweep = SWEEPS[kind](model, clean_ids, corrupted_ids, lambda trace: attribution.logit_difference(trace, -1, answer_id, wrong_id), progress)
     return PatchingRun(kind, sweep, clean_ids, answer_id, wrong_id)
 
 
@@ -299,17 +344,30 @@ def patching_figure(result: PatchingRun, tokenizer: Tokenizer) -> tuple[go.Figur
         x = [f"{i} {tokenizer.token(t).display}" for i, t in enumerate(result.clean_ids)]
         title = "Share of the clean metric restored by patching the residual stream at one layer and position"
         x_title, height = "position (clean token)", max(420, 30 * L + 240)
+    answer, wrong = tokenizer.token(result.answer_id).display, tokenizer.token(result.wrong_id).display
+    metric = f"Metric logit({md_text(repr(answer))}) − logit({md_text(repr(wrong))}) at the last position: clean **{sweep.clean_metric:.3f}**, corrupted **{sweep.corrupted_metric:.3f}**."
+    runs = f"{sweep.runs} runs of the MAX trace graph, packed several to an execution, in {sweep.seconds:.1f} s."
+    too_close = sweep.too_close()
+    if too_close:
+        # Shares of a difference this small are noise amplified: the grid shows each patch's move of
+        # the metric in logits instead, on a scale from its own values, and no cell is ranked.
+        moved = sweep.metric - sweep.corrupted_metric
+        title = title.replace("Share of the clean metric restored", "Change of the metric (logits)")
+        fig = heatmap(moved, x, y, title, x_title=x_title, y_title="layer", value_name="patched − corrupted metric", diverging=True, height=height,
+                      notes=["the prompts' metrics are too close to compare: no shares"])
+        summary = (
+            f"{metric} ⚠️ **Too close to compare:** {too_close}, so a share of that difference would be noise "
+            "amplified, and no cell is ranked. The grid shows how far each patch moves the corrupted metric, in logits. "
+            f"Try prompts whose metrics differ more (the preset's differ by several logits on GPT-2). {runs}"
+        )
+        return fig, summary
     # A fixed −1..1 scale: "1 = all of the clean metric" means the same on every prompt.
     fig = heatmap(restored, x, y, title, x_title=x_title, y_title="layer", value_name="restored", diverging=True, zmin=-1.0, zmax=1.0, height=height)
-    answer, wrong = tokenizer.token(result.answer_id).display, tokenizer.token(result.wrong_id).display
     name = (lambda row, col: f"L{row}H{col}") if result.kind == "heads" else (lambda row, col: f"layer {row}, position {col}")
-    gap = sweep.clean_metric - sweep.corrupted_metric
-    note = "" if abs(gap) > 1e-6 else " ⚠️ The two prompts give the same metric, so nothing can be restored: try other prompts."
     summary = (
-        f"Metric logit({answer!r}) − logit({wrong!r}) at the last position: clean **{sweep.clean_metric:.3f}**, "
-        f"corrupted **{sweep.corrupted_metric:.3f}**.{note} Most restoring: "
+        f"{metric} Most restoring: "
         + ", ".join(f"{name(row, col)} ({value:.2f})" for row, col, value in attribution.strongest(restored, 3))
-        + f". {sweep.runs} runs of the MAX trace graph, packed several to an execution, in {sweep.seconds:.1f} s."
+        + f". {runs}"
     )
     return fig, summary
 
@@ -327,24 +385,31 @@ def patching_section(ctx: AppContext, kind: str, what: str, button_label: str) -
     (inside a tab) and wired: its button runs the sweep on the live model (API ``patch_<kind>``)."""
     service = ctx.service
     gr.Markdown(PATCHING_TEXT.format(what=what))
-    inputs = patching_inputs(f"patch-{kind}", button_label)
+    inputs = patching_inputs(f"patch-{kind}", button_label, service.tokenizer)
     plot = gr.Plot(label=f"Patching: {kind}", elem_id=f"patch-{kind}-plot")
     text = gr.Markdown()
     result = gr.State(None)
 
     @guarded("plot", "text", "keep")
-    def sweep(request, clean, corrupted, answer, wrong):
+    def sweep(request, clean, corrupted, answer, wrong, progress=gr.Progress()):  # noqa: B008 - Gradio's way to ask for a progress bar
         run = ctx.current(request)
         model = service.model_for(None if run is None else run.model_name)
         if model is None:
             raise InputError("patching runs the model once per cell, which needs the live model; it is still loading")
-        patched = run_patching(model, service.tokenizer, kind, clean, corrupted, answer, wrong)
+
+        def runs_done(done: int, total: int) -> None:
+            # Over the plot while the sweep runs: "98/170 runs of the trace graph".
+            progress((done, total), desc="Patching", unit="runs of the trace graph")
+
+        patched = run_patching(model, service.tokenizer, kind, clean, corrupted, answer, wrong, runs_done)
         return (*patching_figure(patched, service.tokenizer), patched)
 
     settings = service.settings
     inputs.go.click(
         sweep, [ctx.state, *inputs.values], [plot, text, result],
-        api_name=f"patch_{kind}", concurrency_limit=settings.concurrency_limit, concurrency_id="model",
+        # The long jobs' lane: opening a tab or moving a control never queues behind a sweep, and the
+        # guard admits settings.long_jobs_per_session of them per session (components.guard).
+        api_name=f"patch_{kind}", concurrency_limit=settings.long_jobs_at_once, concurrency_id=LONG_JOBS,
     )
     return PatchingSection(inputs, plot, text, result)
 

@@ -22,6 +22,7 @@ They know nothing of Gradio or MAX. Conventions:
 from __future__ import annotations
 
 import html
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -118,9 +119,13 @@ def finite(values: np.ndarray) -> np.ndarray:
     return out
 
 
-def bin_starts(n: int, bins: int = MAX_CELLS_PER_AXIS) -> np.ndarray:
+def bin_starts(n: int, bins: int = MAX_CELLS_PER_AXIS, first_alone: bool = False) -> np.ndarray:
     """Start indices of at most ``bins`` contiguous blocks of near-equal size covering 0..n-1
-    (every index its own block when n <= bins)."""
+    (every index its own block when n <= bins). ``first_alone``: index 0 is a block of its own and
+    1..n-1 share the other bins - 1 (position 0 of a query x key view: the sink most heads of the
+    real GPT-2 park their attention on, which a block would blur into its neighbours)."""
+    if first_alone and n > bins > 1:
+        return np.concatenate([[0], 1 + bin_starts(n - 1, bins - 1)])
     return np.unique(np.linspace(0, n, min(n, bins) + 1).astype(int)[:-1])
 
 
@@ -153,9 +158,27 @@ def block_labels(labels: Sequence[str], starts: np.ndarray, short: Sequence[str]
     ]
 
 
-def block_note(n: int, starts: np.ndarray, what: str = "positions") -> str:
-    """'' when nothing is binned, else "averaged over blocks of ~k positions" for a title."""
-    return "" if len(starts) == n else f"averaged over blocks of ~{n / len(starts):.2g} {what}"
+def block_note(n: int, starts: np.ndarray, what: str = "positions", how: str = "averaged", first_alone: bool = False) -> str:
+    """'' when nothing is binned, else "averaged over blocks of ~k positions" for a title (``how``
+    says what a block's cell is; ``first_alone``: the starts of ``bin_starts(first_alone=True)``)."""
+    if len(starts) == n:
+        return ""
+    if first_alone:
+        return f"{how} over blocks of ~{(n - 1) / (len(starts) - 1):.2g} {what} (0 alone)"
+    return f"{how} over blocks of ~{n / len(starts):.2g} {what}"
+
+
+def attention_blocks(pattern: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """[..., T, T] attention weights (rows = queries, each summing to 1) -> [..., G, G] for blocks
+    of positions starting at ``starts`` (on both axes): the weight a query puts on each block of
+    keys (summed over the block), averaged over the queries of each block. Every row still sums to
+    1, and a key block of one position keeps that position's mean share exactly (position 0 with
+    ``bin_starts(first_alone=True)``). Averaging over keys instead divides each cell by its block's
+    size: a head with 95% on one key read 0.05 in blocks of 20. float64."""
+    p = np.asarray(pattern, dtype=np.float64)
+    if len(starts) < p.shape[-1]:
+        p = np.add.reduceat(p, starts, axis=-1)  # [..., T, G] weight per block of keys
+    return block_means(p, starts, None)
 
 
 @dataclass(frozen=True)
@@ -216,6 +239,57 @@ def robust_limits(values: np.ndarray, *, diverging: bool, counted: np.ndarray | 
     return ColourLimits(zmin, zmax, low, high, False)
 
 
+def log_ticks(low: float, high: float, most: int = 8) -> dict:
+    """Ticks of a log axis over ``low``..``high`` (> 0): 1, 2, 5 times each power of ten, or only
+    the powers of ten (every one, every second…, at most ``most``) when those would be more,
+    each labelled with its full value ("0.05", "2e-05", "500"). Plotly's own labels the steps
+    between powers of ten with bare mantissas ("1, 2, 5, 10, 2, 5": the last 5 is 50)."""
+    first, last = int(np.floor(np.log10(low))), int(np.ceil(np.log10(high)))
+    shown = [m * 10.0**k for k in range(first, last + 1) for m in (1, 2, 5) if low <= m * 10.0**k <= high]
+    if len(shown) > most:
+        powers = [10.0**k for k in range(first, last + 1) if low <= 10.0**k <= high]
+        shown = powers[::-1][:: -(-len(powers) // most)][::-1]  # counted down from the top
+    return dict(tickmode="array", tickvals=shown, ticktext=[f"{v:g}" for v in shown])
+
+
+def log_axis(values, title: str, **extra) -> dict:
+    """A log value axis for the positive finite ``values`` (zeros and NaN are not drawn on it):
+    at least a decade wide, so that values close together still get two or more ticks, with
+    ``log_ticks`` labels; the title says "(log scale)". ``extra``: other axis properties."""
+    v = np.asarray(values, dtype=np.float64).ravel()
+    v = v[np.isfinite(v) & (v > 0)]
+    axis = dict(type="log", title=dict(text=f"{title} (log scale)"), **extra)
+    if v.size == 0:
+        return axis
+    low, high = float(np.log10(v.min())), float(np.log10(v.max()))
+    widen = max(0.05 * (high - low), (1.0 - (high - low)) / 2)  # 5% room, or up to one decade
+    low, high = low - widen, high + widen
+    return {**axis, "range": [low, high], **log_ticks(10.0**low, 10.0**high)}
+
+
+def value_marks(categories: Sequence[str], values, *, horizontal: bool = True, log: bool = False, colour="#3b6fb6",
+                pattern: str = "", symbol: str = "circle", **extra) -> dict:
+    """One series of values over categories, as a trace dict: bars on a linear axis, where a
+    bar's length from 0 is its value; points on a log axis, which has no 0: a bar there starts
+    at the axis' lower edge, wherever the data put it, and its length means nothing (120µ and
+    170µ drew as 1 : 10). ``pattern`` fills the bars ("/"), ``symbol`` shapes the points, so
+    two series differ without their colours; ``colour`` may be one per category. ``extra``:
+    other trace properties (name, hovertemplate, text). Two series side by side per category
+    need the layout's ``barmode`` / ``scattermode`` "group" (``GROUPED``)."""
+    placed = dict(x=list(values), y=list(categories), orientation="h") if horizontal else dict(x=list(categories), y=list(values))
+    outline = dict(color="#333333", width=0.5)
+    if log:
+        placed.pop("orientation", None)
+        extra.pop("textposition", None)  # a bar's "none"; points in "markers" mode draw no text anyway
+        return dict(type="scatter", mode="markers", marker=dict(color=colour, symbol=symbol, size=11, line=outline), **placed, **extra)
+    fill = dict(pattern=dict(shape=pattern)) if pattern else {}
+    return dict(type="bar", marker=dict(color=colour, line=outline, **fill), **placed, **extra)
+
+
+# Layout properties placing two series of ``value_marks`` side by side in each category.
+GROUPED = dict(barmode="group", scattermode="group")
+
+
 def position_0_cells(shape: tuple[int, int], position_axes: str) -> np.ndarray:
     """[R, C] bool: True for the cells outside position 0's row (``"y"`` in ``position_axes``:
     rows are positions) and column (``"x"``: columns are positions)."""
@@ -243,24 +317,35 @@ def decade_ticks(zmin: float, zmax: float, most: int = 4) -> dict:
     return dict(tickvals=powers, ticktext=[f"{10.0**k:g}" for k in powers])
 
 
-def layout_properties(title: str, height: int = DEFAULT_HEIGHT, notes: Sequence[str] = (), **extra) -> dict:
+# A legend in a row between the title and the plot: at the right (Plotly's default) it took
+# ~150 px of a phone's 390 and left the plot ~70 px wide.
+LEGEND_ABOVE = dict(orientation="h", yanchor="bottom", y=1.0, x=0, xanchor="left")
+LEGEND_ROW_PX = 26  # the top margin's extra room for that row
+NOTE_LINE_PX = 22  # the top margin's room for each note line under the title
+
+
+def layout_properties(title: str, height: int = DEFAULT_HEIGHT, notes: Sequence[str] = (), legend_above: bool = False, **extra) -> dict:
     """Title, height, margins and font of every figure (and any other layout properties), as the
-    dict a layout is built from; ``notes`` become a second, smaller title line."""
+    dict a layout is built from; ``notes`` become a second, smaller title line; ``legend_above``
+    puts the legend in a row under the title (figures with several named series)."""
     notes = [n for n in notes if n]
     if notes:
-        title = f"{title}<br><sup>{'; '.join(notes)}</sup>"
+        # A line per note: joined on one line they ran past a narrow panel's edge (the Mask tab's three in a row).
+        title = title + "".join(f"<br><sup>{note}</sup>" for note in notes)
+    top = (68 + NOTE_LINE_PX * len(notes) if notes else 60) + (LEGEND_ROW_PX if legend_above else 0)  # room for the notes and the legend
     return {
         "title": dict(text=title, font=dict(size=16)),
         "height": height,
-        "margin": dict(l=60, r=20, t=90 if notes else 60, b=60),  # room for the second title line
+        "margin": dict(l=60, r=20, t=top, b=60),
         "font": FONT,
+        **({"legend": LEGEND_ABOVE} if legend_above else {}),
         **extra,
     }
 
 
-def layout(fig: go.Figure, title: str, height: int = DEFAULT_HEIGHT, notes: Sequence[str] = (), **extra) -> go.Figure:
+def layout(fig: go.Figure, title: str, height: int = DEFAULT_HEIGHT, notes: Sequence[str] = (), legend_above: bool = False, **extra) -> go.Figure:
     """Applies ``layout_properties`` to a figure that exists already."""
-    fig.update_layout(**layout_properties(title, height, notes, **extra))
+    fig.update_layout(**layout_properties(title, height, notes, legend_above, **extra))
     return fig
 
 
@@ -352,24 +437,37 @@ def binned_heatmap(
     value_name: str = "value",
     mean_name: str | None = None,
     subtitle: str = "",
+    first_alone: bool = False,
+    attention: bool = False,
     **kwargs,
 ) -> go.Figure:
     """``heatmap`` of [R, C] ``values`` with at most ``max_cells`` (default ``MAX_CELLS_PER_AXIS``)
     rows and columns: a longer axis (where ``bin_x`` / ``bin_y``) is averaged over blocks of
     neighbours (``block_means``), labelled by ``block_labels`` (with ``x_short`` / ``y_short``,
     e.g. token texts), and a second title line says so (after ``subtitle``, if any). Colour
-    limits as in ``heatmap``, from the drawn (binned) cells. ``mean_name`` names a binned cell's value (default "mean " + ``value_name``)."""
+    limits as in ``heatmap``, from the drawn (binned) cells. ``mean_name`` names a binned cell's value (default "mean " + ``value_name``).
+
+    ``first_alone``: position 0 is a block of its own on both axes (query x key views, so that
+    a score heatmap's blocks line up with its pattern's). ``attention``: ``values`` are attention
+    weights [queries, keys], binned by ``attention_blocks`` (keys summed, queries averaged: rows
+    still sum to 1) with position 0 alone."""
     R, C = values.shape[-2:]
     cap = MAX_CELLS_PER_AXIS if max_cells is None else max_cells  # read per call: tests lower it
-    rows = bin_starts(R, cap) if bin_y else np.arange(R)
-    cols = bin_starts(C, cap) if bin_x else np.arange(C)
+    first_alone = first_alone or attention
+    rows = bin_starts(R, cap, first_alone) if bin_y else np.arange(R)
+    cols = bin_starts(C, cap, first_alone) if bin_x else np.arange(C)
     notes = [subtitle] if subtitle else []
     if len(rows) < R or len(cols) < C:
-        values = block_means(values, rows, cols)
+        if attention:
+            values = attention_blocks(values, rows)
+            how = "queries averaged, keys summed"
+        else:
+            values = block_means(values, rows, cols)
+            how = "averaged"
         x_labels = block_labels(x_labels, cols, x_short)
         y_labels = block_labels(y_labels, rows, y_short)
         value_name = mean_name or f"mean {value_name}"
-        notes += sorted({block_note(R, rows, what), block_note(C, cols, what)} - {""})
+        notes += sorted({block_note(R, rows, what, how, first_alone), block_note(C, cols, what, how, first_alone)} - {""})
     return heatmap(values, x_labels, y_labels, title, value_name=value_name, notes=notes, **kwargs)
 
 
@@ -385,23 +483,16 @@ def bars(
     log_scale: bool = False,
 ) -> go.Figure:
     """Bars, most important first (top when horizontal); ``log_scale``: a log value axis, for
-    values that span decades (probabilities: 0.9 beside 0.001)."""
+    values that span decades (probabilities: 0.9 beside 0.001), with the values drawn as points
+    (``value_marks``: a bar on a log axis has no base)."""
     hover = f"%{{{'y' if horizontal else 'x'}}}<br>{value_name}: %{{{'x' if horizontal else 'y'}:.4g}}"
     kwargs = {}
     if hover_extra is not None:
         kwargs["text"] = list(hover_extra)
         kwargs["textposition"] = "none"
         hover += "<br>%{text}"
-    trace = dict(
-        type="bar",
-        x=list(values) if horizontal else plot_texts(labels),
-        y=plot_texts(labels) if horizontal else list(values),
-        orientation="h" if horizontal else "v",
-        marker=dict(color="#3b6fb6"),
-        hovertemplate=hover + "<extra></extra>",
-        **kwargs,
-    )
-    value_axis = dict(title=value_name + (" (log scale)" if log_scale else ""), type="log" if log_scale else "linear")
+    trace = value_marks(plot_texts(labels), values, horizontal=horizontal, log=log_scale, hovertemplate=hover + "<extra></extra>", **kwargs)
+    value_axis = log_axis(values, value_name) if log_scale else dict(title=value_name, type="linear")
     if horizontal:
         axes = dict(yaxis=dict(type="category", autorange="reversed"), xaxis=value_axis)
     else:
@@ -444,9 +535,9 @@ def lines(
             hover += "<br>%{text}"
         traces.append(dict(type="scatter", x=plot_texts(x), y=list(ys), mode="lines+markers", name=name, hovertemplate=hover + "<extra></extra>", **extra))
     return figure(
-        traces, title, height, notes,
+        traces, title, height, notes, legend_above=len(traces) > 1,
         xaxis=dict(title=x_title),
-        yaxis=dict(title=y_title + (" (log scale)" if log_y else ""), type="log" if log_y else "linear"),
+        yaxis=log_axis([y for ys in series.values() for y in ys], y_title) if log_y else dict(title=y_title, type="linear"),
     )
 
 
@@ -465,10 +556,11 @@ def attention_pattern(
 
     Most heads of the real GPT-2 park most of their attention on position 0 (a "sink"), so the
     bars and the title's mean share say how much of each row that is; what is left is the
-    pattern's real reading. Longer inputs are averaged over blocks (``binned_heatmap``)."""
+    pattern's real reading. Longer inputs are drawn in blocks of positions (``binned_heatmap``
+    with ``attention``: a cell is a query block's mean weight on a key block, position 0 alone)."""
     pattern = np.asarray(pattern, dtype=np.float64)
     T = pattern.shape[0]
-    rows = bin_starts(T)
+    rows = bin_starts(T, MAX_CELLS_PER_AXIS, first_alone=True)  # binned_heatmap's blocks
     share = block_means(pattern[:, :1], rows, None)[:, 0]  # [G] each (block of) query row's weight on key 0
     # Query 0 can read only position 0 (its share is 1 under the causal mask): the mean is over the others.
     mean_share = float(pattern[1:, 0].mean()) if T > 1 else float(pattern[0, 0])
@@ -476,6 +568,7 @@ def attention_pattern(
     fig = binned_heatmap(
         pattern, labels, labels, title, x_short=short, y_short=short, subtitle=note,
         x_title=x_title, y_title=y_title, value_name="attention weight",
+        mean_name="weight on the key block, mean over the query block", attention=True,
         zmin=0.0, zmax=1.0, height=height,
     )
     binned = len(rows) < T
@@ -552,16 +645,40 @@ def tiled_heatmap(
                     ticktext=list(titles), type="category", showgrid=False, zeroline=False)
 
     axes = dict(
-        xaxis=dict(ticks(C, K, col_titles), side="top", tickangle=0),
+        xaxis=dict(ticks(C, K, col_titles), side="top"),  # Plotly turns the titles when they would overlap (a phone)
         yaxis=dict(ticks(R, G, row_titles), autorange="reversed"),
     )
     return go.Figure(data=[trace], layout={**axes, **layout_extra})
 
 
+class Reason(str):
+    """Why a view cannot be drawn yet: the whole sentence, which the tab's text says once, and
+    ``brief``, what each figure standing in for the view says (a tab may have four of them)."""
+
+    brief: str
+
+    def __new__(cls, text: str, brief: str) -> Reason:
+        reason = super().__new__(cls, text)
+        reason.brief = brief
+        return reason
+
+
+def brief(text: str) -> str:
+    """What a figure or a second mention says of ``text``: a ``Reason``'s brief form, else the text."""
+    return getattr(text, "brief", text)
+
+
+# Characters per line of a message figure: ~350 px at its 14 px font, inside a phone's plot.
+MESSAGE_LINE_CHARS = 50
+
+
 def message_figure(text: str, height: int = 200) -> go.Figure:
-    """A blank figure that says why there is nothing to plot yet."""
+    """A blank figure that says why there is nothing to plot yet: a ``Reason``'s brief form, in
+    lines that fit a phone's plot (one long line was cut at both edges)."""
+    text = brief(text)
+    lines_ = [plot_text(line) for line in textwrap.wrap(str(text), MESSAGE_LINE_CHARS, break_long_words=False)]
     fig = go.Figure()
-    fig.add_annotation(text=text, showarrow=False, font=dict(size=16), xref="paper", yref="paper", x=0.5, y=0.5)
+    fig.add_annotation(text="<br>".join(lines_), showarrow=False, font=dict(size=14), xref="paper", yref="paper", x=0.5, y=0.5)
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False)
     return layout(fig, "", height)

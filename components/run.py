@@ -10,6 +10,7 @@ request on the next view.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import threading
 import time
@@ -25,16 +26,19 @@ from gpt2_max.batching import Batcher
 from gpt2_max.config import GPT2Config
 from gpt2_max.errors import ExplorerError, InputError
 from gpt2_max.memory import Arena
-from gpt2_max.tokenizer import Token, Tokenizer
-from gpt2_max.weights import load_weights, locate
+from gpt2_max.tokenizer import Token, Tokenizer, clean_text
+from gpt2_max.weights import DEFAULT_MODEL, DEMO_MODEL, available, load_weights, locate
 
-from components.plots import MAX_CELLS_PER_AXIS
+from components.plots import MAX_CELLS_PER_AXIS, Reason
 from components.settings import Settings
 
 log = logging.getLogger("explorer")
 
 LIVE = "live"
 PRECOMPUTED = "precomputed"
+# A Run pressed while its model loads: its tokens (the Tokenize tab needs only the tokenizer) and no
+# trace; the app traces it live once the model is ready.
+PENDING = "pending"
 
 
 @dataclass(frozen=True)
@@ -148,10 +152,49 @@ class TraceStore:
         return len(self._runs)
 
 
+def read_stage_record(path: Path) -> dict[str, dict[str, float]]:
+    """{model: {stage: seconds}} of this host's last loads; {} when there is none or it is unreadable."""
+    try:
+        record = json.loads(path.read_text())
+        return {str(m): {str(k): float(v) for k, v in stages.items()} for m, stages in record.items()}
+    except (OSError, ValueError, TypeError, AttributeError):
+        return {}
+
+
+def write_stage_record(path: Path, name: str, took: dict[str, float]) -> None:
+    """Keeps how long each stage of ``name``'s load took here, for the next start's estimates."""
+    record = read_stage_record(path)
+    record[name] = {stage: round(seconds, 1) for stage, seconds in took.items()}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(record, indent=1))
+    except OSError as error:
+        log.warning("could not record the load's stage times: %s", error)
+
+
 def example_path(examples_dir: str | Path, model_name: str, text: str) -> Path:
     slug = model_name.strip("/").replace("/", "--")
     digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
     return Path(examples_dir) / slug / f"{digest}.npz"
+
+
+DEMO_MODEL_NOTE = (
+    f"`{DEMO_MODEL}` is the **bundled demo model**: GPT-2's architecture and tokenizer, trained by this "
+    "project on Jane Austen's six novels. A teaching stand-in with real learned structure, not GPT-2. "
+    f"For GPT-2 small, run `python -m gpt2_max download --model {DEFAULT_MODEL}` once on a connected "
+    "machine, then restart the app."
+)
+
+
+def start_model(requested: str) -> tuple[str, str]:
+    """(the model to load at start, why it is not ``requested``): the bundled demo model when
+    ``requested`` is neither bundled, a local directory, cached, nor on a Hub that answers."""
+    if available(requested):
+        return requested, ""
+    return DEMO_MODEL, (
+        f"`{requested}` is not in this host's Hugging Face cache and the Hub cannot be reached, "
+        "so the explorer shows the bundled demo model."
+    )
 
 
 # What the background load does, in order, and how long each step takes on a cold
@@ -183,14 +226,26 @@ class ModelSlot:
     ready: threading.Event = field(default_factory=threading.Event)  # every graph ready (or failed)
     stage: str = ""  # the STAGES key under way, "" when idle
     stage_started: float = 0.0
+    # Seconds each stage took on this host: the last load's (read from the service's record), and this one's.
+    measured: dict[str, float] = field(default_factory=dict)
+    took: dict[str, float] = field(default_factory=dict)
 
     def enter(self, stage: str) -> None:
-        self.stage, self.stage_started = stage, time.perf_counter()
+        now = time.perf_counter()
+        if self.stage:
+            self.took[self.stage] = now - self.stage_started
+        self.stage, self.stage_started = stage, now
 
     def stage_text(self) -> str:
+        """What the load does now, for how long so far, and an estimate of how long it takes: this
+        host's own time at its last load when there is one, else the build machine's measurement."""
         what, cold = STAGES[self.stage]
         elapsed = time.perf_counter() - self.stage_started
-        return f"{what}: {elapsed:.0f} s so far (about {cold} s on a cold host, seconds when cached)"
+        if self.stage in self.measured:
+            estimate = f"estimate: {self.measured[self.stage]:.0f} s, as at this host's last start"
+        else:
+            estimate = f"estimate: {cold} s, measured cold on a 2-core machine; seconds once MAX has cached it"
+        return f"{what}: {elapsed:.0f} s so far ({estimate})"
 
 
 class ExplorerService:
@@ -200,9 +255,12 @@ class ExplorerService:
     only from ``settings.allowed_models``, and it loads on first use.
     """
 
-    def __init__(self, settings: Settings, model_name: str | None = None, examples: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, settings: Settings, model_name: str | None = None, examples: tuple[str, ...] = (), start_note: str = ""
+    ) -> None:
         self.settings = settings
         self.model_name = model_name or settings.model  # the default for every request
+        self.start_note = start_note  # why the host's model is not the one asked for (start_model)
         self.allowed_models = (self.model_name,) + tuple(m for m in settings.allowed_models if m != self.model_name)
         self.examples = tuple(examples)
         # Committed examples first, then ones this host saved after an earlier start.
@@ -214,7 +272,10 @@ class ExplorerService:
         # finds no room gets fresh memory), its pages touched once in the background load and
         # reused as Runs are evicted.
         self.trace_arena = Arena(settings.trace_cache_mb * 1024 * 1024 * 5 // 4)
-        self._slots = {name: ModelSlot() for name in self.allowed_models}
+        # How long each load stage took at this host's last start, per model (ModelSlot.stage_text's estimates).
+        self.stage_record = Path(settings.cache_dir) / "load-seconds.json"
+        measured = read_stage_record(self.stage_record)
+        self._slots = {name: ModelSlot(measured=measured.get(name, {})) for name in self.allowed_models}
         self._slots_lock = threading.Lock()
         # Two analyses may wait for the engine at once: between two decode steps of a class's
         # generations (which always have a step waiting) two lenses then run, not one (the
@@ -287,6 +348,8 @@ class ExplorerService:
                 slot.enter("memory")
                 self.trace_arena.touch()
         slot.enter("")
+        if slot.model is not None:
+            write_stage_record(self.stage_record, name, slot.took)
         slot.ready.set()
 
     def adopt(self, model, name: str | None = None) -> None:
@@ -347,6 +410,11 @@ class ExplorerService:
 
     def status_markdown(self, name: str | None = None) -> str:
         name = self.check_allowed(name)
+        notes = [self.start_note] if self.start_note and name == self.model_name else []
+        notes += [DEMO_MODEL_NOTE] if name == DEMO_MODEL else []
+        return "\n\n".join([self._loading_markdown(name), *notes])
+
+    def _loading_markdown(self, name: str) -> str:
         slot = self._slots[name]
         if slot.model is not None:
             compiled = ", ".join(f"{graph} {seconds:.1f} s" for graph, seconds in slot.model.engine.compile_seconds.items())
@@ -360,7 +428,8 @@ class ExplorerService:
             else "No precomputed example traces are available for this model on this host."
         )
         if slot.error:
-            return f"**Model `{name}` is not available** (failed after {slot.seconds:.1f} s): {slot.error}\n\n{examples}"
+            offline = f" The bundled demo model `{DEMO_MODEL}` works with no network: pick it in the model list." if name != DEMO_MODEL else ""
+            return f"**Model `{name}` is not available** (failed after {slot.seconds:.1f} s): {slot.error}\n\n{examples}{offline}"
         doing = slot.stage_text() if slot.stage in STAGES else "starting"
         return f"**Loading `{name}`**: {doing}. {examples}"
 
@@ -380,7 +449,10 @@ class ExplorerService:
             return None, NEEDS_LIVE_MODEL
         waiting = self.compiling("analysis", run.model_name)
         if waiting:
-            return None, f"This view waits for the MAX analysis graph, {waiting}. Open the tab again when the status line says it is done."
+            return None, Reason(
+                f"⏳ This view waits for the MAX analysis graph, {waiting}. It draws itself when the graph is ready.",
+                "⏳ Waiting for the analysis graph to compile; drawn by itself when it is ready",
+            )
         with self._analysis_slots:
             if key not in run.derived:
                 started = time.perf_counter()
@@ -402,7 +474,8 @@ class ExplorerService:
                 f"the prompt has {len(text):,} characters; this explorer takes up to "
                 f"{self.settings.max_prompt_chars:,}. Paste a shorter passage."
             )
-        text = text.replace("\x00", "")  # NUL bytes cannot reach the browser back intact
+        # NUL bytes cannot reach the browser back intact, nor lone surrogates be encoded for it.
+        text = clean_text(text).replace("\x00", "")
         if not text.strip():
             raise InputError("type some text first: the prompt is empty")
         ids = self.tokenizer.encode(text)
@@ -430,19 +503,28 @@ class ExplorerService:
             if run is None:
                 error = self._slots[name].error
                 examples = "; the example prompts still work" if self.has_precomputed(name) else ""
-                raise InputError(
-                    f"the model {name} is still loading; wait a moment{examples}"
-                    if not error
-                    else f"the model {name} is unavailable ({error}){examples}"
-                )
+                if error:
+                    raise InputError(f"the model {name} is unavailable ({error}){examples}")
+                return self.pending(text, ids, notice, name)
             return run
         return self.run_ids(text, ids, causal, ablated, notice, name)
 
+    def pending(self, text: str, ids, notice: str, name: str) -> Run:
+        """A Run of ``text`` waiting for its model: its tokens, no trace (source PENDING)."""
+        return Run(
+            text=text, token_ids=tuple(int(i) for i in ids), tokens=tuple(self.tokenizer.tokens(ids)), trace={},
+            config=None, model_name=name, source=PENDING, notice=notice,
+        )
+
     def run_ids(self, text: str, ids, causal: bool = True, ablated=(), notice: str = "", model_name: str | None = None) -> Run:
+        """The live Run of these token ids; a PENDING one while the model loads."""
         name = self.check_allowed(model_name)
         model = self.model_for(name)
         if model is None:
-            raise InputError(f"the model {name} is not loaded yet")
+            if self._slots[name].error:
+                raise InputError(f"the model {name} is unavailable ({self._slots[name].error})")
+            self.start_loading(name)
+            return self.pending(text, ids, notice, name)
         ablated = tuple(sorted((int(a), int(b)) for a, b in ablated))
         key = request_key(name, ids, causal, ablated)
         cached = self.store.get(key)
@@ -510,6 +592,8 @@ class ExplorerService:
         if not request:
             return None
         name = self.check_allowed(request.get("model"))
+        if request.get("source") == PENDING:  # tokens only until the model is ready, then traced live
+            return self.run_ids(request["text"], request["token_ids"], notice=request.get("notice", ""), model_name=name)
         if request.get("source") == PRECOMPUTED or self.model_for(name) is None:
             return self.precomputed(request["text"], name)
         return self.run_ids(
@@ -538,9 +622,10 @@ class ExplorerService:
         )
 
 
-NEEDS_LIVE_MODEL = (
+NEEDS_LIVE_MODEL = Reason(
     "This view is computed by the live model's MAX analysis graph; the model is still loading "
-    "(this trace is precomputed). Run again once the status line says the model is ready."
+    "(this trace is precomputed). Run again once the status line says the model is ready.",
+    "Needs the live model: press Run again once it is ready",
 )
 # The logit lens covers at most this many positions (the last ones): a screenful of columns,
 # and its cost (L x T rows through the [E, V] unembedding: 1.5 s at 128 positions of GPT-2

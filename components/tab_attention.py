@@ -12,8 +12,8 @@ from gpt2_max.modules import Attention
 from gpt2_max.sampling import softmax
 
 from components import interpret
-from components.common import NO_RUN, AppContext, clamp, export_controls, fmt_p, guarded, intro, md_text, source_block, unique_labels
-from components.plots import SEQUENTIAL, attention_pattern, bin_starts, block_labels, block_means, heatmap, layout, layout_properties, message_figure, template_text, tiled_heatmap
+from components.common import NO_RUN, AppContext, clamp, export_controls, fmt_p, guarded, intro, md_text, slider_moved, source_block, unique_labels
+from components.plots import SEQUENTIAL, attention_blocks, attention_pattern, bin_starts, block_labels, heatmap, layout, layout_properties, message_figure, template_text, tiled_heatmap
 from components.run import Run
 
 TOP_NEXT = 10
@@ -82,15 +82,17 @@ def sinks_markdown(shares: np.ndarray) -> str:
 
 
 def grid_values(run: Run, bins: int = GRID_BINS) -> tuple[np.ndarray, list[str]]:
-    """([L, H, G, G] patterns averaged over blocks of positions (exact when T <= bins), G labels).
+    """([L, H, G, G] patterns in blocks of positions (exact when T <= bins), G labels): a cell is
+    a block of queries' mean weight on a block of keys (``attention_blocks``: rows still sum to 1),
+    position 0 a block of its own, so a sink head's column 0 is its exact share.
 
     A block's label is its positions ("16–31"): each of the 144 tiles repeats them, and
     the single-head pattern above names the tokens."""
     L, H, T = run.config.n_layer, run.config.n_head, run.n_tokens
-    starts = bin_starts(T, bins)
+    starts = bin_starts(T, bins, first_alone=True)
     out = np.empty((L, H, len(starts), len(starts)))
     for layer in range(L):
-        out[layer] = block_means(run.trace[block_key(layer, "attn.hook_pattern")], starts, starts)  # [H, G, G]
+        out[layer] = attention_blocks(run.trace[block_key(layer, "attn.hook_pattern")], starts)  # [H, G, G]
     return out, block_labels(run.labels, starts)
 
 
@@ -104,14 +106,14 @@ def grid_figure(run: Run, values: np.ndarray, labels: list[str], shares: np.ndar
     cell = 90 if L > 4 else 150
     title = "Every head's pattern (rows = queries, columns = keys)"
     if pooled:
-        title += f"; averaged over blocks of ~{run.n_tokens / G:.0f} positions"
+        title += f"; queries averaged, keys summed over blocks of ~{(run.n_tokens - 1) / (G - 1):.0f} positions (0 alone)"
     colorbar = dict(title=dict(text="attention weight", side="top"), orientation="h", x=0.5, xanchor="center",
                     y=-0.01, yanchor="top", len=0.5, thickness=12)
     return tiled_heatmap(
         values.astype(np.float32), [f"layer {layer}" for layer in range(L)], [f"head {h}" for h in range(H)],
         [f"query {label}" for label in labels], [f"key {label}" for label in labels],
         hovertemplate=(
-            f"%{{y}}<br>%{{x}}<br>{'mean ' if pooled else ''}attention: %{{z:.3f}}<br>"
+            f"%{{y}}<br>%{{x}}<br>{'weight on the key block, mean over the query block' if pooled else 'attention'}: %{{z:.3f}}<br>"
             # the tab's text says the share is over queries 1..T-1
             "head's share on position 0: %{customdata}%<extra></extra>"
         ),
@@ -245,12 +247,12 @@ def build(ctx: AppContext) -> None:
     settings = service.settings
     with gr.Tab("Attention", elem_id="tab-attention") as tab:
         gr.Markdown(INTRO)
-        with gr.Row():
-            layer = gr.Slider(0, 11, value=0, step=1, label="Layer")
-            head = gr.Slider(0, 11, value=0, step=1, label="Head")
+        with gr.Row(elem_id=interpret.HEAD_VIEW_ID):
+            layer = gr.Slider(0, 11, value=0, step=1, label="Layer", elem_id="attention-layer")
+            head = gr.Slider(0, 11, value=0, step=1, label="Head", elem_id="attention-head")
             position = gr.Dropdown(label="q, k, v of the token at", choices=[], type="index", interactive=True)
             ablate = gr.Checkbox(label="Ablate this head (zero its output)", value=False)
-        pattern_plot = gr.Plot(label="Attention pattern")
+        pattern_plot = gr.Plot(label="Attention pattern", elem_id="attention-pattern-plot")
         qkv_plot = gr.Plot(label="Query, key and value")
         ablation_plot = gr.Plot(label="Ablation")
         text = gr.Markdown()
@@ -327,7 +329,7 @@ def build(ctx: AppContext) -> None:
 
     outputs = [pattern_plot, grid_plot, qkv_plot, ablation_plot, text, layer, head, position, detectors_plot, detectors_text]
     view = ctx.view(tab, refresh, [layer, head, ablate], outputs)
-    ctx.run_ids_on(induction_button.click, lambda: attribution.induction_test_ids(interpret.INDUCTION_TEST_LENGTH))
+    ctx.run_ids_on(induction_button.click, lambda: attribution.induction_test_ids(interpret.INDUCTION_TEST_LENGTH), "the induction test")
     ctx.control(
         view, [head_pick.change], picked, [ctx.state, head_pick, position, ablate],
         [layer, head, pattern_plot, qkv_plot, ablation_plot, text],
@@ -335,7 +337,7 @@ def build(ctx: AppContext) -> None:
     )
     # Ablating runs the model: share the model's concurrency queue.
     ctx.control(
-        view, [layer.release, head.release, position.input, ablate.input], update, [ctx.state, layer, head, position, ablate],
+        view, [slider_moved(layer), slider_moved(head), position.input, ablate.input], update, [ctx.state, layer, head, position, ablate],
         [pattern_plot, qkv_plot, ablation_plot, text],
         concurrency_limit=settings.concurrency_limit, concurrency_id="model", trigger_mode="always_last",
     )

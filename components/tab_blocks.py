@@ -11,8 +11,8 @@ from gpt2_max.hooks import block_key
 from gpt2_max.modules import Block, GPT2Analysis
 
 from components import interpret
-from components.common import NO_RUN, AppContext, clamp, export_controls, guarded, intro, position_0_switch, source_block
-from components.plots import counted_positions, decade_ticks, finite, heatmap, layout, lines, message_figure, plot_text
+from components.common import NO_RUN, AppContext, clamp, export_controls, guarded, intro, md_text, position_0_switch, source_block
+from components.plots import GROUPED, counted_positions, decade_ticks, figure, finite, heatmap, lines, log_axis, message_figure, plot_text, value_marks
 from components.run import LENS_DEFAULT_POSITIONS, LENS_MAX_POSITIONS, Run
 
 MEAN = "mean"  # the position control's value for "averaged over positions"
@@ -21,6 +21,7 @@ ATTN_COLOUR = "#E69F00"
 MLP_COLOUR = "#0072B2"
 # Write the top token inside the heatmap cells up to this width: the lens's default width.
 LENS_TEXT_MAX_POSITIONS = LENS_DEFAULT_POSITIONS
+LENS_CELL_CHARS = 7  # characters of a top token written in its lens cell (see lens_heatmap)
 # The lens's widths on offer: the default (each cell's top token written in it), then colour only.
 LENS_POSITION_CHOICES = [
     (f"the last {LENS_DEFAULT_POSITIONS} positions (top tokens written in the cells)", LENS_DEFAULT_POSITIONS),
@@ -128,23 +129,21 @@ def additions_figure(run: Run, position: int | None, leave_out_position_0: bool 
         attn_v, mlp_v = attn[:, position], mlp[:, position]
         note = f"token {run.labels[position]}<br>position {position}"
     x = [f"block {i}" for i in range(run.config.n_layer)]
-    fig = go.Figure()
-    bars_ = (("attn_out", "attention adds", attn_v, ATTN_COLOUR), ("mlp_out", "MLP adds", mlp_v, MLP_COLOUR))
-    for tensor, name, values, colour in bars_:
-        fig.add_trace(
-            go.Bar(
-                x=x,
-                y=finite(values),
-                name=f"‖{tensor}‖ ({name})",
-                marker_color=colour,
-                hovertemplate=f"%{{x}}: {name} a vector of norm %{{y:.4g}}<br>{note}<extra></extra>",
-            )
+    # Points, not bars: the axis is log (see value_marks).
+    series = (("attn_out", "attention adds", attn_v, ATTN_COLOUR, "circle"), ("mlp_out", "MLP adds", mlp_v, MLP_COLOUR, "diamond"))
+    data = [
+        value_marks(
+            x, finite(values), horizontal=False, log=True, colour=colour, symbol=symbol, name=f"‖{tensor}‖ ({name})",
+            hovertemplate=f"%{{x}}: {name} a vector of norm %{{y:.4g}}<br>{note}<extra></extra>",
         )
+        for tensor, name, values, colour, symbol in series
+    ]
     notes = position_0_note(run, position, leave_out_position_0, np.maximum(attn, mlp))
-    layout(fig, f"How much each block's attention and MLP add, {where(run, position, leave_out_position_0)}", height=400, notes=notes, barmode="group")
-    fig.update_xaxes(type="category", title="block")
-    fig.update_yaxes(title="‖added vector‖ (log scale)", type="log")
-    return fig
+    return figure(
+        data, f"How much each block's attention and MLP add, {where(run, position, leave_out_position_0)}", height=400, notes=notes,
+        legend_above=True, **GROUPED,
+        xaxis=dict(type="category", title="block"), yaxis=log_axis(np.concatenate([attn_v, mlp_v]), "‖added vector‖"),
+    )
 
 
 def lens_heatmap(run: Run, lens: Lens, display) -> go.Figure:
@@ -188,7 +187,11 @@ def lens_heatmap(run: Run, lens: Lens, display) -> go.Figure:
         colorbar=dict(title=dict(text="probability<br>(log scale)"), **decade_ticks(min(lowest, -1.0), 0.0)),
     )
     if T <= LENS_TEXT_MAX_POSITIONS:
-        fig.update_traces(texttemplate="%{text}", textfont=dict(size=11))
+        # Written in the cell only as far as it fits (the hover has it whole): 24 cells across a
+        # plot of ~1,200 px are ~50 px each, ~7 characters at 11 px, and longer texts ran into each other.
+        cut = np.array([[plot_text(t if len(t) <= LENS_CELL_CHARS else t[: LENS_CELL_CHARS - 1] + "…") for t in row] for row in text], dtype=object)
+        fig.update_traces(texttemplate="%{customdata[4]}", textfont=dict(size=11),
+                          customdata=np.concatenate([np.asarray(fig.data[0].customdata, dtype=object), cut[..., None]], axis=-1))
     return fig
 
 
@@ -225,7 +228,7 @@ def summary_markdown(run: Run, position: int | None, lens: Lens | None, display,
         a, m, n = attn[:, position], mlp[:, position], norms[:, position]
     layer, kind = (int(np.argmax(m)), "MLP") if m.max() > a.max() else (int(np.argmax(a)), "attention")
     lines_md = [
-        f"**Residual stream {where(run, position, leave_out_position_0)}:** ‖x‖ goes from {n[0]:.3g} after the embedding "
+        f"**Residual stream {md_text(where(run, position, leave_out_position_0))}:** ‖x‖ goes from {n[0]:.3g} after the embedding "
         f"to {n[-1]:.3g} after the last block. The largest single addition is block {layer}'s {kind}."
     ]
     if run.n_tokens > 1:
@@ -236,7 +239,7 @@ def summary_markdown(run: Run, position: int | None, lens: Lens | None, display,
         settled = next((i for i in range(lens.top_ids.shape[0]) if (lens.top_ids[i:, -1] == lens.final_id).all()), None)
         when = f"is the lens's top guess from block {settled} on" if settled is not None else "is never the lens's top guess"
         lines_md.append(
-            f"**Logit lens:** the final prediction at the last position is {final!r} "
+            f"**Logit lens:** the final prediction at the last position is {md_text(repr(final))} "
             f"(p = {lens.final_probs[-1, -1]:.3g} after the last block); it {when}. "
             "The lens after the last block is exactly the model's output."
         )
@@ -262,18 +265,21 @@ def render(run: Run | None, lens: Lens | str, tokenizer, position=MEAN, leave_ou
         return (*(message_figure(NO_RUN) for _ in range(4)), NO_RUN)
     position = resolve(run, position)
     display = token_display(tokenizer)
+    waiting = ""
     if not isinstance(lens, Lens):
-        lens_fig = final_fig = message_figure(lens or NO_WEIGHTS)
+        waiting = lens or NO_WEIGHTS  # said once, under the summary; the two lens figures say it briefly
+        lens_fig = final_fig = message_figure(waiting)
         lens = None
     else:
         lens_fig, final_fig = lens_heatmap(run, lens, display), final_figure(run, lens, display)
     leave_out_position_0 = bool(leave_out_position_0)
+    summary = summary_markdown(run, position, lens, display, leave_out_position_0)
     return (
         norms_figure(run, position, leave_out_position_0),
         additions_figure(run, position, leave_out_position_0),
         lens_fig,
         final_fig,
-        summary_markdown(run, position, lens, display, leave_out_position_0),
+        summary + (f"\n\n**Logit lens:** {waiting}" if waiting else ""),
     )
 
 

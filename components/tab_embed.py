@@ -19,6 +19,7 @@ from components.common import (
     intro,
     md_text,
     position_0_switch,
+    slider_moved,
     source_block,
     unique_labels,
 )
@@ -104,7 +105,8 @@ def render_nearest(run: Run, nearest: Nearest | str, tokenizer: Tokenizer, posit
     position = clamp(T - 1 if position is None else position, 0, T - 1, default=T - 1)
     chosen = run.tokens[position]
     if not isinstance(nearest, Nearest):
-        return message_figure(nearest or NEEDS_WEIGHTS), "", {}
+        why = nearest or NEEDS_WEIGHTS
+        return message_figure(why), f"**Nearest tokens:** {why}", {}
     ids, cosines = nearest.ids[position], nearest.cosines[position]
     texts = [tokenizer.token(int(i)).display for i in ids]
     fig = bars(
@@ -280,6 +282,7 @@ def build(ctx: AppContext) -> None:
         return render(run, service.tokenizer, chosen, count, **inputs_of(run))[-1]
 
     view = ctx.view(tab, refresh, [leave_out], [token_plot, position_plot, sum_plot, norms_plot, nearest_plot, similarity_plot, summary, position, n_positions])
-    ctx.control(view, [position.input, n_positions.release], update, [ctx.state, position, n_positions], [nearest_plot, similarity_plot, summary])
+    ctx.control(view, [position.input, slider_moved(n_positions)], update, [ctx.state, position, n_positions], [nearest_plot, similarity_plot, summary],
+                trigger_mode="always_last")
     ctx.control(view, [leave_out.input], rescale, [ctx.state, leave_out], [token_plot, position_plot, sum_plot, norms_plot])
     ctx.export(view, export, tensors, [position, n_positions])

@@ -13,8 +13,8 @@ from gpt2_max.sampling import softmax
 from gpt2_max.tokenizer import Tokenizer
 
 from components import interpret
-from components.common import NO_RUN, AppContext, clamp, export_controls, guarded, intro, source_block
-from components.plots import bars, lines, message_figure
+from components.common import NO_RUN, AppContext, clamp, export_controls, guarded, intro, md_text, preset_with_undo, source_block, undo_button
+from components.plots import bars, brief, lines, message_figure
 from components.run import Run
 
 TOP_CANDIDATES = 15
@@ -119,8 +119,8 @@ def summary_markdown(run: Run, nxt: NextTokens, tokenizer: Tokenizer, position: 
     entropy, surprise = float(nxt.entropy_bits[position]), nxt.surprise_bits
     best = int(np.argmax(probs))
     parts = [
-        f"**Position {position} ({run.labels[position]!r}) predicts position {position + 1}.** "
-        f"The most likely next token is {token_display(tokenizer, best)!r} with p = {probs[best]:.4g}.",
+        f"**Position {position} ({md_text(repr(run.labels[position]))}) predicts position {position + 1}.** "
+        f"The most likely next token is {md_text(repr(token_display(tokenizer, best)))} with p = {probs[best]:.4g}.",
         f"**Entropy: {entropy:.3f} bits** (0 = certain; the maximum, every token equally likely, is "
         f"log2 {V:,} = {np.log2(V):.2f} bits). 2^{entropy:.2f} ≈ **{2.0 ** entropy:,.1f}**: the model is as "
         "uncertain as a fair choice among that many tokens (the distribution's perplexity).",
@@ -128,7 +128,7 @@ def summary_markdown(run: Run, nxt: NextTokens, tokenizer: Tokenizer, position: 
     if position + 1 < run.n_tokens:
         actual = run.token_ids[position + 1]
         parts.append(
-            f"**The actual next token** {token_display(tokenizer, actual)!r} (id {actual}) has p = "
+            f"**The actual next token** {md_text(repr(token_display(tokenizer, actual)))} (id {actual}) has p = "
             f"{probs[actual]:.4g}, rank {rank_of(probs, actual):,} of {V:,}."
         )
     else:
@@ -152,7 +152,7 @@ def typed_markdown(run: Run | None, nxt: NextTokens | str, tokenizer: Tokenizer,
     if not typed:
         return TYPED_HINT
     if not isinstance(nxt, NextTokens):
-        return nxt
+        return brief(nxt)  # the tab's summary says it in full
     position = resolve(run, position)
     ids = tokenizer.encode(str(typed)[:TYPED_MAX_CHARS])
     if not ids:
@@ -162,12 +162,12 @@ def typed_markdown(run: Run | None, nxt: NextTokens | str, tokenizer: Tokenizer,
     if token_id >= probs.size:
         return f"Token id {token_id} is outside this model's {probs.size:,}-token vocabulary."
     shown = token_display(tokenizer, token_id)
-    used = f"Used token {shown!r} (id {token_id})"
+    used = f"Used token {md_text(repr(shown))} (id {token_id})"
     if len(ids) > 1:
-        pieces = ", ".join(repr(token_display(tokenizer, i)) for i in ids[:8]) + (", …" if len(ids) > 8 else "")
+        pieces = ", ".join(md_text(repr(token_display(tokenizer, i))) for i in ids[:8]) + (", …" if len(ids) > 8 else "")
         used += f", the first of the {len(ids)} tokens your text encodes to ({pieces}); the model scores one token at a time"
     return (
-        f"{used}.\n\nAfter {run.labels[position]!r} it has **rank {rank_of(probs, token_id):,}** of "
+        f"{used}.\n\nAfter {md_text(repr(run.labels[position]))} it has **rank {rank_of(probs, token_id):,}** of "
         f"{probs.size:,} (1 = most likely) and **probability {probs[token_id]:.4g}** "
         f"(logit {nxt.logits[position][token_id]:.4g})."
     )
@@ -203,7 +203,7 @@ def attribution_view(
     ``nxt``: the Run's next-token analysis (its logits at ``position``), or why it is missing."""
     if run is None or model is None or not isinstance(nxt, NextTokens):
         why = NO_RUN if run is None else NEEDS_MODEL if model is None else nxt
-        return message_figure(why), message_figure(why), why, {}
+        return message_figure(why), message_figure(why), brief(why), {}  # the tab's summary says it in full
     position = resolve(run, position)
     target_id = (
         interpret.first_token(tokenizer, target, "target") if str(target or "").strip()
@@ -249,7 +249,9 @@ def build(ctx: AppContext) -> None:
         with gr.Row():
             target = gr.Textbox(label="Token to explain (empty: the top prediction)", max_lines=1, elem_id="attribution-target")
             minus = gr.Textbox(label="… minus this token's logit (optional)", max_lines=1, elem_id="attribution-minus")
-            preset = gr.Button(f"Preset: indirect object, {interpret.IOI_ANSWER!r} − {interpret.IOI_WRONG!r}", size="sm")
+            preset = gr.Button(f"Preset: indirect object, {interpret.IOI_ANSWER!r} − {interpret.IOI_WRONG!r}", size="sm", elem_id="attribution-preset")
+            undo = undo_button("↩ Undo the preset (your tokens back)", "attribution-undo")
+        target_tokens = gr.Markdown(elem_id="attribution-tokens")
         attribution_text = gr.Markdown()
         contributors_plot = gr.Plot(label="Largest contributions", elem_id="attribution-plot")
         heads_plot = gr.Plot(label="Every head's share")
@@ -295,8 +297,11 @@ def build(ctx: AppContext) -> None:
         [ctx.state, position_control, target, minus], attribution_outputs, trigger_mode="always_last",
     )
     # The preset runs the indirect-object sentence and explains ' Mary' against ' John' at its end.
-    preset.click(lambda: (interpret.IOI_ANSWER, interpret.IOI_WRONG), None, [target, minus], queue=False)
-    ctx.run_ids_on(preset.click, lambda: tokenizer.encode(interpret.IOI_CLEAN))
+    preset_with_undo(preset, [target, minus], (interpret.IOI_ANSWER, interpret.IOI_WRONG), undo)
+    interpret.echo_token_boxes(
+        tokenizer, [(target, "token explained", "empty: the top prediction"), (minus, "minus", "empty: nothing subtracted")], target_tokens,
+    )
+    ctx.run_ids_on(preset.click, lambda: tokenizer.encode(interpret.IOI_CLEAN), "the indirect-object preset")
     ctx.control(view, [position_control.input], change, [ctx.state, position_control, typed], outputs, trigger_mode="always_last")
     ctx.control(view, [typed.submit, typed.blur], rank, [ctx.state, position_control, typed], [typed_text], trigger_mode="always_last")
     ctx.export(

@@ -12,7 +12,7 @@ from gpt2_max.hooks import block_key
 from gpt2_max.modules import Attention, GPT2Trace
 from gpt2_max.sampling import softmax
 
-from components.common import NO_RUN, AppContext, clamp, export_controls, fmt_p, guarded, intro, md_text, position_0_switch, source_block
+from components.common import NO_RUN, AppContext, clamp, export_controls, fmt_p, guarded, intro, md_text, position_0_switch, slider_moved, source_block
 from components.plots import attention_pattern, binned_heatmap, lines, message_figure, position_0_cells, robust_limits
 from components.run import Run
 
@@ -69,9 +69,10 @@ def _height(T: int) -> int:
 
 
 def square_heatmap(values: np.ndarray, run: Run, title: str, **kwargs) -> go.Figure:
-    """A [T, T] (query, key) heatmap, averaged over blocks of positions beyond a screenful."""
+    """A [T, T] (query, key) heatmap, averaged over blocks of positions beyond a screenful, with
+    position 0 a block of its own: the blocks of the attention pattern beside it."""
     displays = [t.display for t in run.tokens]
-    return binned_heatmap(values, run.labels, run.labels, title, x_short=displays, y_short=displays, **kwargs)
+    return binned_heatmap(values, run.labels, run.labels, title, x_short=displays, y_short=displays, first_alone=True, **kwargs)
 
 
 def mask_figure(allowed: np.ndarray, run: Run, mask_off: bool) -> go.Figure:
@@ -292,7 +293,7 @@ def build(ctx: AppContext) -> None:
     view = ctx.view(tab, refresh, [layer, head, mask_off, leave_out], figures + [layer, head])
     # Turning the mask off runs the model: share the model's concurrency queue.
     model_queue = dict(concurrency_limit=settings.concurrency_limit, concurrency_id="model", trigger_mode="always_last")
-    ctx.control(view, [layer.release, head.release, leave_out.input], update_head, inputs, [raw_plot, masked_plot, pattern_plot], **model_queue)
+    ctx.control(view, [slider_moved(layer), slider_moved(head), leave_out.input], update_head, inputs, [raw_plot, masked_plot, pattern_plot], **model_queue)
     ctx.control(view, [mask_off.input], update_mask, inputs, figures, api_name="change_mask", **model_queue)
 
     def tensors(run: Run, layer_value, head_value, off, leave_out_position_0):

@@ -9,7 +9,7 @@ import plotly.graph_objects as go
 from gpt2_max.hooks import block_key
 from gpt2_max.modules import MLP
 
-from components.common import NO_RUN, AppContext, clamp, export_controls, guarded, intro, position_0_switch, source_block
+from components.common import NO_RUN, AppContext, clamp, export_controls, guarded, intro, position_0_switch, slider_moved, source_block
 from components.plots import MAX_CELLS_PER_AXIS, bars, binned_heatmap, counted_positions, figure, finite, layout, message_figure, plot_texts
 from components.run import Run
 
@@ -275,7 +275,7 @@ def build(ctx: AppContext) -> None:
     view = ctx.view(tab, refresh, [layer_control, leave_out], [gelu_plot, heatmap_plot, bars_plot, summary, layer_control, position_control])
     inputs = [ctx.state, layer_control, position_control]
     figures = [gelu_plot, heatmap_plot, bars_plot, summary]
-    ctx.control(view, [layer_control.release], change, [*inputs, leave_out], figures, api_name="change_mlp", trigger_mode="always_last")
+    ctx.control(view, [slider_moved(layer_control)], change, [*inputs, leave_out], figures, api_name="change_mlp", trigger_mode="always_last")
     ctx.control(view, [leave_out.input], change, [*inputs, leave_out], figures, trigger_mode="always_last")
     ctx.control(view, [position_control.input], change_position, inputs, [bars_plot, summary], api_name="change_mlp_position", trigger_mode="always_last")
     ctx.export(view, export, tensors, [layer_control, position_control])

@@ -20,8 +20,8 @@ from gpt2_max.modules import GPT2DecodeStep
 from gpt2_max.sampling import SampleStep, SamplingSettings, choose, filtered_distribution, softmax
 from gpt2_max.tokenizer import Tokenizer
 
-from components.common import NO_RUN, AppContext, clamp, export_npz, guarded, intro, source_block, unique_labels
-from components.plots import figure, message_figure, plot_text, plot_texts
+from components.common import NO_RUN, AppContext, clamp, export_npz, guarded, intro, slider_moved, source_block, unique_labels
+from components.plots import GROUPED, figure, log_axis, message_figure, plot_text, plot_texts, value_marks
 from components.run import ExplorerService, Run
 
 # Okabe-Ito colours (see tab_tokenize): raw distribution, filtered distribution, the drawn token.
@@ -108,13 +108,14 @@ def prob_text(p: float) -> str:
 
 
 def grouped_bars(data: Sequence[dict], title: str, n_rows: int, xaxis: dict) -> go.Figure:
-    """Horizontal grouped bars, one row per token, legend below: both Sample charts."""
+    """Horizontal grouped series (bars, or points on a log axis: ``value_marks``), one row per
+    token, legend below: both Sample charts."""
     return figure(
-        data, title, height=ROW_HEIGHT * n_rows + 190, barmode="group",
+        data, title, height=ROW_HEIGHT * n_rows + 190, **GROUPED,
         legend=dict(orientation="h", yanchor="top", y=-0.08, x=0),
         margin=dict(l=60, r=20, t=90, b=90),
         yaxis=dict(type="category", autorange="reversed", automargin=True),
-        xaxis={"rangemode": "tozero", **xaxis},
+        xaxis=xaxis,
     )
 
 
@@ -170,21 +171,15 @@ def step_figure(tokenizer: Tokenizer, shown: Shown, context_ids: Sequence[int], 
     hover = [f"id {i}" for i in ids]
     raw_colours = [CHOSEN_COLOUR if r == chosen_row else RAW_COLOUR for r in range(len(ids))]
     filtered_colours = [CHOSEN_COLOUR if r == chosen_row else FILTERED_COLOUR for r in range(len(ids))]
+    # Points, not bars: the axis is log (see value_marks); the two series differ by shape too.
     data = [
-        dict(
-            type="bar",
-            y=labels,
-            x=values,
-            orientation="h",
-            name=name,
-            marker=dict(color=colours, pattern=dict(shape=pattern), line=dict(color="#333333", width=0.5)),
-            text=hover,
-            textposition="none",
-            hovertemplate="%{y}<br>%{text}<br>" + name + ": %{x:.4f}<extra></extra>",
+        value_marks(
+            labels, values, log=True, colour=colours, symbol=symbol, name=name, text=hover,
+            hovertemplate="%{y}<br>%{text}<br>" + name + ": %{x:.4g}<extra></extra>",
         )
-        for name, values, colours, pattern in (
-            ("before filters (T = 1, all tokens)", raw, raw_colours, ""),
-            ("after temperature, top-k, top-p (drawn from)", filtered, filtered_colours, "/"),
+        for name, values, colours, symbol in (
+            ("before filters (T = 1, all tokens)", raw, raw_colours, "circle"),
+            ("after temperature, top-k, top-p (drawn from)", filtered, filtered_colours, "diamond"),
         )
     ]
     context = context_text(tokenizer, context_ids)
@@ -192,16 +187,17 @@ def step_figure(tokenizer: Tokenizer, shown: Shown, context_ids: Sequence[int], 
     full_title = (
         f"{title}: drew “{drawn}”, p = {prob_text(step.chosen_prob)} after the filters "
         f"({step.kept:,} tokens kept)<br><sup>after “{context}” · ▶ = the drawn token, "
-        f"in vermilion · log scale: a token the filters removed has no orange bar</sup>"
+        f"in vermilion · log scale: a token the filters removed has no orange diamond</sup>"
     )
     # Log: the probabilities span decades (0.9 for the top token, 1e-4 for the 20th), and on a
     # linear axis only the first bar or two would be visible.
-    log_axis = dict(title=dict(text="probability (log scale)"), type="log", exponentformat="e", rangemode="normal")
-    return grouped_bars(data, full_title, len(ids), log_axis)
+    return grouped_bars(data, full_title, len(ids), log_axis(raw + filtered, "probability"))
 
 
-def step_title(index: int, total: int, position: int) -> str:
-    return f"Step {index} of {total} (position {position})"
+def step_title(index: int, total: int, position: int, generating: bool = False) -> str:
+    """``generating``: ``total`` is the most the running generation may make (its count so far
+    grows after the chart is drawn: "Step 10 of 10" stood beside a slider at 17)."""
+    return f"Step {index} of up to {total} (position {position}), generating…" if generating else f"Step {index} of {total} (position {position})"
 
 
 def text_html(tokenizer: Tokenizer, prompt_ids: Sequence[int], new_ids: Sequence[int], selected: int | None = None) -> str:
@@ -240,14 +236,16 @@ def empty_generation(prompt_ids: Sequence[int]) -> dict:
     return {"prompt_ids": [int(i) for i in prompt_ids], "shown": [], "stop": "", "settings": ""}
 
 
-def step_view(tokenizer: Tokenizer, generation: dict | None, index) -> tuple[go.Figure, str]:
-    """-> (step figure, text html) for step ``index`` (1-based, clamped) of a generation."""
+def step_view(tokenizer: Tokenizer, generation: dict | None, index, up_to: int | None = None) -> tuple[go.Figure, str]:
+    """-> (step figure, text html) for step ``index`` (1-based, clamped) of a generation;
+    ``up_to``: it is still running, and makes at most that many steps."""
     if not generation or not generation.get("shown"):
         return message_figure("Press Generate to draw tokens."), ""
     shown: list[Shown] = generation["shown"]
     k = clamp(index, 1, len(shown), len(shown))
     context = generation["prompt_ids"] + [s.step.token_id for s in shown[: k - 1]]
-    fig = step_figure(tokenizer, shown[k - 1], context, step_title(k, len(shown), shown[k - 1].step.position))
+    title = step_title(k, up_to or len(shown), shown[k - 1].step.position, generating=up_to is not None)
+    fig = step_figure(tokenizer, shown[k - 1], context, title)
     return fig, generation_text(tokenizer, generation, k)
 
 
@@ -367,6 +365,7 @@ def stream_views(service: ExplorerService, run: Run | None, temperature, top_k, 
     steps = model.stream(list(run.token_ids), n, settings, keep_logits=True, prefill=prefill)
     tokenizer = service.tokenizer
     sent_at = drawn_at = -math.inf  # when the page was last updated, and when the step chart was
+    drawn = 0  # the step the chart shows: the step slider and the marked token follow it, not the newest token
     with ACTIVE_STREAMS.streaming():
         while True:
             service.yield_to_runs()  # Runs being traced go before the next token
@@ -388,11 +387,11 @@ def stream_views(service: ExplorerService, run: Run | None, temperature, top_k, 
             sent_at = now
             status = f"Generating… {k} of up to {n} tokens · {generation['settings']}"
             if now - drawn_at >= chart_interval:
-                fig, text = step_view(tokenizer, generation, k)
-                drawn_at = now
+                fig, text = step_view(tokenizer, generation, k, up_to=n)
+                drawn_at, drawn = now, k
             else:
-                fig, text = gr.update(), generation_text(tokenizer, generation, k)
-            yield status, fig, text, gr.update(maximum=max(k, 2), value=k, interactive=k > 1), generation
+                fig, text = gr.update(), generation_text(tokenizer, generation, drawn)
+            yield status, fig, text, gr.update(maximum=max(k, 2), value=drawn, interactive=k > 1), generation
     k = len(generation["shown"])
     fig, text = step_view(tokenizer, generation, k)
     status = (
@@ -464,7 +463,7 @@ def histogram_figure(tokenizer: Tokenizer, logits: np.ndarray, settings: Samplin
         f"{n} draws of the token after “{context_text(tokenizer, context_ids)}”"
         f"<br><sup>{plot_text(settings_text(settings))}</sup>"
     )
-    fig = grouped_bars(data, title, len(labels), dict(title=dict(text="count")))
+    fig = grouped_bars(data, title, len(labels), dict(title=dict(text="count"), rangemode="tozero"))
     frequencies = np.zeros_like(probs)
     frequencies[drawn_ids] = counts / n
     distance = 0.5 * float(np.abs(frequencies - probs).sum())
@@ -564,7 +563,7 @@ def build(ctx: AppContext) -> None:
     step_slider.input(select_step, [generation, step_slider], [step_plot, text], trigger_mode="always_last")
     ctx.control(view, [sample_button.click], sample, [ctx.state, *knobs, n_draws], [hist_plot, hist_note])
     # The histogram follows the filters at once.
-    ctx.control(view, [k.release for k in (temperature, top_k, top_p, n_draws)], sample, [ctx.state, *knobs, n_draws],
+    ctx.control(view, [slider_moved(k) for k in (temperature, top_k, top_p, n_draws)], sample, [ctx.state, *knobs, n_draws],
                 [hist_plot, hist_note], trigger_mode="always_last")
     @guarded("keep")
     def export(state):

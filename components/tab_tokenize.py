@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import bisect
+from dataclasses import dataclass
+
 import gradio as gr
 import numpy as np
 import plotly.graph_objects as go
 
-from gpt2_max.tokenizer import BYTE_TO_SYMBOL, Tokenizer, display_bytes
+from gpt2_max.tokenizer import BYTE_TO_SYMBOL, MergeReplay, Tokenizer, display_bytes
 
-from components.common import NO_RUN, AppContext, clamp, export_controls, guarded, intro, source_block
+from components.common import NO_RUN, AppContext, clamp, export_controls, guarded, intro, md_text, source_block
 from components.plots import figure, message_figure, plot_text
 from components.run import Run
+from components.settings import Settings
 
 TOKENS_PER_ROW = 12
+# A row of token cells: two lines of 14 px text (the token, its id) and the gaps around them.
+TOKEN_ROW_PX = 60
+# A chunk's text in the chunk menu and the merge figure's title: a long one is cut to this.
+CHUNK_LABEL_CHARS = 40
 # Okabe-Ito: distinguishable with every common colour-vision deficiency.
 PALETTE = ["#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7", "#999999"]
 
@@ -65,28 +73,95 @@ def token_grid(run: Run) -> go.Figure:
             f"bytes {token.bytes.hex(' ')}<br>vocabulary spelling {token.symbol}"
         )
     return figure(
-        [coloured_cells(colour_index, text, hover)], f"{n} tokens (text and id per cell)", height=max(160, 70 * rows + 80),
+        [coloured_cells(colour_index, text, hover)], f"{n} tokens (text and id per cell)", height=TOKEN_ROW_PX * rows + 80,
+        margin=dict(l=20, r=20, t=60, b=20),  # no axes to label: the height is the cells'
         xaxis=dict(visible=False), yaxis=dict(visible=False, autorange="reversed"),
     )
 
 
-def merge_figure(tokenizer: Tokenizer, chunk: str) -> go.Figure:
-    """One row per merge step: the parts after that step, as in token_grid."""
-    steps = tokenizer.merge_steps(chunk)
-    shape = (len(steps), len(steps[0]))
-    colour_index = np.full(shape, np.nan)
-    text = np.full(shape, "", dtype=object)
-    hover = np.full(shape, "", dtype=object)
-    labels = ["bytes"] + [f"merge {i}" for i in range(1, len(steps))]
-    for row, parts in enumerate(steps):
-        for col, part in enumerate(parts):
-            colour_index[row, col] = col % len(PALETTE)
+@dataclass(frozen=True)
+class ShownStep:
+    """One step of a merge replay as the tab draws it: a window of the parts after that step."""
+
+    step: int  # merges done (0: the bytes)
+    first: int  # index of the first part shown
+    parts: list[bytes]  # the parts shown, at most max_replay_bytes
+    total: int  # parts after this step
+    merged: bytes | None  # the part this step made (None for the bytes)
+
+    @property
+    def label(self) -> str:
+        return "bytes" if self.step == 0 else f"merge {self.step}"
+
+
+def shown_steps(replay: MergeReplay, max_bytes: int) -> list[ShownStep]:
+    """The steps drawn: all of a chunk of up to ``max_bytes`` bytes; of a longer one the first and
+    the last ``max_bytes // 2``, each as the ``max_bytes`` parts around the pair it merged."""
+    if len(replay.data) <= max_bytes:
+        chosen = list(range(replay.steps + 1))
+    else:
+        half = max_bytes // 2
+        chosen = sorted(set(range(min(half, replay.steps + 1))) | set(range(max(0, replay.steps + 1 - half), replay.steps + 1)))
+    rows = []
+    for step in chosen:
+        cuts = replay.boundaries(step)  # [parts + 1] byte offsets
+        total = len(cuts) - 1
+        start, _, end = replay.merges[step - 1] if step else (0, 0, 0)
+        centre = bisect.bisect_left(cuts, start)  # the merged part's index (0 for the bytes)
+        first = max(0, min(centre - max_bytes // 2, total - max_bytes))
+        parts = replay.parts(cuts[first : first + max_bytes + 1])
+        rows.append(ShownStep(step, first, parts, total, replay.data[start:end] if step else None))
+    return rows
+
+
+def chunk_text(chunk: bytes, limit: int = CHUNK_LABEL_CHARS) -> str:
+    """A chunk as readable text for a label or title, cut to ``limit`` characters."""
+    shown = display_bytes(chunk)
+    return shown if len(shown) <= limit else shown[: limit - 1] + "…"
+
+
+def replay_note(replay: MergeReplay, rows: list[ShownStep], max_bytes: int) -> str:
+    """What a long chunk's replay leaves out ("" when every step and part is shown)."""
+    if len(replay.data) <= max_bytes:
+        return ""
+    return (
+        f"{len(replay.data):,} bytes, {replay.steps:,} merges: the first and last {max_bytes // 2} steps are shown "
+        f"({replay.steps + 1 - len(rows):,} skipped), each as the {max_bytes} parts around the pair it merged"
+    )
+
+
+def merge_figure(tokenizer: Tokenizer, replay: MergeReplay, rows: list[ShownStep], max_bytes: int) -> go.Figure:
+    """One row per shown step: the parts after it, as in token_grid; "…" where parts or steps are left out."""
+    # The parts, and a "…" cell before and after them where a row is cut.
+    lead = int(any(row.first > 0 for row in rows))
+    width = lead + max(len(row.parts) for row in rows) + int(any(row.first + len(row.parts) < row.total for row in rows))
+    labels, colour_rows, text_rows, hover_rows = [], [], [], []
+    for index, row in enumerate(rows):
+        if index and row.step > rows[index - 1].step + 1:
+            labels.append(f"⋮ {row.step - rows[index - 1].step - 1:,} merges")
+            colour_rows.append([np.nan] * width)
+            text_rows.append([""] * width)
+            hover_rows.append([""] * width)
+        colours, texts, hovers = [np.nan] * width, [""] * width, [""] * width
+        if row.first > 0:
+            texts[0] = "…"
+        for offset, part in enumerate(row.parts):
+            part_index = row.first + offset
             rank = tokenizer.rank(part)
-            text[row, col] = f"{plot_text(display_bytes(part))}<br>{'' if rank is None else rank}"
-            hover[row, col] = f"{labels[row]}: {text[row, col]}"
+            colours[lead + offset] = part_index % len(PALETTE)
+            texts[lead + offset] = f"{plot_text(display_bytes(part))}<br>{'' if rank is None else rank}"
+            hovers[lead + offset] = f"{row.label}: part {part_index + 1} of {row.total:,}: {texts[lead + offset]}"
+        if row.first + len(row.parts) < row.total:
+            texts[lead + len(row.parts)] = "…"
+        labels.append(row.label)
+        colour_rows.append(colours)
+        text_rows.append(texts)
+        hover_rows.append(hovers)
+    note = replay_note(replay, rows, max_bytes)
     return figure(
-        [coloured_cells(colour_index, text, hover, labels)],
-        f"Byte-pair merges of {plot_text(repr(display_bytes(chunk.encode('utf-8'))))}", height=max(220, 64 * len(steps) + 110),
+        [coloured_cells(np.array(colour_rows, dtype=float), np.array(text_rows, dtype=object), np.array(hover_rows, dtype=object), labels)],
+        f"Byte-pair merges of {plot_text(repr(chunk_text(replay.data)))}", height=max(220, 64 * len(labels) + 110),
+        notes=[plot_text(note)] if note else (),
         xaxis=dict(visible=False), yaxis=dict(type="category", autorange="reversed"),
     )
 
@@ -102,38 +177,57 @@ def counts_markdown(run: Run) -> str:
     return "\n\n".join(lines)
 
 
-def merges_markdown(tokenizer: Tokenizer, chunk: str) -> str:
-    steps = tokenizer.merge_steps(chunk)
-    rows = ["| step | parts | merged pair | its rank |", "|---|---|---|---|"]
-    for i, parts in enumerate(steps):
-        shown = " · ".join(f"`{''.join(BYTE_TO_SYMBOL[b] for b in p)}`" for p in parts)
-        if i == 0:
-            rows.append(f"| bytes | {shown} | | |")
-            continue
-        previous = steps[i - 1]
-        merged = next(p for p in parts if p not in previous or parts.count(p) > previous.count(p))
-        rows.append(f"| {i} | {shown} | `{''.join(BYTE_TO_SYMBOL[b] for b in merged)}` | {tokenizer.rank(merged)} |")
-    rows.append(
-        "\nEach step joins the adjacent pair with the lowest rank (the merge BPE learned earliest); "
-        "it stops when no adjacent pair is in the vocabulary. Parts are written in GPT-2's vocabulary "
-        "spelling (Ġ = space)."
+def merges_markdown(tokenizer: Tokenizer, replay: MergeReplay, rows: list[ShownStep], max_bytes: int) -> str:
+    # One notation in the whole tab (the chart's, the token cells'): display_bytes. The vocabulary
+    # file's spelling of a merged pair is given beside it, once, and explained under the table.
+    def spelled(part: bytes) -> str:
+        return md_text(display_bytes(part))
+
+    def vocabulary_spelling(part: bytes) -> str:
+        return md_text("".join(BYTE_TO_SYMBOL[b] for b in part))
+
+    table = ["| step | parts | merged pair | its rank |", "|---|---|---|---|"]
+    for index, row in enumerate(rows):
+        if index and row.step > rows[index - 1].step + 1:
+            table.append(f"| ⋮ | {row.step - rows[index - 1].step - 1:,} merges not shown | | |")
+        shown = " · ".join(f"<code>{spelled(p)}</code>" for p in row.parts)
+        shown = ("… · " if row.first > 0 else "") + shown + (" · …" if row.first + len(row.parts) < row.total else "")
+        if row.merged is None:
+            table.append(f"| bytes | {shown} | | |")
+        else:
+            table.append(
+                f"| {row.step} | {shown} | <code>{spelled(row.merged)}</code> (vocabulary: <code>{vocabulary_spelling(row.merged)}</code>) "
+                f"| {tokenizer.rank(row.merged)} |"
+            )
+    note = replay_note(replay, rows, max_bytes)
+    table.append(
+        ("\n" + md_text(note) + "." if note else "")
+        + "\nEach step joins the adjacent pair with the lowest rank (the merge BPE learned earliest); "
+        "it stops when no adjacent pair is in the vocabulary. Parts are written as in the chart above: "
+        "␣ a space, ↵ a newline, `<0xC3>` one byte of a character whose bytes are not merged yet. GPT-2's "
+        "vocabulary file spells every byte as one printable character instead (Ġ a space, Ã© the two bytes of é): "
+        "that spelling of each merged pair is in brackets."
     )
-    return "\n".join(rows)
+    return "\n".join(table)
 
 
-def render(run: Run | None, tokenizer: Tokenizer, chunk_index: int = 0):
+def render(run: Run | None, tokenizer: Tokenizer, chunk_index: int = 0, max_replay_bytes: int = Settings.max_replay_bytes):
     """-> (token grid, merge figure, counts markdown, merges markdown, chunk choices)."""
     if run is None:
         return message_figure(NO_RUN), message_figure(NO_RUN), NO_RUN, "", []
     chunks = tokenizer.pretokenize(run.text)
-    chunk = chunks[clamp(chunk_index, 0, len(chunks) - 1)] if chunks else ""
-    merge_fig = merge_figure(tokenizer, chunk) if chunk else message_figure("no word to replay")
-    merge_md = merges_markdown(tokenizer, chunk) if chunk else ""
+    if not chunks:
+        return token_grid(run), message_figure("no word to replay"), counts_markdown(run), "", chunks
+    replay = tokenizer.merge_replay(chunks[clamp(chunk_index, 0, len(chunks) - 1)])
+    rows = shown_steps(replay, max_replay_bytes)
+    merge_fig = merge_figure(tokenizer, replay, rows, max_replay_bytes)
+    merge_md = merges_markdown(tokenizer, replay, rows, max_replay_bytes)
     return token_grid(run), merge_fig, counts_markdown(run), merge_md, chunks
 
 
 def build(ctx: AppContext) -> None:
     tokenizer = ctx.service.tokenizer
+    max_replay_bytes = ctx.service.settings.max_replay_bytes
     with gr.Tab("Tokenize", elem_id="tab-tokenize") as tab:
         gr.Markdown(INTRO)
         counts = gr.Markdown()
@@ -143,24 +237,24 @@ def build(ctx: AppContext) -> None:
             export = export_controls("Export token ids (.npz)")
         merges_plot = gr.Plot(label="Merges")
         merges_text = gr.Markdown()
-        source_block(Tokenizer.merge_steps, Tokenizer.encode, label="Source of the tokenizer used (tiktoken ranks, replayed in Python)")
+        source_block(Tokenizer.merge_replay, Tokenizer.encode, label="Source of the tokenizer used (tiktoken ranks, replayed in Python)")
 
     def chunk_labels(chunks: list[str]) -> list[tuple[str, int]]:
-        return [(f"{i}: {display_bytes(c.encode('utf-8'))}", i) for i, c in enumerate(chunks)]
+        return [(f"{i}: {chunk_text(c.encode('utf-8'))}", i) for i, c in enumerate(chunks)]
 
     @guarded("plot", "plot", "text", "text", "keep")
     def refresh(request):
         run = ctx.current(request)
-        grid_fig, merge_fig, counts_md, merges_md, chunks = render(run, tokenizer, 0)
+        grid_fig, merge_fig, counts_md, merges_md, chunks = render(run, tokenizer, 0, max_replay_bytes)
         choice = gr.update(choices=chunk_labels(chunks), value=0 if chunks else None)
         return grid_fig, merge_fig, counts_md, merges_md, choice
 
     @guarded("plot", "text")
     def replay(request, index):
         run = ctx.current(request)
-        _, merge_fig, _, merges_md, _ = render(run, tokenizer, index or 0)
+        _, merge_fig, _, merges_md, _ = render(run, tokenizer, index or 0, max_replay_bytes)
         return merge_fig, merges_md
 
-    view = ctx.view(tab, refresh, [], [grid, merges_plot, counts, merges_text, chunk_choice])
+    view = ctx.view(tab, refresh, [], [grid, merges_plot, counts, merges_text, chunk_choice], needs_trace=False)  # tokens only: works while the model loads
     ctx.control(view, [chunk_choice.input], replay, [ctx.state, chunk_choice], [merges_plot, merges_text])
     ctx.export(view, export, lambda run: {"token_ids": np.asarray(run.token_ids)})

@@ -1,6 +1,7 @@
-"""Command line: ``python -m gpt2_max {trace,generate,attribute,heads,selfcheck,download} ...``.
+"""Command line: ``python -m gpt2_max {trace,generate,attribute,heads,selfcheck,download,warmup} ...``.
 
     python -m gpt2_max download --model openai-community/gpt2
+    python -m gpt2_max warmup --model openai-community/gpt2   # download + compile every graph the app uses
     python -m gpt2_max selfcheck --model openai-community/gpt2
     python -m gpt2_max trace "The cat sat on the" --out trace.npz
     python -m gpt2_max generate "The cat sat on the" --max-new-tokens 20 --temperature 0
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 
 from gpt2_max.errors import ExplorerError
 from gpt2_max.weights import DEFAULT_MODEL
@@ -24,9 +26,20 @@ def _parser() -> argparse.ArgumentParser:
     download = commands.add_parser("download", help="fetch a checkpoint into the Hugging Face cache for offline use")
     download.add_argument("--model", default=DEFAULT_MODEL, help="Hub repo id")
 
+    warmup = commands.add_parser(
+        "warmup",
+        help="download a checkpoint if needed and compile every graph the app uses into MAX's cache, then exit",
+    )
+    warmup.add_argument(
+        "--model",
+        action="append",
+        default=None,
+        help=f"Hub repo id, local directory, or austen-gpt2; repeat for several (default: {DEFAULT_MODEL})",
+    )
+
     trace = commands.add_parser("trace", help="run the model on text and save every intermediate as .npz")
     trace.add_argument("text")
-    trace.add_argument("--model", default=DEFAULT_MODEL, help="Hub repo id or local directory")
+    trace.add_argument("--model", default=DEFAULT_MODEL, help="Hub repo id, local directory, or austen-gpt2 (the bundled demo model)")
     trace.add_argument("--out", default="trace.npz", help="where to write the arrays")
     trace.add_argument("--no-causal", action="store_true", help="switch the causal mask off")
     trace.add_argument(
@@ -35,19 +48,19 @@ def _parser() -> argparse.ArgumentParser:
 
     attribute = commands.add_parser("attribute", help="direct logit attribution of a next token at the last position")
     attribute.add_argument("text")
-    attribute.add_argument("--model", default=DEFAULT_MODEL, help="Hub repo id or local directory")
+    attribute.add_argument("--model", default=DEFAULT_MODEL, help="Hub repo id, local directory, or austen-gpt2 (the bundled demo model)")
     attribute.add_argument("--token", default=None, help="the token to explain, e.g. ' Mary' (default: the top prediction)")
     attribute.add_argument("--minus", default=None, help="subtract this token's logit, e.g. ' John'")
     attribute.add_argument("--top", type=int, default=12, help="how many components to list")
 
     heads = commands.add_parser("heads", help="score every head as previous-token, duplicate-token and induction head")
     heads.add_argument("text", nargs="?", default=None, help="default: the induction test (random tokens repeated)")
-    heads.add_argument("--model", default=DEFAULT_MODEL, help="Hub repo id or local directory")
+    heads.add_argument("--model", default=DEFAULT_MODEL, help="Hub repo id, local directory, or austen-gpt2 (the bundled demo model)")
     heads.add_argument("--top", type=int, default=5, help="heads listed per detector")
 
     generate = commands.add_parser("generate", help="generate text, printing tokens as they come")
     generate.add_argument("text")
-    generate.add_argument("--model", default=DEFAULT_MODEL, help="Hub repo id or local directory")
+    generate.add_argument("--model", default=DEFAULT_MODEL, help="Hub repo id, local directory, or austen-gpt2 (the bundled demo model)")
     generate.add_argument("--max-new-tokens", type=int, default=32)
     generate.add_argument("--temperature", type=float, default=1.0, help="0 = greedy")
     generate.add_argument("--top-k", type=int, default=0, help="0 = off")
@@ -58,7 +71,7 @@ def _parser() -> argparse.ArgumentParser:
         "selfcheck",
         help="measure published numbers of the real GPT-2 small and print which hold (exit 0 only if all do)",
     )
-    selfcheck.add_argument("--model", default=DEFAULT_MODEL, help="Hub repo id or local directory")
+    selfcheck.add_argument("--model", default=DEFAULT_MODEL, help="Hub repo id, local directory, or austen-gpt2 (the bundled demo model)")
     return parser
 
 
@@ -72,6 +85,30 @@ def _parse_ablation(specs: list[str]) -> list[tuple[int, int]]:
     return pairs
 
 
+# The graphs the app compiles after a model's trace graph (components.run.ExplorerService._load);
+# gpt2_max.load compiles the trace graph itself.
+GRAPHS_AFTER_LOAD = ("analysis", "decode")
+
+
+def _warmup(models: list[str]) -> int:
+    """Loads each model (downloading it if needed) and compiles all its graphs, so that MAX's cache
+    holds them and an app started afterwards on the same cache loads in seconds."""
+    from max._core.engine import max_cache_dir
+
+    import gpt2_max
+
+    print(f"MAX cache: {max_cache_dir()}", flush=True)
+    for name in models:
+        started = time.perf_counter()
+        model = gpt2_max.load(name)
+        for graph in GRAPHS_AFTER_LOAD:
+            model.engine.warm(graph)
+        compiled = ", ".join(f"{graph} {seconds:.1f} s" for graph, seconds in model.engine.compile_seconds.items())
+        # Each graph's seconds: a compile, or a read from MAX's cache when it already held the graph.
+        print(f"{name}: every graph ready in {time.perf_counter() - started:.1f} s ({compiled})", flush=True)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -81,6 +118,9 @@ def main(argv: list[str] | None = None) -> int:
             checkpoint = locate(args.model)
             print(f"{args.model} is ready in {checkpoint.directory}")
             return 0
+
+        if args.command == "warmup":
+            return _warmup(args.model or [DEFAULT_MODEL])
 
         import numpy as np
 

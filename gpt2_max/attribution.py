@@ -220,13 +220,21 @@ def logit_difference(trace: Trace, position: int, answer_id: int, wrong_id: int)
 
 # Patched runs handed to the engine at once (it packs them into executions of PACK_ROWS rows).
 SWEEP_CHUNK = 48
+# Below this clean − corrupted difference (in the metric's units, logits) the shares are float32
+# rounding: packed runs differ from single ones by ~2e-5 in a logit difference, 2% of 1e-3.
+MIN_METRIC_GAP = 1e-3
+# A share is a patch's move of the metric as a fraction of the clean − corrupted difference; when
+# single patches move it by more than this many times that difference, the difference is not what
+# the patches restore (the prompts barely differ in the metric) and the shares are that noise amplified.
+MAX_SHARE = 2.0
 
 
 @dataclass(frozen=True)
 class PatchSweep:
     """How much of the clean metric each patch restores: (patched - corrupted) / (clean - corrupted),
     1 = the clean run's metric, 0 = the corrupted run's. ``restored`` is [L, H] for heads,
-    [L, T] for the residual stream; ``metric`` holds the patched runs' raw metric values."""
+    [L, T] for the residual stream; ``metric`` holds the patched runs' raw metric values.
+    ``too_close()`` says when the two prompts' metrics are too close for shares to mean anything."""
 
     restored: np.ndarray
     metric: np.ndarray
@@ -234,6 +242,22 @@ class PatchSweep:
     corrupted_metric: float
     seconds: float  # wall time of the sweep's traces
     runs: int
+
+    def too_close(self) -> str:
+        """'' when the restored shares can be compared, else why not: the clean and corrupted
+        metrics differ by less than MIN_METRIC_GAP, or single patches move the metric by more
+        than MAX_SHARE times their difference (shares beyond ±2 on a −1..1 scale)."""
+        gap = abs(self.clean_metric - self.corrupted_metric)
+        moved = np.abs(self.metric - self.corrupted_metric)
+        largest = float(moved[np.isfinite(moved)].max()) if np.isfinite(moved).any() else 0.0
+        if gap < MIN_METRIC_GAP:
+            return f"the clean and corrupted metrics differ by {gap:.2g}, within float32 rounding"
+        if largest > MAX_SHARE * gap:
+            return (
+                f"the clean and corrupted metrics differ by only {gap:.3g}, while single patches move the "
+                f"corrupted metric by up to {largest:.3g} ({largest / gap:.1f}× that difference)"
+            )
+        return ""
 
 
 def _check_pair(model, clean_ids: Sequence[int], corrupted_ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -247,20 +271,27 @@ def _check_pair(model, clean_ids: Sequence[int], corrupted_ids: Sequence[int]) -
     return clean, corrupted
 
 
-def _sweep(model, clean_ids, corrupted_ids, metric: Callable[[Trace], float], places, patch_of) -> PatchSweep:
+# progress(runs done, runs in all): told after the clean and corrupted runs and after each chunk.
+Progress = Callable[[int, int], None]
+
+
+def _sweep(model, clean_ids, corrupted_ids, metric: Callable[[Trace], float], places, patch_of, progress: Progress | None = None) -> PatchSweep:
     """Runs the corrupted prompt once per place with ``patch_of(clean, place)`` (trace() keyword
     arguments), all packed into as few graph executions as fit; places is a grid (list of rows)."""
+    report = progress or (lambda done, total: None)
     clean_ids, corrupted_ids = _check_pair(model, clean_ids, corrupted_ids)
     started = time.perf_counter()
     clean, corrupted = model.traces([dict(token_ids=clean_ids), dict(token_ids=corrupted_ids)])
     clean_metric, corrupted_metric = metric(clean), metric(corrupted)
     flat = [place for row in places for place in row]
     values = np.empty(len(flat))
+    report(2, len(flat) + 2)
     # Chunks bound the memory of the traces alive at once (each holds its [T, V] logits).
     for start in range(0, len(flat), SWEEP_CHUNK):
         chunk = flat[start : start + SWEEP_CHUNK]
         patched = model.traces([dict(token_ids=corrupted_ids, **patch_of(clean, place)) for place in chunk])
         values[start : start + len(chunk)] = [metric(trace) for trace in patched]
+        report(2 + start + len(chunk), len(flat) + 2)
     values = values.reshape(len(places), -1)
     seconds = time.perf_counter() - started
     gap = clean_metric - corrupted_metric
@@ -269,23 +300,23 @@ def _sweep(model, clean_ids, corrupted_ids, metric: Callable[[Trace], float], pl
     return PatchSweep(restored, values, clean_metric, corrupted_metric, seconds, values.size + 2)
 
 
-def patch_heads(model, clean_ids, corrupted_ids, metric: Callable[[Trace], float]) -> PatchSweep:
+def patch_heads(model, clean_ids, corrupted_ids, metric: Callable[[Trace], float], progress: Progress | None = None) -> PatchSweep:
     """Every (layer, head) in turn: its hook_z at every position copied from the clean run into
     the corrupted run (one trace each, L x H traces). restored is [L, H]."""
     L, H = model.config.n_layer, model.config.n_head
     places = [[(layer, head) for head in range(H)] for layer in range(L)]
     return _sweep(
         model, clean_ids, corrupted_ids, metric, places,
-        lambda clean, place: dict(patch=(clean, [place])),
+        lambda clean, place: dict(patch=(clean, [place])), progress,
     )
 
 
-def patch_residual(model, clean_ids, corrupted_ids, metric: Callable[[Trace], float]) -> PatchSweep:
+def patch_residual(model, clean_ids, corrupted_ids, metric: Callable[[Trace], float], progress: Progress | None = None) -> PatchSweep:
     """Every (layer, position) in turn: blocks.{layer}.hook_resid_pre at that position copied from
     the clean run into the corrupted run (L x T traces). restored is [L, T]."""
     L, T = model.config.n_layer, len(clean_ids)
     places = [[(layer, position) for position in range(T)] for layer in range(L)]
     return _sweep(
         model, clean_ids, corrupted_ids, metric, places,
-        lambda clean, place: dict(resid_patch=(clean, [place])),
+        lambda clean, place: dict(resid_patch=(clean, [place])), progress,
     )

@@ -22,6 +22,11 @@ from gpt2_max.config import GPT2Config
 from gpt2_max.errors import ModelLoadError
 
 DEFAULT_MODEL = "openai-community/gpt2"
+# Shipped inside the package (config.json + model.safetensors), loadable with no network: a small
+# model with GPT-2's architecture and tokenizer trained on Jane Austen's novels
+# (scripts/train_demo_model.py; its model card is README.md beside the weights).
+DEMO_MODEL = "austen-gpt2"
+BUNDLED_MODELS = {DEMO_MODEL: Path(__file__).resolve().parent / "assets" / DEMO_MODEL}
 CONFIG_FILE = "config.json"
 SAFETENSORS_FILE = "model.safetensors"
 PICKLE_FILES = ("pytorch_model.bin", "tf_model.h5", "flax_model.msgpack")
@@ -182,12 +187,26 @@ def download(repo_id: str) -> Path:
     return Path(config).parent
 
 
+def available(repo_id: str) -> bool:
+    """Whether ``repo_id`` can be had now: bundled, a local directory, in the Hugging Face cache,
+    or on a Hub that answers (at most HUB_CONNECT_TIMEOUT_S to find out)."""
+    if repo_id in BUNDLED_MODELS or Path(repo_id).expanduser().is_dir():
+        return True
+    try:
+        if cached_directory(repo_id) is not None:
+            return True
+    except Exception:  # noqa: BLE001 - an invalid id or a broken cache entry: not loadable now
+        return False
+    return not _hub_offline() and hub_is_reachable()
+
+
 def locate(repo_id_or_dir: str | os.PathLike[str] = DEFAULT_MODEL) -> Checkpoint:
-    """Finds a checkpoint: a local directory if one exists at that path, else a Hub repo."""
+    """Finds a checkpoint: a bundled model by its short name (DEMO_MODEL), a local directory if
+    one exists at that path, else a Hub repo."""
     name = str(repo_id_or_dir).strip()
     if not name:
         raise ModelLoadError("no model given; try openai-community/gpt2")
-    path = Path(name).expanduser()
+    path = BUNDLED_MODELS.get(name, Path(name).expanduser())
     if path.is_dir():
         directory = path
         if not (directory / CONFIG_FILE).is_file():

@@ -118,6 +118,12 @@ class Block(torch.nn.Module):
         return x + F.dropout(self.mlp_proj(h), self.dropout, self.training)
 
 
+def sinusoids(positions: int, width: int) -> torch.Tensor:
+    """[P, E]: sin and cos of position / 10000^(2i/E), the original Transformer's encoding."""
+    angles = torch.arange(positions)[:, None] / 10000 ** (torch.arange(0, width, 2)[None, :] / width)  # [P, E/2]
+    return torch.cat([angles.sin(), angles.cos()], dim=1)
+
+
 class CompactGPT2(torch.nn.Module):
     """GPT-2 whose tied embedding is ``known`` rows (the corpus's ids) + one shared row + fixed
     random offsets for every other id."""
@@ -141,7 +147,11 @@ class CompactGPT2(torch.nn.Module):
         self.register_buffer("offset_mean", offsets.mean(0))
         self.register_buffer("offset_cov", torch.cov(offsets.T))
         self.wte = torch.nn.Parameter(0.02 * torch.randn(len(known) + 1, width, generator=generator))
-        self.wpe = torch.nn.Parameter(0.01 * torch.randn(positions, width, generator=generator))
+        # Positions start as sinusoids (Vaswani et al.), still trained like GPT-2's: one linear map
+        # relates every position to the one before it, so a previous-token head (the first half of an
+        # induction circuit) can form early; from N(0, 0.01) rows it had not after 6.5M tokens here.
+        # Amplitude 0.03: rows as long as the token rows' N(0, 0.02) start (norm ~0.3 at width 192).
+        self.wpe = torch.nn.Parameter(0.03 * sinusoids(positions, width))
         self.blocks = torch.nn.ModuleList(Block(width, heads, dropout) for _ in range(layers))
         self.ln_f = torch.nn.LayerNorm(width)
         self.dropout = dropout
@@ -297,6 +307,29 @@ def export(model: CompactGPT2, out: Path, config: dict) -> None:
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
 
 
+def load_export(model: CompactGPT2, directory: Path) -> None:
+    """Starts ``model`` from weights ``export`` wrote (a second phase of training): the inverse of
+    export, the shared row recovered as the mean of the other ids' rows less their offsets."""
+    from safetensors.numpy import load_file
+
+    w = {k: torch.from_numpy(v.astype(np.float32)) for k, v in load_file(str(directory / "model.safetensors")).items()}
+    with torch.no_grad():
+        shared = (w["wte.weight"][model.other] - model.offsets).mean(0)
+        model.wte.copy_(torch.cat([w["wte.weight"][model.known], shared[None]]))
+        model.wpe.copy_(w["wpe.weight"][: model.wpe.shape[0]])
+        for i, block in enumerate(model.blocks):
+            p = f"h.{i}."
+            for ours, theirs, conv1d in (
+                (block.ln_1, "ln_1", False), (block.ln_2, "ln_2", False), (block.c_attn, "attn.c_attn", True),
+                (block.attn_proj, "attn.c_proj", True), (block.c_fc, "mlp.c_fc", True), (block.mlp_proj, "mlp.c_proj", True),
+            ):
+                weight = w[p + theirs + ".weight"]
+                ours.weight.copy_(weight.T if conv1d else weight)  # Conv1D stores [in, out]
+                ours.bias.copy_(w[p + theirs + ".bias"])
+        model.ln_f.weight.copy_(w["ln_f.weight"])
+        model.ln_f.bias.copy_(w["ln_f.bias"])
+
+
 def hf_config(args) -> dict:
     return {
         "architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", "vocab_size": VOCAB,
@@ -318,16 +351,17 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=192)
     parser.add_argument("--heads", type=int, default=6)
     parser.add_argument("--context", type=int, default=256)
-    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--steps", type=int, default=4000)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--warmup", type=int, default=200)
-    parser.add_argument("--dropout", type=float, default=0.1)
+    parser.add_argument("--dropout", type=float, default=0.0)
     parser.add_argument("--weight-decay", type=float, default=0.1)
-    parser.add_argument("--copy-share", type=float, default=0.25, help="share of windows that are repeated random runs")
-    parser.add_argument("--eval-every", type=int, default=250)
+    parser.add_argument("--copy-share", type=float, default=0.4, help="share of windows that are repeated random runs")
+    parser.add_argument("--eval-every", type=int, default=400)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--init", type=Path, default=None, help="start from a checkpoint this script exported (same seed and shape)")
     parser.add_argument("--minutes", type=float, default=None, help="stop early after this long (the schedule still ends)")
     args = parser.parse_args()
 
@@ -342,6 +376,9 @@ def main() -> None:
     print(f"baselines: {base}", flush=True)
 
     model = CompactGPT2(known, args.layers, args.width, args.heads, args.context, args.dropout, args.seed)
+    if args.init is not None:
+        load_export(model, args.init)
+        print(f"started from {args.init}: held out {held_out_loss(model, held_out, args.context):.4f}", flush=True)
     decay = [p for n, p in model.named_parameters() if p.dim() == 2 and n != "wpe"]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2 or n == "wpe"]
     optimizer = torch.optim.AdamW(

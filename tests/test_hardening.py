@@ -8,6 +8,7 @@ case asserts the message and then that the app still answers a normal request.
 from __future__ import annotations
 
 import gc
+import json
 import os
 import socket
 import statistics
@@ -18,6 +19,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import httpx
 import numpy as np
 import psutil
 import pytest
@@ -67,17 +69,29 @@ def run(client, text, model=TINY_REPO_ID) -> str:
 def run_over_http(base_url: str, text: str) -> str:
     """Calls Run with hand-written JSON, as a browser may: ``\\ud800`` escapes (a lone
     surrogate) are valid JSON, though no UTF-8 client library will send them."""
-    import json
-
-    import httpx
-
-    body = json.dumps({"data": [text, TINY_REPO_ID]}, ensure_ascii=True)
     with httpx.Client(base_url=base_url, timeout=30) as http:
-        event = http.post("gradio_api/call/run", content=body, headers={"content-type": "application/json"})
-        event.raise_for_status()
-        stream = http.get(f"gradio_api/call/run/{event.json()['event_id']}").text
-    payload = stream.split("event: complete")[1].split("data:", 1)[1].strip().splitlines()[0]
-    return json.loads(payload)[-1]  # outputs: state (never sent, null), note
+        return http_call(http, "run", [text, TINY_REPO_ID], "hand-written-json")[0][-1]  # outputs: state (never sent), note
+
+
+JSON_BODY = {"content-type": "application/json"}
+# What one request may cost on GPT-2 small's shape; the tiny model's are smaller, the tokenizer's the same.
+MAX_RESPONSE_BYTES = 2 * 2**20
+MAX_REQUEST_SECONDS = 2.0
+
+
+def http_call(http, api_name: str, data: list, session: str) -> tuple[list, int, float]:
+    """Calls an endpoint over HTTP in a session, as the page does; -> (outputs, bytes received,
+    seconds). The JSON is ASCII, so a lone surrogate travels as the escape ``\\ud800``."""
+    started = time.perf_counter()
+    body = json.dumps({"data": data, "session_hash": session}, ensure_ascii=True)
+    joined = http.post(f"gradio_api/call/{api_name}", content=body, headers=JSON_BODY)
+    assert joined.status_code == 200, (api_name, joined.status_code, joined.text[:300])
+    stream = http.get(f"gradio_api/call/{api_name}/{joined.json()['event_id']}").content
+    seconds = time.perf_counter() - started
+    text = stream.decode()
+    assert "event: complete" in text, (api_name, text[-300:])
+    payload = text.split("event: complete")[1].split("data:", 1)[1].strip().splitlines()[0]
+    return json.loads(payload), len(joined.content) + len(stream), seconds
 
 
 def token_count(note: str) -> int:
@@ -97,7 +111,7 @@ BAD_TEXTS = {
     "spaces only": ("   ", "the prompt is empty"),
     "whitespace mix": (" \n\t \r\n ", "the prompt is empty"),
     "NUL only": ("\x00\x00", "the prompt is empty"),
-    "1 MB paste": ("a" * 1_000_000, "characters; this explorer takes up to"),
+    "100 KB paste": ("a" * 100_000, "characters; this explorer takes up to"),  # 1 MB: refused unread (413)
     "just over the char limit": ("b" * 20_001, "characters; this explorer takes up to"),
     "too many tokens": (" token" * 400, "only the first 128 are shown (272 cut)"),
     "control characters": ("\x01\x02\x1b[31mred\x7f", LIVE),
@@ -230,8 +244,6 @@ def test_bad_models_are_refused_with_a_message(tmp_path):
     from components.run import ExplorerService
     from components.settings import Settings
     from tiny_checkpoint import TINY_CONFIG
-
-    import json
 
     not_gpt2 = tmp_path / "llama"
     not_gpt2.mkdir()
@@ -428,3 +440,214 @@ def test_trace_memory_at_the_host_limit_is_within_budget(explorer_service):
     print(f"\nGPT-2 small trace at {limit} tokens: {per_trace / 2**20:.0f} MB; store budget {budget / 2**20:.0f} MB")
     assert per_trace < budget / 6  # the store keeps at least 6 maximum-length traces
     assert Path(HUB_CACHE).exists()
+
+
+# -- bounded work per request, bounded uploads, fair lanes (issue 18) ---------------------------------
+
+def endpoint_defaults(client, api_name: str) -> list:
+    """The values a page sends for an endpoint's inputs before anyone touches a control."""
+    parameters = client.view_api(print_info=False, return_format="dict")["named_endpoints"][api_name]["parameters"]
+    return [p.get("parameter_default") for p in parameters]
+
+
+def tab_endpoints(client) -> list[str]:
+    endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    return sorted(name for name in endpoints if name.startswith("/render_") and name != "/render_visible")
+
+
+@pytest.mark.parametrize("character", ["0", "/", "="])
+def test_a_pasted_run_of_one_character_costs_bounded_time_and_bytes(app_client, explorer_service, character):
+    """20,000 characters of one kind are one pre-token chunk: the Tokenize tab replayed every merge of
+    it and drew every step (issue 18: "/" took 88 s and sent 641 MB). Through the app's own API: the
+    Run, then every tab opened, each within MAX_REQUEST_SECONDS and MAX_RESPONSE_BYTES."""
+    prompt = character * explorer_service.settings.max_prompt_chars
+    session = f"pasted-{ord(character)}"
+    costs = {}
+    with httpx.Client(base_url=app_client.src, timeout=300) as http:
+        note = http_call(http, "run", [prompt, TINY_REPO_ID], session)
+        assert note[0][-1].startswith(LIVE), note[0]
+        costs["/run"] = note[1:]
+        for endpoint in tab_endpoints(app_client):
+            outputs, size, seconds = http_call(http, endpoint[1:], endpoint_defaults(app_client, endpoint), session)
+            assert "Something went wrong" not in str(outputs), (endpoint, str(outputs)[:300])
+            costs[endpoint] = (size, seconds)
+    print(f"\n{character!r} x {len(prompt):,}: " + ", ".join(f"{name} {size / 1e3:.0f} kB {seconds:.2f} s" for name, (size, seconds) in costs.items()))
+    for name, (size, seconds) in costs.items():
+        assert size <= MAX_RESPONSE_BYTES, (name, size)
+        # The Run and the Tokenize tab cost what GPT-2 small's would (the tokenizer's work); the other
+        # tabs' wall time on this shared 2-core machine includes graph warm-ups, so a looser bound.
+        assert seconds <= (MAX_REQUEST_SECONDS if name in ("/run", "/render_tokenize") else 2.5 * MAX_REQUEST_SECONDS), (name, seconds)
+    assert_still_serving(app_client, explorer_service.tokenizer)
+
+
+def test_a_request_body_over_the_cap_is_refused_unread(app_client, explorer_service):
+    """A 10 MB prompt left ~10.7 MB on the server per request (Gradio keeps a session's last input
+    before the handler refuses it): the guard answers 413 before anything reads the body."""
+    limit = explorer_service.settings.max_request_bytes
+    body = json.dumps({"data": ["x" * 10_000_000, TINY_REPO_ID], "session_hash": "big-bodies"}).encode()
+    chunks = [body[i : i + 2**20] for i in range(0, len(body), 2**20)]
+    process = psutil.Process()
+    with httpx.Client(base_url=app_client.src, timeout=60) as http:
+        gc.collect()
+        before = process.memory_info().rss
+        for _ in range(5):
+            response = http.post("gradio_api/call/run", content=body, headers=JSON_BODY)
+            assert response.status_code == 413, response.text[:200]
+        # No Content-Length (chunked): refused once the body read passes the cap.
+        response = http.post("gradio_api/queue/join", content=iter(chunks), headers=JSON_BODY)
+        assert response.status_code == 413, response.text[:200]
+        gc.collect()
+        grown_mb = (process.memory_info().rss - before) / 2**20
+        just_under = json.dumps({"data": ["y" * (limit - 200), TINY_REPO_ID], "session_hash": "big-bodies"})
+        assert len(just_under) <= limit
+        accepted = http.post("gradio_api/call/run", content=just_under, headers=JSON_BODY)
+        assert accepted.status_code == 200
+    print(f"\n6 requests of 10 MB refused; RSS grew {grown_mb:.1f} MB")
+    assert grown_mb < 15
+    assert_still_serving(app_client, explorer_service.tokenizer)
+
+
+def test_uploads_and_url_fetches_are_closed(app_client):
+    """The app takes no files: Gradio's upload routes stored a 32 MB upload in 0.2 s and served it back."""
+    with httpx.Client(base_url=app_client.src, timeout=30) as http:
+        upload = http.post("gradio_api/upload", files={"files": ("notes.txt", b"x" * 100_000)})
+        assert upload.status_code == 404, upload.text[:200]
+        for route in ("gradio_api/process_recording", "gradio_api/component_server", "gradio_api/stream/some-event", "gradio_api/upload/"):
+            response = http.post(route, files={"files": ("notes.txt", b"x" * 1000)})
+            assert response.status_code == 404, (route, response.status_code)
+        fetch = http.get("gradio_api/file=https://example.com/big.bin")
+        assert fetch.status_code == 403, fetch.status_code
+        config = http.get("config").json()
+    assert config.get("max_file_size") == 0
+
+
+def test_client_mistakes_get_a_4xx_never_a_500(app_client, explorer_service):
+    """Gradio's own routes answered these with a bare 500 or a cut connection."""
+    def post(route: str, body: dict) -> int:
+        return http.post(route, content=json.dumps(body), headers=JSON_BODY).status_code
+
+    with httpx.Client(base_url=app_client.src, timeout=30) as http:
+        statuses = {
+            "unknown endpoint": (post("gradio_api/call/no_such_endpoint", {"data": []}), 404),
+            "unknown endpoint, v2": (post("gradio_api/call/v2/no_such_endpoint", {}), 404),
+            "unknown endpoint, run": (post("gradio_api/run/no_such_endpoint", {"data": []}), 404),
+            "unknown fn_index": (post("gradio_api/queue/join", {"data": [], "fn_index": 99_999, "session_hash": "mistakes"}), 404),
+            "fn_index not a number": (post("gradio_api/queue/join", {"data": [], "fn_index": "1", "session_hash": "mistakes"}), 422),
+            "example index out of range": (post("gradio_api/run/load_example", {"data": [999]}), 422),
+            "example index negative": (post("gradio_api/run/load_example", {"data": [-1]}), 422),
+            "example index not a number": (post("gradio_api/run/load_example", {"data": ["0"]}), 422),
+            "queued event outside the queue": (post("gradio_api/run/render_tokenize", {"data": []}), 404),
+            "PUT": (http.put("gradio_api/queue/join", content=b"{}").status_code, 405),
+        }
+        assert post("gradio_api/run/load_example", {"data": [1]}) == 200  # a real example still loads
+        http_call(http, "run", [NORMAL_PROMPT, TINY_REPO_ID], "mistakes")
+        outputs, _, _ = http_call(http, "export_tokenize", [], "mistakes")
+        files = [value.get("value", value) for value in outputs if isinstance(value, dict)]  # an update holds the file in "value"
+        url = next(file["url"] for file in files if isinstance(file, dict) and file.get("url"))
+        for name, header in {"two ranges": "bytes=0-0,5-9", "reversed": "bytes=9-2", "not bytes": "lines=1-2", "garbage": "bytes=a-b"}.items():
+            statuses[f"Range {name}"] = (http.get(url, headers={"Range": header}).status_code, 416)
+        assert http.get(url, headers={"Range": "bytes=0-3"}).status_code == 206
+        assert http.get(url).status_code == 200
+    wrong = {name: status for name, (status, expected) in statuses.items() if status != expected}
+    assert not wrong, wrong
+    assert_still_serving(app_client, explorer_service.tokenizer)
+
+
+def test_a_lone_surrogate_prompt_draws_the_tokenize_tab(app_client):
+    """``"\\ud800"`` in raw JSON: the Run was live, but the Tokenize tab said "Something went wrong"
+    (UnicodeEncodeError in counts_markdown); the prompt's surrogates are replaced when it is read."""
+    with httpx.Client(base_url=app_client.src, timeout=60) as http:
+        note = http_call(http, "run", ["half \ud800 a pair \udfff", TINY_REPO_ID], "surrogates")[0][-1]
+        outputs = http_call(http, "render_tokenize", [], "surrogates")[0]
+    assert note.startswith(LIVE), note
+    assert "Something went wrong" not in str(outputs) and "UTF-8 bytes" in str(outputs), str(outputs)[:500]
+
+
+def test_a_tiny_temperature_through_the_api_generates_greedily(app_client, explorer_service):
+    """Temperature 1e-40 is inside the slider's range through the API: logits / T overflowed and
+    every draw was <|endoftext|>. It must give what temperature 0 gives."""
+    run(app_client, "Once upon a time there was")
+    texts = {}
+    for temperature in (0.0, 1e-40):
+        outputs = app_client.predict(temperature, 0, 1.0, 0, 8, api_name="/generate")
+        texts[temperature] = str(outputs[2])
+    assert texts[0.0] == texts[1e-40], texts
+    assert "&lt;|endoftext|&gt;" not in texts[1e-40]
+
+
+def test_markdown_escaping_keeps_every_character_literal():
+    """User and token text enters Markdown through components.common.md_text only: no character of
+    it can open a table cell, code, HTML, emphasis, a link or LaTeX."""
+    from hypothesis import given, settings as hypothesis_settings, strategies as st
+
+    from components.common import md_text
+
+    specials = "|`*_<>[]()#!\\$&~\n\r"
+
+    @hypothesis_settings(max_examples=300, deadline=None)
+    @given(st.text(alphabet=st.sampled_from(list(specials) + ["a", " ", "é", "🤗"]), max_size=40))
+    def escaped(text):
+        out = md_text(text)
+        i = 0
+        while i < len(out):
+            if out[i] == "\\":
+                assert i + 1 < len(out) and out[i + 1] in specials, (text, out)
+                i += 2
+                continue
+            assert out[i] not in specials, (text, out)
+            i += 1
+
+    escaped()
+
+
+def test_patching_sweeps_run_in_their_own_lane_and_tabs_open_in_their_normal_time(app_client, explorer_service):
+    """With 4 residual sweeps running, another student's Attention tab took 9-18 s to open on the tiny
+    model (the sweeps shared the tab opens' two-wide lane). Sweeps now have their own lane, one at a
+    time class-wide, one per session; the tab opens in its normal time."""
+    from components.interpret import IOI_ANSWER, IOI_CLEAN, IOI_CORRUPTED, IOI_WRONG
+
+    tokenizer = explorer_service.tokenizer
+    clean, corrupted = " ".join([IOI_CLEAN] * 4), " ".join([IOI_CLEAN] * 3 + [IOI_CORRUPTED])
+    assert len(tokenizer.encode(clean)) == len(tokenizer.encode(corrupted)) <= 64
+    sweep_inputs = endpoint_defaults(app_client, "/patch_residual")
+    sweep_inputs[:4] = [clean, corrupted, IOI_ANSWER, IOI_WRONG]
+    attention_inputs = endpoint_defaults(app_client, "/render_attention")
+
+    def open_attention(http, session: str, prompt: str) -> float:
+        http_call(http, "run", [prompt, TINY_REPO_ID], session)
+        return http_call(http, "render_attention", attention_inputs, session)[2]
+
+    sweeps_ended: list[float] = []
+
+    def sweep(http, event_id: str) -> None:
+        stream = http.get(f"gradio_api/call/patch_residual/{event_id}").text
+        assert "event: complete" in stream and "Something went wrong" not in stream, stream[-300:]
+        sweeps_ended.append(time.perf_counter())
+
+    def join_sweep(http, session: str):
+        return http.post("gradio_api/call/patch_residual", content=json.dumps({"data": sweep_inputs, "session_hash": session}), headers=JSON_BODY)
+
+    clients = [httpx.Client(base_url=app_client.src, timeout=600) for _ in range(4)]
+    try:
+        with httpx.Client(base_url=app_client.src, timeout=600) as http:
+            normal = min(open_attention(http, "student", f"A quiet class, round {r}, reads the tab.") for r in range(3))
+            started = time.perf_counter()
+            events = [join_sweep(client, f"sweeper-{i}").json()["event_id"] for i, client in enumerate(clients)]
+            second = join_sweep(http, "sweeper-0")  # queued or running already: one long job per session
+            threads = [threading.Thread(target=sweep, args=(client, event)) for client, event in zip(clients, events)]
+            for thread in threads:
+                thread.start()
+            busy = [open_attention(http, "student", f"A busy class, round {r}, reads the tab.") for r in range(3)]
+            opened = time.perf_counter()
+            for thread in threads:
+                thread.join(600)
+    finally:
+        for client in clients:
+            client.close()
+    one_sweep = min(sweeps_ended) - started
+    print(f"\nAttention tab opens: {normal:.2f} s alone, {', '.join(f'{s:.2f}' for s in busy)} s beside 4 sweeps "
+          f"(the first sweep took {one_sweep:.1f} s, the last ended {max(sweeps_ended) - opened:.1f} s after the opens)")
+    assert second.status_code == 429, second.status_code
+    assert len(sweeps_ended) == 4 and max(sweeps_ended) > opened  # the opens were measured while sweeps ran
+    # In the sweeps' lane, an open waited for a whole sweep (or two); in its own it waits for none.
+    assert max(busy) < one_sweep, (normal, busy, one_sweep)

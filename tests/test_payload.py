@@ -16,7 +16,7 @@ import pytest
 
 from benchmarks.payload import BUDGET_BYTES, figure_bytes, synthetic_run, tab_figures, tokenizer
 from components import tab_attention, tab_embed, tab_mask, tab_mlp
-from components.plots import MAX_CELLS_PER_AXIS, figure_json
+from components.plots import MAX_CELLS_PER_AXIS, bin_starts, figure_json
 
 LENGTHS = sorted(BUDGET_BYTES)
 
@@ -84,34 +84,44 @@ def test_every_heatmap_is_at_most_a_screenful_of_float32_cells(figures, n_tokens
     assert count >= 1 + 3 + 1 + 4 + 1 + 1 + 1 + 1  # tokenize, embed (3 + similarity), mask, attention (pattern, grid, q/k/v), mlp
 
 
-def block_mean(values: np.ndarray, k: int) -> np.ndarray:
-    """[T, T] -> [T/k, T/k] means of k x k blocks, counting finite values only (NaN where none)."""
-    T = values.shape[0]
-    v = np.asarray(values, dtype=np.float64).reshape(T // k, k, T // k, k)
-    ok = np.isfinite(v)
-    with np.errstate(invalid="ignore"):
-        return np.where(ok, v, 0.0).sum(axis=(1, 3)) / ok.sum(axis=(1, 3))
+def blocks_of(values: np.ndarray, edges, keys_summed: bool = False) -> np.ndarray:
+    """[T, T] -> one value per (row block, column block) of ``edges``: the mean of the block's finite
+    values (NaN where there are none), or with ``keys_summed`` (attention) the mean over its rows of
+    each row's sum over the block's columns."""
+    G = len(edges) - 1
+    out = np.full((G, G), np.nan)
+    for i in range(G):
+        for j in range(G):
+            block = np.asarray(values[edges[i] : edges[i + 1], edges[j] : edges[j + 1]], dtype=np.float64)
+            if keys_summed:
+                out[i, j] = block.sum(axis=1).mean()
+            elif np.isfinite(block).any():
+                out[i, j] = block[np.isfinite(block)].mean()
+    return out
 
 
 def test_binned_mask_tab_heatmaps_are_block_means_of_the_full_tensors(runs):
-    run = runs[256]  # 256 positions on a 128-cell screen: blocks of exactly 2
+    run = runs[256]  # 256 positions on a 128-cell screen: position 0 alone, then blocks of ~2
     mask_fig, raw_fig, masked_fig, pattern_fig, _, _, arrays = tab_mask.render(run, display, 3, 5)
+    edges = list(bin_starts(256, 128, first_alone=True)) + [256]
+    assert edges[:4] == [0, 1, 3, 5]
     scores = run.trace["blocks.3.attn.hook_attn_scores"][5]
     pattern = run.trace["blocks.3.attn.hook_pattern"][5]
-    np.testing.assert_allclose(pattern_fig.data[0].z, block_mean(pattern, 2), rtol=1e-6, atol=1e-9)
-    masked = block_mean(np.where(np.isfinite(scores), scores, np.nan), 2)  # the allowed scores' mean
+    # The pattern: keys summed over their block, queries averaged over theirs (rows still sum to 1).
+    np.testing.assert_allclose(pattern_fig.data[0].z, blocks_of(pattern, edges, keys_summed=True), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(np.sum(pattern_fig.data[0].z, axis=1), 1.0, atol=1e-5)
+    masked = blocks_of(np.where(np.isfinite(scores), scores, np.nan), edges)  # the allowed scores' mean
     np.testing.assert_allclose(masked_fig.data[0].z, masked, rtol=1e-5, equal_nan=True)
-    assert np.isnan(masked_fig.data[0].z[0, 1]) and np.isfinite(masked_fig.data[0].z[1, 0])
+    assert np.isnan(masked_fig.data[0].z[1, 2]) and np.isfinite(masked_fig.data[0].z[2, 1])
     q = run.trace["blocks.3.attn.hook_q"][:, 5].astype(np.float64)
     k = run.trace["blocks.3.attn.hook_k"][:, 5].astype(np.float64)
-    np.testing.assert_allclose(raw_fig.data[0].z, block_mean(q @ k.T / 8.0, 2), rtol=1e-4, atol=1e-6)
-    # A mask cell is the fraction of its 4 pairs allowed: 3/4 on the diagonal, 1 below, 0 above.
-    np.testing.assert_array_equal(mask_fig.data[0].z, block_mean(np.tril(np.ones((256, 256))), 2))
-    assert set(np.unique(np.diag(mask_fig.data[0].z))) == {0.75}
+    np.testing.assert_allclose(raw_fig.data[0].z, blocks_of(q @ k.T / 8.0, edges), rtol=1e-4, atol=1e-6)
+    # A mask cell is the fraction of its pairs allowed: 1 below the diagonal, 0 above.
+    np.testing.assert_allclose(mask_fig.data[0].z, blocks_of(np.tril(np.ones((256, 256))), edges), rtol=1e-6)
     tokens = run.tokens
-    assert list(pattern_fig.data[0].y[:2]) == [f"0–1 {tokens[0].display}…{tokens[1].display}", f"2–3 {tokens[2].display}…{tokens[3].display}"]
+    assert list(pattern_fig.data[0].y[:2]) == [run.labels[0], f"1–2 {tokens[1].display}…{tokens[2].display}"]
     for fig in (mask_fig, raw_fig, masked_fig, pattern_fig):
-        assert "averaged over blocks of ~2 positions" in fig.layout.title.text
+        assert "over blocks of ~2 positions (0 alone)" in fig.layout.title.text
     # What the export keeps: the full tensors.
     assert arrays["pattern"].shape == arrays["masked_scores"].shape == arrays["allowed"].shape == (256, 256)
 
@@ -119,19 +129,23 @@ def test_binned_mask_tab_heatmaps_are_block_means_of_the_full_tensors(runs):
 def test_attention_tab_bins_the_pattern_and_the_all_heads_grid(runs):
     run = runs[256]
     pattern_fig, grid_fig, *_, arrays = tab_attention.render(run, display, 7, 2)
-    np.testing.assert_allclose(pattern_fig.data[0].z, block_mean(run.trace["blocks.7.attn.hook_pattern"][2], 2), rtol=1e-6, atol=1e-9)
+    edges = list(bin_starts(256, 128, first_alone=True)) + [256]
+    np.testing.assert_allclose(pattern_fig.data[0].z, blocks_of(run.trace["blocks.7.attn.hook_pattern"][2], edges, keys_summed=True), rtol=1e-5, atol=1e-7)
     assert arrays["pattern"].shape == (256, 256)
-    # The grid: 12 x 12 heads, each 12 x 12 blocks of 21 or 22 positions.
+    # The grid: 12 x 12 heads, each position 0 and 11 blocks of 23 or 24 positions; a cell is the
+    # weight a block of queries puts on a block of keys (summed over keys, averaged over queries).
     G = tab_attention.GRID_BINS
-    edges = np.linspace(0, 256, G + 1).astype(int)
+    edges = list(bin_starts(256, G, first_alone=True)) + [256]
     [trace] = grid_fig.data  # one heatmap of 12 x 12 tiles, a gap row and column between tiles
     z = np.asarray(trace.z)
     assert z.shape == (12 * (G + 1) - 1, 12 * (G + 1) - 1)
     pattern = run.trace["blocks.5.attn.hook_pattern"][9].astype(np.float64)
-    expected = [[pattern[a:b, c:d].mean() for c, d in zip(edges[:-1], edges[1:])] for a, b in zip(edges[:-1], edges[1:])]
     tile = (slice(5 * (G + 1), 5 * (G + 1) + G), slice(9 * (G + 1), 9 * (G + 1) + G))
-    np.testing.assert_allclose(z[tile], expected, rtol=1e-6, atol=1e-9)
-    assert list(trace.x[:G]) == [f"head 0 · key {a}–{b - 1}" for a, b in zip(edges[:-1], edges[1:])]
+    np.testing.assert_allclose(z[tile], blocks_of(pattern, edges, keys_summed=True), rtol=1e-5, atol=1e-7)
+    # Full resolution's row sums (1) and share on position 0, kept within 1e-6 (float32 cells).
+    np.testing.assert_allclose(z[tile].astype(np.float64).sum(axis=1), 1.0, atol=1e-6)
+    np.testing.assert_allclose(z[tile][:, 0], [pattern[a:b, 0].mean() for a, b in zip(edges[:-1], edges[1:])], atol=1e-6)
+    assert list(trace.x[:G]) == ["head 0 · key 0"] + [f"head 0 · key {a}–{b - 1}" for a, b in zip(edges[1:-1], edges[2:])]
 
 
 def test_embed_heatmaps_show_the_64_dimensions_with_the_largest_spread(runs):

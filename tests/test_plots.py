@@ -112,3 +112,152 @@ def test_a_figure_built_at_once_equals_one_built_step_by_step():
     by_steps.update_xaxes(title="probability", type="log")
     by_steps.update_yaxes(type="category", autorange="reversed")
     assert json.loads(at_once.to_json()) == json.loads(by_steps.to_json())  # the same properties and values
+
+
+# -- issue 19: downsampled attention, log axes, points on log axes, patching, Markdown cells ----------
+
+
+def sink_and_previous_token_heads(T: int) -> np.ndarray:
+    """[2, T, T] causal patterns: a sink head (95% of every query 1..T-1 on position 0, the rest
+    spread evenly over 1..t) and a sharp previous-token head (all of query t on key t - 1)."""
+    sink = np.zeros((T, T))
+    sink[0, 0] = 1.0
+    for t in range(1, T):
+        sink[t, 0] = 0.95
+        sink[t, 1 : t + 1] = 0.05 / t
+    sharp = np.zeros((T, T))
+    sharp[0, 0] = 1.0
+    sharp[np.arange(1, T), np.arange(T - 1)] = 1.0
+    return np.stack([sink, sharp])
+
+
+@pytest.mark.parametrize("bins", [12, 128])  # the all-heads grid's tiles, a single pattern's screenful
+def test_downsampled_attention_keeps_rows_summing_to_1_and_a_sink_its_share(bins):
+    """Averaging over blocks of keys divided every cell by its block's size: at 256 tokens a sink
+    read 0.08 where it holds 0.95, and no row summed to 1. Keys are now summed, queries averaged,
+    and position 0 is a block of its own."""
+    from components.plots import attention_blocks, bin_starts
+
+    patterns = sink_and_previous_token_heads(256)
+    starts = bin_starts(256, bins, first_alone=True)
+    assert starts[0] == 0 and starts[1] == 1 and len(starts) == bins
+    blocks = attention_blocks(patterns, starts)  # [2, G, G]
+    np.testing.assert_allclose(blocks.sum(axis=-1), 1.0, atol=1e-6)  # every row, both heads
+    stops = np.append(starts[1:], 256)
+    exact_share = [patterns[0, a:b, 0].mean() for a, b in zip(starts, stops)]
+    np.testing.assert_allclose(blocks[0, :, 0], exact_share, atol=1e-6)
+    np.testing.assert_allclose(blocks[0, 1:, 0], 0.95, atol=1e-6)  # the sink reads as a sink
+    # The sharp head: each block of queries reads its previous tokens, which lie in its own
+    # block or the one before: at least half of each row lands in one cell.
+    assert (blocks[1].max(axis=-1) >= 0.5 - 1e-9).all()
+
+
+def test_the_pattern_figure_draws_the_summed_blocks_and_says_so():
+    from components.plots import attention_blocks, attention_pattern, bin_starts
+
+    pattern = sink_and_previous_token_heads(256)[0]
+    labels = [str(i) for i in range(256)]
+    fig = attention_pattern(pattern, labels, labels, "t", height=600)
+    z = np.asarray(fig.data[0].z, dtype=np.float64)
+    starts = bin_starts(256, 128, first_alone=True)
+    np.testing.assert_allclose(z, attention_blocks(pattern, starts), atol=1e-6)
+    np.testing.assert_allclose(z.sum(axis=1), 1.0, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(fig.data[1].x), z[:, 0], atol=1e-6)  # the bars beside it: column 0
+    assert list(fig.data[0].y[:2]) == ["0", "1–2 1…2"]  # position 0 alone
+    assert "queries averaged, keys summed over blocks of ~2 positions (0 alone)" in fig.layout.title.text
+
+
+def tick_values(axis) -> list[float]:
+    return [float(v) for v in axis.tickvals]
+
+
+@pytest.mark.parametrize(("low", "high"), [(0.3, 5.0), (1.0, 50.0), (1.2e-4, 1.7e-4), (2e-5, 0.9), (0.8, 4000.0)])
+def test_log_axes_label_every_tick_with_its_full_value(low, high):
+    """Plotly's own labels between powers of ten are bare mantissas ("1, 2, 5, 10, 2, 5": the
+    last 5 is 50); every log axis of the shared builders now names its ticks in full."""
+    from components.plots import lines
+
+    values = np.geomspace(low, high, 7)
+    fig = lines([str(i) for i in range(7)], {"norm": values}, "t", y_title="‖x‖", log_y=True)
+    axis = fig.layout.yaxis
+    assert axis.type == "log" and "(log scale)" in axis.title.text
+    ticks = tick_values(axis)
+    assert len(ticks) >= 2 and all(float(text) == pytest.approx(v) for text, v in zip(axis.ticktext, ticks))
+    shown = [v for v in ticks if 10 ** axis.range[0] <= v <= 10 ** axis.range[1]]
+    assert len(shown) >= 2  # two values close together still get labelled ticks
+    assert 10 ** axis.range[0] <= values.min() and values.max() <= 10 ** axis.range[1]
+
+
+def test_values_on_a_log_axis_are_points_not_bars():
+    """A bar on a log axis starts at the axis' lower edge, wherever the data put it: 120µ beside
+    170µ drew as 1 : 10. The shared builders draw bars on linear axes and points on log ones."""
+    from components.plots import bars
+
+    probs = [1.7e-4, 1.2e-4, 1.1e-4]
+    logged = bars(["a", "b", "c"], probs, "t", value_name="probability", log_scale=True, hover_extra=["1", "2", "3"])
+    (trace,) = logged.data
+    assert trace.type == "scatter" and trace.mode == "markers" and list(trace.x) == probs
+    assert logged.layout.xaxis.type == "log" and logged.layout.xaxis.ticktext
+    linear = bars(["a", "b", "c"], probs, "t")
+    assert linear.data[0].type == "bar" and linear.layout.xaxis.type == "linear"
+
+
+def test_notes_each_get_their_own_title_line():
+    """Joined on one line, a figure's notes ran past a narrow panel's edge (the Mask tab's three in a row)."""
+    from components.plots import layout_properties
+
+    props = layout_properties("Title", notes=["first note", "", "second note"])
+    assert props["title"]["text"] == "Title<br><sup>first note</sup><br><sup>second note</sup>"
+    assert props["margin"]["t"] > layout_properties("Title", notes=["first note"])["margin"]["t"] > layout_properties("Title")["margin"]["t"]
+
+
+def test_a_patching_sweep_of_prompts_too_close_to_compare_says_so():
+    """(patched − corrupted) / (clean − corrupted) with metrics −1.644 and −1.625 made noise into
+    shares of ±2 and ranked them; such a sweep now says the prompts are too close to compare."""
+    from gpt2_max.attribution import PatchSweep
+
+    def sweep(clean, corrupted, metric):
+        metric = np.asarray(metric, dtype=np.float64)
+        return PatchSweep((metric - corrupted) / (clean - corrupted), metric, clean, corrupted, 1.0, metric.size + 2)
+
+    close = sweep(-1.625, -1.644, [[-1.644 + 0.044, -1.66], [-1.63, -1.64]])
+    assert "differ by only 0.019" in close.too_close() and "2.3×" in close.too_close()
+    same = sweep(0.5, 0.5 - 1e-5, [[0.5, 0.5]])
+    assert "float32 rounding" in same.too_close()
+    fine = sweep(3.2, -3.1, [[3.0, -3.1], [0.2, 1.5]])  # the indirect-object preset's scale
+    assert fine.too_close() == ""
+
+
+def test_the_patching_view_does_not_rank_cells_when_the_prompts_are_too_close():
+    from components import interpret
+    from gpt2_max.attribution import PatchSweep
+    from gpt2_max.tokenizer import Tokenizer
+
+    tokenizer = Tokenizer()
+    metric = np.array([[-1.644 + 0.044, -1.66], [-1.63, -1.64]])
+    close = PatchSweep((metric + 1.644) / 0.019, metric, -1.625, -1.644, 1.0, 6)
+    answer, wrong = tokenizer.encode(" Mary")[0], tokenizer.encode(" John")[0]
+    fig, summary = interpret.patching_figure(interpret.PatchingRun("heads", close, [1, 2], answer, wrong), tokenizer)
+    assert "Most restoring" not in summary and "Too close to compare" in summary
+    np.testing.assert_allclose(np.asarray(fig.data[0].z, dtype=np.float64), metric + 1.644, rtol=1e-6)  # the move in logits, not shares
+    assert "Change of the metric (logits)" in fig.layout.title.text and (fig.data[0].zmin, fig.data[0].zmax) != (-1.0, 1.0)
+    fine = PatchSweep(metric * 0 + 0.5, metric, 1.0, 0.0, 1.0, 6)
+    _, summary = interpret.patching_figure(interpret.PatchingRun("heads", fine, [1, 2], answer, wrong), tokenizer)
+    assert "Most restoring" in summary
+
+
+def test_a_pipe_in_an_intro_table_cell_does_not_split_it():
+    """The Tokenize intro's vocabulary row read "… + 50,000 merges + <": the | of <|endoftext|> ended the cell."""
+    from markdown_it import MarkdownIt
+
+    from components import tab_tokenize
+
+    rendered = MarkdownIt("commonmark").enable("table").render(tab_tokenize.INTRO)
+    assert "<td>50,257 entries: 256 bytes + 50,000 merges + &lt;|endoftext|&gt;</td>" in rendered
+
+
+def test_the_placeholder_does_not_ask_for_the_run_just_pressed():
+    """Shown until a Run has finished, also to a student who has just pressed Run: "press Run" told them to do it again."""
+    from components.common import NO_RUN
+
+    assert "press run" not in NO_RUN.lower() and "Run" in NO_RUN

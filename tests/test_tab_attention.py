@@ -46,16 +46,19 @@ def test_grid_has_every_head_on_one_colour_scale(tiny_run, explorer_service):
 def test_grid_pools_long_inputs_into_block_means(tiny_run, explorer_service):
     T = tiny_run.n_tokens
     values, labels = tab_attention.grid_values(tiny_run, bins=5)
-    starts = bin_starts(T, 5)
+    starts = bin_starts(T, 5, first_alone=True)
     stops = list(starts[1:]) + [T]
-    assert list(starts) == [0, 2, 4, 7, 9]  # 12 positions in near-equal contiguous blocks
+    assert list(starts) == [0, 1, 3, 6, 9]  # position 0 alone, 1..11 in near-equal contiguous blocks
     assert values.shape == (tiny_run.config.n_layer, tiny_run.config.n_head, 5, 5) and len(labels) == 5
-    pattern = tiny_run.trace["blocks.1.attn.hook_pattern"][3]
+    pattern = tiny_run.trace["blocks.1.attn.hook_pattern"][3].astype(np.float64)
+    # A cell is a block of queries' mean weight on a block of keys, summed over the keys (a mean
+    # over keys divided it by the block's size: a sharp head or a sink read flat), so rows sum to 1.
     for i, (a, b) in enumerate(zip(starts, stops)):
         for j, (c, d) in enumerate(zip(starts, stops)):
-            assert values[1, 3, i, j] == pytest.approx(pattern[a:b, c:d].mean(), abs=1e-7)
-    # 144 tiles repeat their labels: a block is named by its positions only.
-    assert labels == [f"{a}–{b - 1}" for a, b in zip(starts, stops)]
+            assert values[1, 3, i, j] == pytest.approx(pattern[a:b, c:d].sum(axis=1).mean(), abs=1e-7)
+    np.testing.assert_allclose(values.sum(axis=-1), 1.0, atol=1e-6)
+    # 144 tiles repeat their labels: a block is named by its positions only (position 0 by its label).
+    assert labels == [tiny_run.labels[0]] + [f"{a}–{b - 1}" for a, b in zip(starts[1:], stops[1:])]
     shares = tab_attention.position_0_shares(tiny_run)
     grid_fig = tab_attention.grid_figure(tiny_run, values, labels, shares)
     # One heatmap: layer l's tile is rows 6l..6l+4, head h's columns 6h..6h+4, gaps between.
@@ -70,22 +73,23 @@ def test_grid_pools_long_inputs_into_block_means(tiny_run, explorer_service):
     # The hover's share on position 0 is its head's, in whole percents, in every cell of its tile.
     assert (np.asarray(trace.customdata)[6:11, 18:23] == round(shares[1, 3] * 100)).all()
     assert list(grid_fig.layout.xaxis.ticktext) == [f"head {h}" for h in range(H)]
-    assert "averaged over blocks of ~2 positions" in grid_fig.layout.title.text
+    assert "queries averaged, keys summed over blocks of ~3 positions (0 alone)" in grid_fig.layout.title.text
 
 
 def test_pattern_beyond_a_screenful_averages_blocks_of_positions(tiny_run, explorer_service, monkeypatch):
     monkeypatch.setattr("components.plots.MAX_CELLS_PER_AXIS", 5)
     pattern_fig = tab_attention.render(tiny_run, token_text(explorer_service), 1, 2)[0]
     pattern = tiny_run.trace["blocks.1.attn.hook_pattern"][2].astype(np.float64)
-    edges = [0, 2, 4, 7, 9, tiny_run.n_tokens]
-    expected = [[pattern[a:b, c:d].mean() for c, d in zip(edges[:-1], edges[1:])] for a, b in zip(edges[:-1], edges[1:])]
+    edges = [0, 1, 3, 6, 9, tiny_run.n_tokens]  # position 0 alone
+    # Keys summed over their block, queries averaged over theirs (averaging keys too drew a
+    # block's weight divided by its size): each row of blocks still sums to 1.
+    expected = [[pattern[a:b, c:d].sum(axis=1).mean() for c, d in zip(edges[:-1], edges[1:])] for a, b in zip(edges[:-1], edges[1:])]
     np.testing.assert_allclose(pattern_fig.data[0].z, expected, rtol=1e-6)
-    # Each block of queries still sums to 1 over the blocks of keys, weighted by their sizes.
-    np.testing.assert_allclose(pattern_fig.data[0].z @ np.diff(edges), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(np.sum(pattern_fig.data[0].z, axis=1), 1.0, rtol=1e-6)
     tokens = [t.display for t in tiny_run.tokens]
-    assert list(pattern_fig.data[0].y) == [f"{a}–{b - 1} {tokens[a]}…{tokens[b - 1]}" for a, b in zip(edges[:-1], edges[1:])]
-    assert "averaged over blocks of ~2.4 positions" in pattern_fig.layout.title.text
-    assert "mean attention weight" in pattern_fig.data[0].hovertemplate
+    assert list(pattern_fig.data[0].y) == [tiny_run.labels[0]] + [f"{a}–{b - 1} {tokens[a]}…{tokens[b - 1]}" for a, b in zip(edges[1:-1], edges[2:])]
+    assert "queries averaged, keys summed over blocks of ~2.8 positions (0 alone)" in pattern_fig.layout.title.text
+    assert "weight on the key block, mean over the query block" in pattern_fig.data[0].hovertemplate
 
 
 def test_qkv_are_the_heads_vectors_at_the_position(tiny_run, explorer_service):

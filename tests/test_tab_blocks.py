@@ -228,5 +228,9 @@ def test_the_lens_covers_the_width_asked_for_and_each_width_once(explorer_servic
     again, _ = explorer_service.analysis(run, "lens", positions=64)
     assert again is wide  # kept with the Run
     heat = tab_blocks.render(run, narrow, tokenizer)[2]
-    assert len(heat.data[0].x) == LENS_DEFAULT_POSITIONS and heat.data[0].texttemplate == "%{text}"
+    assert len(heat.data[0].x) == LENS_DEFAULT_POSITIONS and heat.data[0].texttemplate == "%{customdata[4]}"
+    # A cell writes its top token as far as it fits (longer ones ran into their neighbours at 24
+    # positions); the hover keeps it whole.
+    written = np.asarray(heat.data[0].customdata)[..., 4]
+    assert all(len(cell.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")) <= tab_blocks.LENS_CELL_CHARS for cell in written.ravel())
     assert f"last {LENS_DEFAULT_POSITIONS} positions" in heat.layout.title.text

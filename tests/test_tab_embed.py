@@ -141,7 +141,7 @@ def test_out_of_range_controls_are_clamped(tiny_run, explorer_service):
 
 def test_without_weights_the_nearest_view_waits_and_the_rest_still_renders(tiny_run, explorer_service):
     token_fig, *_, nearest_fig, sim_fig, _, arrays = tab_embed.render(tiny_run, explorer_service.tokenizer, n_positions=500)
-    assert tab_embed.NEEDS_WEIGHTS in nearest_fig.layout.annotations[0].text
+    assert tab_embed.NEEDS_WEIGHTS in nearest_fig.layout.annotations[0].text.replace("<br>", " ")  # wrapped to fit a phone
     assert len(sim_fig.data[0].x) == tiny_run.n_tokens  # no wpe beyond the trace without weights
     np.testing.assert_array_equal(token_fig.data[0].z, tiny_run.trace["hook_embed"])
     figures = tab_embed.render(None, explorer_service.tokenizer)

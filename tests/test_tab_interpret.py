@@ -122,3 +122,80 @@ def test_residual_patching_view_in_blocks(tiny_run, explorer_service):
     note, update = view.export(tiny_run.request, result, LENS_DEFAULT_POSITIONS)  # the export also writes the lens at its width
     with np.load(update["value"]) as saved:
         np.testing.assert_array_equal(saved["patch_residual_restored"], result.sweep.restored)
+
+
+def test_a_patching_sweep_reports_its_progress(tiny_run, explorer_service, tiny_model):
+    """Issue 19, item 15: sweeps of 8-16 s showed only a spinner; they report runs done of all."""
+    _, functions, _ = build_with_functions(tab_attention, explorer_service)
+    told = []
+
+    def progress(value, desc=None, total=None, unit="steps"):
+        told.append(value)
+
+    fig, summary, result = functions["patch_heads"](
+        tiny_run.request, interpret.IOI_CLEAN, interpret.IOI_CORRUPTED, " Mary", " John", progress=progress,
+    )
+    runs = result.sweep.runs
+    assert runs == tiny_model.config.n_layer * tiny_model.config.n_head + 2
+    assert told[0] == (2, runs) and told[-1] == (runs, runs)
+    assert [done for done, _ in told] == sorted(done for done, _ in told) and all(total == runs for _, total in told)
+
+
+def test_token_boxes_say_which_token_they_use(explorer_service):
+    """Issue 19, item 10: "Marylebone" was silently read as 'Mary', and " Mary" looked like "Mary"."""
+    tokenizer = explorer_service.tokenizer
+    spaced = interpret.token_box_note(tokenizer, " Mary", "answer")
+    assert "␣Mary" in spaced and "only the first" not in spaced
+    cut = interpret.token_box_note(tokenizer, "Marylebone", "answer")
+    assert "Mary" in cut and "␣" not in cut.split("(")[0] and "only the first is used" in cut
+    assert "type a token" in interpret.token_box_note(tokenizer, "", "answer")
+    # The boxes' lines under the patching and attribution inputs, from the first draw on.
+    for module, elem_id in ((tab_attention, "patch-heads-tokens"), (tab_logits, "attribution-tokens")):
+        with gr.Blocks() as demo:
+            ctx = AppContext(service=explorer_service, state=gr.State(None))
+            with gr.Tabs():
+                module.build(ctx)
+        echo = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == elem_id)
+        assert ("␣Mary" in echo.value) == (module is tab_attention), echo.value
+        listeners = [f for f in demo.fns.values() if echo in f.outputs]
+        assert listeners and all(f.queue is False for f in listeners)
+        assert "only the first" in listeners[0].fn("Marylebone", " John")
+
+
+def preset_handlers(demo, undo_id: str):
+    """(apply, restore) of the preset whose undo button has ``undo_id``."""
+    undo = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == undo_id)
+    apply = next(f.fn for f in demo.fns.values() if f.fn.__name__ == "apply" and undo in f.outputs)
+    restore = next(f.fn for f in demo.fns.values() if f.fn.__name__ == "restore" and (undo._id, "click") in f.targets)
+    return apply, restore
+
+
+def test_presets_can_be_undone(explorer_service):
+    """Issue 19, item 9: a preset overwrote the student's prompts without a word and no way back."""
+    with gr.Blocks() as demo:
+        ctx = AppContext(service=explorer_service, state=gr.State(None))
+        with gr.Tabs():
+            tab_attention.build(ctx)
+    apply, restore = preset_handlers(demo, "patch-heads-undo")
+    mine = ("Paris is the capital of", "Rome is the capital of", " France", " Italy")
+    *filled, saved, button = apply(*mine)
+    assert tuple(filled) == (interpret.IOI_CLEAN, interpret.IOI_CORRUPTED, interpret.IOI_ANSWER, interpret.IOI_WRONG)
+    assert saved == list(mine) and button["visible"] is True
+    *back, button, cleared = restore(saved)
+    assert tuple(back) == mine and button["visible"] is False and cleared is None
+    # The preset over the preset's own texts replaces nothing: no undo is offered for it.
+    *_, saved, button = apply(*filled)
+    assert isinstance(saved, type(gr.skip())) and isinstance(button, type(gr.skip()))
+
+
+def test_a_button_that_replaces_the_prompt_offers_it_back(explorer_service):
+    import app
+
+    demo, _ = app.build_ui(explorer_service)
+    induction = next(f for f in demo.fns.values() if f.fn.__name__ == "start_ids_run" and "induction" in str(f.fn.__wrapped__.__defaults__))
+    request, note, prompt, saved, button = induction.fn(explorer_service.model_name, "my own prompt")
+    assert "Restore my prompt" in note and "induction test" in note.lower()
+    assert saved == ["my own prompt"] and button["visible"] is True and prompt != "my own prompt"
+    undo = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "prompt-undo")
+    restore = next(f.fn for f in demo.fns.values() if f.fn.__name__ == "restore" and (undo._id, "click") in f.targets)
+    assert restore(saved)[0] == "my own prompt"

@@ -114,32 +114,36 @@ def block_means_by_loop(values, edges):
 
 
 def test_beyond_a_screenful_the_heatmaps_average_blocks_of_positions(tiny_run, explorer_service, monkeypatch):
-    # A screen of 5 cells per axis: the 12 positions fall into blocks 0-1, 2-3, 4-6, 7-8, 9-11.
+    # A screen of 5 cells per axis: position 0 alone (the sink of most heads), then 1-2, 3-5, 6-8, 9-11,
+    # in all four heatmaps, so that they line up.
     monkeypatch.setattr("components.plots.MAX_CELLS_PER_AXIS", 5)
     T = tiny_run.n_tokens
-    edges = [0, 2, 4, 7, 9, T]
+    edges = [0, 1, 3, 6, 9, T]
     assert T == 12
     mask_fig, raw_fig, masked_fig, pattern_fig = tab_mask.render(tiny_run, token_text(explorer_service), 1, 2)[:4]
     scores = tiny_run.trace["blocks.1.attn.hook_attn_scores"][2]
     # A binned mask cell is the fraction of its (query, key) pairs allowed: 1 below the diagonal,
-    # 0 above it, in between on it (3 of the 4 pairs of block 0-1 x 0-1).
+    # 0 above it, in between on it (3 of the 4 pairs of block 1-2 x 1-2).
     np.testing.assert_allclose(mask_fig.data[0].z, block_means_by_loop(np.tril(np.ones((T, T))), edges), rtol=1e-6)
-    assert mask_fig.data[0].z[0, 0] == 0.75 and mask_fig.data[0].z[0, 1] == 0 and mask_fig.data[0].z[1, 0] == 1
+    assert mask_fig.data[0].z[1, 1] == 0.75 and mask_fig.data[0].z[1, 2] == 0 and mask_fig.data[0].z[2, 1] == 1
     assert "fraction" in mask_fig.data[0].hovertemplate
     # The masked scores average the allowed (finite) scores of a block; a block with none is a gap.
     expected = block_means_by_loop(finite(scores), edges)
     np.testing.assert_allclose(masked_fig.data[0].z, expected, rtol=1e-6)
-    assert np.isnan(masked_fig.data[0].z[0, 1]) and np.isfinite(masked_fig.data[0].z[1, 0])
-    np.testing.assert_allclose(pattern_fig.data[0].z, block_means_by_loop(tiny_run.trace["blocks.1.attn.hook_pattern"][2], edges), rtol=1e-6)
+    assert np.isnan(masked_fig.data[0].z[1, 2]) and np.isfinite(masked_fig.data[0].z[2, 1])
+    # The pattern: keys summed over their block, queries averaged (rows still sum to 1).
+    pattern = tiny_run.trace["blocks.1.attn.hook_pattern"][2].astype(np.float64)
+    summed = np.add.reduceat(pattern, edges[:-1], axis=1)
+    np.testing.assert_allclose(pattern_fig.data[0].z, [summed[a:b].mean(axis=0) for a, b in zip(edges[:-1], edges[1:])], rtol=1e-6)
     q = tiny_run.trace["blocks.1.attn.hook_q"][:, 2].astype(np.float64)
     k = tiny_run.trace["blocks.1.attn.hook_k"][:, 2].astype(np.float64)
     np.testing.assert_allclose(raw_fig.data[0].z, block_means_by_loop(q @ k.T / math.sqrt(q.shape[1]), edges), rtol=1e-5)
     tokens = [t.display for t in tiny_run.tokens]
-    labels = [f"{a}–{b - 1} {tokens[a]}…{tokens[b - 1]}" for a, b in zip(edges[:-1], edges[1:])]
+    labels = [tiny_run.labels[0]] + [f"{a}–{b - 1} {tokens[a]}…{tokens[b - 1]}" for a, b in zip(edges[1:-1], edges[2:])]
     for fig in (mask_fig, raw_fig, masked_fig, pattern_fig):
         trace = fig.data[0]
         assert trace.z.shape == (5, 5) and list(trace.x) == labels and list(trace.y) == labels
-        assert "averaged over blocks of ~2.4 positions" in fig.layout.title.text
+        assert "over blocks of ~2.8 positions (0 alone)" in fig.layout.title.text
         assert trace.text is None and "%{x}" in trace.hovertemplate and "%{z" in trace.hovertemplate  # no string per cell
 
 

@@ -25,6 +25,9 @@ def test_step_bars_equal_the_sample_steps_probabilities(tiny_model, tiny_run):
         assert shown.raw_prob == pytest.approx(float(softmax(step.logits)[step.token_id]))
         fig = tab_sample.step_figure(tokenizer, shown, context, "Step")
         raw, filtered = fig.data
+        # Points on the log axis (a bar there starts at the axis' edge: its length meant nothing), ticks in full.
+        assert raw.type == filtered.type == "scatter" and raw.mode == "markers" and fig.layout.xaxis.type == "log"
+        assert all(float(text) == pytest.approx(v) for text, v in zip(fig.layout.xaxis.ticktext, fig.layout.xaxis.tickvals))
         n = REPORTED_CANDIDATES
         np.testing.assert_array_equal(np.asarray(raw.x[:n]), step.candidate_probs)
         np.testing.assert_array_equal(np.asarray(filtered.x[:n]), step.candidate_filtered)
@@ -44,8 +47,13 @@ def test_greedy_stream_equals_generate(explorer_service, tiny_model, tiny_run, m
     outputs = list(tab_sample.stream_views(explorer_service, tiny_run, 0, 0, 1.0, 0, 8))
     expected = tiny_model.generate(list(tiny_run.token_ids), max_new_tokens=8, temperature=0).ids
     assert len(outputs) == 8 + 1  # one yield per token, then the summary
+    drawn = None  # the step the chart on the page shows
     for k, (status, fig, html_text, slider, generation) in enumerate(outputs[:-1], start=1):
-        assert "Generating" in status and slider["value"] == k
+        if isinstance(fig, go.Figure):
+            drawn = k
+            assert fig.layout.title.text.startswith(f"Step {k} of up to 8 ") and "generating" in fig.layout.title.text
+        # The slider follows the chart (it said 17 beside a chart of step 10); its end, the newest token.
+        assert "Generating" in status and slider["value"] == drawn and slider["maximum"] == max(k, 2)
         assert [s.step.token_id for s in generation["shown"][:k]] == expected[:k]
     status, fig, html_text, slider, generation = outputs[-1]
     ids = [s.step.token_id for s in generation["shown"]]
@@ -189,7 +197,7 @@ def test_bad_settings_give_a_message(explorer_service, tiny_run, temperature, to
     assert len(outputs) == 1
     status, fig, *_ = outputs[0]
     assert status.startswith("⚠️") and message in status
-    assert message in fig.layout.annotations[0].text
+    assert message in fig.layout.annotations[0].text.replace("<br>", " ")  # wrapped to fit a phone
     sample = tab_sample.guarded("plot", "text")(tab_sample.render_samples)
     fig, note = sample(tiny_run, explorer_service.tokenizer, explorer_service.settings, temperature, top_k, top_p, seed, 10)
     assert note.startswith("⚠️") and message in note

@@ -175,3 +175,116 @@ def test_unchanged_outputs_are_sent_as_gradio_sends_them(explorer_service, tiny_
     predictions = [common.UNCHANGED] * len(fn.outputs)
     predictions[markdown] = "**one** changed output"
     same_as_gradio()
+
+
+def sliders_and_their_events(demo) -> dict[int, set[str]]:
+    """{slider id: the events of it that start a handler} for every slider of the page."""
+    events: dict[int, set[str]] = {block._id: set() for block in demo.blocks.values() if isinstance(block, gr.Slider)}
+    for fn in demo.fns.values():
+        for block_id, event in fn.targets:
+            if block_id in events:
+                events[block_id].add(event)
+    return events
+
+
+def test_every_slider_redraws_when_moved_with_the_keyboard(explorer_service):
+    """Gradio's slider sends "release" on a pointer-up only: the arrow keys send "input" alone, so a
+    slider wired to "release" left its figures on the old value (issue 19, item 7)."""
+    demo, _ = app.build_ui(explorer_service)
+    wired = {block_id: events for block_id, events in sliders_and_their_events(demo).items() if events}
+    assert len(wired) >= 8  # Attention's and Mask's layer and head, MLP's block, Embed's positions, Sample's knobs and step
+    assert all("input" in events for events in wired.values()), wired
+
+
+@pytest.fixture()
+def loading_service(tmp_path, monkeypatch):
+    """The app's service for the tiny model before its load has finished (no load thread: the test
+    adopts the model when it wants it ready)."""
+    from components.run import ExplorerService
+    from components.settings import Settings
+    from tiny_checkpoint import TINY_REPO_ID
+
+    settings = Settings(model=TINY_REPO_ID, examples_dir=str(tmp_path / "examples"), cache_dir=str(tmp_path / "cache"))
+    service = ExplorerService(settings, TINY_REPO_ID)
+    monkeypatch.setattr(service, "start_loading", lambda name=None: None)
+    return service
+
+
+def event_fn(demo, name: str):
+    return next(f.fn for f in demo.fns.values() if getattr(f.fn, "__name__", "") == name)
+
+
+def test_a_run_pressed_while_the_model_loads_shows_its_tokens_and_is_traced_when_ready(loading_service, tiny_model):
+    """Issue 19, items 5 and 18: a Run pressed during loading was dropped with a "still loading"
+    warning that stayed. Now Tokenize shows its tokens at once (tokenizer only), the other tabs say
+    once that they wait, and when the model is ready the Run is traced and the note replaced."""
+    service = loading_service
+    demo, ui = app.build_ui(service)
+    text = "A prompt typed while the model loads"
+    request, note = event_fn(demo, "start_run")(text, service.model_name)
+    assert common.is_pending(request) and "waits for the model" in note and not note.startswith("⚠️")
+    tokenize = ui.views["tokenize"].open(request, None)
+    grid = tokenize[1]
+    assert grid.data[0].text is not None and f"{len(service.tokenizer.encode(text))} tokens" in grid.layout.title.text
+    attention = ui.views["attention"]
+    values = attention.open(request, None, *defaults(attention))[1:-1]
+    figures = [v for v in values if hasattr(v, "layout")]
+    texts = [v for v, block in zip(values, attention.outputs) if isinstance(block, gr.Markdown) and v]
+    assert len(texts) == 1 and texts[0] == str(common.WAITS_FOR_MODEL)  # said once, in full
+    assert figures and all(common.WAITS_FOR_MODEL.brief in f.layout.annotations[0].text.replace("<br>", " ") for f in figures)
+    trace_pending = event_fn(demo, "trace_pending")
+    assert all(is_skip(v) for v in trace_pending(request))  # still loading: nothing changes
+    service.adopt(tiny_model)
+    live, note = trace_pending(request)
+    assert live["source"] == "live" and live["token_ids"] == request["token_ids"] and note.startswith("**Live** trace")
+    assert "layer 0 head 0" in attention.open(live, None, *defaults(attention))[1].layout.title.text
+
+
+def test_the_status_poll_reports_readiness_so_waiting_views_redraw(loading_service, tiny_model):
+    """The poll's third output is what the model can compute now; the page traces a pending Run and
+    redraws the tab on screen when it changes (issue 19, item 6: views that waited asked the
+    student to reopen the tab)."""
+    service = loading_service
+    demo, _ = app.build_ui(service)
+    poll = next(f for f in demo.fns.values() if f.api_name == "status")
+    readiness = poll.outputs[2]
+    assert isinstance(readiness, gr.State)
+    assert poll.fn(service.model_name)[2] == "loading"
+    service.adopt(tiny_model)
+    assert poll.fn(service.model_name)[2] == ""
+    followers = [f for f in demo.fns.values() if (readiness._id, "change") in f.targets]
+    assert [f.fn.__name__ for f in followers] == ["trace_pending"]
+
+
+def test_a_view_waiting_for_the_analysis_graph_says_so_once_and_readably(ui, explorer_service, monkeypatch):
+    from components.plots import MESSAGE_LINE_CHARS
+
+    run = explorer_service.run("Logits wait for the analysis graph here")
+    monkeypatch.setattr(explorer_service, "compiling", lambda graph, name=None: "compiling the analysis graph: 12 s so far")
+    view = ui.views["logits"]
+    values = view.render(run.request, *defaults(view))
+    figures = [v for v in values if hasattr(v, "layout")]
+    texts = [v for v in values if isinstance(v, str)]
+    full = [t for t in texts if "12 s so far" in t]
+    assert len(full) == 1 and "draws itself" in full[0] and "Open the tab again" not in full[0]
+    assert len(figures) == 4
+    for fig in figures:
+        lines = fig.layout.annotations[0].text.split("<br>")
+        assert "12 s so far" not in fig.layout.annotations[0].text and all(len(line) <= MESSAGE_LINE_CHARS for line in lines)
+
+
+def test_load_stage_estimates_come_from_this_hosts_measured_times(tmp_path):
+    from components import run as run_module
+    from components.settings import Settings
+
+    slot = run_module.ModelSlot()
+    slot.enter("trace")
+    assert "estimate" in slot.stage_text() and str(run_module.STAGES["trace"][1]) in slot.stage_text()
+    slot.enter("analysis")
+    assert slot.took["trace"] >= 0.0
+    record = tmp_path / "cache" / "load-seconds.json"
+    run_module.write_stage_record(record, "some/model", {"trace": 212.4, "analysis": 131.0})
+    service = run_module.ExplorerService(Settings(model="some/model", cache_dir=str(tmp_path / "cache"), allowed_models=()), "some/model")
+    measured = service._slots["some/model"]
+    measured.enter("trace")
+    assert "estimate: 212 s, as at this host's last start" in measured.stage_text()
