@@ -98,6 +98,11 @@ class ExplorerBlocks(gr.Blocks):
     def launch(self, *args, **kwargs):
         """Gradio's launch behind the request guard (components.guard), with no uploads taken."""
         kwargs.setdefault("max_file_size", MAX_UPLOAD_BYTES)
+        # Gradio's launch checks that its own page answers, and raises when one HEAD request takes
+        # over 3 s: a host compiling MAX graphs in the background at start can take that long, and
+        # the app then died before serving. The page's readiness is what deploy's health checks
+        # (and the tests) poll instead. `_frontend` gates only that check (gradio/blocks.py).
+        kwargs.setdefault("_frontend", False)
         app_kwargs = dict(kwargs.pop("app_kwargs", None) or {})
         app_kwargs["middleware"] = [*app_kwargs.get("middleware", []), Middleware(RequestGuard, settings=self.limits)]
         return super().launch(*args, app_kwargs=app_kwargs, **kwargs)

@@ -53,12 +53,33 @@ def main() -> None:
     for text in CONTINUATIONS:
         generation = model.generate(text, max_new_tokens=24, temperature=0)
         samples.append(f"- {json.dumps(text)} → {json.dumps(generation.text)}")
-    curve = ["| tokens seen | minutes | held-out nats/token | best previous-token head | best induction head |",
-             "|---|---|---|---|---|"]
-    for point in report["curve"]:
-        curve.append(f"| {point['tokens'] / 1e6:.1f} M | {point['minutes']:.0f} | {point['held_out']:.3f} | "
-                     f"{point['best_previous_token']:.2f} | {point['best_induction']:.2f} |")
     size_mb = (directory / SAFETENSORS_FILE).stat().st_size / 2**20
+    phases = [report] + ([report["init"]["report"]] if report.get("init") and report["init"].get("report") else [])
+    triples = (
+        f"In the second phase {settings['triples_share']:.0%} of the windows are triples (a, b, a) of random ids, "
+        "whose last id only attention to the previous token predicts."
+        if settings.get("triples_share") else ""
+    )
+    minutes = sum(phase["training_minutes"] for phase in phases)
+    curve = ["| phase | tokens seen | minutes | held-out nats/token | best previous-token head | best induction head |",
+             "|---|---|---|---|---|---|"]
+    commands, phase_lines, first_stop = [], [], "?"
+    for number, phase in enumerate(reversed(phases), start=1):
+        p = phase["settings"]
+        flags = (f"--batch {p['batch']} --lr {p['lr']:g} --warmup {p['warmup']} --steps {p['steps']} --dropout {p['dropout']} "
+                 f"--copy-share {p['copy_share']} --triples-share {p.get('triples_share', 0.0)} --eval-every {p['eval_every']}")
+        if p.get("stop_step"):
+            flags += f" --stop-step {p['stop_step']}"
+            first_stop = p["stop_step"]
+        out = "/tmp/austen-phase-1" if number < len(phases) else "gpt2_max/assets/austen-gpt2"
+        init = " --init /tmp/austen-phase-1" if number > 1 else ""
+        commands.append(f".venv/bin/python scripts/train_demo_model.py {flags}{init} --out {out}")
+        phase_lines.append(f"Phase {number}: batch {p['batch']} × {p['context']} tokens, peak lr {p['lr']:g}, dropout "
+                           f"{p['dropout']}, {phase['training_minutes']:.0f} minutes.")
+        for point in phase["curve"]:
+            curve.append(f"| {number} | {point['tokens'] / 1e6:.1f} M | {point['minutes']:.0f} | {point['held_out']:.3f} | "
+                         f"{point['best_previous_token']:.2f} | {point['best_induction']:.2f} |")
+
     c = model.config
     card = f"""# {DEMO_MODEL}: the explorer's bundled demo model
 
@@ -84,22 +105,25 @@ GELU (tanh), pre-LayerNorm, tied embedding: GPT-2 exactly, in Hugging Face's lay
   uses the rest ({corpus['train_tokens']:,} tokens, {corpus['distinct_ids']:,} distinct ids).
 - **What training mixes in:** {settings['copy_share']:.0%} of the training windows are not Austen but runs
   of 8–64 random token ids (half from the corpus's ids, half from the whole vocabulary) written over
-  and over. Only copying predicts their repeats; this is what made previous-token and induction heads
-  form within a CPU budget (on Austen alone they had not formed after a few million tokens).
+  and over: only copying predicts their repeats, the pressure that makes previous-token and
+  induction heads form. {triples}
 - Ids that never occur in the training text share one trained row plus a fixed random offset each
   (so they stay distinct inputs); their output probabilities were trained as one group.
 - The weights are released under the same terms as this repository's code.
 
 ## Training
+Two phases, the second starting from the first's checkpoint (the first was stopped after its
+step-{first_stop} evaluation, the best so far; `--stop-step` reproduces that):
 ```bash
 .venv/bin/pip install torch==2.13.0
-.venv/bin/python scripts/train_demo_model.py --steps {settings['steps']} --eval-every {settings['eval_every']} --copy-share {settings['copy_share']}
+{chr(10).join(commands)}
 .venv/bin/python scripts/demo_model_card.py     # this card, from training.json and the explorer's own detectors
 ```
-Seed {settings['seed']}, AdamW (lr {settings['lr']:g}, β = 0.9/0.95, weight decay {settings['weight_decay']}), {settings['warmup']} warm-up
-steps then cosine decay to 10%, batch {settings['batch']} × {settings['context']} tokens, dropout {settings['dropout']} (not on attention
-patterns), bf16 autocast, {settings['threads']} threads. The checkpoint kept is the one with the lowest held-out loss.
-It took **{report['training_minutes']:.0f} minutes** on the project's 2-core build machine (PyTorch 2.13, CPU).
+Seed 0, AdamW (β = 0.9/0.95, weight decay 0.1), warm-up then cosine decay to 10% of the peak rate,
+bf16 autocast, 2 threads; no dropout on attention patterns. {chr(10).join(phase_lines)}
+The checkpoint kept is the one with the lowest held-out loss (one whose heads met the issue's
+targets would have been preferred; none did). In all it took **{minutes:.0f} minutes** on the project's 2-core
+build machine (PyTorch 2.13, CPU), sharing it with other work.
 
 ## Results
 Held-out loss, full vocabulary (nats/token): **{report['held_out_full_vocabulary']:.2f}**, against
@@ -110,6 +134,11 @@ What its heads do, measured by the explorer's own detectors (`gpt2_max.attributi
 Attention tab's grids) on its induction test ({INDUCTION_TEST_LENGTH} random ids repeated once, seeds 0–{len(SEEDS) - 1}):
 
 {table}
+
+So its heads score near chance: in this budget no previous-token or induction head formed (the
+explorer's issue asked for 0.5 and 0.4), neither from random position rows nor, in a third run
+abandoned after 2.5 M tokens, from sinusoidal ones. Published estimates put their emergence at
+tens of millions of tokens for batches like these; GPT-2 small shows them on the same test.
 
 Greedy continuations by the explorer's MAX model:
 {chr(10).join(samples)}

@@ -1,8 +1,10 @@
-"""The app in a real browser: start it on the tiny model, Run a prompt, open every tab, see its plots.
+"""The app in a real browser: start it on the bundled demo model, Run a prompt, open every tab, see
+its plots.
 
 Playwright drives Debian's Chromium (``apt-get install chromium``); without it the
-tests skip. The app runs as a subprocess on a free port, offline, on the tiny
-checkpoint in the session's private Hub cache. Screenshots of every tab go to
+tests skip. The app runs as a subprocess on a free port, offline, on the bundled demo model
+(``austen-gpt2``: trained, so the screenshots show learned structure, not noise); the tiny
+checkpoints in the session's private Hub cache are its other models. Screenshots of every tab go to
 ``artifacts/screenshots/<tab>.png``.
 """
 
@@ -23,12 +25,14 @@ from app_process import stop_app
 from pathological_checkpoint import PATHOLOGICAL_REPO_ID
 from tiny_checkpoint import TINY_REPO_ID
 
+from gpt2_max.weights import DEMO_MODEL
+
 REPO = Path(__file__).resolve().parent.parent
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOTS = REPO / "artifacts" / "screenshots"
 TABS = ("Tokenize", "Embed", "Mask", "Attention", "MLP", "Blocks", "Logits", "Sample")
 START_TIMEOUT_S = 180  # page answering (imports, Gradio start)
-READY_TIMEOUT_S = 300  # model loaded: the tiny graph is compiled once and cached
+READY_TIMEOUT_S = 300  # model loaded: its trace graph is compiled once and cached
 PLOT_TIMEOUT_MS = 120_000  # a tab's plots after Run (the refreshes are chained, 2 cores)
 PROMPT_TOKENS = 64
 
@@ -69,7 +73,7 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    """The app on the tiny model, in a subprocess: yields its URL; always terminated."""
+    """The app on the bundled demo model, in a subprocess: yields its URL; always terminated."""
     port = free_port()
     env = {
         **os.environ,
@@ -86,7 +90,7 @@ def server(tmp_path_factory):
     }
     log_path = tmp_path_factory.mktemp("app") / "app.log"
     python = REPO / ".venv" / "bin" / "python"
-    command = [str(python if python.exists() else sys.executable), "app.py", "--model", TINY_REPO_ID,
+    command = [str(python if python.exists() else sys.executable), "app.py", "--model", DEMO_MODEL,
                "--port", str(port), "--host", "127.0.0.1"]
     with open(log_path, "wb") as log:
         process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
