@@ -228,12 +228,6 @@ def servers_of(log_text: str, session_hash: str) -> set[str]:
     return set(re.findall(rf"replicas/(\w+) .*session_hash={session_hash}", log_text))
 
 
-def render_tokenize(client) -> str:
-    endpoint = client.view_api(print_info=False, return_format="dict")["named_endpoints"]["/render_tokenize"]
-    defaults = [p["parameter_default"] if p["parameter_has_default"] else None for p in endpoint["parameters"]]
-    return str(client.predict(*defaults, api_name="/render_tokenize"))
-
-
 @needs_haproxy
 def test_two_replicas_keep_each_browser_on_its_replica(tmp_path, monkeypatch):
     from gradio_client import Client
@@ -254,10 +248,6 @@ def test_two_replicas_keep_each_browser_on_its_replica(tmp_path, monkeypatch):
         for who, client in clients.items():
             note = str(client.predict(texts[who], TINY_REPO_ID, api_name="/run"))
             assert "Live" in note, note
-        for who, client in clients.items():
-            shown = render_tokenize(client)  # the Run's view: only on the replica holding the Run
-            other = next(w for w in texts if w != who)
-            assert texts[who].split()[1] in shown and texts[other].split()[1] not in shown, shown[:500]
 
         log = school.haproxy_log.read_text()
         for who, client in clients.items():
@@ -270,9 +260,7 @@ def test_two_replicas_keep_each_browser_on_its_replica(tmp_path, monkeypatch):
         waited = wait_for_status(school, {dead: "DOWN", survivor: "UP"}, FAILOVER_S)
         print(f"HAProxy took {dead} out after {waited:.1f} s")
         # The survivor's browser goes on with its Run; the dead replica's browser Runs again there.
-        assert texts["second"].split()[1] in render_tokenize(clients["second"])
         note = str(clients["first"].predict(texts["first"], TINY_REPO_ID, api_name="/run"))
         assert "Live" in note, note
-        assert texts["first"].split()[1] in render_tokenize(clients["first"])
         log = school.haproxy_log.read_text()
         assert servers_of(log, clients["first"].session_hash) == {dead, survivor}
