@@ -61,8 +61,8 @@ def test_a_link_carries_every_tabs_settings_sampling_and_patching(page):
         "mask.layer", "mask.head", "mask.turn-the-causal-mask-off", "mlp.layer", "mlp.position", "embed.leave-out-position-0",
         "logits.position", "logits.typed", "logits.attribution-target", "logits.attribution-minus",
         "sample.temperature", "sample.top-k", "sample.top-p", "sample.seed", "sample.max-new", "sample.n",
-        "attention.heads-clean", "attention.heads-corrupted", "attention.heads-answer", "attention.heads-wrong",
-        "blocks.resid-clean", "blocks.resid-corrupted",
+        "attention.patch-heads-clean", "attention.patch-heads-corrupted", "attention.patch-heads-answer", "attention.patch-heads-wrong",
+        "blocks.patch-residual-clean", "blocks.patch-residual-corrupted",
     }
     assert expected <= keys, sorted(expected - keys)
     assert not any("pick" in key for key in keys)  # the detector grid's click relay is wiring, not a setting
@@ -111,7 +111,7 @@ def test_sampling_settings_seed_and_presenter_mode_come_back(page):
     assert values[id(controls["sample.top-k"].component)] == 5
     assert values[id(block(demo, "presenter-mode"))] is True
     hist = values[id(ctx.views["sample"].outputs[5])]  # "sample N times" drawn with N = 50 at temperature 0
-    assert sum(hist.data[0].y) == 50 and len(hist.data[0].y) == 1
+    assert sum(hist.data[0].x) == 50 and len(hist.data[0].x) == 1  # horizontal bars: counts on x
 
 
 def test_the_longest_allowed_prompt_fits_a_link(page, explorer_service):
