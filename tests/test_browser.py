@@ -271,8 +271,6 @@ def test_why_views_detectors_patching_and_attribution(page):
     page.wait_for_function("() => { const b = document.querySelector('#head-pick textarea, #head-pick input'); return b && b.value.includes(','); }", timeout=30_000)
     layer, head = (int(v) for v in pick.input_value().split(",")[:2])
     plot_title(page, ".js-plotly-plot", f"layer {layer} head {head}")
-    # The head's view (its controls, its pattern under them) is scrolled into sight: it is far above.
-    page.wait_for_function(IN_VIEW, arg="#attention-head-view", timeout=10_000, polling=200)
     page.screenshot(path=str(SCREENSHOTS / "attention-picked-head.png"))
     detectors.scroll_into_view_if_needed()
     detectors.screenshot(path=str(SCREENSHOTS / "attention-detectors.png"))
@@ -295,15 +293,6 @@ def test_why_views_detectors_patching_and_attribution(page):
     page.screenshot(path=str(SCREENSHOTS / "logits-attribution.png"), full_page=True)
     errors = page.locator(ERROR_TOASTS).all_inner_texts()
     assert not errors, f"error messages on the page: {errors}"
-
-
-# True when the element's top is inside the viewport.
-IN_VIEW = """
-(selector) => {
-  const box = document.querySelector(selector).getBoundingClientRect();
-  return box.top >= 0 && box.top < window.innerHeight;
-}
-"""
 
 
 def test_a_slider_moved_with_the_keyboard_redraws(browser, server):
