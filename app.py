@@ -41,6 +41,7 @@ from components.common import AppContext, ExplorerBlocks, fmt_p, guarded, is_pen
 from components.interpret import HEAD_PICK_JS, HIDDEN_CSS  # noqa: E402
 from components.run import PENDING, PRECOMPUTED, ExplorerService, start_model  # noqa: E402
 from components.settings import Settings  # noqa: E402
+from gpt2_max.errors import InputError  # noqa: E402
 from gpt2_max.sampling import softmax  # noqa: E402
 from gpt2_max.weights import DEMO_MODEL  # noqa: E402
 
@@ -216,7 +217,19 @@ def build_ui(service: ExplorerService) -> tuple[gr.Blocks, AppContext]:
             service.start_loading(model_name)
             return service.status_markdown(model_name), gr.Timer(active=True)
 
-        timer.tick(poll, [model_choice], [status, timer, readiness], queue=False, api_name="status")
+        # Queued (its own lane, unlimited width): Gradio reports a State's change, which traces a
+        # pending Run, only in a queued event's completion, never in an unqueued one's.
+        timer.tick(poll, [model_choice], [status, timer, readiness], concurrency_limit=None, concurrency_id="status", api_visibility="private")
+
+        def status_text(model_name: str | None) -> str:
+            """The status line's text for a model (default: the host's): what the page shows, and
+            what HAProxy's health check and deploy/replica_ready.py read, unqueued."""
+            try:
+                return service.status_markdown(model_name)
+            except InputError as error:
+                return f"⚠️ {error}"
+
+        gr.api(status_text, api_name="status", queue=False)
         model_choice.change(choose_model, [model_choice], [status, timer], queue=False, api_name="choose_model")
         share.wire(share_row, demo, start_run)  # last: it finds every tab's controls and events
         lessons.wire(lesson_panel, lesson_list, share_row)

@@ -311,3 +311,17 @@ def test_a_slider_moved_with_the_keyboard_redraws(browser, server):
     plot_title(page, "#attention-pattern-plot", "layer 2 head 0")
     page.context.close()
 
+
+
+def test_a_run_pressed_while_the_model_loads_is_traced_when_it_is_ready(browser, server):
+    """Pick a model that has not loaded and press Run at once: the note says the Run waits (its tokens
+    in Tokenize), then it is traced live by itself; no "still loading" warning is left behind."""
+    page = open_app(browser, server, 1440, 900)
+    page.locator("#model-choice input").click()
+    page.get_by_role("option", name=PATHOLOGICAL_REPO_ID).click()
+    run_prompt(page, "A prompt for the model that is still loading")
+    sync_api.expect(page.locator("#run-note")).to_contain_text("waits for the model", timeout=30_000)
+    sync_api.expect(page.locator("#run-note")).to_contain_text("Live", timeout=READY_TIMEOUT_S * 1000)
+    sync_api.expect(page.locator("#run-note")).not_to_contain_text("loading")
+    sync_api.expect(page.locator("#model-status")).to_contain_text("ready", timeout=READY_TIMEOUT_S * 1000)
+    page.context.close()

@@ -231,7 +231,7 @@ def test_an_allowed_model_that_cannot_load_says_why_and_the_default_keeps_servin
     assert other in explorer_service.allowed_models
     call_raw(app_client, "/choose_model", [other])
     assert explorer_service.wait_until_loaded(30, other)
-    status = app_client.predict(other, api_name="/status")[0]
+    status = app_client.predict(other, api_name="/status")
     assert "not available" in status and "HF_HUB_OFFLINE" in status, status
     note = run(app_client, "Hello there", other)
     assert "unavailable" in note, note
@@ -411,7 +411,7 @@ def test_no_network_start_says_so_within_5_s_and_examples_still_work(tmp_path, e
         assert client is not None, "the app did not start"
         status = ""
         while time.monotonic() < deadline and "not available" not in status:
-            status = client.predict(model_name, api_name="/status")[0]
+            status = client.predict(model_name, api_name="/status")
             time.sleep(0.5)
         assert "cannot be reached" in status, status
         assert "python -m gpt2_max download" in status and "HF_HUB_OFFLINE" in status
