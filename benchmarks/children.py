@@ -17,12 +17,13 @@ START = time.perf_counter()
 SEQUENCE_LENGTHS = (8, 64, 256, 1024)
 PROMPT_TOKENS = 16
 NEW_TOKENS = 128
+BATCH_PROMPTS = 4  # the traces row: this many 64-token prompts at once
 MEMORY_TOKENS = 256
 
 
-def ids_of_length(n: int) -> list[int]:
-    # Deterministic, ordinary-text-like ids (all < 50257).
-    return [(1000 + 37 * i) % 50000 for i in range(n)]
+def ids_of_length(n: int, offset: int = 0) -> list[int]:
+    # Deterministic, ordinary-text-like ids (all < 50257); another offset, another prompt.
+    return [(1000 + 37 * i + 101 * offset) % 50000 for i in range(n)]
 
 
 def peak_rss_mb() -> float:
@@ -105,6 +106,10 @@ def torch_speed(directory: str) -> dict:
             result[f"trace_{n}_s"] = median_seconds(
                 lambda ids=ids: model(ids, output_attentions=True, output_hidden_states=True), repeats_for(n)
             )
+        batch = torch.tensor([ids_of_length(64, offset=b) for b in range(BATCH_PROMPTS)])
+        result["traces_batch_s"] = median_seconds(
+            lambda: model(batch, output_attentions=True, output_hidden_states=True), repeats_for(256)
+        )
         prompt = torch.tensor([ids_of_length(PROMPT_TOKENS)])
 
         def generate() -> None:

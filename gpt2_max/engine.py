@@ -75,6 +75,9 @@ PACK_ROWS = 256
 # being opened goes first (ANALYSIS_PRIORITY), every generation still gets a token per lens,
 # where with batches of 16 each got one every other lens.
 DECODE_MAX_BATCH = 32
+# Decode executions of at most this many rows unembed through wte as stored, larger ones through
+# its transposed copy (see GPT2DecodeStep): MAX's faster layout for each (benchmarks/layouts.py).
+DECODE_NARROW_ROWS = 4
 # The most memory kept for packing one of a decode step's caches (keys or values): 32 caches of
 # GPT-2 small up to 218 positions each (decode_groups splits a larger batch; a single cache
 # larger than this, GPT-2 XL's longest, is packed in fresh memory).
@@ -193,6 +196,16 @@ def decode_groups(lengths: list[int], position_bytes: int) -> list[list[int]]:
     return groups
 
 
+def decode_step(token_id: int, past_k: np.ndarray, past_v: np.ndarray, length: int | None = None) -> tuple:
+    """A decode step as (token_id, past_k [L, H, D, C], past_v [L, H, C, D], length): the cache is
+    the first ``length`` of the C positions (default: all)."""
+    capacity = past_k.shape[-1]
+    length = capacity if length is None else int(length)
+    if not 1 <= length <= capacity or past_v.shape[-2] != capacity:
+        raise ValueError(f"a cache of {length} positions in arrays of {capacity} and {past_v.shape[-2]}")
+    return token_id, past_k, past_v, length
+
+
 def default_device() -> Device:
     """An accelerator when MAX finds one, else the CPU."""
     return Accelerator() if accelerator_count() > 0 else CPU()
@@ -206,7 +219,18 @@ class CompiledGPT2:
     ) -> None:
         self.config = config
         self.device = device if device is not None else default_device()
-        self._weights = weights
+        # The dense layers' weights transposed, [out, in], as every graph takes them (see
+        # modules.Conv1D), made once; ``weights`` gives the checkpoint's [in, out] back as views
+        # of them. A dict given in is updated to those views as each copy is made, so the
+        # checkpoint's own arrays are freed one by one rather than kept beside the copies.
+        transposed: dict[str, np.ndarray] = {}
+        for name in [name for name in weights if name.endswith(CONV1D_SUFFIXES)]:
+            transposed[name] = np.ascontiguousarray(np.asarray(weights[name]).T)
+            if isinstance(weights, dict):
+                weights[name] = transposed[name].T
+        self._graph_weights = {**weights, **transposed}
+        self.weights: Mapping[str, np.ndarray] = {**weights, **{name: value.T for name, value in transposed.items()}}
+        self._weights = self.weights
         self._keys = trace_keys(config.n_layer)
         # A compiled model is not documented as safe to run from several
         # threads at once; requests are serialised (the CPU has 2 cores anyway).
@@ -241,7 +265,7 @@ class CompiledGPT2:
             TensorType(DType.float32, [L, "rows"], device=ref),  # resid_keep [L, N]
             TensorType(DType.float32, [L, "rows", config.n_embd], device=ref),  # resid_source [L, N, E]
             TensorType(DType.int64, ["logit_rows"], device=ref),  # logit_rows [S]
-            weights=weights,
+            weights=self._graph_weights,
         )
         self.compile_seconds["trace"] = time.perf_counter() - started
 
@@ -279,13 +303,7 @@ class CompiledGPT2:
         ref = DeviceRef.from_device(self.device)
         with F.lazy():
             decode_module = GPT2DecodeStep(cfg)
-        # The decode step's dense layers take W as [out, in] (see
-        # modules.Conv1D): one transposed copy of the block weights.
-        decode_weights = {
-            name: np.ascontiguousarray(value.T) if name.endswith(CONV1D_SUFFIXES) else value
-            for name, value in self._weights.items()
-        }
-        decode_weights["wte_t"] = self._wte_t()
+        decode_weights = {**self._graph_weights, "wte_t": self._wte_t()}
         L, H, D = cfg.n_layer, cfg.n_head, cfg.head_dim
         return decode_module.compile(
             TensorType(DType.int64, ["batch"], device=ref),  # token_ids [B]
@@ -293,6 +311,8 @@ class CompiledGPT2:
             TensorType(DType.float32, [L, "batch", H, D, "past"], device=ref),  # past_k [L, B, H, D, P]
             TensorType(DType.float32, [L, "batch", H, "past", D], device=ref),  # past_v [L, B, H, P, D]
             TensorType(DType.int64, ["past"], device=ref),  # past_index [P]
+            TensorType(DType.int64, ["narrow"], device=ref),  # narrow_rows [R]
+            TensorType(DType.int64, ["wide"], device=ref),  # wide_rows [S]
             weights=decode_weights,
         )
 
@@ -450,72 +470,94 @@ class CompiledGPT2:
             parts.append({key: self._to_numpy(out).copy() for key, out in zip(ANALYSIS_KEYS, outputs, strict=True)})
         return {key: np.concatenate([p[key] for p in parts]) for key in ANALYSIS_KEYS}
 
-    def run_decode(self, token_id: int, past_k: np.ndarray, past_v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """One step: the token at position P after past_k [L, H, D, P] and past_v [L, H, P, D]
-        (see GPT2DecodeStep) -> (logits [V], new_kv [L, 2, H, D]).
+    def run_decode(
+        self, token_id: int, past_k: np.ndarray, past_v: np.ndarray, length: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """One step: the token at position P after past_k [L, H, D, C] and past_v [L, H, C, D], of
+        which the first ``length`` positions (default: all C) are the cache (see GPT2DecodeStep)
+        -> (logits [V], new_kv [L, 2, H, D]). Positions past ``length`` must be finite (zeros):
+        a lone step reads the arrays in place, masking them, instead of copying the cache.
 
         Steps that other threads ask for at the same time (other sessions generating) run with
         it as one batched execution (``decode_batcher``); the numbers are each step's own."""
-        result, _ = self.decode_batcher.submit((int(token_id), past_k, past_v))
+        result, _ = self.decode_batcher.submit((int(token_id), past_k, past_v, length))
         return result
 
-    def run_decodes(self, steps: list[tuple[int, np.ndarray, np.ndarray]]) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Several sequences' steps, (token_id, past_k [L, H, D, P_b], past_v [L, H, P_b, D]) each,
-        in one execution of the decode graph -> [(logits [V], new_kv [L, 2, H, D])] in order."""
+    def run_decodes(self, steps: list[tuple]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Several sequences' steps, (token_id, past_k [L, H, D, C_b], past_v [L, H, C_b, D][, length])
+        each, in one execution of the decode graph -> [(logits [V], new_kv [L, 2, H, D])] in order."""
         with self._run_lock.hold(DECODE_PRIORITY):
             return self._decode_holding_lock(steps)
 
-    def _decode_holding_lock(self, steps: list[tuple[int, np.ndarray, np.ndarray]]) -> list[tuple[np.ndarray, np.ndarray]]:
+    def _decode_holding_lock(self, steps: list[tuple]) -> list[tuple[np.ndarray, np.ndarray]]:
         """run_decodes, for a caller that holds the engine lock (decode_batcher's runner holds it
         from before it takes its batch, so steps that come while it waits there join)."""
         cfg = self.config
-        lengths = [past_k.shape[-1] for _, past_k, _ in steps]
+        steps = [decode_step(*step) for step in steps]
+        lengths = [length for _, _, _, length in steps]
         results: list[tuple[np.ndarray, np.ndarray]] = [None] * len(steps)  # type: ignore[list-item]
         for group in decode_groups(lengths, 4 * cfg.n_layer * cfg.n_head * cfg.head_dim):
             for index, result in zip(group, self._decode_group([steps[i] for i in group]), strict=True):
                 results[index] = result
         return results
 
-    def _decode_group(self, steps: list[tuple[int, np.ndarray, np.ndarray]]) -> list[tuple[np.ndarray, np.ndarray]]:
+    def _decode_group(self, steps: list[tuple]) -> list[tuple[np.ndarray, np.ndarray]]:
         """One execution of the decode graph for steps whose padded caches fit (decode_groups)."""
         decode = self._compiled("decode")
-        lengths = [past_k.shape[-1] for _, past_k, _ in steps]
+        lengths = [length for _, _, _, length in steps]
         B, P = len(steps), max(lengths)
         L, H, D = self.config.n_layer, self.config.n_head, self.config.head_dim
-        # The caches as one batch padded to the longest, in buffers kept from step to step (the
-        # engine lock, held, guards them): 30 caches of 84 positions are 140 MB, fresh pages at
-        # every step otherwise.
+        _, lone_k, lone_v, _ = steps[0]
+        if B == 1 and lone_k.flags.c_contiguous and lone_v.flags.c_contiguous:
+            # A lone step reads its cache where it is: all C positions, those past its length masked.
+            packed_k, packed_v = lone_k[:, None], lone_v[:, None]  # [L, 1, H, D, C], [L, 1, H, C, D]
+            P = lone_k.shape[-1]
+        else:
+            packed_k, packed_v = self._pack_caches(steps, lengths, P)
+        rows = np.arange(B, dtype=np.int64)
+        no_rows = rows[:0]
+        narrow = B <= DECODE_NARROW_ROWS
+        inputs = (
+            np.array([token for token, _, _, _ in steps], dtype=np.int64),
+            np.array(lengths, dtype=np.int64),  # positions
+            packed_k,
+            packed_v,
+            np.arange(P, dtype=np.int64),  # past_index
+            rows if narrow else no_rows,  # narrow_rows: the unembedding's layout for a few rows
+            no_rows if narrow else rows,  # wide_rows
+        )
+        logits, new_kv = decode.execute_raw(*(self._to_device(a) for a in inputs))
+        logits, new_kv = self._to_numpy(logits), self._to_numpy(new_kv)
+        return [(logits[b].copy(), new_kv[b].copy()) for b in range(B)]
+
+    def _pack_caches(self, steps: list[tuple], lengths: list[int], P: int) -> tuple[np.ndarray, np.ndarray]:
+        """The steps' caches as one batch padded to P positions, [L, B, H, D, P] and [L, B, H, P, D],
+        in buffers kept from step to step (the engine lock, held, guards them): 30 caches of 84
+        positions are 140 MB, fresh pages at every step otherwise."""
+        B = len(steps)
+        L, H, D = self.config.n_layer, self.config.n_head, self.config.head_dim
         packed_k = self._decode_pack("k", (L, B, H, D, P))
         packed_v = self._decode_pack("v", (L, B, H, P, D))
 
         def pack(layers: slice) -> None:
-            for b, (_, past_k, past_v) in enumerate(steps):
+            for b, (_, past_k, past_v, _) in enumerate(steps):
                 length = lengths[b]
-                packed_k[layers, b, :, :, :length] = past_k[layers]
-                packed_v[layers, b, :, :length] = past_v[layers]
+                packed_k[layers, b, :, :, :length] = past_k[layers, :, :, :length]
+                packed_v[layers, b, :, :length] = past_v[layers, :, :length]
                 # The padding is masked out (weight 0), but 0 x NaN is NaN: kept buffers hold
                 # whatever was there, so it is zeroed.
                 packed_k[layers, b, :, :, length:] = 0.0
                 packed_v[layers, b, :, length:] = 0.0
 
         # Two threads, half the layers each (NumPy copies without the GIL): the copy runs while the
-        # engine lock is held, MAX idle, so its time is every waiting view's (30 caches: 44 -> 22 ms).
+        # engine lock is held, MAX idle, so its time is every waiting view's.
         if B > 1:
             first_half = self._pack_worker.submit(pack, slice(0, L // 2))
             pack(slice(L // 2, L))
             first_half.result()
         else:
             pack(slice(0, L))
-        inputs = (
-            np.array([token for token, _, _ in steps], dtype=np.int64),
-            np.array(lengths, dtype=np.int64),  # positions
-            packed_k,
-            packed_v,
-            np.arange(P, dtype=np.int64),  # past_index
-        )
-        logits, new_kv = decode.execute_raw(*(self._to_device(a) for a in inputs))
-        logits, new_kv = self._to_numpy(logits), self._to_numpy(new_kv)
-        return [(logits[b].copy(), new_kv[b].copy()) for b in range(B)]
+        return packed_k, packed_v
 
     def _decode_pack(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
         """A float32 array of ``shape`` over the buffer ``name`` kept for packing decode caches

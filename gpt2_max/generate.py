@@ -62,10 +62,11 @@ def stream(
         raise ValueError(f"the prefill trace has {len(prefill['hook_embed'])} tokens, the prompt {len(prompt)}")
     length = len(prompt)
     # Room for the prompt and every token asked for, head-major as the decode graph reads it:
-    # keys [L, H, D, capacity], values [L, H, capacity, D] (GPT2DecodeStep).
+    # keys [L, H, D, capacity], values [L, H, capacity, D] (GPT2DecodeStep). Zeros: a lone step
+    # reads the whole arrays, the positions not yet filled masked (see engine.run_decode).
     capacity = min(config.n_positions, length + int(max_new_tokens))
-    cache_k = np.empty((config.n_layer, config.n_head, config.head_dim, capacity), dtype=np.float32)
-    cache_v = np.empty((config.n_layer, config.n_head, capacity, config.head_dim), dtype=np.float32)
+    cache_k = np.zeros((config.n_layer, config.n_head, config.head_dim, capacity), dtype=np.float32)
+    cache_v = np.zeros((config.n_layer, config.n_head, capacity, config.head_dim), dtype=np.float32)
     for layer in range(config.n_layer):
         cache_k[layer, :, :, :length] = prefill[f"blocks.{layer}.attn.hook_k"].transpose(1, 2, 0)  # [T, H, D] -> [H, D, T]
         cache_v[layer, :, :length] = prefill[f"blocks.{layer}.attn.hook_v"].transpose(1, 0, 2)  # [T, H, D] -> [H, T, D]
@@ -83,7 +84,7 @@ def stream(
             return STOP_MAX_TOKENS
         if length + 1 >= config.n_positions:  # prompt + new tokens fill the context
             return STOP_CONTEXT_FULL
-        logits, new_kv = model.engine.run_decode(step.token_id, cache_k[..., :length], cache_v[:, :, :length])
+        logits, new_kv = model.engine.run_decode(step.token_id, cache_k, cache_v, length)
         cache_k[..., length] = new_kv[:, 0]  # [L, H, D]
         cache_v[:, :, length] = new_kv[:, 1]
         length += 1

@@ -29,9 +29,10 @@ class GPT2:
         self.config: GPT2Config = checkpoint.config
         self.tokenizer = Tokenizer()
         self.engine = CompiledGPT2(self.config, weights)
-        # Read-only views of the checkpoint's arrays, shared with the graphs
-        # (no copy): wte [V, E] for nearest-token search, ln_f for the logit lens.
-        self.weights: Mapping[str, np.ndarray] = MappingProxyType(dict(weights))
+        # The checkpoint's arrays by name, in its layout, read-only and shared with the graphs (no
+        # copy): wte [V, E] for nearest-token search, ln_f for the logit lens, the heads' c_proj
+        # for attribution.
+        self.weights: Mapping[str, np.ndarray] = MappingProxyType(self.engine.weights)
 
     @property
     def compile_seconds(self) -> float:

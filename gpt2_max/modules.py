@@ -8,8 +8,8 @@ Shape legend (one sequence, no batch dimension):
 
 Parameter names match Hugging Face's GPT-2 key for key (``wte.weight``,
 ``h.0.attn.c_attn.weight``, ...), so a checkpoint loads with no renaming. The
-trace graph's ``Conv1D`` layers keep GPT-2's ``[in, out]`` weight layout; the
-decode graph's take a transposed copy (see :class:`Conv1D`).
+``Conv1D`` layers take GPT-2's dense weights transposed, ``[out, in]`` (see
+:class:`Conv1D`); the engine makes that copy once for every graph.
 
 Every module records what it computes through a ``Recorder`` under
 TransformerLens' hook names (see :mod:`gpt2_max.hooks`). The trace graph
@@ -64,26 +64,21 @@ class Embedding(Module):
 
 
 class Conv1D(Module):
-    """GPT-2's dense layer ``x @ W + b``, with W in one of two layouts.
+    """GPT-2's dense layer ``x @ W + b``, computed as ``(W^T @ x^T)^T`` with the weight stored
+    transposed, ``[out, in]``.
 
-    Hugging Face's ``Conv1D`` stores W as ``[in, out]`` and the trace graph uses
-    it as stored. The decode step multiplies a few rows (one per generating
-    session), which MAX's CPU matmul does fastest as ``W @ x^T`` with W as
-    ``[out, in]``, streaming W once for all rows (measured with one row: 27.9 vs
-    21.3 tokens/s for GPT-2 small), so its graph takes a transposed copy
-    (``rows_first=True``). Same math either way.
+    Hugging Face's ``Conv1D`` stores W as ``[in, out]``. MAX's CPU matmul streams a ``[out, in]``
+    weight once for all rows, which is as fast or faster at every row count the graphs see
+    (one decode row to a trace's hundreds; benchmarks/layouts.py measures both layouts), so
+    every graph takes the engine's one transposed copy. Same math either way.
     """
 
-    def __init__(self, n_in: int, n_out: int, rows_first: bool = False) -> None:
-        self.rows_first = rows_first
-        self.weight = _parameter([n_out, n_in] if rows_first else [n_in, n_out])
+    def __init__(self, n_in: int, n_out: int) -> None:
+        self.weight = _parameter([n_out, n_in])  # [out, in]: the checkpoint's [in, out] transposed
         self.bias = _parameter([n_out])  # [out]
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.rows_first:
-            # A few rows (the decode step): W [out, in] @ x^T [in, B] streams W row by row.
-            return (self.weight @ x.transpose(0, 1)).transpose(0, 1) + self.bias  # [B, out]
-        return x @ self.weight + self.bias  # [T, in] @ [in, out] -> [T, out]
+        return (self.weight @ x.transpose(0, 1)).transpose(0, 1) + self.bias  # [T, in] -> [T, out]
 
 
 class LayerNorm(Module):
@@ -101,9 +96,9 @@ class LayerNorm(Module):
 class Attention(Module):
     """Multi-head self-attention: each head mixes the value vectors of the positions it may see."""
 
-    def __init__(self, config: GPT2Config, rows_first: bool = False) -> None:
-        self.c_attn = Conv1D(config.n_embd, 3 * config.n_embd, rows_first)  # fused q|k|v projection
-        self.c_proj = Conv1D(config.n_embd, config.n_embd, rows_first)  # heads back into the residual stream
+    def __init__(self, config: GPT2Config) -> None:
+        self.c_attn = Conv1D(config.n_embd, 3 * config.n_embd)  # fused q|k|v projection
+        self.c_proj = Conv1D(config.n_embd, config.n_embd)  # heads back into the residual stream
         self.n_head = config.n_head
         self.head_dim = config.head_dim
 
@@ -192,9 +187,9 @@ class Attention(Module):
 class MLP(Module):
     """Two dense layers around a GELU, applied to each position on its own."""
 
-    def __init__(self, config: GPT2Config, rows_first: bool = False) -> None:
-        self.c_fc = Conv1D(config.n_embd, config.mlp_dim, rows_first)  # [E] -> [F]
-        self.c_proj = Conv1D(config.mlp_dim, config.n_embd, rows_first)  # [F] -> [E]
+    def __init__(self, config: GPT2Config) -> None:
+        self.c_fc = Conv1D(config.n_embd, config.mlp_dim)  # [E] -> [F]
+        self.c_proj = Conv1D(config.mlp_dim, config.n_embd)  # [F] -> [E]
 
     def forward(self, x: Tensor, record: Recorder) -> Tensor:
         pre = self.c_fc(x)  # [T, E] -> [T, F]
@@ -209,11 +204,11 @@ class MLP(Module):
 class Block(Module):
     """One transformer block: attention then MLP, each added to the residual stream."""
 
-    def __init__(self, config: GPT2Config, rows_first: bool = False) -> None:
+    def __init__(self, config: GPT2Config) -> None:
         self.ln_1 = LayerNorm(config.n_embd, config.layer_norm_epsilon)
-        self.attn = Attention(config, rows_first)
+        self.attn = Attention(config)
         self.ln_2 = LayerNorm(config.n_embd, config.layer_norm_epsilon)
-        self.mlp = MLP(config, rows_first)
+        self.mlp = MLP(config)
 
     def forward(
         self,
@@ -260,13 +255,10 @@ def tied_logits(wte: Tensor, normalized: Tensor) -> Tensor:
 class GPT2Body(Module):
     """The parameters of GPT-2 (``wte``, ``wpe``, ``h``, ``ln_f``) and the steps both graphs share."""
 
-    # Whether the dense layers take their weights [out, in] (see Conv1D).
-    rows_first = False
-
     def __init__(self, config: GPT2Config) -> None:
         self.wte = Embedding(config.vocab_size, config.n_embd)
         self.wpe = Embedding(config.n_positions, config.n_embd)
-        self.h = ModuleList([Block(config, self.rows_first) for _ in range(config.n_layer)])
+        self.h = ModuleList([Block(config) for _ in range(config.n_layer)])
         self.ln_f = LayerNorm(config.n_embd, config.layer_norm_epsilon)
         self.n_layer = config.n_layer
 
@@ -362,30 +354,34 @@ class GPT2DecodeStep(GPT2Body):
     reads only its own cache, up to its own length, and itself: every other step works on one
     row at a time, so a batched step gives each sequence the numbers a step alone would (to
     float32 rounding), while the weights are read once for all B. Attention costs B x P, not
-    the B x (P_1 + ... + P_B) of caches packed end to end (at 30 sequences of 84 positions that
-    was ~40 of a step's 175 ms). Its dense layers take their weights transposed, ``[out, in]``
-    (see Conv1D), and the unembedding a transposed copy of wte, ``wte_t`` [E, V]: x @ wte_t is
-    twice as fast as wte @ x^T here at 8 or more rows (30 rows: 17.5 against 34.8 ms).
+    the B x (P_1 + ... + P_B) of caches packed end to end.
+
+    The unembedding has two layouts, and the engine routes each execution's rows to one of them
+    by B (engine.DECODE_NARROW_ROWS): a few rows stream ``wte`` as stored (``wte @ x^T``), many
+    rows go through its transposed copy ``wte_t`` [E, V] (``x @ wte_t``), each MAX's faster
+    product for that many rows. A layout given no rows reads nothing, so one compiled graph
+    serves a lone generation and a class.
 
     Inputs:
-        token_ids  [B] int64, each sequence's newest token
-        positions  [B] int64, its position (= P_b, that sequence's cache length, 1 <= P_b <= P)
-        past_k     [L, B, H, D, P] float32, keys of each sequence's earlier tokens
-        past_v     [L, B, H, P, D] float32, their values (finite on the padding: it is weighted 0)
-        past_index [P] int64, 0..P-1 (the cache positions, for the padding's mask)
+        token_ids   [B] int64, each sequence's newest token
+        positions   [B] int64, its position (= P_b, that sequence's cache length, 1 <= P_b <= P)
+        past_k      [L, B, H, D, P] float32, keys of each sequence's earlier tokens
+        past_v      [L, B, H, P, D] float32, their values (finite on the padding: it is weighted 0)
+        past_index  [P] int64, 0..P-1 (the cache positions, for the padding's mask)
+        narrow_rows [R] int64, the rows whose logits go through ``wte``
+        wide_rows   [S] int64, the rows whose logits go through ``wte_t`` (R + S = B)
     Returns:
-        logits    [B, V] for each sequence's next token
+        logits    [R + S, V]: the narrow rows' next-token logits, then the wide rows'
         new_kv    [B, L, 2, H, D], the new tokens' keys and values, to append to the caches
     """
-
-    rows_first = True
 
     def __init__(self, config: GPT2Config) -> None:
         super().__init__(config)
         self.wte_t = _parameter([config.n_embd, config.vocab_size])  # [E, V], wte transposed
 
     def forward(
-        self, token_ids: Tensor, positions: Tensor, past_k: Tensor, past_v: Tensor, past_index: Tensor
+        self, token_ids: Tensor, positions: Tensor, past_k: Tensor, past_v: Tensor, past_index: Tensor,
+        narrow_rows: Tensor, wide_rows: Tensor,
     ) -> tuple[Tensor, Tensor]:
         new_rows: list[Tensor] = []
 
@@ -399,12 +395,14 @@ class GPT2DecodeStep(GPT2Body):
         allowed = F.unsqueeze(F.unsqueeze(allowed, 1), 1)  # [B, 1, 1, P], broadcast over heads
         for layer, block in enumerate(self.h):
             x = block(x, allowed, None, keep_kv, past_k[layer], past_v[layer])  # [B, H, D, P], [B, H, P, D]
-        logits = self.ln_f(x) @ self.wte_t  # [B, E] @ [E, V] -> [B, V]
+        normalized = self.ln_f(x)  # [B, E]
+        narrow = tied_logits(self.wte.weight, F.gather(normalized, narrow_rows, axis=0))  # [R, V]
+        wide = F.gather(normalized, wide_rows, axis=0) @ self.wte_t  # [S, E] @ [E, V] -> [S, V]
         per_layer = [
             F.stack([new_rows[2 * layer], new_rows[2 * layer + 1]], axis=1)  # [B, 2, H, D]
             for layer in range(self.n_layer)
         ]
-        return logits, F.stack(per_layer, axis=1)  # [B, L, 2, H, D]
+        return F.concat([narrow, wide], axis=0), F.stack(per_layer, axis=1)  # [B, V], [B, L, 2, H, D]
 
 
 def vocabulary_block_width(vocab_size: int, k: int) -> int | None:
