@@ -179,14 +179,25 @@ def build_ui(service: ExplorerService) -> tuple[gr.Blocks, AppContext]:
                 replaced = f"↩ {what.capitalize()} replaced your prompt; **Restore my prompt** (beside Run) brings it back.\n\n"
                 return run.request, replaced + note_text, text, [typed], gr.update(visible=True)
 
-            events.append(trigger(
-                start_ids_run, [model_choice, prompt], [state, note, prompt, prompt_undo.saved, prompt_undo.button],
-                concurrency_limit=settings.concurrency_limit, concurrency_id="model",
-            ))
+            events.append(
+                trigger(
+                    start_ids_run,
+                    [model_choice, prompt],
+                    [state, note, prompt, prompt_undo.saved, prompt_undo.button],
+                    concurrency_limit=settings.concurrency_limit,
+                    concurrency_id="model",
+                )
+            )
         # Restoring the prompt traces it again, so every tab shows it as before.
-        events.append(prompt_undo.restore_into([prompt]).then(
-            start_run, [prompt, model_choice], [state, note], concurrency_limit=2 * settings.max_batch_size, concurrency_id="run",
-        ))
+        events.append(
+            prompt_undo.restore_into([prompt]).then(
+                start_run,
+                [prompt, model_choice],
+                [state, note],
+                concurrency_limit=2 * settings.max_batch_size,
+                concurrency_id="run",
+            )
+        )
 
         # The status line follows the chosen model's background load (every graph), then stops polling.
         timer = gr.Timer(2.0)
@@ -197,7 +208,11 @@ def build_ui(service: ExplorerService) -> tuple[gr.Blocks, AppContext]:
         @guarded("text", "keep", "keep")
         def poll(model_name):
             ready_now = service.readiness({"model": model_name})
-            return service.status_markdown(model_name), gr.Timer(active=not service.wait_until_ready(0, model_name)), ready_now
+            return (
+                service.status_markdown(model_name),
+                gr.Timer(active=not service.wait_until_ready(0, model_name)),
+                ready_now,
+            )
 
         @guarded("keep", "text")
         def trace_pending(request):
@@ -207,9 +222,15 @@ def build_ui(service: ExplorerService) -> tuple[gr.Blocks, AppContext]:
             run = service.from_request(request)
             return run.request, run_note(run, service.tokenizer)
 
-        events.append(readiness.change(
-            trace_pending, [state], [state, note], concurrency_limit=2 * settings.max_batch_size, concurrency_id="run",
-        ))
+        events.append(
+            readiness.change(
+                trace_pending,
+                [state],
+                [state, note],
+                concurrency_limit=2 * settings.max_batch_size,
+                concurrency_id="run",
+            )
+        )
         ctx.wire_run(*events)  # then the figures of the tab on screen, and only those
 
         @guarded("text", "keep")
@@ -219,7 +240,14 @@ def build_ui(service: ExplorerService) -> tuple[gr.Blocks, AppContext]:
 
         # Queued (its own lane, unlimited width): Gradio reports a State's change, which traces a
         # pending Run, only in a queued event's completion, never in an unqueued one's.
-        timer.tick(poll, [model_choice], [status, timer, readiness], concurrency_limit=None, concurrency_id="status", api_visibility="private")
+        timer.tick(
+            poll,
+            [model_choice],
+            [status, timer, readiness],
+            concurrency_limit=None,
+            concurrency_id="status",
+            api_visibility="private",
+        )
 
         def status_text(model_name: str | None) -> str:
             """The status line's text for a model (default: the host's): what the page shows, and
@@ -259,7 +287,14 @@ def main() -> None:
     service.start_loading()
     demo = build_app(service)
     # The page script lets a click on a head-detector cell open that head (components.interpret).
-    demo.launch(server_name=args.host, server_port=args.port, share=args.share, show_error=False, js=HEAD_PICK_JS, css=HIDDEN_CSS + PAGE_CSS + share.PRESENTER_CSS)
+    demo.launch(
+        server_name=args.host,
+        server_port=args.port,
+        share=args.share,
+        show_error=False,
+        js=HEAD_PICK_JS,
+        css=HIDDEN_CSS + PAGE_CSS + share.PRESENTER_CSS,
+    )
 
 
 if __name__ == "__main__":

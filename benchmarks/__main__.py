@@ -130,14 +130,18 @@ def machine_floors(config) -> dict:
     trace_flops = 2 * block_params * T + 4 * L * T * T * E + 2 * T * E * V
     decode_bytes = 4 * (block_params + V * E)
     return {
-        "matmul_gflop_s": flops_per_s / 1e9, "read_gb_s": bytes_per_s / 1e9,
-        "trace_64_floor_s": trace_flops / flops_per_s, "generate_floor_tok_s": bytes_per_s / decode_bytes,
+        "matmul_gflop_s": flops_per_s / 1e9,
+        "read_gb_s": bytes_per_s / 1e9,
+        "trace_64_floor_s": trace_flops / flops_per_s,
+        "generate_floor_tok_s": bytes_per_s / decode_bytes,
     }
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--torch-python", default=str(DEFAULT_TORCH_PYTHON) if DEFAULT_TORCH_PYTHON.exists() else sys.executable)
+    parser.add_argument(
+        "--torch-python", default=str(DEFAULT_TORCH_PYTHON) if DEFAULT_TORCH_PYTHON.exists() else sys.executable
+    )
     parser.add_argument("--skip-cold", action="store_true", help="skip the empty-cache compile (minutes)")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results.json"))
     args = parser.parse_args()
@@ -185,7 +189,9 @@ def main() -> int:
         ("compile trace graph, empty cache (s)", "cold_compile_s", 1.0),
         (f"peak RSS after load + T={256} trace (MB)", "peak_rss_mb", 1.0),
     ]
-    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    machine = (
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    )
     lines = [
         f"machine: {machine}; {weights_note}",
         f"PyTorch: torch {theirs.get('torch', '-')}, transformers {theirs.get('transformers', '-')}",
@@ -208,7 +214,17 @@ def main() -> int:
     table = "\n".join(lines)
     print(table)
     Path(args.out).write_text(
-        json.dumps({"machine": machine, "weights": weights_note, "max": ours, "pytorch": theirs, "floors": floors, "table": table}, indent=2)
+        json.dumps(
+            {
+                "machine": machine,
+                "weights": weights_note,
+                "max": ours,
+                "pytorch": theirs,
+                "floors": floors,
+                "table": table,
+            },
+            indent=2,
+        )
     )
     print(f"\nwrote {args.out}")
     return 0

@@ -341,7 +341,14 @@ class Plan:
         return cls(model, mlp_layer, after_run, after_run != ("/render_visible",), args, new_tokens)
 
     def actions(self) -> list[str]:
-        return [RUN_VISIBLE, RUN_ALL, *(f"open {tab}" for tab in OPENED_TABS), self.slider(), FIRST_TOKEN, self.last_token()]
+        return [
+            RUN_VISIBLE,
+            RUN_ALL,
+            *(f"open {tab}" for tab in OPENED_TABS),
+            self.slider(),
+            FIRST_TOKEN,
+            self.last_token(),
+        ]
 
     def slider(self) -> str:
         return f"mlp layer slider → {self.mlp_layer}"
@@ -376,7 +383,9 @@ class StudentResult:
 class Student:
     """One student's session: the calls in order, each one's latency and bytes recorded."""
 
-    def __init__(self, key: str, client: Client, counter: WireCounter, prompt: str, plan: Plan, deadline: float) -> None:
+    def __init__(
+        self, key: str, client: Client, counter: WireCounter, prompt: str, plan: Plan, deadline: float
+    ) -> None:
         self.key, self.client, self.counter, self.prompt, self.plan = key, client, counter, prompt, plan
         self.deadline = deadline  # time.perf_counter() after which no new call starts
         self.result = StudentResult()
@@ -453,12 +462,12 @@ def run_students(
     url: str, counter: WireCounter, plan: Plan, prompts: list[str], timeout_s: float
 ) -> tuple[list[StudentResult], float, float, list[threading.Thread]]:
     """All students at once; returns their results, the start time, the wall time and the
-    threads of students still busy at the deadline.
+        threads of students still busy at the deadline.
 
-    Clients are made first (each fetches the app's config and polls /status once, as the page's
-status timer does when it opens), then all start at one barrier.
-    A student still busy at the deadline is reported as timed out with what it has done;
-    its call ends when the server is stopped.
+        Clients are made first (each fetches the app's config and polls /status once, as the page's
+    status timer does when it opens), then all start at one barrier.
+        A student still busy at the deadline is reported as timed out with what it has done;
+        its call ends when the server is stopped.
     """
     clients = [new_client(url, counter, f"student-{i}") for i in range(len(prompts))]
     for client in clients:
@@ -466,7 +475,9 @@ status timer does when it opens), then all start at one barrier.
         # (every 2 s from load, until the model is ready), which also starts the session's state.
         client.predict(plan.model, api_name="/status")
     deadline = time.perf_counter() + timeout_s
-    students = [Student(f"student-{i}", clients[i], counter, prompt, plan, deadline) for i, prompt in enumerate(prompts)]
+    students = [
+        Student(f"student-{i}", clients[i], counter, prompt, plan, deadline) for i, prompt in enumerate(prompts)
+    ]
     barrier = threading.Barrier(len(students) + 1, timeout=120)
     threads = [threading.Thread(target=s.work, args=(barrier,), daemon=True) for s in students]
     for thread in threads:
@@ -479,7 +490,11 @@ status timer does when it opens), then all start at one barrier.
     results = []
     for student in students:
         done = student.result.done
-        results.append(replace(student.result, samples=list(student.result.samples), timed_out=student.result.timed_out or not done))
+        results.append(
+            replace(
+                student.result, samples=list(student.result.samples), timed_out=student.result.timed_out or not done
+            )
+        )
         if done:
             student.client.close()
     return results, started, wall, [thread for thread in threads if thread.is_alive()]
@@ -513,7 +528,13 @@ def summarise(plan: Plan, results: list[StudentResult]) -> list[dict]:
 
 
 def table(rows: list[dict]) -> str:
-    columns = (("p50_s", "p50 s", 2), ("p95_s", "p95 s", 2), ("max_s", "max s", 2), ("mean_mb", "mean MB", 3), ("max_mb", "max MB", 3))
+    columns = (
+        ("p50_s", "p50 s", 2),
+        ("p95_s", "p95 s", 2),
+        ("max_s", "max s", 2),
+        ("mean_mb", "mean MB", 3),
+        ("max_mb", "max MB", 3),
+    )
     lines = [
         f"| {'action':24} | {'calls':>5} | " + " | ".join(f"{title:>7}" for _, title, _ in columns) + " |",
         f"|{'-' * 26}|{'-' * 6}:|" + "|".join(f"{'-' * 8}:" for _ in columns) + "|",
@@ -533,9 +554,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks classroom", description=__doc__.splitlines()[0])
     parser.add_argument("--students", type=int, default=30)
     parser.add_argument("--prompt-tokens", type=int, default=64)
-    parser.add_argument("--new-tokens", type=int, default=20, help="the app allows up to GPT2_EXPLORER_MAX_NEW_TOKENS (64)")
+    parser.add_argument(
+        "--new-tokens", type=int, default=20, help="the app allows up to GPT2_EXPLORER_MAX_NEW_TOKENS (64)"
+    )
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds for all students together")
-    parser.add_argument("--model", default=None, help="checkpoint directory or Hub id (default: GPT-2 small's shape, random weights)")
+    parser.add_argument(
+        "--model", default=None, help="checkpoint directory or Hub id (default: GPT-2 small's shape, random weights)"
+    )
     parser.add_argument("--app-dir", type=Path, default=REPO, help="the checkout whose app.py is measured")
     parser.add_argument("--port", type=int, default=None, help="default: a free port")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "classroom-results.json"))
@@ -548,7 +573,9 @@ def main(argv: list[str] | None = None) -> int:
     app_dir = args.app_dir.resolve()
     if not (app_dir / "app.py").is_file():
         parser.error(f"--app-dir {app_dir} has no app.py")
-    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    machine = (
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    )
     print(f"machine: {machine}\napp: {app_dir / 'app.py'}\nserver log: {SERVER_LOG}", flush=True)
     prompts = student_prompts(args.students, args.prompt_tokens)
     counter = WireCounter()
@@ -591,7 +618,15 @@ def main(argv: list[str] | None = None) -> int:
         "latency: wall seconds per call, nearest-rank percentiles; MB: response bodies received "
         "(httpx transport, SSE stream included, headers not), 1 MB = 10^6 B",
     ]
-    report = "\n".join([f"machine: {machine}", f"app: {app_dir / 'app.py'} (after a Run: {', '.join(plan.after_run)})", *totals, "", table(rows)])
+    report = "\n".join(
+        [
+            f"machine: {machine}",
+            f"app: {app_dir / 'app.py'} (after a Run: {', '.join(plan.after_run)})",
+            *totals,
+            "",
+            table(rows),
+        ]
+    )
     print("\n" + report)
     Path(args.out).write_text(
         json.dumps(
@@ -614,7 +649,8 @@ def main(argv: list[str] | None = None) -> int:
                 "rows": rows,
                 # Each sample's "ended": seconds after the students started.
                 "students_detail": [
-                    {**asdict(r), "samples": [{**asdict(x), "ended": x.ended - started} for x in r.samples]} for r in results
+                    {**asdict(r), "samples": [{**asdict(x), "ended": x.ended - started} for x in r.samples]}
+                    for r in results
                 ],
                 "table": report,
             },

@@ -76,10 +76,17 @@ def main() -> None:
         goal = f"<= {target:.0f} s" if target else "-"
         print(f"{what:45} {runs:>7} {seconds:>9.2f} {per:>10} {goal:>8}")
     print(f"clean metric {heads.clean_metric:.3f}, corrupted {heads.corrupted_metric:.3f} (logit ' Mary' - ' John')")
-    Path(args.out).write_text(json.dumps({
-        "model": weights_note, "tokens": T, "load_seconds": load_seconds,
-        "rows": [dict(what=w, traces=r, seconds=s, target_seconds=t) for w, r, s, t in rows],
-    }, indent=2))
+    Path(args.out).write_text(
+        json.dumps(
+            {
+                "model": weights_note,
+                "tokens": T,
+                "load_seconds": load_seconds,
+                "rows": [dict(what=w, traces=r, seconds=s, target_seconds=t) for w, r, s, t in rows],
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

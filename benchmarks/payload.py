@@ -120,7 +120,13 @@ def next_tokens(run, k: int = 15):
     ranks[-1] = 0
     with np.errstate(divide="ignore", invalid="ignore"):
         entropy = -np.where(p > 0, p * np.log2(p), 0.0).sum(axis=1)
-    fields = dict(top_ids=top, top_probs=np.take_along_axis(p, top, axis=1), entropy_bits=entropy, actual_probs=actual, actual_ranks=ranks)
+    fields = dict(
+        top_ids=top,
+        top_probs=np.take_along_axis(p, top, axis=1),
+        entropy_bits=entropy,
+        actual_probs=actual,
+        actual_ranks=ranks,
+    )
     if "logits" in NextTokens.__dataclass_fields__:
         fields["logits"] = run.trace["logits"]
     return NextTokens(**fields)
@@ -164,7 +170,7 @@ def _call_mask(run, display):
 
 def tab_figures(run) -> dict[str, list]:
     """Every figure each tab draws right after a Run (default controls), by tab."""
-    from components import tab_attention, tab_embed, tab_mask, tab_mlp, tab_sample, tab_tokenize
+    from components import tab_attention, tab_embed, tab_mlp, tab_sample, tab_tokenize
     from components.settings import Settings
 
     tok = tokenizer()
@@ -200,7 +206,10 @@ def main() -> None:
         cells = []
         for n in LENGTHS:
             b = before.get(n)
-            cells += ["-" if b is None else f"{b:.3f}", f"{now[n][tab] / MB:.3f}" + (" !" if now[n][tab] > BUDGET_BYTES[n] else "")]
+            cells += [
+                "-" if b is None else f"{b:.3f}",
+                f"{now[n][tab] / MB:.3f}" + (" !" if now[n][tab] > BUDGET_BYTES[n] else ""),
+            ]
         print(f"| {tab:<9} | {cells[0]:>11} | {cells[1]:>8} | {cells[2]:>12} | {cells[3]:>9} |")
     print("\n! = over budget")
 

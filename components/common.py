@@ -21,12 +21,11 @@ import plotly.graph_objects as go
 from gradio.components.plot import PlotData
 from starlette.middleware import Middleware
 
-from gpt2_max.errors import ExplorerError
-
 from components.guard import RequestGuard
 from components.plots import Reason, figure_json, message_figure
 from components.run import PENDING, ExplorerService, Run
 from components.settings import MAX_UPLOAD_BYTES, Settings
+from gpt2_max.errors import ExplorerError
 
 log = logging.getLogger("explorer")
 
@@ -114,7 +113,8 @@ class ExplorerBlocks(gr.Blocks):
             return await super().postprocess_data(block_fn, predictions, state)
         # gr.HTML's updates carry extra "props" in Gradio's form: left to Gradio (there are few).
         keep = [
-            i for i, (value, block) in enumerate(zip(predictions, block_fn.outputs))
+            i
+            for i, (value, block) in enumerate(zip(predictions, block_fn.outputs))
             if not (isinstance(value, dict) and value == UNCHANGED) or isinstance(block, gr.HTML)
         ]
         if len(keep) == len(predictions):
@@ -123,7 +123,9 @@ class ExplorerBlocks(gr.Blocks):
         changed.outputs = [block_fn.outputs[i] for i in keep]
         kept = [predictions[i] for i in keep]
         # Gradio takes a one-output event's value bare (it wraps it in a list itself).
-        processed = (await super().postprocess_data(changed, kept[0] if len(kept) == 1 else kept, state)) if keep else []
+        processed = (
+            (await super().postprocess_data(changed, kept[0] if len(kept) == 1 else kept, state)) if keep else []
+        )
         # What Gradio itself returns for them: None for a State (it stays on the server), else the update.
         output: list = [None if block.stateful else {"__type__": "update"} for block in block_fn.outputs]
         for i, value in zip(keep, processed, strict=True):
@@ -138,7 +140,9 @@ def _plots_as_json(outputs: list, predictions):
     if not isinstance(values, (list, tuple)) or len(values) != len(outputs):
         return predictions  # a form this does not know (a dict of updates): Gradio's own path
     converted = [
-        PlotData(type="plotly", plot=figure_json(value)) if isinstance(value, go.Figure) and isinstance(block, gr.Plot) else value
+        PlotData(type="plotly", plot=figure_json(value))
+        if isinstance(value, go.Figure) and isinstance(block, gr.Plot)
+        else value
         for value, block in zip(values, outputs, strict=True)
     ]
     return converted[0] if single else type(predictions)(converted)
@@ -223,7 +227,9 @@ class AppContext:
         tab_id = str(tab.label).lower()
         with tab:  # inside the tab: a State among gr.Tabs' children would be taken for a tab
             rendered = gr.State(None)
-        view = TabView(tab_id, render, list(controls), list(outputs), rendered, self.service.readiness, needs_trace=needs_trace)
+        view = TabView(
+            tab_id, render, list(controls), list(outputs), rendered, self.service.readiness, needs_trace=needs_trace
+        )
         self.views[tab_id] = view
         if self.visible.value is None:
             self.visible.value = tab_id  # the first tab is the one on screen when the page opens

@@ -28,7 +28,9 @@ LONG_JOBS = "long"
 
 # The POST routes this app serves: joining the queue, the named API routes, the page's unqueued
 # events (run/predict with a fn_index), cancelling, resetting and closing an event's stream.
-OPEN_POSTS = re.compile(r"^/gradio_api/(queue/join|call/(v2/)?[^/]+|run/[^/]+|api/[^/]+|cancel|reset|stream/[^/]+/close)/?$")
+OPEN_POSTS = re.compile(
+    r"^/gradio_api/(queue/join|call/(v2/)?[^/]+|run/[^/]+|api/[^/]+|cancel|reset|stream/[^/]+/close)/?$"
+)
 # Routes whose body names an event (queue/join by its fn_index), with the api name in the path.
 EVENT_ROUTES = re.compile(r"^/gradio_api/(?:queue/join|(?:call(?:/v2)?|run|api)/(?P<name>[^/]+))/?$")
 SINGLE_RANGE = re.compile(r"^bytes=(?P<start>\d+)-(?P<end>\d*)$")
@@ -86,7 +88,9 @@ class RequestGuard:
             return 404, "this app takes no uploads and serves no such route"
         if method in ("PUT", "PATCH", "DELETE"):
             return 405, f"{method} is not served"
-        if path.startswith("/gradio_api/file=") and path[len("/gradio_api/file=") :].lower().startswith(("http:", "https:")):
+        if path.startswith("/gradio_api/file=") and path[len("/gradio_api/file=") :].lower().startswith(
+            ("http:", "https:")
+        ):
             return 403, "this app fetches no URLs"
         headers = dict(scope["headers"])
         declared = headers.get(b"content-length", b"").strip()
@@ -131,7 +135,9 @@ def long_jobs_of(blocks, session_hash: str) -> int:
     lane = queue.event_queue_per_concurrency_id.get(LONG_JOBS)
     waiting = list(lane.queue) if lane is not None else []
     running = [event for job in queue.active_jobs if job for event in job]
-    return sum(1 for event in waiting + running if event.session_hash == session_hash and event.fn.concurrency_id == LONG_JOBS)
+    return sum(
+        1 for event in waiting + running if event.session_hash == session_hash and event.fn.concurrency_id == LONG_JOBS
+    )
 
 
 def parse_json(body: bytes) -> dict:
@@ -175,9 +181,11 @@ def replay_receive(body: bytes, receive):
 
 async def answer(send, status: int, why: str) -> None:
     body = json.dumps({"detail": why}).encode()
-    await send({
-        "type": "http.response.start",
-        "status": status,
-        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
-    })
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": body})

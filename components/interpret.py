@@ -17,14 +17,13 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from components.common import AppContext, guarded, md_text, preset_with_undo, undo_button
+from components.guard import LONG_JOBS
+from components.plots import SEQUENTIAL, figure, heatmap, layout, plot_text
 from gpt2_max import attribution
 from gpt2_max.attribution import Attribution, PatchSweep
 from gpt2_max.errors import InputError
 from gpt2_max.tokenizer import Tokenizer
-
-from components.common import AppContext, guarded, md_text, preset_with_undo, undo_button
-from components.guard import LONG_JOBS
-from components.plots import SEQUENTIAL, figure, heatmap, layout, plot_text
 
 TOP_CONTRIBUTORS = 15
 TOKEN_TEXT_MAX_CHARS = 200
@@ -98,7 +97,9 @@ def echo_token_boxes(tokenizer: Tokenizer, boxes: list[tuple[gr.Textbox, str, st
     or filled by a preset (tokenizer only: no model, no queue)."""
 
     def notes(*texts) -> str:
-        return " · ".join(token_box_note(tokenizer, text, what, empty) for text, (_, what, empty) in zip(texts, boxes, strict=True))
+        return " · ".join(
+            token_box_note(tokenizer, text, what, empty) for text, (_, what, empty) in zip(texts, boxes, strict=True)
+        )
 
     echo.value = notes(*(box.value for box, _, _ in boxes))
     for box, _, _ in boxes:
@@ -121,7 +122,9 @@ def attribution_figures(result: Attribution, tokenizer: Tokenizer, where: str) -
     shown = [names[i] for i in order]
     fig = go.Figure(
         go.Bar(
-            x=values[order], y=shown, orientation="h",
+            x=values[order],
+            y=shown,
+            orientation="h",
             marker_color=["#0072B2" if v >= 0 else "#D55E00" for v in values[order]],
             hovertemplate="%{y}<br>share of the " + plot_text(what) + ": %{x:.4g}<extra></extra>",
         )
@@ -134,8 +137,16 @@ def attribution_figures(result: Attribution, tokenizer: Tokenizer, where: str) -
     x, y = head_labels(L, H)
     bound = float(np.max(np.abs(result.heads))) or 1.0
     grid = heatmap(
-        result.heads, x, y, f"Every head's direct share of {plot_text(what)} (blue +, red −)",
-        x_title="head", y_title="layer", value_name="share", diverging=True, zmin=-bound, zmax=bound,
+        result.heads,
+        x,
+        y,
+        f"Every head's direct share of {plot_text(what)} (blue +, red −)",
+        x_title="head",
+        y_title="layer",
+        value_name="share",
+        diverging=True,
+        zmin=-bound,
+        zmax=bound,
         height=max(300, 34 * L + 160),
     )
     top = ", ".join(f"`{n}` {parts[n]:+.3g}" for n in shown[:5])
@@ -186,35 +197,59 @@ def detector_figure(scores: dict[str, np.ndarray]) -> go.Figure:
     traces = []
     for col, (key, title) in enumerate(DETECTOR_NAMES.items(), start=1):
         suffix = "" if col == 1 else str(col)
-        traces.append(dict(
-            type="heatmap", z=scores[key].astype(np.float32), x=x, y=y, coloraxis="coloraxis", hoverongaps=False,
-            hovertemplate=f"%{{y}}, %{{x}}<br>{title} score: %{{z:.3f}}<br>click to open this head<extra></extra>",
-            xaxis=f"x{suffix}", yaxis=f"y{suffix}",
-        ))
+        traces.append(
+            dict(
+                type="heatmap",
+                z=scores[key].astype(np.float32),
+                x=x,
+                y=y,
+                coloraxis="coloraxis",
+                hoverongaps=False,
+                hovertemplate=f"%{{y}}, %{{x}}<br>{title} score: %{{z:.3f}}<br>click to open this head<extra></extra>",
+                xaxis=f"x{suffix}",
+                yaxis=f"y{suffix}",
+            )
+        )
     grid = copy.deepcopy(detector_grid())
     for col in range(1, 4):
         suffix = "" if col == 1 else str(col)
         # Category ticks read "head h" in hovers (the click script parses them); the axis shows just h.
         grid[f"xaxis{suffix}"].update(
-            type="category", title=dict(text="head"), tickmode="array", tickvals=x, ticktext=[str(h) for h in range(H)], tickangle=0,
+            type="category",
+            title=dict(text="head"),
+            tickmode="array",
+            tickvals=x,
+            ticktext=[str(h) for h in range(H)],
+            tickangle=0,
         )
-        grid[f"yaxis{suffix}"].update(type="category", autorange="reversed", **({} if col == 1 else {"showticklabels": False}))
+        grid[f"yaxis{suffix}"].update(
+            type="category", autorange="reversed", **({} if col == 1 else {"showticklabels": False})
+        )
     colorbar = dict(title=dict(text="score", side="right"), thickness=12)
     return figure(
-        traces, "Head detectors on your text (click a cell to open that head)", height=max(320, 26 * L + 170),
-        coloraxis=dict(colorscale=SEQUENTIAL, cmin=0.0, cmax=1.0, colorbar=colorbar), **grid,
+        traces,
+        "Head detectors on your text (click a cell to open that head)",
+        height=max(320, 26 * L + 170),
+        coloraxis=dict(colorscale=SEQUENTIAL, cmin=0.0, cmax=1.0, colorbar=colorbar),
+        **grid,
     )
 
 
 def detector_summary(scores: dict[str, np.ndarray]) -> str:
     lines = []
-    for key, title in (("previous_token", "previous-token"), ("duplicate_token", "duplicate-token"), ("induction", "induction")):
+    for key, title in (
+        ("previous_token", "previous-token"),
+        ("duplicate_token", "duplicate-token"),
+        ("induction", "induction"),
+    ):
         values = scores[key]
         if not np.isfinite(values).any():
             lines.append(f"- {title}: no query has such a key in this text")
             continue
         best = attribution.strongest(values, 3)
-        lines.append(f"- strongest {title} heads: " + ", ".join(f"L{layer}H{head} ({value:.2f})" for layer, head, value in best))
+        lines.append(
+            f"- strongest {title} heads: " + ", ".join(f"L{layer}H{head} ({value:.2f})" for layer, head, value in best)
+        )
     return "\n".join(lines)
 
 
@@ -249,14 +284,14 @@ HEAD_PICK_JS = """
         if (!box || isNaN(layer) || isNaN(head)) return;
         box.value = `${layer},${head},${Date.now()}`;
         box.dispatchEvent(new Event('input', { bubbles: true }));
-        const view = document.getElementById('%s');
+        const view = document.getElementById('HEAD_VIEW_ID');
         if (view) view.scrollIntoView({ behavior: 'smooth', block: 'start' });
       });
     });
   };
   setInterval(wire, 700);
 }
-""" % HEAD_VIEW_ID
+""".replace("HEAD_VIEW_ID", HEAD_VIEW_ID)
 # The hidden textbox must stay in the page (a visible=False component is not rendered at all).
 HIDDEN_CSS = "#head-pick { display: none !important; }"
 
@@ -284,9 +319,13 @@ def patching_inputs(prefix: str, button_label: str, tokenizer: Tokenizer) -> Pat
     and the sweep's button (ids under ``prefix``)."""
     with gr.Row():
         clean = gr.Textbox(label="Clean prompt", value=IOI_CLEAN, max_lines=3, elem_id=f"{prefix}-clean")
-        corrupted = gr.Textbox(label="Corrupted prompt (same token count)", value=IOI_CORRUPTED, max_lines=3, elem_id=f"{prefix}-corrupted")
+        corrupted = gr.Textbox(
+            label="Corrupted prompt (same token count)", value=IOI_CORRUPTED, max_lines=3, elem_id=f"{prefix}-corrupted"
+        )
     with gr.Row():
-        answer = gr.Textbox(label="Answer token (metric: its logit …)", value=IOI_ANSWER, max_lines=1, elem_id=f"{prefix}-answer")
+        answer = gr.Textbox(
+            label="Answer token (metric: its logit …)", value=IOI_ANSWER, max_lines=1, elem_id=f"{prefix}-answer"
+        )
         wrong = gr.Textbox(label="… minus this token's logit", value=IOI_WRONG, max_lines=1, elem_id=f"{prefix}-wrong")
         preset = gr.Button("Preset: indirect object, names swapped", size="sm", elem_id=f"{prefix}-preset")
         undo = undo_button("↩ Undo the preset (your prompts and tokens back)", f"{prefix}-undo")
@@ -311,7 +350,14 @@ class PatchingRun:
 
 
 def run_patching(
-    model, tokenizer: Tokenizer, kind: str, clean: str, corrupted: str, answer: str, wrong: str, progress: attribution.Progress | None = None,
+    model,
+    tokenizer: Tokenizer,
+    kind: str,
+    clean: str,
+    corrupted: str,
+    answer: str,
+    wrong: str,
+    progress: attribution.Progress | None = None,
 ) -> PatchingRun:
     """The sweep of ``kind`` on the typed prompts; clear messages for what cannot be patched.
     ``progress(runs done, runs in all)`` is told as the sweep goes."""
@@ -324,9 +370,17 @@ def run_patching(
     if not clean_ids or not corrupted_ids:
         raise InputError("type both a clean and a corrupted prompt")
     if len(clean_ids) > limit:
-        raise InputError(f"patching sweeps run the model once per cell: keep the prompts to {limit} tokens (these have {len(clean_ids)})")
+        raise InputError(
+            f"patching sweeps run the model once per cell: keep the prompts to {limit} tokens (these have {len(clean_ids)})"
+        )
     answer_id, wrong_id = first_token(tokenizer, answer, "answer"), first_token(tokenizer, wrong, "wrong answer")
-    sweep = SWEEPS[kind](model, clean_ids, corrupted_ids, lambda trace: attribution.logit_difference(trace, -1, answer_id, wrong_id), progress)
+    sweep = SWEEPS[kind](
+        model,
+        clean_ids,
+        corrupted_ids,
+        lambda trace: attribution.logit_difference(trace, -1, answer_id, wrong_id),
+        progress,
+    )
     return PatchingRun(kind, sweep, clean_ids, answer_id, wrong_id)
 
 
@@ -353,8 +407,18 @@ def patching_figure(result: PatchingRun, tokenizer: Tokenizer) -> tuple[go.Figur
         # the metric in logits instead, on a scale from its own values, and no cell is ranked.
         moved = sweep.metric - sweep.corrupted_metric
         title = title.replace("Share of the clean metric restored", "Change of the metric (logits)")
-        fig = heatmap(moved, x, y, title, x_title=x_title, y_title="layer", value_name="patched − corrupted metric", diverging=True, height=height,
-                      notes=["the prompts' metrics are too close to compare: no shares"])
+        fig = heatmap(
+            moved,
+            x,
+            y,
+            title,
+            x_title=x_title,
+            y_title="layer",
+            value_name="patched − corrupted metric",
+            diverging=True,
+            height=height,
+            notes=["the prompts' metrics are too close to compare: no shares"],
+        )
         summary = (
             f"{metric} ⚠️ **Too close to compare:** {too_close}, so a share of that difference would be noise "
             "amplified, and no cell is ranked. The grid shows how far each patch moves the corrupted metric, in logits. "
@@ -362,8 +426,24 @@ def patching_figure(result: PatchingRun, tokenizer: Tokenizer) -> tuple[go.Figur
         )
         return fig, summary
     # A fixed −1..1 scale: "1 = all of the clean metric" means the same on every prompt.
-    fig = heatmap(restored, x, y, title, x_title=x_title, y_title="layer", value_name="restored", diverging=True, zmin=-1.0, zmax=1.0, height=height)
-    name = (lambda row, col: f"L{row}H{col}") if result.kind == "heads" else (lambda row, col: f"layer {row}, position {col}")
+    fig = heatmap(
+        restored,
+        x,
+        y,
+        title,
+        x_title=x_title,
+        y_title="layer",
+        value_name="restored",
+        diverging=True,
+        zmin=-1.0,
+        zmax=1.0,
+        height=height,
+    )
+    name = (
+        (lambda row, col: f"L{row}H{col}")
+        if result.kind == "heads"
+        else (lambda row, col: f"layer {row}, position {col}")
+    )
     summary = (
         f"{metric} Most restoring: "
         + ", ".join(f"{name(row, col)} ({value:.2f})" for row, col, value in attribution.strongest(restored, 3))
@@ -406,10 +486,14 @@ def patching_section(ctx: AppContext, kind: str, what: str, button_label: str) -
 
     settings = service.settings
     inputs.go.click(
-        sweep, [ctx.state, *inputs.values], [plot, text, result],
+        sweep,
+        [ctx.state, *inputs.values],
+        [plot, text, result],
         # The long jobs' lane: opening a tab or moving a control never queues behind a sweep, and the
         # guard admits settings.long_jobs_per_session of them per session (components.guard).
-        api_name=f"patch_{kind}", concurrency_limit=settings.long_jobs_at_once, concurrency_id=LONG_JOBS,
+        api_name=f"patch_{kind}",
+        concurrency_limit=settings.long_jobs_at_once,
+        concurrency_id=LONG_JOBS,
     )
     return PatchingSection(inputs, plot, text, result)
 
@@ -427,4 +511,3 @@ def patching_arrays(result: PatchingRun | None) -> dict[str, np.ndarray]:
         "patch_answer_id": np.int64(result.answer_id),
         "patch_wrong_id": np.int64(result.wrong_id),
     }
-

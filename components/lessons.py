@@ -18,11 +18,9 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 
-from gpt2_max import analysis, attribution
-from gpt2_max.hooks import block_key
-
 from components.common import guarded, md_text
 from components.share import OPEN_TAB_JS, ShareWiring
+from gpt2_max import analysis, attribution
 
 LESSONS_FILE = Path(__file__).resolve().parent.parent / "lessons" / "lessons.json"
 MAX_QUESTIONS = 3  # question slots on the page; a lesson with more is refused when the file is read
@@ -62,7 +60,9 @@ def load_lessons(path: Path = LESSONS_FILE) -> list[Lesson]:
         )
         unknown = [q.check for q in questions if q.check not in CHECKS]
         if unknown or not 1 <= len(questions) <= MAX_QUESTIONS or not isinstance(raw["view"].get("prompt"), str):
-            raise ValueError(f"lesson {raw['title']!r}: checks {unknown} unknown, or not 1..{MAX_QUESTIONS} questions, or no prompt")
+            raise ValueError(
+                f"lesson {raw['title']!r}: checks {unknown} unknown, or not 1..{MAX_QUESTIONS} questions, or no prompt"
+            )
         lessons.append(Lesson(raw["title"], raw["goal"], dict(raw["view"]), tuple(raw["steps"]), questions))
     return lessons
 
@@ -165,7 +165,9 @@ CHECKS: dict[str, Callable[..., Expected]] = {
     "top_contributor": top_contributor,
 }
 
-HEAD_ANSWER = re.compile(r"^\s*(?:l(?:ayer)?\s*)?(\d+)\s*(?:[.,:/\s-]|h(?:ead)?)\s*(?:h(?:ead)?\s*)?(\d+)\s*$", re.IGNORECASE)
+HEAD_ANSWER = re.compile(
+    r"^\s*(?:l(?:ayer)?\s*)?(\d+)\s*(?:[.,:/\s-]|h(?:ead)?)\s*(?:h(?:ead)?\s*)?(\d+)\s*$", re.IGNORECASE
+)
 COMPONENT_HEAD = re.compile(r"^blocks\.(\d+)\.attn\.head\.(\d+)$")
 COMPONENT_MLP = re.compile(r"^blocks\.(\d+)\.mlp$")
 MLP_ANSWER = re.compile(r"^\s*(?:mlp\s*(\d+)|(\d+)\s*mlp|l(\d+)\s*mlp)\s*$", re.IGNORECASE)
@@ -250,10 +252,18 @@ class LessonPanel:
 
 def build_panel(lessons: list[Lesson]) -> LessonPanel:
     """The lesson path, placed where this is called (collapsed above the tabs)."""
-    with gr.Accordion("📘 Lessons: a path from 'what is a token' to 'why did it say Mary'", open=False, elem_id="lessons"):
+    with gr.Accordion(
+        "📘 Lessons: a path from 'what is a token' to 'why did it say Mary'", open=False, elem_id="lessons"
+    ):
         with gr.Row():
-            choice = gr.Dropdown(choices=[(lesson.title, n) for n, lesson in enumerate(lessons)], value=0, label="Lesson",
-                                 interactive=True, elem_id="lesson-choice", scale=3)
+            choice = gr.Dropdown(
+                choices=[(lesson.title, n) for n, lesson in enumerate(lessons)],
+                value=0,
+                label="Lesson",
+                interactive=True,
+                elem_id="lesson-choice",
+                scale=3,
+            )
             setup = gr.Button("Set up this lesson", variant="primary", elem_id="lesson-setup", scale=1)
         text = gr.Markdown(lesson_markdown(lessons[0]), elem_id="lesson-text")
         slots = []
@@ -298,7 +308,10 @@ def wire(panel: LessonPanel, lessons: list[Lesson], share: ShareWiring) -> None:
         return share.apply(view, [], what)
 
     panel.setup.click(lambda index: apply(lesson_at(index).view, "This lesson"), [panel.choice], outputs, **event).then(
-        None, [share.open_tab], None, js=OPEN_TAB_JS,
+        None,
+        [share.open_tab],
+        None,
+        js=OPEN_TAB_JS,
     )
     for n, (_, _, answer, check, show, result) in enumerate(panel.slots):
 
@@ -309,10 +322,21 @@ def wire(panel: LessonPanel, lessons: list[Lesson], share: ShareWiring) -> None:
                 return ""
             return feedback(service, lesson, lesson.questions[n], model_name, typed)
 
-        check.click(check_answer, [panel.choice, answer, share.model_choice], [result], api_name=f"lesson_check_{n}",
-                    concurrency_limit=service.settings.concurrency_limit, concurrency_id="model")
-        answer.submit(check_answer, [panel.choice, answer, share.model_choice], [result],
-                      concurrency_limit=service.settings.concurrency_limit, concurrency_id="model")
+        check.click(
+            check_answer,
+            [panel.choice, answer, share.model_choice],
+            [result],
+            api_name=f"lesson_check_{n}",
+            concurrency_limit=service.settings.concurrency_limit,
+            concurrency_id="model",
+        )
+        answer.submit(
+            check_answer,
+            [panel.choice, answer, share.model_choice],
+            [result],
+            concurrency_limit=service.settings.concurrency_limit,
+            concurrency_id="model",
+        )
 
         def show_me(index, n=n):
             lesson = lesson_at(index)

@@ -61,7 +61,8 @@ def figure_json(fig: go.Figure) -> str:
     gr.Plot (ExplorerBlocks): to_json was ~10% of the server's Python time while a class worked."""
     return orjson.dumps(
         {"data": [_typed_arrays(trace) for trace in fig._data], "layout": _typed_layout(fig._layout)},
-        default=_plain, option=orjson.OPT_NON_STR_KEYS,
+        default=_plain,
+        option=orjson.OPT_NON_STR_KEYS,
     ).decode()
 
 
@@ -70,7 +71,11 @@ def _typed_arrays(value):
     the way down; arrays under the keys Plotly skips, e.g. ``range``, stay arrays)."""
     if isinstance(value, dict):
         return {
-            key: item if is_skipped_key(key) else _typed_array(item) if isinstance(item, np.ndarray) else _typed_arrays(item)
+            key: item
+            if is_skipped_key(key)
+            else _typed_array(item)
+            if isinstance(item, np.ndarray)
+            else _typed_arrays(item)
             for key, item in value.items()
         }
     if isinstance(value, (list, tuple)):
@@ -129,7 +134,9 @@ def bin_starts(n: int, bins: int = MAX_CELLS_PER_AXIS, first_alone: bool = False
     return np.unique(np.linspace(0, n, min(n, bins) + 1).astype(int)[:-1])
 
 
-def block_means(values: np.ndarray, row_starts: np.ndarray | None = None, col_starts: np.ndarray | None = None) -> np.ndarray:
+def block_means(
+    values: np.ndarray, row_starts: np.ndarray | None = None, col_starts: np.ndarray | None = None
+) -> np.ndarray:
     """Means over blocks of the last two axes (rows start at ``row_starts``, columns at ``col_starts``;
     None: that axis is not binned). Only finite values count (a block of masked −inf scores and
     finite ones averages the finite ones); a block with none is NaN. float64."""
@@ -158,7 +165,9 @@ def block_labels(labels: Sequence[str], starts: np.ndarray, short: Sequence[str]
     ]
 
 
-def block_note(n: int, starts: np.ndarray, what: str = "positions", how: str = "averaged", first_alone: bool = False) -> str:
+def block_note(
+    n: int, starts: np.ndarray, what: str = "positions", how: str = "averaged", first_alone: bool = False
+) -> str:
     """'' when nothing is binned, else "averaged over blocks of ~k positions" for a title (``how``
     says what a block's cell is; ``first_alone``: the starts of ``bin_starts(first_alone=True)``)."""
     if len(starts) == n:
@@ -267,8 +276,17 @@ def log_axis(values, title: str, **extra) -> dict:
     return {**axis, "range": [low, high], **log_ticks(10.0**low, 10.0**high)}
 
 
-def value_marks(categories: Sequence[str], values, *, horizontal: bool = True, log: bool = False, colour="#3b6fb6",
-                pattern: str = "", symbol: str = "circle", **extra) -> dict:
+def value_marks(
+    categories: Sequence[str],
+    values,
+    *,
+    horizontal: bool = True,
+    log: bool = False,
+    colour="#3b6fb6",
+    pattern: str = "",
+    symbol: str = "circle",
+    **extra,
+) -> dict:
     """One series of values over categories, as a trace dict: bars on a linear axis, where a
     bar's length from 0 is its value; points on a log axis, which has no 0: a bar there starts
     at the axis' lower edge, wherever the data put it, and its length means nothing (120µ and
@@ -276,12 +294,22 @@ def value_marks(categories: Sequence[str], values, *, horizontal: bool = True, l
     two series differ without their colours; ``colour`` may be one per category. ``extra``:
     other trace properties (name, hovertemplate, text). Two series side by side per category
     need the layout's ``barmode`` / ``scattermode`` "group" (``GROUPED``)."""
-    placed = dict(x=list(values), y=list(categories), orientation="h") if horizontal else dict(x=list(categories), y=list(values))
+    placed = (
+        dict(x=list(values), y=list(categories), orientation="h")
+        if horizontal
+        else dict(x=list(categories), y=list(values))
+    )
     outline = dict(color="#333333", width=0.5)
     if log:
         placed.pop("orientation", None)
         extra.pop("textposition", None)  # a bar's "none"; points in "markers" mode draw no text anyway
-        return dict(type="scatter", mode="markers", marker=dict(color=colour, symbol=symbol, size=11, line=outline), **placed, **extra)
+        return dict(
+            type="scatter",
+            mode="markers",
+            marker=dict(color=colour, symbol=symbol, size=11, line=outline),
+            **placed,
+            **extra,
+        )
     fill = dict(pattern=dict(shape=pattern)) if pattern else {}
     return dict(type="bar", marker=dict(color=colour, line=outline, **fill), **placed, **extra)
 
@@ -324,7 +352,9 @@ LEGEND_ROW_PX = 26  # the top margin's extra room for that row
 NOTE_LINE_PX = 22  # the top margin's room for each note line under the title
 
 
-def layout_properties(title: str, height: int = DEFAULT_HEIGHT, notes: Sequence[str] = (), legend_above: bool = False, **extra) -> dict:
+def layout_properties(
+    title: str, height: int = DEFAULT_HEIGHT, notes: Sequence[str] = (), legend_above: bool = False, **extra
+) -> dict:
     """Title, height, margins and font of every figure (and any other layout properties), as the
     dict a layout is built from; ``notes`` become a second, smaller title line; ``legend_above``
     puts the legend in a row under the title (figures with several named series)."""
@@ -332,7 +362,9 @@ def layout_properties(title: str, height: int = DEFAULT_HEIGHT, notes: Sequence[
     if notes:
         # A line per note: joined on one line they ran past a narrow panel's edge (the Mask tab's three in a row).
         title = title + "".join(f"<br><sup>{note}</sup>" for note in notes)
-    top = (68 + NOTE_LINE_PX * len(notes) if notes else 60) + (LEGEND_ROW_PX if legend_above else 0)  # room for the notes and the legend
+    top = (68 + NOTE_LINE_PX * len(notes) if notes else 60) + (
+        LEGEND_ROW_PX if legend_above else 0
+    )  # room for the notes and the legend
     return {
         "title": dict(text=title, font=dict(size=16)),
         "height": height,
@@ -343,13 +375,22 @@ def layout_properties(title: str, height: int = DEFAULT_HEIGHT, notes: Sequence[
     }
 
 
-def layout(fig: go.Figure, title: str, height: int = DEFAULT_HEIGHT, notes: Sequence[str] = (), legend_above: bool = False, **extra) -> go.Figure:
+def layout(
+    fig: go.Figure,
+    title: str,
+    height: int = DEFAULT_HEIGHT,
+    notes: Sequence[str] = (),
+    legend_above: bool = False,
+    **extra,
+) -> go.Figure:
     """Applies ``layout_properties`` to a figure that exists already."""
     fig.update_layout(**layout_properties(title, height, notes, legend_above, **extra))
     return fig
 
 
-def figure(data: Sequence[dict], title: str, height: int = DEFAULT_HEIGHT, notes: Sequence[str] = (), **extra) -> go.Figure:
+def figure(
+    data: Sequence[dict], title: str, height: int = DEFAULT_HEIGHT, notes: Sequence[str] = (), **extra
+) -> go.Figure:
     """A figure made in one validated construction from trace dicts (each with its ``type``) and
     ``layout_properties``: 4x faster than adding traces and then calling update_layout and
     update_xaxes one at a time (3.0 against 12.3 ms for the Sample tab's step chart here, the
@@ -416,7 +457,10 @@ def heatmap(
         **kwargs,
     )
     return figure(
-        [trace], title, height, notes,
+        [trace],
+        title,
+        height,
+        notes,
         xaxis=dict(title=x_title, type="category", tickangle=-45),
         yaxis=dict(title=y_title, type="category", autorange="reversed"),
     )
@@ -467,7 +511,9 @@ def binned_heatmap(
         x_labels = block_labels(x_labels, cols, x_short)
         y_labels = block_labels(y_labels, rows, y_short)
         value_name = mean_name or f"mean {value_name}"
-        notes += sorted({block_note(R, rows, what, how, first_alone), block_note(C, cols, what, how, first_alone)} - {""})
+        notes += sorted(
+            {block_note(R, rows, what, how, first_alone), block_note(C, cols, what, how, first_alone)} - {""}
+        )
     return heatmap(values, x_labels, y_labels, title, value_name=value_name, notes=notes, **kwargs)
 
 
@@ -491,7 +537,14 @@ def bars(
         kwargs["text"] = list(hover_extra)
         kwargs["textposition"] = "none"
         hover += "<br>%{text}"
-    trace = value_marks(plot_texts(labels), values, horizontal=horizontal, log=log_scale, hovertemplate=hover + "<extra></extra>", **kwargs)
+    trace = value_marks(
+        plot_texts(labels),
+        values,
+        horizontal=horizontal,
+        log=log_scale,
+        hovertemplate=hover + "<extra></extra>",
+        **kwargs,
+    )
     value_axis = log_axis(values, value_name) if log_scale else dict(title=value_name, type="linear")
     if horizontal:
         axes = dict(yaxis=dict(type="category", autorange="reversed"), xaxis=value_axis)
@@ -533,11 +586,27 @@ def lines(
         if hover_text and name in hover_text:
             extra["text"] = list(hover_text[name])
             hover += "<br>%{text}"
-        traces.append(dict(type="scatter", x=plot_texts(x), y=list(ys), mode="lines+markers", name=name, hovertemplate=hover + "<extra></extra>", **extra))
+        traces.append(
+            dict(
+                type="scatter",
+                x=plot_texts(x),
+                y=list(ys),
+                mode="lines+markers",
+                name=name,
+                hovertemplate=hover + "<extra></extra>",
+                **extra,
+            )
+        )
     return figure(
-        traces, title, height, notes, legend_above=len(traces) > 1,
+        traces,
+        title,
+        height,
+        notes,
+        legend_above=len(traces) > 1,
         xaxis=dict(title=x_title),
-        yaxis=log_axis([y for ys in series.values() for y in ys], y_title) if log_y else dict(title=y_title, type="linear"),
+        yaxis=log_axis([y for ys in series.values() for y in ys], y_title)
+        if log_y
+        else dict(title=y_title, type="linear"),
     )
 
 
@@ -566,10 +635,21 @@ def attention_pattern(
     mean_share = float(pattern[1:, 0].mean()) if T > 1 else float(pattern[0, 0])
     note = f"mean share on position 0 over queries 1–{T - 1}: {mean_share:.0%} (bars, right)" if T > 1 else ""
     fig = binned_heatmap(
-        pattern, labels, labels, title, x_short=short, y_short=short, subtitle=note,
-        x_title=x_title, y_title=y_title, value_name="attention weight",
-        mean_name="weight on the key block, mean over the query block", attention=True,
-        zmin=0.0, zmax=1.0, height=height,
+        pattern,
+        labels,
+        labels,
+        title,
+        x_short=short,
+        y_short=short,
+        subtitle=note,
+        x_title=x_title,
+        y_title=y_title,
+        value_name="attention weight",
+        mean_name="weight on the key block, mean over the query block",
+        attention=True,
+        zmin=0.0,
+        zmax=1.0,
+        height=height,
     )
     binned = len(rows) < T
     fig.add_trace(
@@ -587,7 +667,14 @@ def attention_pattern(
     fig.update_layout(
         xaxis=dict(domain=[0.0, 0.8]),
         # Two ticks: beside a narrow pattern (the Mask tab's three in a row) more would overlap.
-        xaxis2=dict(domain=[0.84, 1.0], range=[0.0, 1.0], tickvals=[0.0, 1.0], ticktext=["0", "100%"], title="on position 0", tickangle=0),
+        xaxis2=dict(
+            domain=[0.84, 1.0],
+            range=[0.0, 1.0],
+            tickvals=[0.0, 1.0],
+            ticktext=["0", "100%"],
+            title="on position 0",
+            tickangle=0,
+        ),
     )
     return fig
 
@@ -633,16 +720,29 @@ def tiled_heatmap(
         return out
 
     trace = dict(
-        type="heatmap", z=z, x=axis_labels(col_titles, col_labels), y=axis_labels(row_titles, row_labels),
-        coloraxis="coloraxis", hoverongaps=False, xgap=0, ygap=0, hovertemplate=hovertemplate,
+        type="heatmap",
+        z=z,
+        x=axis_labels(col_titles, col_labels),
+        y=axis_labels(row_titles, row_labels),
+        coloraxis="coloraxis",
+        hoverongaps=False,
+        xgap=0,
+        ygap=0,
+        hovertemplate=hovertemplate,
     )
     if customdata is not None:
         trace["customdata"] = laid_out(np.asarray(customdata)[:, :, None, None], 0, np.uint8)
 
     def ticks(count: int, size: int, titles: Sequence[str]) -> dict:
         # Category axes take tick positions as indices: each tile's middle.
-        return dict(tickmode="array", tickvals=[t * (size + 1) + (size - 1) / 2 for t in range(count)],
-                    ticktext=list(titles), type="category", showgrid=False, zeroline=False)
+        return dict(
+            tickmode="array",
+            tickvals=[t * (size + 1) + (size - 1) / 2 for t in range(count)],
+            ticktext=list(titles),
+            type="category",
+            showgrid=False,
+            zeroline=False,
+        )
 
     axes = dict(
         xaxis=dict(ticks(C, K, col_titles), side="top"),  # Plotly turns the titles when they would overlap (a phone)
@@ -678,7 +778,9 @@ def message_figure(text: str, height: int = 200) -> go.Figure:
     text = brief(text)
     lines_ = [plot_text(line) for line in textwrap.wrap(str(text), MESSAGE_LINE_CHARS, break_long_words=False)]
     fig = go.Figure()
-    fig.add_annotation(text="<br>".join(lines_), showarrow=False, font=dict(size=14), xref="paper", yref="paper", x=0.5, y=0.5)
+    fig.add_annotation(
+        text="<br>".join(lines_), showarrow=False, font=dict(size=14), xref="paper", yref="paper", x=0.5, y=0.5
+    )
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False)
     return layout(fig, "", height)

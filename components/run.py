@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from components.plots import MAX_CELLS_PER_AXIS, Reason
+from components.settings import Settings
 from gpt2_max import analysis
 from gpt2_max.batching import Batcher
 from gpt2_max.config import GPT2Config
@@ -28,9 +30,6 @@ from gpt2_max.errors import ExplorerError, InputError
 from gpt2_max.memory import Arena
 from gpt2_max.tokenizer import Token, Tokenizer, clean_text
 from gpt2_max.weights import DEFAULT_MODEL, DEMO_MODEL, available, load_weights, locate
-
-from components.plots import MAX_CELLS_PER_AXIS, Reason
-from components.settings import Settings
 
 log = logging.getLogger("explorer")
 
@@ -402,7 +401,7 @@ class ExplorerService:
         return slot.stage if slot.stage in COMPILE_STAGES else ""
 
     def compiling(self, graph: str, name: str | None = None) -> str:
-        """"" when ``graph`` of the model can run now, else what the background load is doing."""
+        """ "" when ``graph`` of the model can run now, else what the background load is doing."""
         slot = self._slots[self.check_allowed(name)]
         if slot.model is None or slot.model.engine.is_compiled(graph) or slot.stage not in COMPILE_STAGES:
             return ""
@@ -417,7 +416,9 @@ class ExplorerService:
     def _loading_markdown(self, name: str) -> str:
         slot = self._slots[name]
         if slot.model is not None:
-            compiled = ", ".join(f"{graph} {seconds:.1f} s" for graph, seconds in slot.model.engine.compile_seconds.items())
+            compiled = ", ".join(
+                f"{graph} {seconds:.1f} s" for graph, seconds in slot.model.engine.compile_seconds.items()
+            )
             line = f"**Model:** `{name}` ready; results below are **live** (MAX graphs compiled: {compiled})."
             if slot.stage in STAGES:
                 line += f" In the background: {slot.stage_text()}."
@@ -428,7 +429,11 @@ class ExplorerService:
             else "No precomputed example traces are available for this model on this host."
         )
         if slot.error:
-            offline = f" The bundled demo model `{DEMO_MODEL}` works with no network: pick it in the model list." if name != DEMO_MODEL else ""
+            offline = (
+                f" The bundled demo model `{DEMO_MODEL}` works with no network: pick it in the model list."
+                if name != DEMO_MODEL
+                else ""
+            )
             return f"**Model `{name}` is not available** (failed after {slot.seconds:.1f} s): {slot.error}\n\n{examples}{offline}"
         doing = slot.stage_text() if slot.stage in STAGES else "starting"
         return f"**Loading `{name}`**: {doing}. {examples}"
@@ -512,11 +517,19 @@ class ExplorerService:
     def pending(self, text: str, ids, notice: str, name: str) -> Run:
         """A Run of ``text`` waiting for its model: its tokens, no trace (source PENDING)."""
         return Run(
-            text=text, token_ids=tuple(int(i) for i in ids), tokens=tuple(self.tokenizer.tokens(ids)), trace={},
-            config=None, model_name=name, source=PENDING, notice=notice,
+            text=text,
+            token_ids=tuple(int(i) for i in ids),
+            tokens=tuple(self.tokenizer.tokens(ids)),
+            trace={},
+            config=None,
+            model_name=name,
+            source=PENDING,
+            notice=notice,
         )
 
-    def run_ids(self, text: str, ids, causal: bool = True, ablated=(), notice: str = "", model_name: str | None = None) -> Run:
+    def run_ids(
+        self, text: str, ids, causal: bool = True, ablated=(), notice: str = "", model_name: str | None = None
+    ) -> Run:
         """The live Run of these token ids; a PENDING one while the model loads."""
         name = self.check_allowed(model_name)
         model = self.model_for(name)
@@ -593,12 +606,18 @@ class ExplorerService:
             return None
         name = self.check_allowed(request.get("model"))
         if request.get("source") == PENDING:  # tokens only until the model is ready, then traced live
-            return self.run_ids(request["text"], request["token_ids"], notice=request.get("notice", ""), model_name=name)
+            return self.run_ids(
+                request["text"], request["token_ids"], notice=request.get("notice", ""), model_name=name
+            )
         if request.get("source") == PRECOMPUTED or self.model_for(name) is None:
             return self.precomputed(request["text"], name)
         return self.run_ids(
-            request["text"], request["token_ids"], request["causal"], [tuple(p) for p in request["ablated"]],
-            request.get("notice", ""), name,
+            request["text"],
+            request["token_ids"],
+            request["causal"],
+            [tuple(p) for p in request["ablated"]],
+            request.get("notice", ""),
+            name,
         )
 
     def precomputed(self, text: str, model_name: str | None = None) -> Run | None:
@@ -643,7 +662,9 @@ def lens_start(n_tokens: int, positions: int = LENS_DEFAULT_POSITIONS) -> int:
 
 
 ANALYSES = {
-    "lens": lambda model, run, positions=LENS_DEFAULT_POSITIONS: analysis.logit_lens(model, run.trace, lens_start(run.n_tokens, positions)),
+    "lens": lambda model, run, positions=LENS_DEFAULT_POSITIONS: analysis.logit_lens(
+        model, run.trace, lens_start(run.n_tokens, positions)
+    ),
     "next": lambda model, run: analysis.next_tokens(model, run.trace, run.token_ids),
     "nearest": lambda model, run: analysis.nearest_tokens(model, run.trace["hook_embed"], exclude=run.token_ids),
 }
@@ -662,5 +683,9 @@ def _config_fields(arrays: dict[str, np.ndarray]) -> dict:
 def save_example(path: Path, run: Run) -> None:
     """Writes a Run as a precomputed example (what ``scripts/precompute_examples.py`` commits)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    config = {f"{CONFIG_PREFIX}{k}": v for k, v in run.config.to_dict().items() if k in GPT2Config.__dataclass_fields__ and v is not None}
+    config = {
+        f"{CONFIG_PREFIX}{k}": v
+        for k, v in run.config.to_dict().items()
+        if k in GPT2Config.__dataclass_fields__ and v is not None
+    }
     np.savez_compressed(path, token_ids=np.asarray(run.token_ids, dtype=np.int64), **config, **run.trace)

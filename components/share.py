@@ -176,7 +176,11 @@ def clean_control(component, value, text_limit: int) -> tuple[bool, object, str]
             return False, None, f"{len(value):,} characters, over the limit of {text_limit:,}"
         return True, value, ""
     if isinstance(component, (gr.Dropdown, gr.Radio)):
-        if not isinstance(value, (str, int)) or isinstance(value, bool) or (isinstance(value, str) and len(value) > 200):
+        if (
+            not isinstance(value, (str, int))
+            or isinstance(value, bool)
+            or (isinstance(value, str) and len(value) > 200)
+        ):
             return False, None, "not one of its choices"
         return True, value, ""
     return False, None, "not a setting a link carries"
@@ -206,7 +210,9 @@ class ShareWiring:
     token_box: gr.Textbox  # hidden: the token between the server and the page's script
     note: gr.Markdown  # what a link or lesson set, and what it ignored
     open_tab: gr.Textbox  # hidden: the tab to open once a view is applied (the page's script clicks it)
-    start_run: Callable | None = None  # (text, model name) -> (the Run's request, the note under the prompt); set by ``wire``
+    start_run: Callable | None = (
+        None  # (text, model name) -> (the Run's request, the note under the prompt); set by ``wire``
+    )
     controls: list[SharedControl] = field(default_factory=list)  # found by ``wire`` once every tab is built
     demo_fns: list = field(default_factory=list)  # the page's events: a redrawn dropdown's handlers are found here
     demo_blocks: list = field(default_factory=list)
@@ -230,7 +236,13 @@ class ShareWiring:
             for control, value in zip(self.controls, values, strict=True)
             if value is not None and value != control.component.value and _plain(value)
         }
-        view = {"v": LINK_VERSION, "model": model_name, "prompt": prompt_text or "", "tab": tab_id or "tokenize", "controls": changed}
+        view = {
+            "v": LINK_VERSION,
+            "model": model_name,
+            "prompt": prompt_text or "",
+            "tab": tab_id or "tokenize",
+            "controls": changed,
+        }
         if present:
             view["present"] = True
         return view
@@ -240,8 +252,15 @@ class ShareWiring:
     def outputs(self) -> list:
         """Every block ``apply`` may set, each once, in a fixed order."""
         blocks = [
-            self.model_choice, self.prompt, self.presenter, self.note, self.open_tab, self.ctx.state, self.ctx.visible,
-            self.run_note, *(c.component for c in self.controls),
+            self.model_choice,
+            self.prompt,
+            self.presenter,
+            self.note,
+            self.open_tab,
+            self.ctx.state,
+            self.ctx.visible,
+            self.run_note,
+            *(c.component for c in self.controls),
         ]
         for view in self.ctx.views.values():
             blocks += [*view.outputs, view.rendered]
@@ -257,7 +276,9 @@ class ShareWiring:
         what is left out is said in ``notes``."""
         service, valid = self.ctx.service, {}
         if view.get("v", LINK_VERSION) != LINK_VERSION:
-            notes.append(f"the link was made by another version of this page (format {_shown(view.get('v'))}); what still fits is used")
+            notes.append(
+                f"the link was made by another version of this page (format {_shown(view.get('v'))}); what still fits is used"
+            )
         unknown = [str(k) for k in view if k not in VIEW_KEYS]
         if unknown:
             notes.append("unknown parts left out: " + ", ".join(_shown(k) for k in unknown[:8]))
@@ -272,7 +293,9 @@ class ShareWiring:
             if not isinstance(prompt, str):
                 notes.append("the prompt is not text; the page's prompt is used")
             elif len(prompt) > self.settings.max_prompt_chars:
-                notes.append(f"the prompt has {len(prompt):,} characters, over this page's {self.settings.max_prompt_chars:,}; the page's prompt is used")
+                notes.append(
+                    f"the prompt has {len(prompt):,} characters, over this page's {self.settings.max_prompt_chars:,}; the page's prompt is used"
+                )
             else:
                 valid["prompt"] = prompt
         tab = view.get("tab")
@@ -292,7 +315,7 @@ class ShareWiring:
             controls = {}
         by_key = {c.key: c for c in self.controls}
         valid["controls"] = {}
-        for key, value in list(controls.items())[:4 * len(self.controls) + 8]:
+        for key, value in list(controls.items())[: 4 * len(self.controls) + 8]:
             control = by_key.get(key)
             if control is None:
                 notes.append(f"no control {_shown(key)} on this page")
@@ -311,7 +334,7 @@ class ShareWiring:
         runs the prompt; draws the chosen tab with the link's controls, then sets the controls
         its drawing reset (positions) and redraws what they control. -> values of ``outputs()``."""
         valid = self.check(view, notes)
-        service, ctx = self.ctx.service, self.ctx
+        ctx = self.ctx
         values: dict[int, object] = {}
         settings_by_control = {id(c.component): c for c in self.controls}
 
@@ -361,12 +384,16 @@ class ShareWiring:
             if choices is None:  # a slider whose range follows the model: the render's clamped value stands
                 drawn_value = value.get("value", wanted) if isinstance(value, dict) else wanted
                 if drawn_value != wanted:
-                    notes.append(f"{_shown(control.key)}: {_shown(wanted)} is beyond this model; {_shown(drawn_value)} is shown")
+                    notes.append(
+                        f"{_shown(control.key)}: {_shown(wanted)} is beyond this model; {_shown(drawn_value)} is shown"
+                    )
                 put(block, value if isinstance(value, dict) and "value" in value else wanted)
                 continue
             ok, shown = clean_choice(block, wanted, choices)
             if not ok:
-                notes.append(f"{_shown(control.key)}: {_shown(wanted)} is not one of this Run's choices; left at its start")
+                notes.append(
+                    f"{_shown(control.key)}: {_shown(wanted)} is not one of this Run's choices; left at its start"
+                )
                 current[id(block)] = value.get("value")
                 continue
             put(block, {**value, "value": shown})
@@ -442,10 +469,23 @@ body.presenter .prose { font-size: 1.15em; }
 def build_share_row(ctx: AppContext, prompt, model_choice, run_note) -> ShareWiring:
     """The link controls, placed where this is called (above the tabs)."""
     with gr.Row(elem_id="share-row"):
-        copy_button = gr.Button("🔗 Copy link to this view", size="sm", elem_id="copy-link", scale=0, min_width=220)
-        presenter = gr.Checkbox(label="Presenter mode (larger text and figures)", value=False, elem_id="presenter-mode", scale=0, min_width=260)
-        link_box = gr.Textbox(label="Link to this view", placeholder="The link appears here (and in your clipboard)", max_lines=1,
-                              interactive=False, elem_id="share-link", buttons=["copy"], scale=3)
+        gr.Button("🔗 Copy link to this view", size="sm", elem_id="copy-link", scale=0, min_width=220)
+        presenter = gr.Checkbox(
+            label="Presenter mode (larger text and figures)",
+            value=False,
+            elem_id="presenter-mode",
+            scale=0,
+            min_width=260,
+        )
+        link_box = gr.Textbox(
+            label="Link to this view",
+            placeholder="The link appears here (and in your clipboard)",
+            max_lines=1,
+            interactive=False,
+            elem_id="share-link",
+            buttons=["copy"],
+            scale=3,
+        )
     token_box = gr.Textbox(visible=False, elem_id="share-token")
     open_tab = gr.Textbox(visible=False, elem_id="share-open-tab")
     note = gr.Markdown(elem_id="share-note")
@@ -468,7 +508,10 @@ def wire(share: ShareWiring, demo: gr.Blocks, start_run: Callable, copy_button_i
         return encode_view(share.view_of(*values))
 
     copy_button.click(make_token, inputs, [share.token_box], queue=False, api_name="share_link").then(
-        None, [share.token_box], [share.link_box], js=COPY_LINK_JS,
+        None,
+        [share.token_box],
+        [share.link_box],
+        js=COPY_LINK_JS,
     )
     share.presenter.change(None, [share.presenter], None, js=PRESENTER_JS)
 
@@ -481,8 +524,12 @@ def wire(share: ShareWiring, demo: gr.Blocks, start_run: Callable, copy_button_i
         return share.apply(view, notes)
 
     demo.load(
-        _restore_guard(restore, outputs, share.note), [share.token_box], outputs, js=READ_LINK_JS,
-        concurrency_limit=2 * ctx.service.settings.max_batch_size, concurrency_id="run",
+        _restore_guard(restore, outputs, share.note),
+        [share.token_box],
+        outputs,
+        js=READ_LINK_JS,
+        concurrency_limit=2 * ctx.service.settings.max_batch_size,
+        concurrency_id="run",
     ).then(None, [share.open_tab], None, js=OPEN_TAB_JS)
 
 

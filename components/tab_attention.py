@@ -6,15 +6,38 @@ import gradio as gr
 import numpy as np
 import plotly.graph_objects as go
 
+from components import interpret
+from components.common import (
+    NO_RUN,
+    AppContext,
+    clamp,
+    export_controls,
+    fmt_p,
+    guarded,
+    intro,
+    md_text,
+    slider_moved,
+    source_block,
+    unique_labels,
+)
+from components.plots import (
+    SEQUENTIAL,
+    attention_blocks,
+    attention_pattern,
+    bin_starts,
+    block_labels,
+    heatmap,
+    layout,
+    layout_properties,
+    message_figure,
+    template_text,
+    tiled_heatmap,
+)
+from components.run import Run
 from gpt2_max import attribution
 from gpt2_max.hooks import block_key
 from gpt2_max.modules import Attention
 from gpt2_max.sampling import softmax
-
-from components import interpret
-from components.common import NO_RUN, AppContext, clamp, export_controls, fmt_p, guarded, intro, md_text, slider_moved, source_block, unique_labels
-from components.plots import SEQUENTIAL, attention_blocks, attention_pattern, bin_starts, block_labels, heatmap, layout, layout_properties, message_figure, template_text, tiled_heatmap
-from components.run import Run
 
 TOP_NEXT = 10
 # Each small multiple is drawn at most GRID_BINS x GRID_BINS cells (longer inputs are
@@ -54,7 +77,10 @@ def pattern_figure(run: Run, layer: int, head: int) -> go.Figure:
     pattern = run.trace[block_key(layer, "attn.hook_pattern")][head]
     displays = [t.display for t in run.tokens]
     return attention_pattern(
-        pattern, run.labels, displays, f"Attention pattern, layer {layer} head {head}: each row sums to 1",
+        pattern,
+        run.labels,
+        displays,
+        f"Attention pattern, layer {layer} head {head}: each row sums to 1",
         height=_height(run.n_tokens),
     )
 
@@ -62,7 +88,9 @@ def pattern_figure(run: Run, layer: int, head: int) -> go.Figure:
 def position_0_shares(run: Run) -> np.ndarray:
     """[L, H]: each head's mean attention weight on position 0 over queries 1..T-1 (query 0
     can read only position 0 under the causal mask; with T = 1 that is all there is)."""
-    patterns = np.stack([run.trace[block_key(layer, "attn.hook_pattern")] for layer in range(run.config.n_layer)])  # [L, H, T, T]
+    patterns = np.stack(
+        [run.trace[block_key(layer, "attn.hook_pattern")] for layer in range(run.config.n_layer)]
+    )  # [L, H, T, T]
     queries = slice(1, None) if run.n_tokens > 1 else slice(None)
     return patterns[:, :, queries, 0].astype(np.float64).mean(axis=-1)
 
@@ -73,7 +101,9 @@ def sinks_markdown(shares: np.ndarray) -> str:
     sinks = [(layer, head) for layer in range(L) for head in range(H) if shares[layer, head] > SINK_SHARE]
     if not sinks:
         return f"No head puts more than {SINK_SHARE:.0%} of its attention on position 0 (mean over queries 1..T-1)."
-    named = ", ".join(f"L{layer}H{head} ({shares[layer, head]:.0%})" for layer, head in sinks[:12]) + (", …" if len(sinks) > 12 else "")
+    named = ", ".join(f"L{layer}H{head} ({shares[layer, head]:.0%})" for layer, head in sinks[:12]) + (
+        ", …" if len(sinks) > 12 else ""
+    )
     return (
         f"**{len(sinks)} of {L * H} heads** put more than {SINK_SHARE:.0%} of their attention on position 0 "
         f"(mean over queries 1..T-1): {named}. Such a head parks the attention it does not need on the first "
@@ -106,12 +136,25 @@ def grid_figure(run: Run, values: np.ndarray, labels: list[str], shares: np.ndar
     cell = 90 if L > 4 else 150
     title = "Every head's pattern (rows = queries, columns = keys)"
     if pooled:
-        title += f"; queries averaged, keys summed over blocks of ~{(run.n_tokens - 1) / (G - 1):.0f} positions (0 alone)"
-    colorbar = dict(title=dict(text="attention weight", side="top"), orientation="h", x=0.5, xanchor="center",
-                    y=-0.01, yanchor="top", len=0.5, thickness=12)
+        title += (
+            f"; queries averaged, keys summed over blocks of ~{(run.n_tokens - 1) / (G - 1):.0f} positions (0 alone)"
+        )
+    colorbar = dict(
+        title=dict(text="attention weight", side="top"),
+        orientation="h",
+        x=0.5,
+        xanchor="center",
+        y=-0.01,
+        yanchor="top",
+        len=0.5,
+        thickness=12,
+    )
     return tiled_heatmap(
-        values.astype(np.float32), [f"layer {layer}" for layer in range(L)], [f"head {h}" for h in range(H)],
-        [f"query {label}" for label in labels], [f"key {label}" for label in labels],
+        values.astype(np.float32),
+        [f"layer {layer}" for layer in range(L)],
+        [f"head {h}" for h in range(H)],
+        [f"query {label}" for label in labels],
+        [f"key {label}" for label in labels],
         hovertemplate=(
             f"%{{y}}<br>%{{x}}<br>{'weight on the key block, mean over the query block' if pooled else 'attention'}: %{{z:.3f}}<br>"
             # the tab's text says the share is over queries 1..T-1
@@ -119,7 +162,9 @@ def grid_figure(run: Run, values: np.ndarray, labels: list[str], shares: np.ndar
         ),
         customdata=np.rint(np.clip(shares, 0.0, 1.0) * 100).astype(np.uint8),
         layout_extra=layout_properties(
-            title, height=L * cell + 190, margin=dict(l=70, r=20, t=110, b=70),
+            title,
+            height=L * cell + 190,
+            margin=dict(l=70, r=20, t=110, b=70),
             coloraxis=dict(colorscale=SEQUENTIAL, cmin=0.0, cmax=1.0, colorbar=colorbar),
         ),
     )
@@ -129,12 +174,20 @@ def qkv_figure(run: Run, layer: int, head: int, position: int) -> tuple[go.Figur
     rows = np.stack([run.trace[block_key(layer, f"attn.hook_{name}")][position, head] for name in "qkv"])  # [3, D]
     where = f"position {position} {run.tokens[position].display!r}"
     fig = heatmap(
-        rows, [str(d) for d in range(rows.shape[1])], ["query q", "key k", "value v"],
+        rows,
+        [str(d) for d in range(rows.shape[1])],
+        ["query q", "key k", "value v"],
         f"q, k and v of {where}, layer {layer} head {head} ({rows.shape[1]} numbers each)",
-        x_title="head dimension", y_title="vector", value_name="value", diverging=True, height=300,
+        x_title="head dimension",
+        y_title="vector",
+        value_name="value",
+        diverging=True,
+        height=300,
     )
     # The same position for every cell: one hovertemplate, not a string per cell.
-    fig.update_traces(hovertemplate=fig.data[0].hovertemplate.replace("<extra>", f"<br>{template_text(where)}<extra>", 1))
+    fig.update_traces(
+        hovertemplate=fig.data[0].hovertemplate.replace("<extra>", f"<br>{template_text(where)}<extra>", 1)
+    )
     return fig, rows
 
 
@@ -152,7 +205,10 @@ def ablation_figure(run: Run, tokens, layer: int, head: int, after: Run | None) 
     last = f"position {run.n_tokens - 1} {run.tokens[-1].display!r}"
     fig = go.Figure(
         go.Bar(
-            x=labels, y=before[ids], name="before", marker_color=BEFORE_COLOUR,
+            x=labels,
+            y=before[ids],
+            name="before",
+            marker_color=BEFORE_COLOUR,
             customdata=[f"id {int(i)}" for i in ids],
             hovertemplate=f"next token %{{x}} (%{{customdata}})<br>after {last}<br>before: %{{y:.4g}}<extra></extra>",
         )
@@ -164,7 +220,10 @@ def ablation_figure(run: Run, tokens, layer: int, head: int, after: Run | None) 
     else:
         fig.add_trace(
             go.Bar(
-                x=labels, y=after_probs[ids], name=f"after ablating L{layer}H{head}", marker_color=AFTER_COLOUR,
+                x=labels,
+                y=after_probs[ids],
+                name=f"after ablating L{layer}H{head}",
+                marker_color=AFTER_COLOUR,
                 customdata=[f"id {int(i)}" for i in ids],
                 hovertemplate=f"next token %{{x}} (%{{customdata}})<br>after {last}<br>ablated: %{{y:.4g}}<extra></extra>",
             )
@@ -179,14 +238,22 @@ def ablation_figure(run: Run, tokens, layer: int, head: int, after: Run | None) 
             f"**{md_text(tokens(top_after))}** ({fmt_p(after_probs[top_after])}). "
             f"KL(before ‖ after) = {kl:.4g} nats over the whole vocabulary."
         )
-    layout(fig, title, height=440, barmode="group", legend=dict(orientation="h", y=1.0, x=1, xanchor="right", yanchor="bottom"))
+    layout(
+        fig,
+        title,
+        height=440,
+        barmode="group",
+        legend=dict(orientation="h", y=1.0, x=1, xanchor="right", yanchor="bottom"),
+    )
     fig.update_layout(margin=dict(t=100))  # room for the legend between the title and the bars
     fig.update_xaxes(type="category", tickangle=-45, title="next token")
     fig.update_yaxes(title="probability")
     return fig, markdown, arrays
 
 
-def render_head(run: Run | None, tokens, layer: int = 0, head: int = 0, position: int | None = None, after: Run | None = None):
+def render_head(
+    run: Run | None, tokens, layer: int = 0, head: int = 0, position: int | None = None, after: Run | None = None
+):
     """-> (pattern fig, q/k/v fig, ablation fig, markdown, arrays) for one head.
 
     ``after`` is ``service.variant(run, ablated=[(layer, head)])``, or None to show only "before".
@@ -222,7 +289,9 @@ def render_head(run: Run | None, tokens, layer: int = 0, head: int = 0, position
     return pattern_fig, qkv_fig, ablation_fig, markdown, arrays
 
 
-def render(run: Run | None, tokens, layer: int = 0, head: int = 0, position: int | None = None, after: Run | None = None):
+def render(
+    run: Run | None, tokens, layer: int = 0, head: int = 0, position: int | None = None, after: Run | None = None
+):
     """-> (pattern fig, all-heads grid fig, q/k/v fig, ablation fig, markdown, arrays)."""
     pattern_fig, qkv_fig, ablation_fig, markdown, arrays = render_head(run, tokens, layer, head, position, after)
     if run is None:
@@ -231,7 +300,14 @@ def render(run: Run | None, tokens, layer: int = 0, head: int = 0, position: int
     shares = position_0_shares(run)
     arrays["grid"] = values
     arrays["grid_share_on_position_0"] = shares
-    return pattern_fig, grid_figure(run, values, labels, shares), qkv_fig, ablation_fig, markdown + "\n\n" + sinks_markdown(shares), arrays
+    return (
+        pattern_fig,
+        grid_figure(run, values, labels, shares),
+        qkv_fig,
+        ablation_fig,
+        markdown + "\n\n" + sinks_markdown(shares),
+        arrays,
+    )
 
 
 def detector_views(run: Run | None) -> tuple[go.Figure, str, dict]:
@@ -261,12 +337,18 @@ def build(ctx: AppContext) -> None:
         source_block(Attention)
         gr.Markdown(interpret.DETECTORS_TEXT)
         induction_button = gr.Button(
-            f"Induction test: {interpret.INDUCTION_TEST_LENGTH} seeded random tokens, repeated", elem_id="induction-test", size="sm"
+            f"Induction test: {interpret.INDUCTION_TEST_LENGTH} seeded random tokens, repeated",
+            elem_id="induction-test",
+            size="sm",
         )
         detectors_plot = gr.Plot(label="Head detectors", elem_classes=["head-picker"], elem_id="detectors-plot")
         detectors_text = gr.Markdown()
         head_pick = gr.Textbox(elem_id="head-pick", show_label=False, container=False)
-        source_block(attribution.detection_patterns, attribution.head_scores, label="Source of the detectors (on the MAX trace's patterns)")
+        source_block(
+            attribution.detection_patterns,
+            attribution.head_scores,
+            label="Source of the detectors (on the MAX trace's patterns)",
+        )
         patching = interpret.patching_section(ctx, "heads", "head (its output at every position)", "Patch every head")
 
     def token_text(token_id: int) -> str:
@@ -291,11 +373,13 @@ def build(ctx: AppContext) -> None:
         *figures, markdown, _ = render(run, token_text, layer_value, head_value, None, after)
         L, H = run.config.n_layer, run.config.n_head
         return (
-            *figures, notice + markdown,
+            *figures,
+            notice + markdown,
             gr.update(maximum=L - 1, value=clamp(layer_value, 0, L - 1)),
             gr.update(maximum=H - 1, value=clamp(head_value, 0, H - 1)),
             gr.update(choices=[(label, i) for i, label in enumerate(run.labels)], value=run.n_tokens - 1),
-            detector_fig, detector_md,
+            detector_fig,
+            detector_md,
         )
 
     def head_view(run: Run | None, layer_value, head_value, position_value, on):
@@ -327,18 +411,43 @@ def build(ctx: AppContext) -> None:
         arrays.update(interpret.patching_arrays(patched))
         return arrays
 
-    outputs = [pattern_plot, grid_plot, qkv_plot, ablation_plot, text, layer, head, position, detectors_plot, detectors_text]
+    outputs = [
+        pattern_plot,
+        grid_plot,
+        qkv_plot,
+        ablation_plot,
+        text,
+        layer,
+        head,
+        position,
+        detectors_plot,
+        detectors_text,
+    ]
     view = ctx.view(tab, refresh, [layer, head, ablate], outputs)
-    ctx.run_ids_on(induction_button.click, lambda: attribution.induction_test_ids(interpret.INDUCTION_TEST_LENGTH), "the induction test")
+    ctx.run_ids_on(
+        induction_button.click,
+        lambda: attribution.induction_test_ids(interpret.INDUCTION_TEST_LENGTH),
+        "the induction test",
+    )
     ctx.control(
-        view, [head_pick.change], picked, [ctx.state, head_pick, position, ablate],
+        view,
+        [head_pick.change],
+        picked,
+        [ctx.state, head_pick, position, ablate],
         [layer, head, pattern_plot, qkv_plot, ablation_plot, text],
-        concurrency_limit=settings.concurrency_limit, concurrency_id="model", trigger_mode="always_last",
+        concurrency_limit=settings.concurrency_limit,
+        concurrency_id="model",
+        trigger_mode="always_last",
     )
     # Ablating runs the model: share the model's concurrency queue.
     ctx.control(
-        view, [slider_moved(layer), slider_moved(head), position.input, ablate.input], update, [ctx.state, layer, head, position, ablate],
+        view,
+        [slider_moved(layer), slider_moved(head), position.input, ablate.input],
+        update,
+        [ctx.state, layer, head, position, ablate],
         [pattern_plot, qkv_plot, ablation_plot, text],
-        concurrency_limit=settings.concurrency_limit, concurrency_id="model", trigger_mode="always_last",
+        concurrency_limit=settings.concurrency_limit,
+        concurrency_id="model",
+        trigger_mode="always_last",
     )
     ctx.export(view, export, tensors, [layer, head, position, ablate, patching.result])

@@ -6,14 +6,35 @@ import gradio as gr
 import numpy as np
 import plotly.graph_objects as go
 
+from components import interpret
+from components.common import (
+    NO_RUN,
+    AppContext,
+    clamp,
+    export_controls,
+    guarded,
+    intro,
+    md_text,
+    position_0_switch,
+    source_block,
+)
+from components.plots import (
+    GROUPED,
+    counted_positions,
+    decade_ticks,
+    figure,
+    finite,
+    heatmap,
+    lines,
+    log_axis,
+    message_figure,
+    plot_text,
+    value_marks,
+)
+from components.run import LENS_DEFAULT_POSITIONS, LENS_MAX_POSITIONS, Run
 from gpt2_max.analysis import Lens
 from gpt2_max.hooks import block_key
 from gpt2_max.modules import Block, GPT2Analysis
-
-from components import interpret
-from components.common import NO_RUN, AppContext, clamp, export_controls, guarded, intro, md_text, position_0_switch, source_block
-from components.plots import GROUPED, counted_positions, decade_ticks, figure, finite, heatmap, lines, log_axis, message_figure, plot_text, value_marks
-from components.run import LENS_DEFAULT_POSITIONS, LENS_MAX_POSITIONS, Run
 
 MEAN = "mean"  # the position control's value for "averaged over positions"
 # Okabe-Ito: distinguishable with every common colour-vision deficiency.
@@ -52,15 +73,21 @@ def stage_names(n_layer: int) -> list[str]:
 def residual_norms(run: Run) -> np.ndarray:
     """[L+1, T]: ‖stream‖ at each position after the embedding and after each block."""
     L = run.config.n_layer
-    stages = [run.trace[block_key(0, "hook_resid_pre")]] + [run.trace[block_key(i, "hook_resid_post")] for i in range(L)]
+    stages = [run.trace[block_key(0, "hook_resid_pre")]] + [
+        run.trace[block_key(i, "hook_resid_post")] for i in range(L)
+    ]
     return np.stack([np.linalg.norm(s.astype(np.float64), axis=-1) for s in stages])
 
 
 def addition_norms(run: Run) -> tuple[np.ndarray, np.ndarray]:
     """([L, T], [L, T]): ‖attn_out‖ and ‖mlp_out‖ of each block at each position."""
     L = run.config.n_layer
-    attn = np.stack([np.linalg.norm(run.trace[block_key(i, "hook_attn_out")].astype(np.float64), axis=-1) for i in range(L)])
-    mlp = np.stack([np.linalg.norm(run.trace[block_key(i, "hook_mlp_out")].astype(np.float64), axis=-1) for i in range(L)])
+    attn = np.stack(
+        [np.linalg.norm(run.trace[block_key(i, "hook_attn_out")].astype(np.float64), axis=-1) for i in range(L)]
+    )
+    mlp = np.stack(
+        [np.linalg.norm(run.trace[block_key(i, "hook_mlp_out")].astype(np.float64), axis=-1) for i in range(L)]
+    )
     return attn, mlp
 
 
@@ -77,7 +104,11 @@ def resolve(run: Run, position) -> int | None:
 def where(run: Run, position: int | None, leave_out_position_0: bool = False) -> str:
     if position is not None:
         return f"at {run.labels[position]!r}"
-    return f"averaged over positions 1–{run.n_tokens - 1}" if leave_out_position_0 and run.n_tokens > 1 else "averaged over positions"
+    return (
+        f"averaged over positions 1–{run.n_tokens - 1}"
+        if leave_out_position_0 and run.n_tokens > 1
+        else "averaged over positions"
+    )
 
 
 def position_0_note(run: Run, position: int | None, leave_out_position_0: bool, values: np.ndarray) -> list[str]:
@@ -130,19 +161,33 @@ def additions_figure(run: Run, position: int | None, leave_out_position_0: bool 
         note = f"token {run.labels[position]}<br>position {position}"
     x = [f"block {i}" for i in range(run.config.n_layer)]
     # Points, not bars: the axis is log (see value_marks).
-    series = (("attn_out", "attention adds", attn_v, ATTN_COLOUR, "circle"), ("mlp_out", "MLP adds", mlp_v, MLP_COLOUR, "diamond"))
+    series = (
+        ("attn_out", "attention adds", attn_v, ATTN_COLOUR, "circle"),
+        ("mlp_out", "MLP adds", mlp_v, MLP_COLOUR, "diamond"),
+    )
     data = [
         value_marks(
-            x, finite(values), horizontal=False, log=True, colour=colour, symbol=symbol, name=f"‖{tensor}‖ ({name})",
+            x,
+            finite(values),
+            horizontal=False,
+            log=True,
+            colour=colour,
+            symbol=symbol,
+            name=f"‖{tensor}‖ ({name})",
             hovertemplate=f"%{{x}}: {name} a vector of norm %{{y:.4g}}<br>{note}<extra></extra>",
         )
         for tensor, name, values, colour, symbol in series
     ]
     notes = position_0_note(run, position, leave_out_position_0, np.maximum(attn, mlp))
     return figure(
-        data, f"How much each block's attention and MLP add, {where(run, position, leave_out_position_0)}", height=400, notes=notes,
-        legend_above=True, **GROUPED,
-        xaxis=dict(type="category", title="block"), yaxis=log_axis(np.concatenate([attn_v, mlp_v]), "‖added vector‖"),
+        data,
+        f"How much each block's attention and MLP add, {where(run, position, leave_out_position_0)}",
+        height=400,
+        notes=notes,
+        legend_above=True,
+        **GROUPED,
+        xaxis=dict(type="category", title="block"),
+        yaxis=log_axis(np.concatenate([attn_v, mlp_v]), "‖added vector‖"),
     )
 
 
@@ -170,9 +215,13 @@ def lens_heatmap(run: Run, lens: Lens, display) -> go.Figure:
     )
     # The cell's other likely tokens after its top one (already in the hover), with probabilities.
     runners_up = np.array(
-        [[" · ".join(f"{plot_text(display(int(t)))} {p:.2g}" for t, p in zip(ids[1:], probs[1:]))
-          for ids, probs in zip(layer_ids, layer_probs)]
-         for layer_ids, layer_probs in zip(lens.top_k_ids, lens.top_k_probs)],
+        [
+            [
+                " · ".join(f"{plot_text(display(int(t)))} {p:.2g}" for t, p in zip(ids[1:], probs[1:]))
+                for ids, probs in zip(layer_ids, layer_probs)
+            ]
+            for layer_ids, layer_probs in zip(lens.top_k_ids, lens.top_k_probs)
+        ],
         dtype=object,
     )
     fig.update_traces(
@@ -189,9 +238,18 @@ def lens_heatmap(run: Run, lens: Lens, display) -> go.Figure:
     if T <= LENS_TEXT_MAX_POSITIONS:
         # Written in the cell only as far as it fits (the hover has it whole): 24 cells across a
         # plot of ~1,200 px are ~50 px each, ~7 characters at 11 px, and longer texts ran into each other.
-        cut = np.array([[plot_text(t if len(t) <= LENS_CELL_CHARS else t[: LENS_CELL_CHARS - 1] + "…") for t in row] for row in text], dtype=object)
-        fig.update_traces(texttemplate="%{customdata[4]}", textfont=dict(size=11),
-                          customdata=np.concatenate([np.asarray(fig.data[0].customdata, dtype=object), cut[..., None]], axis=-1))
+        cut = np.array(
+            [
+                [plot_text(t if len(t) <= LENS_CELL_CHARS else t[: LENS_CELL_CHARS - 1] + "…") for t in row]
+                for row in text
+            ],
+            dtype=object,
+        )
+        fig.update_traces(
+            texttemplate="%{customdata[4]}",
+            textfont=dict(size=11),
+            customdata=np.concatenate([np.asarray(fig.data[0].customdata, dtype=object), cut[..., None]], axis=-1),
+        )
     return fig
 
 
@@ -218,7 +276,9 @@ def final_figure(run: Run, lens: Lens, display) -> go.Figure:
     return fig
 
 
-def summary_markdown(run: Run, position: int | None, lens: Lens | None, display, leave_out_position_0: bool = True) -> str:
+def summary_markdown(
+    run: Run, position: int | None, lens: Lens | None, display, leave_out_position_0: bool = True
+) -> str:
     norms = residual_norms(run)
     attn, mlp = addition_norms(run)
     if position is None:
@@ -237,7 +297,11 @@ def summary_markdown(run: Run, position: int | None, lens: Lens | None, display,
     if lens is not None:
         final = display(lens.final_id)
         settled = next((i for i in range(lens.top_ids.shape[0]) if (lens.top_ids[i:, -1] == lens.final_id).all()), None)
-        when = f"is the lens's top guess from block {settled} on" if settled is not None else "is never the lens's top guess"
+        when = (
+            f"is the lens's top guess from block {settled} on"
+            if settled is not None
+            else "is never the lens's top guess"
+        )
         lines_md.append(
             f"**Logit lens:** the final prediction at the last position is {md_text(repr(final))} "
             f"(p = {lens.final_probs[-1, -1]:.3g} after the last block); it {when}. "
@@ -330,19 +394,28 @@ def build(ctx: AppContext) -> None:
         additions_plot = gr.Plot(label="What each block adds")
         lens_plot = gr.Plot(label="Logit lens")
         final_plot = gr.Plot(label="The final prediction through the layers")
-        source_block(Block, GPT2Analysis, label="MAX source of this stage (Block; the analysis graph that runs the lens)")
+        source_block(
+            Block, GPT2Analysis, label="MAX source of this stage (Block; the analysis graph that runs the lens)"
+        )
         patching = interpret.patching_section(
-            ctx, "residual", "layer and position (the stream entering that block there)", "Patch every layer and position"
+            ctx,
+            "residual",
+            "layer and position (the stream entering that block there)",
+            "Patch every layer and position",
         )
 
     def lens_of(run: Run, positions=LENS_DEFAULT_POSITIONS):
-        lens, why = service.analysis(run, "lens", positions=clamp(positions, 1, LENS_MAX_POSITIONS, LENS_DEFAULT_POSITIONS))
+        lens, why = service.analysis(
+            run, "lens", positions=clamp(positions, 1, LENS_MAX_POSITIONS, LENS_DEFAULT_POSITIONS)
+        )
         return lens if lens is not None else why
 
     @guarded("plot", "plot", "plot", "plot", "text", "keep")
     def refresh(request, leave_out_position_0, positions):
         run = ctx.current(request)
-        figures = render(run, lens_of(run, positions) if run is not None else NO_RUN, service.tokenizer, MEAN, leave_out_position_0)
+        figures = render(
+            run, lens_of(run, positions) if run is not None else NO_RUN, service.tokenizer, MEAN, leave_out_position_0
+        )
         choices = [("mean over positions", MEAN)]
         if run is not None:
             choices += [(label, i) for i, label in enumerate(run.labels)]
@@ -377,12 +450,31 @@ def build(ctx: AppContext) -> None:
         display = token_display(service.tokenizer)
         return lens_heatmap(run, lens, display), final_figure(run, lens, display)
 
-    view = ctx.view(tab, refresh, [leave_out, lens_positions], [norms_plot, additions_plot, lens_plot, final_plot, summary, position_control])
-    ctx.control(view, [position_control.input, leave_out.input], change, [ctx.state, position_control, leave_out, lens_positions],
-                [norms_plot, additions_plot, summary], trigger_mode="always_last")
-    ctx.control(view, [lens_positions.input], widen, [ctx.state, lens_positions], [lens_plot, final_plot], trigger_mode="always_last")
+    view = ctx.view(
+        tab,
+        refresh,
+        [leave_out, lens_positions],
+        [norms_plot, additions_plot, lens_plot, final_plot, summary, position_control],
+    )
+    ctx.control(
+        view,
+        [position_control.input, leave_out.input],
+        change,
+        [ctx.state, position_control, leave_out, lens_positions],
+        [norms_plot, additions_plot, summary],
+        trigger_mode="always_last",
+    )
+    ctx.control(
+        view,
+        [lens_positions.input],
+        widen,
+        [ctx.state, lens_positions],
+        [lens_plot, final_plot],
+        trigger_mode="always_last",
+    )
     ctx.export(
-        view, export,
+        view,
+        export,
         lambda run, patched, positions: {**tensors(run, lens_of(run, positions)), **interpret.patching_arrays(patched)},
         [patching.result, lens_positions],
     )

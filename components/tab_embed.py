@@ -6,10 +6,6 @@ import gradio as gr
 import numpy as np
 import plotly.graph_objects as go
 
-from gpt2_max.analysis import Nearest
-from gpt2_max.modules import Embedding, GPT2Analysis, GPT2Body
-from gpt2_max.tokenizer import Tokenizer
-
 from components.common import (
     NO_RUN,
     AppContext,
@@ -25,13 +21,18 @@ from components.common import (
 )
 from components.plots import MAX_CELLS_PER_AXIS, bars, binned_heatmap, lines, message_figure
 from components.run import Run
+from gpt2_max.analysis import Nearest
+from gpt2_max.modules import Embedding, GPT2Analysis, GPT2Body
+from gpt2_max.tokenizer import Tokenizer
 
 TOP_NEAREST = 10
 # The embedding heatmaps show this many of the E dimensions: those that vary most over the input.
 TOP_SPREAD_DIMS = 64
 # A [N, N] heatmap beyond this many positions costs the browser more than it shows.
 MAX_SIMILARITY_POSITIONS = 256
-NEEDS_WEIGHTS = "The nearest tokens need the model's weights (wte), which are still loading; this fills in when the model is ready."
+NEEDS_WEIGHTS = (
+    "The nearest tokens need the model's weights (wte), which are still loading; this fills in when the model is ready."
+)
 
 INTRO = intro(
     "2 · Embed",
@@ -49,6 +50,7 @@ INTRO = intro(
     ],
 )
 
+
 def cosine_matrix(rows: np.ndarray) -> np.ndarray:
     rows = np.asarray(rows, dtype=np.float64)
     unit = rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
@@ -65,21 +67,33 @@ def spread_dims(values: np.ndarray, k: int) -> np.ndarray:
     return np.sort(np.argsort(-spread, kind="stable")[: min(k, spread.size)])
 
 
-def embedding_heatmap(values: np.ndarray, run: Run, title: str, k: int | None = None, leave_out_position_0: bool = True) -> go.Figure:
+def embedding_heatmap(
+    values: np.ndarray, run: Run, title: str, k: int | None = None, leave_out_position_0: bool = True
+) -> go.Figure:
     """[T, E] rows as a heatmap of the k (default TOP_SPREAD_DIMS) dimensions that vary most over
     these positions (all E when E <= k); positions averaged over blocks beyond a screenful.
     Colours from the bulk of the values (position 0's row left out of them when asked)."""
     T, E = values.shape
     dims = spread_dims(values, TOP_SPREAD_DIMS if k is None else k)
     subtitle = (
-        "" if dims.size == E
+        ""
+        if dims.size == E
         else f"the {dims.size} of {E} dimensions with the largest spread (std over these {T} positions), in dimension order"
     )
     return binned_heatmap(
-        values[:, dims], [str(d) for d in dims], run.labels, title,
-        y_short=[t.display for t in run.tokens], bin_x=False, subtitle=subtitle,
-        x_title="embedding dimension", y_title="position · token", value_name="value",
-        diverging=True, position_axes="y", leave_out_position_0=leave_out_position_0,
+        values[:, dims],
+        [str(d) for d in dims],
+        run.labels,
+        title,
+        y_short=[t.display for t in run.tokens],
+        bin_x=False,
+        subtitle=subtitle,
+        x_title="embedding dimension",
+        y_title="position · token",
+        value_name="value",
+        diverging=True,
+        position_axes="y",
+        leave_out_position_0=leave_out_position_0,
         height=_rows_height(min(T, MAX_CELLS_PER_AXIS)),
     )
 
@@ -110,15 +124,22 @@ def render_nearest(run: Run, nearest: Nearest | str, tokenizer: Tokenizer, posit
     ids, cosines = nearest.ids[position], nearest.cosines[position]
     texts = [tokenizer.token(int(i)).display for i in ids]
     fig = bars(
-        unique_labels(texts, ids), cosines,
+        unique_labels(texts, ids),
+        cosines,
         f"Nearest {len(ids)} tokens to {chosen.display!r} (position {position}) in wte, itself left out",
-        value_name="cosine similarity", height=420, hover_extra=[f"id {int(i)} · nearest to {chosen.display!r} at position {position}" for i in ids],
+        value_name="cosine similarity",
+        height=420,
+        hover_extra=[f"id {int(i)} · nearest to {chosen.display!r} at position {position}" for i in ids],
     )
     markdown = (
         f"Cosine similarity compares directions only: 1 is the same direction, 0 unrelated. "
         f"The closest other token to **{md_text(chosen.display)}** is **{md_text(texts[0])}** ({cosines[0]:.3f})."
     )
-    return fig, markdown, {"nearest_position": np.int64(position), "nearest_ids": ids.astype(np.int64), "nearest_cosine": cosines}
+    return (
+        fig,
+        markdown,
+        {"nearest_position": np.int64(position), "nearest_ids": ids.astype(np.int64), "nearest_cosine": cosines},
+    )
 
 
 def similarity_limit(run: Run, wpe: np.ndarray | None) -> int:
@@ -133,10 +154,18 @@ def render_similarity(run: Run, wpe: np.ndarray | None, n_positions: int | None)
     similarity, labels = position_similarity(run, wpe, n)
     short = [run.tokens[i].display if i < T else "(beyond input)" for i in range(len(labels))]
     fig = binned_heatmap(
-        similarity, labels, labels,
+        similarity,
+        labels,
+        labels,
         f"Cosine similarity of the position embeddings wpe[0..{len(labels) - 1}]",
-        x_short=short, y_short=short,
-        x_title="position", y_title="position", value_name="cosine", diverging=True, zmin=-1.0, zmax=1.0,
+        x_short=short,
+        y_short=short,
+        x_title="position",
+        y_title="position",
+        value_name="cosine",
+        diverging=True,
+        zmin=-1.0,
+        zmax=1.0,
         height=max(380, min(800, 14 * len(labels) + 180)),
     )
     return fig, {"position_cosine": similarity}
@@ -176,16 +205,28 @@ def render_embeddings(run: Run, leave_out_position_0: bool = True):
     arrays = embedding_arrays(run)
     T, E = arrays["hook_embed"].shape
     leave_out = dict(leave_out_position_0=leave_out_position_0)
-    token_fig = embedding_heatmap(arrays["hook_embed"], run, f"Token embeddings wte[id]: {T} rows × {E} dimensions", **leave_out)
+    token_fig = embedding_heatmap(
+        arrays["hook_embed"], run, f"Token embeddings wte[id]: {T} rows × {E} dimensions", **leave_out
+    )
     position_fig = embedding_heatmap(arrays["hook_pos_embed"], run, f"Position embeddings wpe[0..{T - 1}]", **leave_out)
-    sum_fig = embedding_heatmap(arrays["resid_pre_0"], run, "Their sum: the residual stream entering block 0", **leave_out)
+    sum_fig = embedding_heatmap(
+        arrays["resid_pre_0"], run, "Their sum: the residual stream entering block 0", **leave_out
+    )
     series = {
         "token ‖wte[id]‖": arrays["norm_token"],
         "position ‖wpe[pos]‖": arrays["norm_position"],
         "sum ‖token + position‖": arrays["norm_sum"],
     }
-    norms_fig = lines(run.labels, series, "Vector length (L2 norm) at each position", x_title="position · token", y_title="L2 norm",
-                      height=400, log_y=True, **leave_out)
+    norms_fig = lines(
+        run.labels,
+        series,
+        "Vector length (L2 norm) at each position",
+        x_title="position · token",
+        y_title="L2 norm",
+        height=400,
+        log_y=True,
+        **leave_out,
+    )
     norms_fig.update_xaxes(type="category", tickangle=-45)
     return token_fig, position_fig, sum_fig, norms_fig, summary_markdown(arrays), arrays
 
@@ -215,7 +256,16 @@ def render(
     nearest_fig, nearest_md, nearest_arrays = render_nearest(run, nearest, tokenizer, position)
     sim_fig, sim_arrays = render_similarity(run, wpe, n_positions)
     markdown = " ".join(m for m in (markdown, nearest_md) if m)
-    return token_fig, position_fig, sum_fig, norms_fig, nearest_fig, sim_fig, markdown, {**arrays, **nearest_arrays, **sim_arrays}
+    return (
+        token_fig,
+        position_fig,
+        sum_fig,
+        norms_fig,
+        nearest_fig,
+        sim_fig,
+        markdown,
+        {**arrays, **nearest_arrays, **sim_arrays},
+    )
 
 
 def position_choices(run: Run) -> list[tuple[str, int]]:
@@ -234,18 +284,28 @@ def build(ctx: AppContext) -> None:
         norms_plot = gr.Plot(label="Norms")
         with gr.Row():
             position = gr.Dropdown(label="Nearest tokens to the token at", choices=[], type="index", interactive=True)
-            n_positions = gr.Slider(1, MAX_SIMILARITY_POSITIONS, value=16, step=1, label="Positions in the similarity matrix")
+            n_positions = gr.Slider(
+                1, MAX_SIMILARITY_POSITIONS, value=16, step=1, label="Positions in the similarity matrix"
+            )
             export = export_controls("Export embeddings (.npz)")
         with gr.Row():
             nearest_plot = gr.Plot(label="Nearest tokens")
             similarity_plot = gr.Plot(label="Position similarity")
-        source_block(Embedding, GPT2Body.embed, GPT2Analysis, label="MAX source of this stage (embeddings; the analysis graph's cosine search)")
+        source_block(
+            Embedding,
+            GPT2Body.embed,
+            GPT2Analysis,
+            label="MAX source of this stage (embeddings; the analysis graph's cosine search)",
+        )
 
     def inputs_of(run: Run):
         """The nearest-token analysis (or why not yet) and wpe, for a Run."""
         result, why = service.analysis(run, "nearest")
         model = service.model_for(run.model_name)
-        return dict(nearest=result if result is not None else why, wpe=model.weights["wpe.weight"] if model is not None else None)
+        return dict(
+            nearest=result if result is not None else why,
+            wpe=model.weights["wpe.weight"] if model is not None else None,
+        )
 
     @guarded("plot", "plot", "plot", "plot", "plot", "plot", "text", "keep", "keep")
     def refresh(request, leave_out_position_0):
@@ -281,8 +341,31 @@ def build(ctx: AppContext) -> None:
     def tensors(run: Run, chosen, count):
         return render(run, service.tokenizer, chosen, count, **inputs_of(run))[-1]
 
-    view = ctx.view(tab, refresh, [leave_out], [token_plot, position_plot, sum_plot, norms_plot, nearest_plot, similarity_plot, summary, position, n_positions])
-    ctx.control(view, [position.input, slider_moved(n_positions)], update, [ctx.state, position, n_positions], [nearest_plot, similarity_plot, summary],
-                trigger_mode="always_last")
-    ctx.control(view, [leave_out.input], rescale, [ctx.state, leave_out], [token_plot, position_plot, sum_plot, norms_plot])
+    view = ctx.view(
+        tab,
+        refresh,
+        [leave_out],
+        [
+            token_plot,
+            position_plot,
+            sum_plot,
+            norms_plot,
+            nearest_plot,
+            similarity_plot,
+            summary,
+            position,
+            n_positions,
+        ],
+    )
+    ctx.control(
+        view,
+        [position.input, slider_moved(n_positions)],
+        update,
+        [ctx.state, position, n_positions],
+        [nearest_plot, similarity_plot, summary],
+        trigger_mode="always_last",
+    )
+    ctx.control(
+        view, [leave_out.input], rescale, [ctx.state, leave_out], [token_plot, position_plot, sum_plot, norms_plot]
+    )
     ctx.export(view, export, tensors, [position, n_positions])

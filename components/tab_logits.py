@@ -6,16 +6,26 @@ import gradio as gr
 import numpy as np
 import plotly.graph_objects as go
 
+from components import interpret
+from components.common import (
+    NO_RUN,
+    AppContext,
+    clamp,
+    export_controls,
+    guarded,
+    intro,
+    md_text,
+    preset_with_undo,
+    source_block,
+    undo_button,
+)
+from components.plots import bars, brief, lines, message_figure
+from components.run import Run
 from gpt2_max import attribution
 from gpt2_max.analysis import NextTokens
 from gpt2_max.modules import GPT2Analysis, GPT2Body, LayerNorm
 from gpt2_max.sampling import softmax
 from gpt2_max.tokenizer import Tokenizer
-
-from components import interpret
-from components.common import NO_RUN, AppContext, clamp, export_controls, guarded, intro, md_text, preset_with_undo, source_block, undo_button
-from components.plots import bars, brief, lines, message_figure
-from components.run import Run
 
 TOP_CANDIDATES = 15
 TYPED_MAX_CHARS = 200  # only the first token of the typed text is used
@@ -31,7 +41,10 @@ INTRO = intro(
     "token t+1: every position is a next-token prediction, and only the last one predicts past the text.",
     [
         ("ln_final.hook_normalized", "[T, E] ln_f output"),
-        ("logits", "[T, V] = ln_f(last block's output) @ wteᵀ (V = 50,257 tokens), from the MAX analysis graph (a Run's trace keeps the last position's row)"),
+        (
+            "logits",
+            "[T, V] = ln_f(last block's output) @ wteᵀ (V = 50,257 tokens), from the MAX analysis graph (a Run's trace keeps the last position's row)",
+        ),
         ("probabilities", "[V] per position, softmax of that position's logits"),
     ],
 )
@@ -84,7 +97,9 @@ def candidates_figure(run: Run, nxt: NextTokens, tokenizer: Tokenizer, position:
 
 def entropy_figure(run: Run, nxt: NextTokens, position: int) -> go.Figure:
     entropy, surprise = nxt.entropy_bits, nxt.surprise_bits
-    next_labels = [f"actual next token {run.tokens[t + 1].display}" for t in range(run.n_tokens - 1)] + ["no next token in the text"]
+    next_labels = [f"actual next token {run.tokens[t + 1].display}" for t in range(run.n_tokens - 1)] + [
+        "no next token in the text"
+    ]
     series = {"entropy (bits)": entropy, "surprise of the actual next token (bits)": surprise}
     fig = lines(
         run.labels,
@@ -94,7 +109,7 @@ def entropy_figure(run: Run, nxt: NextTokens, position: int) -> go.Figure:
         y_title="bits",
         height=380,
         hover_text={
-            "entropy (bits)": [f"perplexity {2.0 ** h:.3g}" for h in entropy],
+            "entropy (bits)": [f"perplexity {2.0**h:.3g}" for h in entropy],
             "surprise of the actual next token (bits)": next_labels,
         },
     )
@@ -122,7 +137,7 @@ def summary_markdown(run: Run, nxt: NextTokens, tokenizer: Tokenizer, position: 
         f"**Position {position} ({md_text(repr(run.labels[position]))}) predicts position {position + 1}.** "
         f"The most likely next token is {md_text(repr(token_display(tokenizer, best)))} with p = {probs[best]:.4g}.",
         f"**Entropy: {entropy:.3f} bits** (0 = certain; the maximum, every token equally likely, is "
-        f"log2 {V:,} = {np.log2(V):.2f} bits). 2^{entropy:.2f} ≈ **{2.0 ** entropy:,.1f}**: the model is as "
+        f"log2 {V:,} = {np.log2(V):.2f} bits). 2^{entropy:.2f} ≈ **{2.0**entropy:,.1f}**: the model is as "
         "uncertain as a fair choice among that many tokens (the distribution's perplexity).",
     ]
     if position + 1 < run.n_tokens:
@@ -140,7 +155,7 @@ def summary_markdown(run: Run, nxt: NextTokens, tokenizer: Tokenizer, position: 
         mean = float(surprise[:-1].mean())
         parts.append(
             f"Over the whole text the actual next tokens cost {mean:.2f} bits each on average "
-            f"(the cross-entropy loss GPT-2 was trained to lower, here in bits): a perplexity of 2^{mean:.2f} ≈ {2.0 ** mean:,.1f}."
+            f"(the cross-entropy loss GPT-2 was trained to lower, here in bits): a perplexity of 2^{mean:.2f} ≈ {2.0**mean:,.1f}."
         )
     return "\n\n".join(parts)
 
@@ -164,7 +179,9 @@ def typed_markdown(run: Run | None, nxt: NextTokens | str, tokenizer: Tokenizer,
     shown = token_display(tokenizer, token_id)
     used = f"Used token {md_text(repr(shown))} (id {token_id})"
     if len(ids) > 1:
-        pieces = ", ".join(md_text(repr(token_display(tokenizer, i))) for i in ids[:8]) + (", …" if len(ids) > 8 else "")
+        pieces = ", ".join(md_text(repr(token_display(tokenizer, i))) for i in ids[:8]) + (
+            ", …" if len(ids) > 8 else ""
+        )
         used += f", the first of the {len(ids)} tokens your text encodes to ({pieces}); the model scores one token at a time"
     return (
         f"{used}.\n\nAfter {md_text(repr(run.labels[position]))} it has **rank {rank_of(probs, token_id):,}** of "
@@ -196,7 +213,13 @@ NEEDS_MODEL = "Attribution reads the model's weights, which need the live model;
 
 
 def attribution_view(
-    run: Run | None, nxt: NextTokens | str, model, tokenizer: Tokenizer, position=None, target: str | None = "", minus: str | None = "",
+    run: Run | None,
+    nxt: NextTokens | str,
+    model,
+    tokenizer: Tokenizer,
+    position=None,
+    target: str | None = "",
+    minus: str | None = "",
 ):
     """-> (top contributors figure, heads grid figure, markdown, arrays): the direct logit attribution
     of ``target``'s logit (default: the top prediction) minus ``minus``'s (default: none) at ``position``.
@@ -206,7 +229,8 @@ def attribution_view(
         return message_figure(why), message_figure(why), brief(why), {}  # the tab's summary says it in full
     position = resolve(run, position)
     target_id = (
-        interpret.first_token(tokenizer, target, "target") if str(target or "").strip()
+        interpret.first_token(tokenizer, target, "target")
+        if str(target or "").strip()
         else int(np.argmax(nxt.logits[position]))
     )
     minus_id = interpret.first_token(tokenizer, minus, "token to subtract") if str(minus or "").strip() else None
@@ -225,8 +249,12 @@ def tensors(run: Run, nxt: NextTokens | str, position=None) -> dict[str, np.ndar
     if isinstance(nxt, NextTokens):
         arrays.update(logits=nxt.logits[position], probabilities=probabilities(nxt, position))
         arrays.update(
-            top_ids=nxt.top_ids, top_probs=nxt.top_probs, entropy_bits=nxt.entropy_bits,
-            next_token_probs=nxt.actual_probs, next_token_ranks=nxt.actual_ranks, next_token_surprise_bits=nxt.surprise_bits,
+            top_ids=nxt.top_ids,
+            top_probs=nxt.top_probs,
+            entropy_bits=nxt.entropy_bits,
+            next_token_probs=nxt.actual_probs,
+            next_token_ranks=nxt.actual_ranks,
+            next_token_surprise_bits=nxt.surprise_bits,
         )
     return arrays
 
@@ -237,25 +265,48 @@ def build(ctx: AppContext) -> None:
     with gr.Tab("Logits", elem_id="tab-logits") as tab:
         gr.Markdown(INTRO)
         with gr.Row():
-            position_control = gr.Dropdown(label="Position (its logits predict the next token)", choices=[], interactive=True, elem_id="logits-position")
-            typed = gr.Textbox(label="Where does this token rank? (first token of the text is used)", placeholder=" mat", max_lines=1, elem_id="logits-typed")
+            position_control = gr.Dropdown(
+                label="Position (its logits predict the next token)",
+                choices=[],
+                interactive=True,
+                elem_id="logits-position",
+            )
+            typed = gr.Textbox(
+                label="Where does this token rank? (first token of the text is used)",
+                placeholder=" mat",
+                max_lines=1,
+                elem_id="logits-typed",
+            )
             export = export_controls("Export this position's logits (.npz)")
         summary = gr.Markdown()
         typed_text = gr.Markdown()
         candidates_plot = gr.Plot(label="Next-token candidates")
         entropy_plot = gr.Plot(label="Entropy per position")
-        source_block(GPT2Body.unembed, LayerNorm, GPT2Analysis, label="MAX source of this stage (unembed and its ln_f; the analysis graph's top-k)")
+        source_block(
+            GPT2Body.unembed,
+            LayerNorm,
+            GPT2Analysis,
+            label="MAX source of this stage (unembed and its ln_f; the analysis graph's top-k)",
+        )
         gr.Markdown(interpret.ATTRIBUTION_TEXT)
         with gr.Row():
-            target = gr.Textbox(label="Token to explain (empty: the top prediction)", max_lines=1, elem_id="attribution-target")
+            target = gr.Textbox(
+                label="Token to explain (empty: the top prediction)", max_lines=1, elem_id="attribution-target"
+            )
             minus = gr.Textbox(label="… minus this token's logit (optional)", max_lines=1, elem_id="attribution-minus")
-            preset = gr.Button(f"Preset: indirect object, {interpret.IOI_ANSWER!r} − {interpret.IOI_WRONG!r}", size="sm", elem_id="attribution-preset")
+            preset = gr.Button(
+                f"Preset: indirect object, {interpret.IOI_ANSWER!r} − {interpret.IOI_WRONG!r}",
+                size="sm",
+                elem_id="attribution-preset",
+            )
             undo = undo_button("↩ Undo the preset (your tokens back)", "attribution-undo")
         target_tokens = gr.Markdown(elem_id="attribution-tokens")
         attribution_text = gr.Markdown()
         contributors_plot = gr.Plot(label="Largest contributions", elem_id="attribution-plot")
         heads_plot = gr.Plot(label="Every head's share")
-        source_block(attribution.Attribution, attribution.attribute, label="Source of the attribution (on the MAX trace)")
+        source_block(
+            attribution.Attribution, attribution.attribute, label="Source of the attribution (on the MAX trace)"
+        )
 
     def next_of(run: Run):
         nxt, why = service.analysis(run, "next")
@@ -264,16 +315,26 @@ def build(ctx: AppContext) -> None:
     def explained(run: Run | None, position, target_text, minus_text):
         if run is None:
             return attribution_view(None, NO_RUN, None, tokenizer)
-        return attribution_view(run, next_of(run), service.model_for(run.model_name), tokenizer, position, target_text, minus_text)
+        return attribution_view(
+            run, next_of(run), service.model_for(run.model_name), tokenizer, position, target_text, minus_text
+        )
 
     @guarded("plot", "plot", "text", "text", "keep", "plot", "plot", "text")
     def refresh(request, text, target_text, minus_text):
         run = ctx.current(request)
         if run is None:
-            return (*render(None, NO_RUN, tokenizer), gr.update(choices=[], value=None), *explained(None, None, "", "")[:3])
+            return (
+                *render(None, NO_RUN, tokenizer),
+                gr.update(choices=[], value=None),
+                *explained(None, None, "", "")[:3],
+            )
         figures = render(run, next_of(run), tokenizer, None, text)
         choices = [(label, i) for i, label in enumerate(run.labels)]
-        return (*figures, gr.update(choices=choices, value=run.n_tokens - 1), *explained(run, None, target_text, minus_text)[:3])
+        return (
+            *figures,
+            gr.update(choices=choices, value=run.n_tokens - 1),
+            *explained(run, None, target_text, minus_text)[:3],
+        )
 
     @guarded("plot", "plot", "text")
     def explain(request, position, target_text, minus_text):
@@ -293,19 +354,43 @@ def build(ctx: AppContext) -> None:
     attribution_outputs = [contributors_plot, heads_plot, attribution_text]
     view = ctx.view(tab, refresh, [typed, target, minus], [*outputs, position_control, *attribution_outputs])
     ctx.control(
-        view, [position_control.input, target.submit, minus.submit, target.blur, minus.blur], explain,
-        [ctx.state, position_control, target, minus], attribution_outputs, trigger_mode="always_last",
+        view,
+        [position_control.input, target.submit, minus.submit, target.blur, minus.blur],
+        explain,
+        [ctx.state, position_control, target, minus],
+        attribution_outputs,
+        trigger_mode="always_last",
     )
     # The preset runs the indirect-object sentence and explains ' Mary' against ' John' at its end.
     preset_with_undo(preset, [target, minus], (interpret.IOI_ANSWER, interpret.IOI_WRONG), undo)
     interpret.echo_token_boxes(
-        tokenizer, [(target, "token explained", "empty: the top prediction"), (minus, "minus", "empty: nothing subtracted")], target_tokens,
+        tokenizer,
+        [(target, "token explained", "empty: the top prediction"), (minus, "minus", "empty: nothing subtracted")],
+        target_tokens,
     )
     ctx.run_ids_on(preset.click, lambda: tokenizer.encode(interpret.IOI_CLEAN), "the indirect-object preset")
-    ctx.control(view, [position_control.input], change, [ctx.state, position_control, typed], outputs, trigger_mode="always_last")
-    ctx.control(view, [typed.submit, typed.blur], rank, [ctx.state, position_control, typed], [typed_text], trigger_mode="always_last")
+    ctx.control(
+        view,
+        [position_control.input],
+        change,
+        [ctx.state, position_control, typed],
+        outputs,
+        trigger_mode="always_last",
+    )
+    ctx.control(
+        view,
+        [typed.submit, typed.blur],
+        rank,
+        [ctx.state, position_control, typed],
+        [typed_text],
+        trigger_mode="always_last",
+    )
     ctx.export(
-        view, export,
-        lambda run, position, target_text, minus_text: {**tensors(run, next_of(run), position), **explained(run, position, target_text, minus_text)[3]},
+        view,
+        export,
+        lambda run, position, target_text, minus_text: {
+            **tensors(run, next_of(run), position),
+            **explained(run, position, target_text, minus_text)[3],
+        },
         [position_control, target, minus],
     )

@@ -8,15 +8,28 @@ import gradio as gr
 import numpy as np
 import plotly.graph_objects as go
 
+from components.common import (
+    NO_RUN,
+    AppContext,
+    clamp,
+    export_controls,
+    fmt_p,
+    guarded,
+    intro,
+    md_text,
+    position_0_switch,
+    slider_moved,
+    source_block,
+)
+from components.plots import attention_pattern, binned_heatmap, lines, message_figure, position_0_cells, robust_limits
+from components.run import Run
 from gpt2_max.hooks import block_key
 from gpt2_max.modules import Attention, GPT2Trace
 from gpt2_max.sampling import softmax
 
-from components.common import NO_RUN, AppContext, clamp, export_controls, fmt_p, guarded, intro, md_text, position_0_switch, slider_moved, source_block
-from components.plots import attention_pattern, binned_heatmap, lines, message_figure, position_0_cells, robust_limits
-from components.run import Run
-
-NEEDS_MODEL = "Switching the mask off runs the model again, which needs the live model; it is still loading (or unavailable)."
+NEEDS_MODEL = (
+    "Switching the mask off runs the model again, which needs the live model; it is still loading (or unavailable)."
+)
 NEEDS_ANALYSIS = "The predictions read every position's logits from the MAX analysis graph; none were given."
 
 INTRO = intro(
@@ -35,7 +48,9 @@ INTRO = intro(
 )
 
 
-def top_predictions(logits: np.ndarray, also: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+def top_predictions(
+    logits: np.ndarray, also: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """For each position: (top token id, its probability, probability of ``also[t]`` if given).
 
     Row by row, so a [T, 50257] float64 softmax is never held whole.
@@ -72,17 +87,28 @@ def square_heatmap(values: np.ndarray, run: Run, title: str, **kwargs) -> go.Fig
     """A [T, T] (query, key) heatmap, averaged over blocks of positions beyond a screenful, with
     position 0 a block of its own: the blocks of the attention pattern beside it."""
     displays = [t.display for t in run.tokens]
-    return binned_heatmap(values, run.labels, run.labels, title, x_short=displays, y_short=displays, first_alone=True, **kwargs)
+    return binned_heatmap(
+        values, run.labels, run.labels, title, x_short=displays, y_short=displays, first_alone=True, **kwargs
+    )
 
 
 def mask_figure(allowed: np.ndarray, run: Run, mask_off: bool) -> go.Figure:
-    title = "Mask OFF: every query may read every key" if mask_off else "Causal mask: yellow = allowed (1), purple = blocked (0)"
+    title = (
+        "Mask OFF: every query may read every key"
+        if mask_off
+        else "Causal mask: yellow = allowed (1), purple = blocked (0)"
+    )
     fig = square_heatmap(
-        allowed.astype(np.float32), run, title,
-        x_title="key (read)", y_title="query (reading)",
+        allowed.astype(np.float32),
+        run,
+        title,
+        x_title="key (read)",
+        y_title="query (reading)",
         value_name="allowed (1: the query reads this key) or blocked (0: score −inf, weight 0)",
         mean_name="fraction of the block's (query, key) pairs allowed",
-        zmin=0.0, zmax=1.0, height=_height(run.n_tokens),
+        zmin=0.0,
+        zmax=1.0,
+        height=_height(run.n_tokens),
     )
     fig.update_traces(colorbar=dict(tickvals=[0, 1], ticktext=["0 blocked (−inf)", "1 allowed"]))
     if len(fig.data[0].x) <= 64:  # gaps between cells only while they are wide enough to see
@@ -132,11 +158,15 @@ def predictions(
             "even the last position can change, because in later layers it reads earlier positions' vectors, "
             "which were themselves computed without the mask."
         )
-    fig = lines(run.labels, series, title, x_title="position · token", y_title="probability", height=400, hover_text=hover)
+    fig = lines(
+        run.labels, series, title, x_title="position · token", y_title="probability", height=400, hover_text=hover
+    )
     fig.update_xaxes(type="category", tickangle=-45)
     fig.update_yaxes(rangemode="tozero")
     # Collapsed: a row per position makes a long page on a projector.
-    table = "<details><summary>Top next token at every position (table)</summary>\n\n" + "\n".join(rows) + "\n\n</details>"
+    table = (
+        "<details><summary>Top next token at every position (table)</summary>\n\n" + "\n".join(rows) + "\n\n</details>"
+    )
     return fig, summary + "\n\n" + table, arrays
 
 
@@ -155,19 +185,42 @@ def score_figures(run: Run, shown: Run, layer: int, head: int, mask_off: bool, l
     where = f"layer {layer}, head {head}" + (", mask off" if mask_off else "")
     common = dict(x_title="key", y_title="query", height=_height(run.n_tokens))
     scale = dict(diverging=True, limits=limits, position_axes="xy", leave_out_position_0=leave_out_position_0)
-    raw_fig = square_heatmap(raw, run, f"Scores q·k/√D before the mask ({where})", value_name="score", **scale, **common)
+    raw_fig = square_heatmap(
+        raw, run, f"Scores q·k/√D before the mask ({where})", value_name="score", **scale, **common
+    )
     # A block mixing allowed and blocked pairs averages the allowed (finite) scores.
-    masked_fig = square_heatmap(scores, run, "After the mask: −inf cells left blank",
-                                value_name="score", mean_name="mean of the allowed scores", **scale, **common)
-    pattern_fig = attention_pattern(pattern, run.labels, [t.display for t in run.tokens], "Softmax over keys: the attention pattern",
-                                    x_title="key", y_title="query", height=_height(run.n_tokens))
+    masked_fig = square_heatmap(
+        scores,
+        run,
+        "After the mask: −inf cells left blank",
+        value_name="score",
+        mean_name="mean of the allowed scores",
+        **scale,
+        **common,
+    )
+    pattern_fig = attention_pattern(
+        pattern,
+        run.labels,
+        [t.display for t in run.tokens],
+        "Softmax over keys: the attention pattern",
+        x_title="key",
+        y_title="query",
+        height=_height(run.n_tokens),
+    )
     arrays = {"allowed": np.isfinite(scores), "raw_scores": raw, "masked_scores": scores, "pattern": pattern}
     return raw_fig, masked_fig, pattern_fig, arrays
 
 
 def render(
-    run: Run | None, tokens, layer: int = 0, head: int = 0, mask_off: bool = False, unmasked: Run | None = None,
-    leave_out_position_0: bool = True, logits: np.ndarray | str = "", unmasked_logits: np.ndarray | str = "",
+    run: Run | None,
+    tokens,
+    layer: int = 0,
+    head: int = 0,
+    mask_off: bool = False,
+    unmasked: Run | None = None,
+    leave_out_position_0: bool = True,
+    logits: np.ndarray | str = "",
+    unmasked_logits: np.ndarray | str = "",
 ):
     """-> (mask fig, raw scores fig, masked scores fig, pattern fig, predictions fig, markdown, arrays).
 
@@ -188,7 +241,9 @@ def render(
         notice = f"⚠️ {NEEDS_MODEL}\n\n"
         mask_off = False
     shown = unmasked if mask_off else run
-    raw_fig, masked_fig, pattern_fig, head_arrays = score_figures(run, shown, layer, head, mask_off, bool(leave_out_position_0))
+    raw_fig, masked_fig, pattern_fig, head_arrays = score_figures(
+        run, shown, layer, head, mask_off, bool(leave_out_position_0)
+    )
     allowed = head_arrays["allowed"]
     T = run.n_tokens
     missing = next((why for why in (logits, unmasked_logits if mask_off else None) if isinstance(why, str)), None)
@@ -196,7 +251,9 @@ def render(
         why = missing or NEEDS_ANALYSIS
         prediction_fig, prediction_md, prediction_arrays = message_figure(why), why, {}
     else:
-        prediction_fig, prediction_md, prediction_arrays = predictions(run, logits, unmasked_logits if mask_off else None, tokens)
+        prediction_fig, prediction_md, prediction_arrays = predictions(
+            run, logits, unmasked_logits if mask_off else None, tokens
+        )
     blocked = int(np.sum(~allowed))
     markdown = (
         f"{notice}**{blocked} of {T * T}** (query, key) pairs are blocked"
@@ -233,7 +290,11 @@ def build(ctx: AppContext) -> None:
             pattern_plot = gr.Plot(label="Attention pattern")
         predictions_plot = gr.Plot(label="Predictions with and without the mask")
         text = gr.Markdown()
-        source_block(GPT2Trace.forward, Attention.forward, label="MAX source: where the mask is built (GPT2Trace) and applied (Attention)")
+        source_block(
+            GPT2Trace.forward,
+            Attention.forward,
+            label="MAX source: where the mask is built (GPT2Trace) and applied (Attention)",
+        )
 
     def token_text(token_id: int) -> str:
         return service.tokenizer.token(token_id).display
@@ -257,8 +318,15 @@ def build(ctx: AppContext) -> None:
             return render(None, token_text)
         run, unmasked = runs_of(run, off)
         return render(
-            run, token_text, layer_value, head_value, bool(off), unmasked, leave_out_position_0,
-            logits=next_logits(run), unmasked_logits=next_logits(unmasked),
+            run,
+            token_text,
+            layer_value,
+            head_value,
+            bool(off),
+            unmasked,
+            leave_out_position_0,
+            logits=next_logits(run),
+            unmasked_logits=next_logits(unmasked),
         )
 
     @guarded("plot", "plot", "plot", "plot", "plot", "text", "keep", "keep")
@@ -293,7 +361,14 @@ def build(ctx: AppContext) -> None:
     view = ctx.view(tab, refresh, [layer, head, mask_off, leave_out], figures + [layer, head])
     # Turning the mask off runs the model: share the model's concurrency queue.
     model_queue = dict(concurrency_limit=settings.concurrency_limit, concurrency_id="model", trigger_mode="always_last")
-    ctx.control(view, [slider_moved(layer), slider_moved(head), leave_out.input], update_head, inputs, [raw_plot, masked_plot, pattern_plot], **model_queue)
+    ctx.control(
+        view,
+        [slider_moved(layer), slider_moved(head), leave_out.input],
+        update_head,
+        inputs,
+        [raw_plot, masked_plot, pattern_plot],
+        **model_queue,
+    )
     ctx.control(view, [mask_off.input], update_mask, inputs, figures, api_name="change_mask", **model_queue)
 
     def tensors(run: Run, layer_value, head_value, off, leave_out_position_0):

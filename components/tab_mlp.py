@@ -6,12 +6,30 @@ import gradio as gr
 import numpy as np
 import plotly.graph_objects as go
 
+from components.common import (
+    NO_RUN,
+    AppContext,
+    clamp,
+    export_controls,
+    guarded,
+    intro,
+    position_0_switch,
+    slider_moved,
+    source_block,
+)
+from components.plots import (
+    MAX_CELLS_PER_AXIS,
+    bars,
+    binned_heatmap,
+    counted_positions,
+    figure,
+    finite,
+    message_figure,
+    plot_texts,
+)
+from components.run import Run
 from gpt2_max.hooks import block_key
 from gpt2_max.modules import MLP
-
-from components.common import NO_RUN, AppContext, clamp, export_controls, guarded, intro, position_0_switch, slider_moved, source_block
-from components.plots import MAX_CELLS_PER_AXIS, bars, binned_heatmap, counted_positions, figure, finite, layout, message_figure, plot_texts
-from components.run import Run
 
 # The overlay shows at most this many (pre, post) pairs; a prompt of T tokens has T x 4E of them.
 MAX_POINTS = 3000
@@ -88,7 +106,13 @@ def gelu_figure(run: Run, layer: int, leave_out_position_0: bool = True) -> go.F
     # Position 0's values beyond that range (only when it is left out) are named in the title.
     first = pre[0][np.isfinite(pre[0])] if leave_out_position_0 and T > 1 else np.empty(0)
     outside = int(np.count_nonzero((first < xs[0]) | (first > xs[-1])))
-    notes = [f"position 0 left out of the axes: {outside} of its {F:,} pre-activations lie beyond them ({first.min():.3g} to {first.max():.3g})"] if outside else []
+    notes = (
+        [
+            f"position 0 left out of the axes: {outside} of its {F:,} pre-activations lie beyond them ({first.min():.3g} to {first.max():.3g})"
+        ]
+        if outside
+        else []
+    )
 
     keep = (int(np.argmin(flat_pre)), int(np.argmax(flat_pre))) if flat_pre.size else ()
     index = sample_indices(flat_pre.size, MAX_POINTS, keep)
@@ -238,8 +262,12 @@ def build(ctx: AppContext) -> None:
     with gr.Tab("MLP", elem_id="tab-mlp") as tab:
         gr.Markdown(INTRO)
         with gr.Row():
-            layer_control = gr.Slider(0, max(n_layer - 1, 1), value=0, step=1, label="Block (layer)", interactive=True, elem_id="mlp-layer")
-            position_control = gr.Dropdown(label="Token position for the strongest neurons", choices=[], interactive=True, elem_id="mlp-position")
+            layer_control = gr.Slider(
+                0, max(n_layer - 1, 1), value=0, step=1, label="Block (layer)", interactive=True, elem_id="mlp-layer"
+            )
+            position_control = gr.Dropdown(
+                label="Token position for the strongest neurons", choices=[], interactive=True, elem_id="mlp-position"
+            )
             export = export_controls("Export this block's MLP activations (.npz)")
         leave_out = position_0_switch("mlp-leave-out-position-0")
         summary = gr.Markdown()
@@ -272,10 +300,31 @@ def build(ctx: AppContext) -> None:
         layer, position = resolve(run, layer, position)
         return position_bars(run, layer, position), summary_markdown(run, layer, position)
 
-    view = ctx.view(tab, refresh, [layer_control, leave_out], [gelu_plot, heatmap_plot, bars_plot, summary, layer_control, position_control])
+    view = ctx.view(
+        tab,
+        refresh,
+        [layer_control, leave_out],
+        [gelu_plot, heatmap_plot, bars_plot, summary, layer_control, position_control],
+    )
     inputs = [ctx.state, layer_control, position_control]
     figures = [gelu_plot, heatmap_plot, bars_plot, summary]
-    ctx.control(view, [slider_moved(layer_control)], change, [*inputs, leave_out], figures, api_name="change_mlp", trigger_mode="always_last")
+    ctx.control(
+        view,
+        [slider_moved(layer_control)],
+        change,
+        [*inputs, leave_out],
+        figures,
+        api_name="change_mlp",
+        trigger_mode="always_last",
+    )
     ctx.control(view, [leave_out.input], change, [*inputs, leave_out], figures, trigger_mode="always_last")
-    ctx.control(view, [position_control.input], change_position, inputs, [bars_plot, summary], api_name="change_mlp_position", trigger_mode="always_last")
+    ctx.control(
+        view,
+        [position_control.input],
+        change_position,
+        inputs,
+        [bars_plot, summary],
+        api_name="change_mlp_position",
+        trigger_mode="always_last",
+    )
     ctx.export(view, export, tensors, [layer_control, position_control])

@@ -14,15 +14,24 @@ import gradio as gr
 import numpy as np
 import plotly.graph_objects as go
 
+from components.common import (
+    NO_RUN,
+    AppContext,
+    clamp,
+    export_npz,
+    guarded,
+    intro,
+    slider_moved,
+    source_block,
+    unique_labels,
+)
+from components.plots import GROUPED, figure, log_axis, message_figure, plot_text, plot_texts, value_marks
+from components.run import ExplorerService, Run
 from gpt2_max.engine import DECODE_MAX_BATCH
 from gpt2_max.errors import InputError
 from gpt2_max.modules import GPT2DecodeStep
 from gpt2_max.sampling import SampleStep, SamplingSettings, choose, filtered_distribution, softmax
 from gpt2_max.tokenizer import Tokenizer
-
-from components.common import NO_RUN, AppContext, clamp, export_npz, guarded, intro, slider_moved, source_block, unique_labels
-from components.plots import GROUPED, figure, log_axis, message_figure, plot_text, plot_texts, value_marks
-from components.run import ExplorerService, Run
 
 # Okabe-Ito colours (see tab_tokenize): raw distribution, filtered distribution, the drawn token.
 RAW_COLOUR = "#56B4E9"
@@ -111,7 +120,10 @@ def grouped_bars(data: Sequence[dict], title: str, n_rows: int, xaxis: dict) -> 
     """Horizontal grouped series (bars, or points on a log axis: ``value_marks``), one row per
     token, legend below: both Sample charts."""
     return figure(
-        data, title, height=ROW_HEIGHT * n_rows + 190, **GROUPED,
+        data,
+        title,
+        height=ROW_HEIGHT * n_rows + 190,
+        **GROUPED,
         legend=dict(orientation="h", yanchor="top", y=-0.08, x=0),
         margin=dict(l=60, r=20, t=90, b=90),
         yaxis=dict(type="category", autorange="reversed", automargin=True),
@@ -174,7 +186,13 @@ def step_figure(tokenizer: Tokenizer, shown: Shown, context_ids: Sequence[int], 
     # Points, not bars: the axis is log (see value_marks); the two series differ by shape too.
     data = [
         value_marks(
-            labels, values, log=True, colour=colours, symbol=symbol, name=name, text=hover,
+            labels,
+            values,
+            log=True,
+            colour=colours,
+            symbol=symbol,
+            name=name,
+            text=hover,
             hovertemplate="%{y}<br>%{text}<br>" + name + ": %{x:.4g}<extra></extra>",
         )
         for name, values, colours, symbol in (
@@ -197,10 +215,16 @@ def step_figure(tokenizer: Tokenizer, shown: Shown, context_ids: Sequence[int], 
 def step_title(index: int, total: int, position: int, generating: bool = False) -> str:
     """``generating``: ``total`` is the most the running generation may make (its count so far
     grows after the chart is drawn: "Step 10 of 10" stood beside a slider at 17)."""
-    return f"Step {index} of up to {total} (position {position}), generating…" if generating else f"Step {index} of {total} (position {position})"
+    return (
+        f"Step {index} of up to {total} (position {position}), generating…"
+        if generating
+        else f"Step {index} of {total} (position {position})"
+    )
 
 
-def text_html(tokenizer: Tokenizer, prompt_ids: Sequence[int], new_ids: Sequence[int], selected: int | None = None) -> str:
+def text_html(
+    tokenizer: Tokenizer, prompt_ids: Sequence[int], new_ids: Sequence[int], selected: int | None = None
+) -> str:
     """The prompt, then the generated tokens marked; the token of step ``selected`` (1-based) marked stronger."""
     prompt = html.escape(tokenizer.decode(list(prompt_ids)))
     new_ids = list(new_ids)
@@ -338,7 +362,9 @@ def wait_for_decode_graph(service: ExplorerService, model_name: str) -> Iterator
         time.sleep(DECODE_POLL_S)
 
 
-def stream_views(service: ExplorerService, run: Run | None, temperature, top_k, top_p, seed, max_new) -> Iterator[tuple]:
+def stream_views(
+    service: ExplorerService, run: Run | None, temperature, top_k, top_p, seed, max_new
+) -> Iterator[tuple]:
     """Generation after the Run's tokens, one yield per token.
 
     Yields (status markdown, step figure, text html, step slider update, generation); the
@@ -429,7 +455,9 @@ def draw_counts(logits: np.ndarray, settings: SamplingSettings, n: int) -> tuple
     return ids[order], counts[order], probs[ids[order]]
 
 
-def histogram_figure(tokenizer: Tokenizer, logits: np.ndarray, settings: SamplingSettings, n: int, context_ids: Sequence[int]) -> tuple[go.Figure, str]:
+def histogram_figure(
+    tokenizer: Tokenizer, logits: np.ndarray, settings: SamplingSettings, n: int, context_ids: Sequence[int]
+) -> tuple[go.Figure, str]:
     """Counts of n draws per token beside the counts the filtered probabilities predict (n × p)."""
     probs = filtered_distribution(np.asarray(logits), settings)
     drawn_ids, counts, _ = draw_counts(logits, settings, n)
@@ -440,7 +468,11 @@ def histogram_figure(tokenizer: Tokenizer, logits: np.ndarray, settings: Samplin
     most_drawn = [int(i) for i in drawn_ids[np.argsort(-counts, kind="stable")] if int(i) not in likely]
     ids = likely + most_drawn[: HISTOGRAM_ROWS - len(likely)]
     if len(ids) < HISTOGRAM_ROWS:  # few draws: fill with the next most likely tokens
-        more = [int(i) for i in np.argsort(-probs, kind="stable")[: 2 * HISTOGRAM_ROWS] if probs[i] > 0 and int(i) not in ids]
+        more = [
+            int(i)
+            for i in np.argsort(-probs, kind="stable")[: 2 * HISTOGRAM_ROWS]
+            if probs[i] > 0 and int(i) not in ids
+        ]
         ids += more[: HISTOGRAM_ROWS - len(ids)]
     ids.sort(key=lambda i: (-probs[i], -count_of.get(i, 0), i))
     labels = token_labels(tokenizer, ids)
@@ -454,10 +486,28 @@ def histogram_figure(tokenizer: Tokenizer, logits: np.ndarray, settings: Samplin
         expected.append(max(0.0, n * (1.0 - float(probs[ids].sum()))))
         hover.append("summed over them")
     data = [
-        dict(type="bar", y=labels, x=observed, orientation="h", name=f"drawn (of {n})", marker=dict(color=COUNT_COLOUR),
-             text=hover, textposition="none", hovertemplate="%{y}<br>%{text}<br>drawn %{x} times<extra></extra>"),
-        dict(type="bar", y=labels, x=expected, orientation="h", name="expected: n × probability", marker=dict(color=EXPECTED_COLOUR),
-             text=hover, textposition="none", hovertemplate="%{y}<br>%{text}<br>expected %{x:.1f} times<extra></extra>"),
+        dict(
+            type="bar",
+            y=labels,
+            x=observed,
+            orientation="h",
+            name=f"drawn (of {n})",
+            marker=dict(color=COUNT_COLOUR),
+            text=hover,
+            textposition="none",
+            hovertemplate="%{y}<br>%{text}<br>drawn %{x} times<extra></extra>",
+        ),
+        dict(
+            type="bar",
+            y=labels,
+            x=expected,
+            orientation="h",
+            name="expected: n × probability",
+            marker=dict(color=EXPECTED_COLOUR),
+            text=hover,
+            textposition="none",
+            hovertemplate="%{y}<br>%{text}<br>expected %{x:.1f} times<extra></extra>",
+        ),
     ]
     title = (
         f"{n} draws of the token after “{context_text(tokenizer, context_ids)}”"
@@ -475,7 +525,9 @@ def histogram_figure(tokenizer: Tokenizer, logits: np.ndarray, settings: Samplin
     return fig, note
 
 
-def render_samples(run: Run | None, tokenizer: Tokenizer, service_settings, temperature, top_k, top_p, seed, n_draws) -> tuple[go.Figure, str]:
+def render_samples(
+    run: Run | None, tokenizer: Tokenizer, service_settings, temperature, top_k, top_p, seed, n_draws
+) -> tuple[go.Figure, str]:
     if run is None:
         return message_figure(NO_RUN), NO_RUN
     settings = with_seed(sampling_settings(temperature, top_k, top_p, seed))
@@ -484,7 +536,9 @@ def render_samples(run: Run | None, tokenizer: Tokenizer, service_settings, temp
     return histogram_figure(tokenizer, run.trace["logits"][-1], settings, n, run.token_ids)
 
 
-def render_preview(run: Run | None, tokenizer: Tokenizer, temperature, top_k, top_p, seed) -> tuple[str, go.Figure, str]:
+def render_preview(
+    run: Run | None, tokenizer: Tokenizer, temperature, top_k, top_p, seed
+) -> tuple[str, go.Figure, str]:
     """After a Run: the first step Generate would make with these settings, from the Run's own logits."""
     if run is None:
         return NO_RUN, message_figure(NO_RUN), ""
@@ -506,13 +560,21 @@ def build(ctx: AppContext) -> None:
     with gr.Tab("Sample", elem_id="tab-sample") as tab:
         gr.Markdown(INTRO)
         with gr.Row():
-            temperature = gr.Slider(0, 2, value=1.0, step=0.05, label="Temperature (0 = greedy)", elem_id="sample-temperature")
+            temperature = gr.Slider(
+                0, 2, value=1.0, step=0.05, label="Temperature (0 = greedy)", elem_id="sample-temperature"
+            )
             top_k = gr.Slider(0, 100, value=0, step=1, label="Top-k (0 = off)", elem_id="sample-top-k")
             top_p = gr.Slider(0.05, 1, value=1.0, step=0.05, label="Top-p (1 = off)", elem_id="sample-top-p")
         with gr.Row():
             seed = gr.Number(value=0, precision=0, minimum=0, label="Seed (blank = a fresh one)", elem_id="sample-seed")
-            max_new = gr.Slider(1, max(2, limits.max_new_tokens), value=min(20, limits.max_new_tokens), step=1,
-                                label=f"Max new tokens (up to {limits.max_new_tokens})", elem_id="sample-max-new")
+            max_new = gr.Slider(
+                1,
+                max(2, limits.max_new_tokens),
+                value=min(20, limits.max_new_tokens),
+                step=1,
+                label=f"Max new tokens (up to {limits.max_new_tokens})",
+                elem_id="sample-max-new",
+            )
             generate = gr.Button("Generate", variant="primary", elem_id="sample-generate")
         status = gr.Markdown(NO_RUN, elem_id="sample-status")
         text = gr.HTML(elem_id="sample-text")
@@ -521,16 +583,27 @@ def build(ctx: AppContext) -> None:
         with gr.Row():
             export_button = gr.Button("Export the steps (.npz)", variant="secondary", size="sm")
             export_file = gr.File(label="Export", visible=False, interactive=False)
-        gr.Markdown("#### Sample N times\nDraw many next tokens after the prompt with the same settings: "
-                    "the counts approach n × probability.")
+        gr.Markdown(
+            "#### Sample N times\nDraw many next tokens after the prompt with the same settings: "
+            "the counts approach n × probability."
+        )
         with gr.Row():
-            n_draws = gr.Slider(1, max(2, limits.max_sample_draws), value=min(200, limits.max_sample_draws), step=1,
-                                label=f"N (up to {limits.max_sample_draws})", elem_id="sample-n")
+            n_draws = gr.Slider(
+                1,
+                max(2, limits.max_sample_draws),
+                value=min(200, limits.max_sample_draws),
+                step=1,
+                label=f"N (up to {limits.max_sample_draws})",
+                elem_id="sample-n",
+            )
             sample_button = gr.Button("Sample N times", elem_id="sample-n-button")
         hist_note = gr.Markdown()
         hist_plot = gr.Plot(label="Draws of the next token")
-        source_block(filtered_distribution, GPT2DecodeStep,
-                     label="Source: the filters (numpy) and the MAX decode step that uses the KV cache")
+        source_block(
+            filtered_distribution,
+            GPT2DecodeStep,
+            label="Source: the filters (numpy) and the MAX decode step that uses the KV cache",
+        )
         generation = gr.State(None)  # inside the tab: a State among gr.Tabs' children is taken for a tab
     knobs = [temperature, top_k, top_p, seed]
 
@@ -554,17 +627,32 @@ def build(ctx: AppContext) -> None:
     def sample(request, t, k, p, s, n):
         return render_samples(ctx.current(request), tokenizer, limits, t, k, p, s, n)
 
-    view = ctx.view(tab, refresh, [*knobs, n_draws], [status, step_plot, text, step_slider, generation, hist_plot, hist_note])
+    view = ctx.view(
+        tab, refresh, [*knobs, n_draws], [status, step_plot, text, step_slider, generation, hist_plot, hist_note]
+    )
     # Its own queue lane, two decode batches wide: generations that run together have their
     # steps batched into one decode-graph execution (engine.run_decode), so a class's Generates
     # all start at once instead of queueing, and they do not take the lane the tab views need.
-    generate.click(run_generation, [ctx.state, *knobs, max_new], [status, step_plot, text, step_slider, generation],
-                   concurrency_limit=2 * DECODE_MAX_BATCH, concurrency_id="generate", api_name="generate")
+    generate.click(
+        run_generation,
+        [ctx.state, *knobs, max_new],
+        [status, step_plot, text, step_slider, generation],
+        concurrency_limit=2 * DECODE_MAX_BATCH,
+        concurrency_id="generate",
+        api_name="generate",
+    )
     step_slider.input(select_step, [generation, step_slider], [step_plot, text], trigger_mode="always_last")
     ctx.control(view, [sample_button.click], sample, [ctx.state, *knobs, n_draws], [hist_plot, hist_note])
     # The histogram follows the filters at once.
-    ctx.control(view, [slider_moved(k) for k in (temperature, top_k, top_p, n_draws)], sample, [ctx.state, *knobs, n_draws],
-                [hist_plot, hist_note], trigger_mode="always_last")
+    ctx.control(
+        view,
+        [slider_moved(k) for k in (temperature, top_k, top_p, n_draws)],
+        sample,
+        [ctx.state, *knobs, n_draws],
+        [hist_plot, hist_note],
+        trigger_mode="always_last",
+    )
+
     @guarded("keep")
     def export(state):
         path = export_generation(state)

@@ -9,12 +9,11 @@ import gradio as gr
 import numpy as np
 import plotly.graph_objects as go
 
-from gpt2_max.tokenizer import BYTE_TO_SYMBOL, MergeReplay, Tokenizer, display_bytes
-
 from components.common import NO_RUN, AppContext, clamp, export_controls, guarded, intro, md_text, source_block
 from components.plots import figure, message_figure, plot_text
 from components.run import Run
 from components.settings import Settings
+from gpt2_max.tokenizer import BYTE_TO_SYMBOL, MergeReplay, Tokenizer, display_bytes
 
 TOKENS_PER_ROW = 12
 # A row of token cells: two lines of 14 px text (the token, its id) and the gaps around them.
@@ -73,9 +72,12 @@ def token_grid(run: Run) -> go.Figure:
             f"bytes {token.bytes.hex(' ')}<br>vocabulary spelling {token.symbol}"
         )
     return figure(
-        [coloured_cells(colour_index, text, hover)], f"{n} tokens (text and id per cell)", height=TOKEN_ROW_PX * rows + 80,
+        [coloured_cells(colour_index, text, hover)],
+        f"{n} tokens (text and id per cell)",
+        height=TOKEN_ROW_PX * rows + 80,
         margin=dict(l=20, r=20, t=60, b=20),  # no axes to label: the height is the cells'
-        xaxis=dict(visible=False), yaxis=dict(visible=False, autorange="reversed"),
+        xaxis=dict(visible=False),
+        yaxis=dict(visible=False, autorange="reversed"),
     )
 
 
@@ -101,7 +103,9 @@ def shown_steps(replay: MergeReplay, max_bytes: int) -> list[ShownStep]:
         chosen = list(range(replay.steps + 1))
     else:
         half = max_bytes // 2
-        chosen = sorted(set(range(min(half, replay.steps + 1))) | set(range(max(0, replay.steps + 1 - half), replay.steps + 1)))
+        chosen = sorted(
+            set(range(min(half, replay.steps + 1))) | set(range(max(0, replay.steps + 1 - half), replay.steps + 1))
+        )
     rows = []
     for step in chosen:
         cuts = replay.boundaries(step)  # [parts + 1] byte offsets
@@ -134,7 +138,9 @@ def merge_figure(tokenizer: Tokenizer, replay: MergeReplay, rows: list[ShownStep
     """One row per shown step: the parts after it, as in token_grid; "…" where parts or steps are left out."""
     # The parts, and a "…" cell before and after them where a row is cut.
     lead = int(any(row.first > 0 for row in rows))
-    width = lead + max(len(row.parts) for row in rows) + int(any(row.first + len(row.parts) < row.total for row in rows))
+    width = (
+        lead + max(len(row.parts) for row in rows) + int(any(row.first + len(row.parts) < row.total for row in rows))
+    )
     labels, colour_rows, text_rows, hover_rows = [], [], [], []
     for index, row in enumerate(rows):
         if index and row.step > rows[index - 1].step + 1:
@@ -159,10 +165,19 @@ def merge_figure(tokenizer: Tokenizer, replay: MergeReplay, rows: list[ShownStep
         hover_rows.append(hovers)
     note = replay_note(replay, rows, max_bytes)
     return figure(
-        [coloured_cells(np.array(colour_rows, dtype=float), np.array(text_rows, dtype=object), np.array(hover_rows, dtype=object), labels)],
-        f"Byte-pair merges of {plot_text(repr(chunk_text(replay.data)))}", height=max(220, 64 * len(labels) + 110),
+        [
+            coloured_cells(
+                np.array(colour_rows, dtype=float),
+                np.array(text_rows, dtype=object),
+                np.array(hover_rows, dtype=object),
+                labels,
+            )
+        ],
+        f"Byte-pair merges of {plot_text(repr(chunk_text(replay.data)))}",
+        height=max(220, 64 * len(labels) + 110),
         notes=[plot_text(note)] if note else (),
-        xaxis=dict(visible=False), yaxis=dict(type="category", autorange="reversed"),
+        xaxis=dict(visible=False),
+        yaxis=dict(type="category", autorange="reversed"),
     )
 
 
@@ -211,7 +226,9 @@ def merges_markdown(tokenizer: Tokenizer, replay: MergeReplay, rows: list[ShownS
     return "\n".join(table)
 
 
-def render(run: Run | None, tokenizer: Tokenizer, chunk_index: int = 0, max_replay_bytes: int = Settings.max_replay_bytes):
+def render(
+    run: Run | None, tokenizer: Tokenizer, chunk_index: int = 0, max_replay_bytes: int = Settings.max_replay_bytes
+):
     """-> (token grid, merge figure, counts markdown, merges markdown, chunk choices)."""
     if run is None:
         return message_figure(NO_RUN), message_figure(NO_RUN), NO_RUN, "", []
@@ -233,11 +250,17 @@ def build(ctx: AppContext) -> None:
         counts = gr.Markdown()
         grid = gr.Plot(label="Tokens")
         with gr.Row():
-            chunk_choice = gr.Dropdown(label="Replay the merges of this chunk", choices=[], type="index", interactive=True)
+            chunk_choice = gr.Dropdown(
+                label="Replay the merges of this chunk", choices=[], type="index", interactive=True
+            )
             export = export_controls("Export token ids (.npz)")
         merges_plot = gr.Plot(label="Merges")
         merges_text = gr.Markdown()
-        source_block(Tokenizer.merge_replay, Tokenizer.encode, label="Source of the tokenizer used (tiktoken ranks, replayed in Python)")
+        source_block(
+            Tokenizer.merge_replay,
+            Tokenizer.encode,
+            label="Source of the tokenizer used (tiktoken ranks, replayed in Python)",
+        )
 
     def chunk_labels(chunks: list[str]) -> list[tuple[str, int]]:
         return [(f"{i}: {chunk_text(c.encode('utf-8'))}", i) for i, c in enumerate(chunks)]
@@ -255,6 +278,8 @@ def build(ctx: AppContext) -> None:
         _, merge_fig, _, merges_md, _ = render(run, tokenizer, index or 0, max_replay_bytes)
         return merge_fig, merges_md
 
-    view = ctx.view(tab, refresh, [], [grid, merges_plot, counts, merges_text, chunk_choice], needs_trace=False)  # tokens only: works while the model loads
+    view = ctx.view(
+        tab, refresh, [], [grid, merges_plot, counts, merges_text, chunk_choice], needs_trace=False
+    )  # tokens only: works while the model loads
     ctx.control(view, [chunk_choice.input], replay, [ctx.state, chunk_choice], [merges_plot, merges_text])
     ctx.export(view, export, lambda run: {"token_ids": np.asarray(run.token_ids)})

@@ -32,14 +32,21 @@ from replica_ready import is_ready  # noqa: E402
 
 SKIPPED_RUNS = ("useradd",)  # the image's user: the steps here run as whoever starts this
 # What .dockerignore keeps out of the image, for COPY (its patterns are simple names here).
-IGNORED = {line.strip().removeprefix("**/") for line in (REPO / ".dockerignore").read_text().splitlines()
-           if line.strip() and not line.startswith("#")}
+IGNORED = {
+    line.strip().removeprefix("**/")
+    for line in (REPO / ".dockerignore").read_text().splitlines()
+    if line.strip() and not line.startswith("#")
+}
 
 
 def instructions(dockerfile: str) -> list[tuple[str, str]]:
     """(INSTRUCTION, arguments) in order, continuation lines joined, comments dropped."""
-    joined = re.sub(r"\\\n", " ", "\n".join(l for l in dockerfile.splitlines() if not l.lstrip().startswith("#")))
-    return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1].strip()) for line in joined.splitlines() if line.strip()]
+    joined = re.sub(
+        r"\\\n", " ", "\n".join(line for line in dockerfile.splitlines() if not line.lstrip().startswith("#"))
+    )
+    return [
+        (line.split(None, 1)[0].upper(), line.split(None, 1)[1].strip()) for line in joined.splitlines() if line.strip()
+    ]
 
 
 def expand(text: str, variables: dict[str, str]) -> str:
@@ -114,7 +121,10 @@ def main() -> int:
                     if time.monotonic() - started > args.ready_timeout:
                         raise SystemExit(f"not ready within {args.ready_timeout:.0f} s")
                     time.sleep(0.5)
-                print(f"-- the explorer's model was ready {time.monotonic() - started:.1f} s after the CMD started", flush=True)
+                print(
+                    f"-- the explorer's model was ready {time.monotonic() - started:.1f} s after the CMD started",
+                    flush=True,
+                )
             finally:
                 process.terminate()
                 process.wait(timeout=30)

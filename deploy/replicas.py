@@ -126,7 +126,9 @@ class LocalSchool:
             # -db: stay in the foreground (stopped with the replicas), logging to stdout.
             self.haproxy = subprocess.Popen(
                 [haproxy, "-db", "-f", str(HAPROXY_CONFIG), "-f", str(servers)],
-                env=env, stdout=log, stderr=subprocess.STDOUT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
         return self
 
@@ -137,11 +139,15 @@ class LocalSchool:
         while waiting:
             for replica in list(waiting):
                 if replica.process.poll() is not None:
-                    raise RuntimeError(f"{replica.name} exited with {replica.process.returncode}:\n{replica.log_tail()}")
+                    raise RuntimeError(
+                        f"{replica.name} exited with {replica.process.returncode}:\n{replica.log_tail()}"
+                    )
                 if is_ready(replica.url):
                     waiting.remove(replica)
             if self.haproxy is not None and self.haproxy.poll() is not None:
-                raise RuntimeError(f"haproxy exited with {self.haproxy.returncode}:\n{self.haproxy_log.read_text()[-3000:]}")
+                raise RuntimeError(
+                    f"haproxy exited with {self.haproxy.returncode}:\n{self.haproxy_log.read_text()[-3000:]}"
+                )
             if waiting and time.monotonic() - started > timeout_s:
                 names = ", ".join(r.name for r in waiting)
                 raise RuntimeError(f"{names} not ready within {timeout_s:.0f} s:\n{waiting[0].log_tail()}")
@@ -169,8 +175,12 @@ def main() -> int:
     parser.add_argument("--stats-port", type=int, default=8404, help="HAProxy's status page, on loopback")
     parser.add_argument("--model", default=None, help="passed to every app.py (default: the app's)")
     parser.add_argument("--public", action="store_true", help="HAProxy listens on every interface, not only loopback")
-    parser.add_argument("--workdir", type=Path, default=None, help="logs and the replicas file (default: a new temporary directory)")
-    parser.add_argument("--ready-timeout", type=float, default=1800.0, help="seconds to wait for every model (a cold cache compiles)")
+    parser.add_argument(
+        "--workdir", type=Path, default=None, help="logs and the replicas file (default: a new temporary directory)"
+    )
+    parser.add_argument(
+        "--ready-timeout", type=float, default=1800.0, help="seconds to wait for every model (a cold cache compiles)"
+    )
     args = parser.parse_args()
     school = LocalSchool(args.replicas, args.port, args.stats_port, args.model, args.public, args.workdir)
     # SIGTERM ends the try-out like Ctrl-C does: through the finally below.
@@ -190,7 +200,9 @@ def main() -> int:
             for replica in school.replicas:
                 if replica.process.poll() is not None and replica.name not in reported:
                     reported.add(replica.name)
-                    print(f"{replica.name} exited with {replica.process.returncode}; log: {replica.log_path}", flush=True)
+                    print(
+                        f"{replica.name} exited with {replica.process.returncode}; log: {replica.log_path}", flush=True
+                    )
             time.sleep(1.0)
         print(f"haproxy exited with {school.haproxy.returncode}; log: {school.haproxy_log}", file=sys.stderr)
         return 1

@@ -1,12 +1,12 @@
 """Command line: ``python -m gpt2_max {trace,generate,attribute,heads,selfcheck,download,warmup} ...``.
 
-    python -m gpt2_max download --model openai-community/gpt2
-    python -m gpt2_max warmup --model openai-community/gpt2   # download + compile every graph the app uses
-    python -m gpt2_max selfcheck --model openai-community/gpt2
-    python -m gpt2_max trace "The cat sat on the" --out trace.npz
-    python -m gpt2_max generate "The cat sat on the" --max-new-tokens 20 --temperature 0
-    python -m gpt2_max attribute "When Mary and John went to the store, John gave a drink to" --token " Mary" --minus " John"
-    python -m gpt2_max heads          # the induction test; or give a text
+python -m gpt2_max download --model openai-community/gpt2
+python -m gpt2_max warmup --model openai-community/gpt2   # download + compile every graph the app uses
+python -m gpt2_max selfcheck --model openai-community/gpt2
+python -m gpt2_max trace "The cat sat on the" --out trace.npz
+python -m gpt2_max generate "The cat sat on the" --max-new-tokens 20 --temperature 0
+python -m gpt2_max attribute "When Mary and John went to the store, John gave a drink to" --token " Mary" --minus " John"
+python -m gpt2_max heads          # the induction test; or give a text
 """
 
 from __future__ import annotations
@@ -39,7 +39,9 @@ def _parser() -> argparse.ArgumentParser:
 
     trace = commands.add_parser("trace", help="run the model on text and save every intermediate as .npz")
     trace.add_argument("text")
-    trace.add_argument("--model", default=DEFAULT_MODEL, help="Hub repo id, local directory, or austen-gpt2 (the bundled demo model)")
+    trace.add_argument(
+        "--model", default=DEFAULT_MODEL, help="Hub repo id, local directory, or austen-gpt2 (the bundled demo model)"
+    )
     trace.add_argument("--out", default="trace.npz", help="where to write the arrays")
     trace.add_argument("--no-causal", action="store_true", help="switch the causal mask off")
     trace.add_argument(
@@ -48,19 +50,27 @@ def _parser() -> argparse.ArgumentParser:
 
     attribute = commands.add_parser("attribute", help="direct logit attribution of a next token at the last position")
     attribute.add_argument("text")
-    attribute.add_argument("--model", default=DEFAULT_MODEL, help="Hub repo id, local directory, or austen-gpt2 (the bundled demo model)")
-    attribute.add_argument("--token", default=None, help="the token to explain, e.g. ' Mary' (default: the top prediction)")
+    attribute.add_argument(
+        "--model", default=DEFAULT_MODEL, help="Hub repo id, local directory, or austen-gpt2 (the bundled demo model)"
+    )
+    attribute.add_argument(
+        "--token", default=None, help="the token to explain, e.g. ' Mary' (default: the top prediction)"
+    )
     attribute.add_argument("--minus", default=None, help="subtract this token's logit, e.g. ' John'")
     attribute.add_argument("--top", type=int, default=12, help="how many components to list")
 
     heads = commands.add_parser("heads", help="score every head as previous-token, duplicate-token and induction head")
     heads.add_argument("text", nargs="?", default=None, help="default: the induction test (random tokens repeated)")
-    heads.add_argument("--model", default=DEFAULT_MODEL, help="Hub repo id, local directory, or austen-gpt2 (the bundled demo model)")
+    heads.add_argument(
+        "--model", default=DEFAULT_MODEL, help="Hub repo id, local directory, or austen-gpt2 (the bundled demo model)"
+    )
     heads.add_argument("--top", type=int, default=5, help="heads listed per detector")
 
     generate = commands.add_parser("generate", help="generate text, printing tokens as they come")
     generate.add_argument("text")
-    generate.add_argument("--model", default=DEFAULT_MODEL, help="Hub repo id, local directory, or austen-gpt2 (the bundled demo model)")
+    generate.add_argument(
+        "--model", default=DEFAULT_MODEL, help="Hub repo id, local directory, or austen-gpt2 (the bundled demo model)"
+    )
     generate.add_argument("--max-new-tokens", type=int, default=32)
     generate.add_argument("--temperature", type=float, default=1.0, help="0 = greedy")
     generate.add_argument("--top-k", type=int, default=0, help="0 = off")
@@ -71,7 +81,9 @@ def _parser() -> argparse.ArgumentParser:
         "selfcheck",
         help="measure published numbers of the real GPT-2 small and print which hold (exit 0 only if all do)",
     )
-    selfcheck.add_argument("--model", default=DEFAULT_MODEL, help="Hub repo id, local directory, or austen-gpt2 (the bundled demo model)")
+    selfcheck.add_argument(
+        "--model", default=DEFAULT_MODEL, help="Hub repo id, local directory, or austen-gpt2 (the bundled demo model)"
+    )
     return parser
 
 
@@ -143,7 +155,9 @@ def main(argv: list[str] | None = None) -> int:
             scores = attribution.head_scores(model, model.trace(ids), token_ids=ids)
             for name, values in scores.items():
                 best = attribution.strongest(values, args.top)
-                listed = ", ".join(f"{layer}.{head} {value:.3f}" for layer, head, value in best) or "no query has such a key"
+                listed = (
+                    ", ".join(f"{layer}.{head} {value:.3f}" for layer, head, value in best) or "no query has such a key"
+                )
                 print(f"{name:16} {listed}")
             return 0
 

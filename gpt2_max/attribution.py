@@ -72,7 +72,12 @@ class Attribution:
 
 
 def attribute(
-    model, trace: Trace, position: int, token_id: int, minus_token_id: int | None = None, logits: np.ndarray | None = None
+    model,
+    trace: Trace,
+    position: int,
+    token_id: int,
+    minus_token_id: int | None = None,
+    logits: np.ndarray | None = None,
 ) -> Attribution:
     """Direct logit attribution of ``token_id``'s logit (minus ``minus_token_id``'s, if given)
     at ``position``; see :class:`Attribution`. float64 throughout. ``logits``: the [V] logits at
@@ -275,7 +280,15 @@ def _check_pair(model, clean_ids: Sequence[int], corrupted_ids: Sequence[int]) -
 Progress = Callable[[int, int], None]
 
 
-def _sweep(model, clean_ids, corrupted_ids, metric: Callable[[Trace], float], places, patch_of, progress: Progress | None = None) -> PatchSweep:
+def _sweep(
+    model,
+    clean_ids,
+    corrupted_ids,
+    metric: Callable[[Trace], float],
+    places,
+    patch_of,
+    progress: Progress | None = None,
+) -> PatchSweep:
     """Runs the corrupted prompt once per place with ``patch_of(clean, place)`` (trace() keyword
     arguments), all packed into as few graph executions as fit; places is a grid (list of rows)."""
     report = progress or (lambda done, total: None)
@@ -300,23 +313,37 @@ def _sweep(model, clean_ids, corrupted_ids, metric: Callable[[Trace], float], pl
     return PatchSweep(restored, values, clean_metric, corrupted_metric, seconds, values.size + 2)
 
 
-def patch_heads(model, clean_ids, corrupted_ids, metric: Callable[[Trace], float], progress: Progress | None = None) -> PatchSweep:
+def patch_heads(
+    model, clean_ids, corrupted_ids, metric: Callable[[Trace], float], progress: Progress | None = None
+) -> PatchSweep:
     """Every (layer, head) in turn: its hook_z at every position copied from the clean run into
     the corrupted run (one trace each, L x H traces). restored is [L, H]."""
     L, H = model.config.n_layer, model.config.n_head
     places = [[(layer, head) for head in range(H)] for layer in range(L)]
     return _sweep(
-        model, clean_ids, corrupted_ids, metric, places,
-        lambda clean, place: dict(patch=(clean, [place])), progress,
+        model,
+        clean_ids,
+        corrupted_ids,
+        metric,
+        places,
+        lambda clean, place: dict(patch=(clean, [place])),
+        progress,
     )
 
 
-def patch_residual(model, clean_ids, corrupted_ids, metric: Callable[[Trace], float], progress: Progress | None = None) -> PatchSweep:
+def patch_residual(
+    model, clean_ids, corrupted_ids, metric: Callable[[Trace], float], progress: Progress | None = None
+) -> PatchSweep:
     """Every (layer, position) in turn: blocks.{layer}.hook_resid_pre at that position copied from
     the clean run into the corrupted run (L x T traces). restored is [L, T]."""
     L, T = model.config.n_layer, len(clean_ids)
     places = [[(layer, position) for position in range(T)] for layer in range(L)]
     return _sweep(
-        model, clean_ids, corrupted_ids, metric, places,
-        lambda clean, place: dict(resid_patch=(clean, [place])), progress,
+        model,
+        clean_ids,
+        corrupted_ids,
+        metric,
+        places,
+        lambda clean, place: dict(resid_patch=(clean, [place])),
+        progress,
     )

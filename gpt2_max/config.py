@@ -33,9 +33,7 @@ class GPT2Config:
 
     def __post_init__(self) -> None:
         if self.n_embd % self.n_head:
-            raise ModelLoadError(
-                f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}"
-            )
+            raise ModelLoadError(f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}")
         if self.activation_function not in TANH_GELU_NAMES:
             raise ModelLoadError(
                 f"activation_function={self.activation_function!r} is not "

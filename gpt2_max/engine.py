@@ -47,7 +47,6 @@ from gpt2_max.memory import Arena, copy_into  # noqa: E402
 from gpt2_max.modules import GPT2Analysis, GPT2DecodeStep, GPT2Trace  # noqa: E402
 from gpt2_max.weights import CONV1D_SUFFIXES  # noqa: E402
 
-
 # The analysis graph's fixed top-k widths: the Logits tab lists 15 candidates, the
 # nearest-token view 10 (plus the token itself, which it leaves out).
 CANDIDATE_TOP_K = 16
@@ -58,9 +57,18 @@ LENS_TOP_K = 5
 # Blocks tab's default lens (12 layers x 24 positions = 288 rows) is one call.
 ANALYSIS_CHUNK_ROWS = 320
 ANALYSIS_KEYS = (
-    "lens_top_ids", "lens_top_probs", "lens_target_prob", "lens_target_rank",
-    "candidate_ids", "candidate_probs", "candidate_entropy", "candidate_logits", "candidate_target_prob",
-    "candidate_target_rank", "nearest_ids", "nearest_cosines",
+    "lens_top_ids",
+    "lens_top_probs",
+    "lens_target_prob",
+    "lens_target_rank",
+    "candidate_ids",
+    "candidate_probs",
+    "candidate_entropy",
+    "candidate_logits",
+    "candidate_target_prob",
+    "candidate_target_rank",
+    "nearest_ids",
+    "nearest_cosines",
 )
 
 
@@ -186,8 +194,10 @@ def decode_groups(lengths: list[int], position_bytes: int) -> list[list[int]]:
         if groups:
             group = groups[-1]
             padded = (len(group) + 1) * lengths[group[0]]
-            if (padded - cached - lengths[index] <= DECODE_MAX_PADDING
-                    and padded * position_bytes <= DECODE_PACK_MAX_BYTES):
+            if (
+                padded - cached - lengths[index] <= DECODE_MAX_PADDING
+                and padded * position_bytes <= DECODE_PACK_MAX_BYTES
+            ):
                 group.append(index)
                 cached += lengths[index]
                 continue
@@ -214,9 +224,7 @@ def default_device() -> Device:
 class CompiledGPT2:
     """The compiled graphs of one model, callable with numpy arrays."""
 
-    def __init__(
-        self, config: GPT2Config, weights: Mapping[str, np.ndarray], device: Device | None = None
-    ) -> None:
+    def __init__(self, config: GPT2Config, weights: Mapping[str, np.ndarray], device: Device | None = None) -> None:
         self.config = config
         self.device = device if device is not None else default_device()
         # The dense layers' weights transposed, [out, in], as every graph takes them (see
@@ -237,7 +245,10 @@ class CompiledGPT2:
         self._run_lock = PriorityLock({DECODE_PRIORITY: DECODE_MAX_WAIT_S})
         # Decode steps that arrive together run as one execution (see run_decode).
         self.decode_batcher = Batcher(
-            self._decode_holding_lock, DECODE_MAX_BATCH, DECODE_GATHER_S, gather_when_alone=False,
+            self._decode_holding_lock,
+            DECODE_MAX_BATCH,
+            DECODE_GATHER_S,
+            gather_when_alone=False,
             hold=lambda: self._run_lock.hold(DECODE_PRIORITY),
         )
         self._compile_lock = threading.Lock()
@@ -390,7 +401,9 @@ class CompiledGPT2:
                     whole[axis] = sum(shape[axis] for shape in shapes)
                     packed.append(self.constant_rows(fill, tuple(whole)))
                     continue
-                values = [self.constant_rows(fill, shape) if v is None else v for v, shape in zip(values, shapes, strict=True)]
+                values = [
+                    self.constant_rows(fill, shape) if v is None else v for v, shape in zip(values, shapes, strict=True)
+                ]
             packed.append(np.concatenate(values, axis=axis) if len(values) > 1 else values[0])
         packed[2] = np.repeat(np.arange(len(parts), dtype=np.int64), lengths)  # segments [N]
         packed.append(np.concatenate([rows + start for rows, start in zip(logit_rows, starts, strict=True)]))  # [S]
@@ -449,7 +462,9 @@ class CompiledGPT2:
             "target_rows": rows_of(lens_target_rows, np.int64, (), np.full(len(lens), -1, np.int64)),
             "candidates": rows_of(candidate_rows, np.float32, (E,), no_rows),
         }
-        inputs["candidate_targets"] = rows_of(candidate_targets, np.int64, (), np.zeros(len(inputs["candidates"]), np.int64))
+        inputs["candidate_targets"] = rows_of(
+            candidate_targets, np.int64, (), np.zeros(len(inputs["candidates"]), np.int64)
+        )
         inputs["queries"] = rows_of(query_rows, np.float32, (E,), no_rows)
         if not len(inputs["targets"]) == len(inputs["target_rows"]) == len(lens):
             raise ValueError("lens_targets and lens_target_rows need one entry per lens row")
@@ -464,7 +479,9 @@ class CompiledGPT2:
         parts: list[dict[str, np.ndarray]] = []
         for start in range(0, max(longest, 1), step):
             chunk = {name: v[start : start + step] for name, v in inputs.items()}
-            chunk["target_rows"] = np.where(chunk["target_rows"] >= 0, chunk["target_rows"] - start, -1)  # within the chunk
+            chunk["target_rows"] = np.where(
+                chunk["target_rows"] >= 0, chunk["target_rows"] - start, -1
+            )  # within the chunk
             with self._run_lock.hold(ANALYSIS_PRIORITY):
                 outputs = analysis.execute_raw(*(self._to_device(a) for a in chunk.values()))
             parts.append({key: self._to_numpy(out).copy() for key, out in zip(ANALYSIS_KEYS, outputs, strict=True)})
@@ -506,7 +523,6 @@ class CompiledGPT2:
         decode = self._compiled("decode")
         lengths = [length for _, _, _, length in steps]
         B, P = len(steps), max(lengths)
-        L, H, D = self.config.n_layer, self.config.n_head, self.config.head_dim
         _, lone_k, lone_v, _ = steps[0]
         if B == 1 and lone_k.flags.c_contiguous and lone_v.flags.c_contiguous:
             # A lone step reads its cache where it is: all C positions, those past its length masked.

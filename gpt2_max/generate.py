@@ -52,8 +52,7 @@ def stream(
     config = model.config
     if len(prompt) >= config.n_positions:
         raise InputError(
-            f"the prompt fills the whole context ({config.n_positions} tokens); "
-            "there is no room for a new token"
+            f"the prompt fills the whole context ({config.n_positions} tokens); there is no room for a new token"
         )
     rng = np.random.default_rng(settings.seed)
     if prefill is None:
@@ -68,7 +67,9 @@ def stream(
     cache_k = np.zeros((config.n_layer, config.n_head, config.head_dim, capacity), dtype=np.float32)
     cache_v = np.zeros((config.n_layer, config.n_head, capacity, config.head_dim), dtype=np.float32)
     for layer in range(config.n_layer):
-        cache_k[layer, :, :, :length] = prefill[f"blocks.{layer}.attn.hook_k"].transpose(1, 2, 0)  # [T, H, D] -> [H, D, T]
+        cache_k[layer, :, :, :length] = prefill[f"blocks.{layer}.attn.hook_k"].transpose(
+            1, 2, 0
+        )  # [T, H, D] -> [H, D, T]
         cache_v[layer, :, :length] = prefill[f"blocks.{layer}.attn.hook_v"].transpose(1, 0, 2)  # [T, H, D] -> [H, T, D]
     logits = prefill["logits"][-1]  # [V] next-token logits after the prompt
     produced = 0

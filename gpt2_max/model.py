@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from types import MappingProxyType
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from types import MappingProxyType
 
 import numpy as np
 
@@ -48,15 +48,10 @@ class GPT2:
         if ids.ndim != 1 or ids.size == 0:
             raise InputError("give at least one token")
         if ids.size > self.config.n_positions:
-            raise InputError(
-                f"{ids.size} tokens is more than this model's context of "
-                f"{self.config.n_positions} tokens"
-            )
+            raise InputError(f"{ids.size} tokens is more than this model's context of {self.config.n_positions} tokens")
         bad = ids[(ids < 0) | (ids >= self.config.vocab_size)]
         if bad.size:
-            raise InputError(
-                f"token id {int(bad[0])} is outside the vocabulary 0..{self.config.vocab_size - 1}"
-            )
+            raise InputError(f"token id {int(bad[0])} is outside the vocabulary 0..{self.config.vocab_size - 1}")
         return ids
 
     def _pairs(self, pairs, what: str, second_limit: int, second_name: str) -> list[tuple[int, int]]:

@@ -159,7 +159,6 @@ class Attention(Module):
         merged = z.reshape([-1, self.n_head * self.head_dim])  # [T, H, D] -> [T, E]
         return self.c_proj(merged)  # [T, E]
 
-
     def _attend_with_cache(
         self, q: Tensor, k: Tensor, v: Tensor, past_k: Tensor, past_v: Tensor, past_allowed: Tensor
     ) -> Tensor:
@@ -380,8 +379,14 @@ class GPT2DecodeStep(GPT2Body):
         self.wte_t = _parameter([config.n_embd, config.vocab_size])  # [E, V], wte transposed
 
     def forward(
-        self, token_ids: Tensor, positions: Tensor, past_k: Tensor, past_v: Tensor, past_index: Tensor,
-        narrow_rows: Tensor, wide_rows: Tensor,
+        self,
+        token_ids: Tensor,
+        positions: Tensor,
+        past_k: Tensor,
+        past_v: Tensor,
+        past_index: Tensor,
+        narrow_rows: Tensor,
+        wide_rows: Tensor,
     ) -> tuple[Tensor, Tensor]:
         new_rows: list[Tensor] = []
 
@@ -514,8 +519,13 @@ class GPT2Analysis(Module):
         return target_logit, (F.cast(above, DType.int64) + 1).reshape([-1])
 
     def forward(
-        self, lens_rows: Tensor, lens_targets: Tensor, lens_target_rows: Tensor, candidate_rows: Tensor,
-        candidate_targets: Tensor, query_rows: Tensor,
+        self,
+        lens_rows: Tensor,
+        lens_targets: Tensor,
+        lens_target_rows: Tensor,
+        candidate_rows: Tensor,
+        candidate_targets: Tensor,
+        query_rows: Tensor,
     ) -> tuple[Tensor, ...]:
         logits = self.logits(lens_rows)  # [N, V]
         lens_top_logits, lens_top_ids = self.vocabulary_top_k(logits, self.lens_top_k)  # 2 x [N, KL], best first

@@ -32,10 +32,16 @@ class SamplingSettings:
 
     def __post_init__(self) -> None:
         checks = (
-            (np.isfinite(self.temperature) and 0.0 <= self.temperature <= 100.0, "temperature must be between 0 and 100"),
+            (
+                np.isfinite(self.temperature) and 0.0 <= self.temperature <= 100.0,
+                "temperature must be between 0 and 100",
+            ),
             (isinstance(self.top_k, (int, np.integer)) and self.top_k >= 0, "top_k must be a whole number >= 0"),
             (np.isfinite(self.top_p) and 0.0 < self.top_p <= 1.0, "top_p must be in (0, 1]"),
-            (self.seed is None or (isinstance(self.seed, (int, np.integer)) and 0 <= self.seed < 2**63), "seed must be a whole number >= 0"),
+            (
+                self.seed is None or (isinstance(self.seed, (int, np.integer)) and 0 <= self.seed < 2**63),
+                "seed must be a whole number >= 0",
+            ),
         )
         for ok, message in checks:
             if not ok:
@@ -103,9 +109,7 @@ class SampleStep:
     logits: np.ndarray | None = None  # [V] raw next-token logits, when asked for
 
 
-def choose(
-    logits: np.ndarray, settings: SamplingSettings, rng: np.random.Generator, position: int
-) -> SampleStep:
+def choose(logits: np.ndarray, settings: SamplingSettings, rng: np.random.Generator, position: int) -> SampleStep:
     """Applies the filters to ``logits`` [V] and draws a token."""
     raw = softmax(logits)
     filtered = filtered_distribution(logits, settings)

@@ -92,9 +92,7 @@ def _single_token(model, text: str) -> int:
 def _logit_difference(model, text: str, answer: str, wrong: str, bos: bool = True) -> float:
     """logit(answer) - logit(wrong) after ``text``, as the IOI sources measure it."""
     ids = ([BOS] if bos else []) + model.tokenizer.encode(text)
-    return attribution.logit_difference(
-        model.trace(ids), -1, _single_token(model, answer), _single_token(model, wrong)
-    )
+    return attribution.logit_difference(model.trace(ids), -1, _single_token(model, answer), _single_token(model, wrong))
 
 
 def _within(expected: Sequence[float], measured: Sequence[float], tolerance: float) -> bool:
@@ -113,7 +111,28 @@ def _blocks_missing(model, needed: int) -> str | None:
 
 GREEDY_PROMPT = [464, 3290]  # "The dog"
 # "The dog was found in a field near the intersection of West and West Streets.\n\nThe dog"
-GREEDY_GOLDEN = [464, 3290, 373, 1043, 287, 257, 2214, 1474, 262, 16246, 286, 2688, 290, 2688, 27262, 13, 198, 198, 464, 3290]
+GREEDY_GOLDEN = [
+    464,
+    3290,
+    373,
+    1043,
+    287,
+    257,
+    2214,
+    1474,
+    262,
+    16246,
+    286,
+    2688,
+    290,
+    2688,
+    27262,
+    13,
+    198,
+    198,
+    464,
+    3290,
+]
 
 
 @_check("greedy_the_dog", "greedy 'The dog' to 20 ids", "the same ids", HFT + " (max_length=20)", NO_BOS_HF)
@@ -147,9 +166,7 @@ def mean_next_token_loss(logits: np.ndarray, token_ids: Sequence[int]) -> float:
     return float(np.mean(log_normaliser - predictions[np.arange(len(targets)), targets]))
 
 
-@_check(
-    "loss_hello_world", "loss on BOS + 'Hello world!'", f"within {LOSS_TOLERANCE:g}", TL_LOSS, WITH_BOS_TL
-)
+@_check("loss_hello_world", "loss on BOS + 'Hello world!'", f"within {LOSS_TOLERANCE:g}", TL_LOSS, WITH_BOS_TL)
 def loss_hello_world(model) -> Outcome:
     measured = mean_next_token_loss(model.trace(HELLO_WORLD_IDS)["logits"], HELLO_WORLD_IDS)
     return Outcome(HELLO_WORLD_LOSS, measured, abs(measured - HELLO_WORLD_LOSS) <= LOSS_TOLERANCE)
@@ -413,12 +430,14 @@ def format_table(results: Sequence[CheckResult]) -> str:
     lines = row([[name] for name in header])
     lines.append("-+-".join("-" * width for width in widths))
     for result in results:
-        lines += row([
-            [result.check.title] + textwrap.wrap(f"({result.check.rule})", title_width),
-            _wrap(_pieces(result.expected), EXPECTED_WIDTH),
-            _wrap(_pieces(result.measured), MEASURED_WIDTH),
-            ["✓" if result.holds else "✗"],
-        ])
+        lines += row(
+            [
+                [result.check.title] + textwrap.wrap(f"({result.check.rule})", title_width),
+                _wrap(_pieces(result.expected), EXPECTED_WIDTH),
+                _wrap(_pieces(result.measured), MEASURED_WIDTH),
+                ["✓" if result.holds else "✗"],
+            ]
+        )
     held = sum(result.holds for result in results)
     lines += ["", f"{held} of {len(results)} checks hold.", "", "Sources (and BOS convention):"]
     for result in results:

@@ -140,8 +140,8 @@ def download(repo_id: str) -> Path:
     from huggingface_hub.errors import (
         EntryNotFoundError,
         GatedRepoError,
-        HFValidationError,
         HfHubHTTPError,
+        HFValidationError,
         LocalEntryNotFoundError,
         RepositoryNotFoundError,
     )
@@ -150,20 +150,17 @@ def download(repo_id: str) -> Path:
         cached = cached_directory(repo_id)
     except HFValidationError as error:
         raise ModelLoadError(
-            f"{repo_id!r} is neither a local directory nor a valid Hub repo id "
-            "(like openai-community/gpt2)"
+            f"{repo_id!r} is neither a local directory nor a valid Hub repo id (like openai-community/gpt2)"
         ) from error
     if cached is not None:
         return cached
     if _hub_offline():
         raise ModelLoadError(
-            f"{repo_id!r} is not in the Hugging Face cache and HF_HUB_OFFLINE is set. "
-            + _offline_advice(repo_id)
+            f"{repo_id!r} is not in the Hugging Face cache and HF_HUB_OFFLINE is set. " + _offline_advice(repo_id)
         )
     if not hub_is_reachable():
         raise ModelLoadError(
-            f"the Hugging Face Hub cannot be reached and {repo_id!r} is not cached. "
-            + _offline_advice(repo_id)
+            f"the Hugging Face Hub cannot be reached and {repo_id!r} is not cached. " + _offline_advice(repo_id)
         )
     try:
         config = hf_hub_download(repo_id, CONFIG_FILE)
@@ -174,15 +171,13 @@ def download(repo_id: str) -> Path:
             raise _refuse_pickle(repo_id) from None
     except (RepositoryNotFoundError, GatedRepoError) as error:
         raise ModelLoadError(
-            f"no public model {repo_id!r} on the Hugging Face Hub "
-            "(check the spelling, e.g. openai-community/gpt2)"
+            f"no public model {repo_id!r} on the Hugging Face Hub (check the spelling, e.g. openai-community/gpt2)"
         ) from error
     except EntryNotFoundError as error:
         raise ModelLoadError(f"{repo_id!r} has no config.json; it is not a transformers model") from error
     except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as error:
         raise ModelLoadError(
-            f"downloading {repo_id!r} failed ({type(error).__name__}). "
-            + _offline_advice(repo_id)
+            f"downloading {repo_id!r} failed ({type(error).__name__}). " + _offline_advice(repo_id)
         ) from error
     return Path(config).parent
 
@@ -275,8 +270,7 @@ def load_weights(checkpoint: Checkpoint) -> dict[str, np.ndarray]:
                     continue
                 if name not in expected:
                     raise ModelLoadError(
-                        f"unexpected tensor {stored_name!r} in {checkpoint.name}: "
-                        "not a GPT-2 parameter"
+                        f"unexpected tensor {stored_name!r} in {checkpoint.name}: not a GPT-2 parameter"
                     )
                 array = handle.get_tensor(stored_name)
                 weights[name] = np.ascontiguousarray(array, dtype=np.float32)
@@ -284,13 +278,10 @@ def load_weights(checkpoint: Checkpoint) -> dict[str, np.ndarray]:
         raise ModelLoadError(f"{checkpoint.safetensors_path} is not a readable safetensors file: {error}") from error
     missing = sorted(set(expected) - set(weights))
     if missing:
-        raise ModelLoadError(
-            f"{checkpoint.name} lacks {len(missing)} GPT-2 parameters, e.g. {missing[:3]}"
-        )
+        raise ModelLoadError(f"{checkpoint.name} lacks {len(missing)} GPT-2 parameters, e.g. {missing[:3]}")
     for name, shape in expected.items():
         if weights[name].shape != shape:
             raise ModelLoadError(
-                f"{name} has shape {weights[name].shape} in {checkpoint.name}, "
-                f"but its config.json implies {shape}"
+                f"{name} has shape {weights[name].shape} in {checkpoint.name}, but its config.json implies {shape}"
             )
     return weights

@@ -24,7 +24,7 @@ SEEDS = range(5)
 CONTINUATIONS = (
     "It is a truth universally acknowledged, that a single man in possession of a good fortune, must be in want of a",
     "Elizabeth was",
-    "\"My dear Mr. Bennet,\" said his lady to him one day,",
+    '"My dear Mr. Bennet," said his lady to him one day,',
 )
 
 
@@ -58,27 +58,36 @@ def main() -> None:
     triples = (
         f"In the second phase {settings['triples_share']:.0%} of the windows are triples (a, b, a) of random ids, "
         "whose last id only attention to the previous token predicts."
-        if settings.get("triples_share") else ""
+        if settings.get("triples_share")
+        else ""
     )
     minutes = sum(phase["training_minutes"] for phase in phases)
-    curve = ["| phase | tokens seen | minutes | held-out nats/token | best previous-token head | best induction head |",
-             "|---|---|---|---|---|---|"]
+    curve = [
+        "| phase | tokens seen | minutes | held-out nats/token | best previous-token head | best induction head |",
+        "|---|---|---|---|---|---|",
+    ]
     commands, phase_lines, first_stop = [], [], "?"
     for number, phase in enumerate(reversed(phases), start=1):
         p = phase["settings"]
-        flags = (f"--batch {p['batch']} --lr {p['lr']:g} --warmup {p['warmup']} --steps {p['steps']} --dropout {p['dropout']} "
-                 f"--copy-share {p['copy_share']} --triples-share {p.get('triples_share', 0.0)} --eval-every {p['eval_every']}")
+        flags = (
+            f"--batch {p['batch']} --lr {p['lr']:g} --warmup {p['warmup']} --steps {p['steps']} --dropout {p['dropout']} "
+            f"--copy-share {p['copy_share']} --triples-share {p.get('triples_share', 0.0)} --eval-every {p['eval_every']}"
+        )
         if p.get("stop_step"):
             flags += f" --stop-step {p['stop_step']}"
             first_stop = p["stop_step"]
         out = "/tmp/austen-phase-1" if number < len(phases) else "gpt2_max/assets/austen-gpt2"
         init = " --init /tmp/austen-phase-1" if number > 1 else ""
         commands.append(f".venv/bin/python scripts/train_demo_model.py {flags}{init} --out {out}")
-        phase_lines.append(f"Phase {number}: batch {p['batch']} × {p['context']} tokens, peak lr {p['lr']:g}, dropout "
-                           f"{p['dropout']}, {phase['training_minutes']:.0f} minutes.")
+        phase_lines.append(
+            f"Phase {number}: batch {p['batch']} × {p['context']} tokens, peak lr {p['lr']:g}, dropout "
+            f"{p['dropout']}, {phase['training_minutes']:.0f} minutes."
+        )
         for point in phase["curve"]:
-            curve.append(f"| {number} | {point['tokens'] / 1e6:.1f} M | {point['minutes']:.0f} | {point['held_out']:.3f} | "
-                         f"{point['best_previous_token']:.2f} | {point['best_induction']:.2f} |")
+            curve.append(
+                f"| {number} | {point['tokens'] / 1e6:.1f} M | {point['minutes']:.0f} | {point['held_out']:.3f} | "
+                f"{point['best_previous_token']:.2f} | {point['best_induction']:.2f} |"
+            )
 
     c = model.config
     card = f"""# {DEMO_MODEL}: the explorer's bundled demo model
@@ -101,9 +110,9 @@ GELU (tanh), pre-LayerNorm, tied embedding: GPT-2 exactly, in Hugging Face's lay
   (packaging MIT, text from Project Gutenberg), read from the package's R data without R
   (`scripts/austen_corpus.py`). Paragraphs joined with blank lines, italics marks removed, novels
   separated by `<|endoftext|>`.
-- Split: the last 5% of each novel's tokens is held out ({corpus['held_out_tokens']:,} tokens); training
-  uses the rest ({corpus['train_tokens']:,} tokens, {corpus['distinct_ids']:,} distinct ids).
-- **What training mixes in:** {settings['copy_share']:.0%} of the training windows are not Austen but runs
+- Split: the last 5% of each novel's tokens is held out ({corpus["held_out_tokens"]:,} tokens); training
+  uses the rest ({corpus["train_tokens"]:,} tokens, {corpus["distinct_ids"]:,} distinct ids).
+- **What training mixes in:** {settings["copy_share"]:.0%} of the training windows are not Austen but runs
   of 8–64 random token ids (half from the corpus's ids, half from the whole vocabulary) written over
   and over: only copying predicts their repeats, the pressure that makes previous-token and
   induction heads form. {triples}
@@ -126,8 +135,8 @@ targets would have been preferred; none did). In all it took **{minutes:.0f} min
 build machine (PyTorch 2.13, CPU), sharing it with other work.
 
 ## Results
-Held-out loss, full vocabulary (nats/token): **{report['held_out_full_vocabulary']:.2f}**, against
-{base['unigram']:.2f} for a unigram model and {base['bigram_interpolated']:.2f} for an interpolated bigram model fitted on the same
+Held-out loss, full vocabulary (nats/token): **{report["held_out_full_vocabulary"]:.2f}**, against
+{base["unigram"]:.2f} for a unigram model and {base["bigram_interpolated"]:.2f} for an interpolated bigram model fitted on the same
 training text.
 
 What its heads do, measured by the explorer's own detectors (`gpt2_max.attribution.head_scores`, the

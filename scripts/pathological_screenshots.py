@@ -53,7 +53,9 @@ def screenshots(url: str, out: Path) -> list[Path]:
 
     saved = []
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu"])
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu"]
+        )
         try:
             page = browser.new_page(viewport={"width": 1500, "height": 1000})
             page.set_default_timeout(WAIT_MS)
@@ -72,7 +74,11 @@ def screenshots(url: str, out: Path) -> list[Path]:
                     # Head 1 of 0..3 on the tab's second slider: a click (its release redraws the head).
                     box = page.locator(f"#tab-{name.lower()} input[type=range]").nth(1).bounding_box()
                     page.mouse.click(box["x"] + box["width"] / 3, box["y"] + box["height"] / 2)
-                    expect(page.locator(f"#tab-{name.lower()} .js-plotly-plot .gtitle").filter(has_text=SINK_HEAD_TABS[name])).not_to_have_count(0, timeout=WAIT_MS)
+                    expect(
+                        page.locator(f"#tab-{name.lower()} .js-plotly-plot .gtitle").filter(
+                            has_text=SINK_HEAD_TABS[name]
+                        )
+                    ).not_to_have_count(0, timeout=WAIT_MS)
                     page.wait_for_timeout(1500)
                 path = out / f"pathological-{name.lower()}.png"
                 page.screenshot(path=str(path), full_page=True)
@@ -99,7 +105,16 @@ def main() -> int:
             "MODULAR_TELEMETRY_ENABLED": "0",
             "GPT2_EXPLORER_CACHE_DIR": str(Path(scratch) / "explorer"),
         }
-        command = [sys.executable, "app.py", "--model", PATHOLOGICAL_REPO_ID, "--port", str(args.port), "--host", "127.0.0.1"]
+        command = [
+            sys.executable,
+            "app.py",
+            "--model",
+            PATHOLOGICAL_REPO_ID,
+            "--port",
+            str(args.port),
+            "--host",
+            "127.0.0.1",
+        ]
         with open(Path(scratch) / "app.log", "wb") as log:
             process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:

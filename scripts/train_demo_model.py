@@ -42,6 +42,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 from austen_corpus import NOVELS, novels_from_package  # noqa: E402
+
 from gpt2_max.attribution import induction_test_ids  # noqa: E402
 from gpt2_max.tokenizer import Tokenizer  # noqa: E402
 
@@ -293,14 +294,22 @@ def export(model: CompactGPT2, out: Path, config: dict) -> None:
     tensors = {"wte.weight": model.full_wte(), "wpe.weight": model.wpe.detach()}
     for i, block in enumerate(model.blocks):
         p = f"h.{i}."
-        tensors.update({
-            p + "ln_1.weight": block.ln_1.weight, p + "ln_1.bias": block.ln_1.bias,
-            p + "attn.c_attn.weight": block.c_attn.weight.T, p + "attn.c_attn.bias": block.c_attn.bias,
-            p + "attn.c_proj.weight": block.attn_proj.weight.T, p + "attn.c_proj.bias": block.attn_proj.bias,
-            p + "ln_2.weight": block.ln_2.weight, p + "ln_2.bias": block.ln_2.bias,
-            p + "mlp.c_fc.weight": block.c_fc.weight.T, p + "mlp.c_fc.bias": block.c_fc.bias,
-            p + "mlp.c_proj.weight": block.mlp_proj.weight.T, p + "mlp.c_proj.bias": block.mlp_proj.bias,
-        })
+        tensors.update(
+            {
+                p + "ln_1.weight": block.ln_1.weight,
+                p + "ln_1.bias": block.ln_1.bias,
+                p + "attn.c_attn.weight": block.c_attn.weight.T,
+                p + "attn.c_attn.bias": block.c_attn.bias,
+                p + "attn.c_proj.weight": block.attn_proj.weight.T,
+                p + "attn.c_proj.bias": block.attn_proj.bias,
+                p + "ln_2.weight": block.ln_2.weight,
+                p + "ln_2.bias": block.ln_2.bias,
+                p + "mlp.c_fc.weight": block.c_fc.weight.T,
+                p + "mlp.c_fc.bias": block.c_fc.bias,
+                p + "mlp.c_proj.weight": block.mlp_proj.weight.T,
+                p + "mlp.c_proj.bias": block.mlp_proj.bias,
+            }
+        )
     tensors.update({"ln_f.weight": model.ln_f.weight, "ln_f.bias": model.ln_f.bias})
     arrays = {k: v.detach().float().contiguous().numpy().astype(np.float16) for k, v in tensors.items()}
     save_file(arrays, str(out / "model.safetensors"), metadata={"format": "pt"})
@@ -320,8 +329,12 @@ def load_export(model: CompactGPT2, directory: Path) -> None:
         for i, block in enumerate(model.blocks):
             p = f"h.{i}."
             for ours, theirs, conv1d in (
-                (block.ln_1, "ln_1", False), (block.ln_2, "ln_2", False), (block.c_attn, "attn.c_attn", True),
-                (block.attn_proj, "attn.c_proj", True), (block.c_fc, "mlp.c_fc", True), (block.mlp_proj, "mlp.c_proj", True),
+                (block.ln_1, "ln_1", False),
+                (block.ln_2, "ln_2", False),
+                (block.c_attn, "attn.c_attn", True),
+                (block.attn_proj, "attn.c_proj", True),
+                (block.c_fc, "mlp.c_fc", True),
+                (block.mlp_proj, "mlp.c_proj", True),
             ):
                 weight = w[p + theirs + ".weight"]
                 ours.weight.copy_(weight.T if conv1d else weight)  # Conv1D stores [in, out]
@@ -332,12 +345,24 @@ def load_export(model: CompactGPT2, directory: Path) -> None:
 
 def hf_config(args) -> dict:
     return {
-        "architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", "vocab_size": VOCAB,
-        "n_positions": args.context, "n_ctx": args.context, "n_embd": args.width, "n_layer": args.layers,
-        "n_head": args.heads, "n_inner": None, "activation_function": "gelu_new",
-        "layer_norm_epsilon": 1e-5, "bos_token_id": END_OF_TEXT, "eos_token_id": END_OF_TEXT,
-        "resid_pdrop": args.dropout, "embd_pdrop": args.dropout, "attn_pdrop": args.dropout,
-        "tie_word_embeddings": True, "torch_dtype": "float16",
+        "architectures": ["GPT2LMHeadModel"],
+        "model_type": "gpt2",
+        "vocab_size": VOCAB,
+        "n_positions": args.context,
+        "n_ctx": args.context,
+        "n_embd": args.width,
+        "n_layer": args.layers,
+        "n_head": args.heads,
+        "n_inner": None,
+        "activation_function": "gelu_new",
+        "layer_norm_epsilon": 1e-5,
+        "bos_token_id": END_OF_TEXT,
+        "eos_token_id": END_OF_TEXT,
+        "resid_pdrop": args.dropout,
+        "embd_pdrop": args.dropout,
+        "attn_pdrop": args.dropout,
+        "tie_word_embeddings": True,
+        "torch_dtype": "float16",
     }
 
 
@@ -363,8 +388,12 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=400)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--init", type=Path, default=None, help="start from a checkpoint this script exported (same seed and shape)")
-    parser.add_argument("--minutes", type=float, default=None, help="stop early after this long (the schedule still ends)")
+    parser.add_argument(
+        "--init", type=Path, default=None, help="start from a checkpoint this script exported (same seed and shape)"
+    )
+    parser.add_argument(
+        "--minutes", type=float, default=None, help="stop early after this long (the schedule still ends)"
+    )
     args = parser.parse_args()
 
     torch.manual_seed(args.seed)
@@ -385,7 +414,8 @@ def main() -> None:
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2 or n == "wpe"]
     optimizer = torch.optim.AdamW(
         [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=args.lr, betas=(0.9, 0.95),
+        lr=args.lr,
+        betas=(0.9, 0.95),
     )
     total_steps = args.steps
 
@@ -420,8 +450,17 @@ def main() -> None:
             prev = max(max(row) for row in scores["previous_token"])
             induction = max(max(row) for row in scores["induction"])
             tokens = step * args.batch * args.context
-            curve.append({"step": step, "tokens": tokens, "minutes": elapsed / 60, "train_loss": loss.item(),
-                          "held_out": held, "best_previous_token": prev, "best_induction": induction})
+            curve.append(
+                {
+                    "step": step,
+                    "tokens": tokens,
+                    "minutes": elapsed / 60,
+                    "train_loss": loss.item(),
+                    "held_out": held,
+                    "best_previous_token": prev,
+                    "best_induction": induction,
+                }
+            )
             print(json.dumps(curve[-1]), flush=True)
             # Kept: the lowest held-out loss among checkpoints whose heads reach the targets (a
             # previous-token and an induction head), else the lowest held-out loss.
@@ -438,15 +477,25 @@ def main() -> None:
     export(model, args.out, hf_config(args))
     report = {
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "corpus": {"train_tokens": int(len(train)), "held_out_tokens": int(len(held_out)),
-                   "distinct_ids": int(len(known))},
-        "corpus_token_ids": known.tolist(),  # the ids with rows of their own (tests check continuations)
-        "init": None if args.init is None else {
-            "directory": str(args.init),
-            "report": json.loads((args.init / "training.json").read_text()) if (args.init / "training.json").is_file() else None,
+        "corpus": {
+            "train_tokens": int(len(train)),
+            "held_out_tokens": int(len(held_out)),
+            "distinct_ids": int(len(known)),
         },
-        "baselines_nats_per_token": base, "held_out_full_vocabulary": exact,
-        "head_scores_on_induction_test": scores, "training_minutes": minutes, "curve": curve,
+        "corpus_token_ids": known.tolist(),  # the ids with rows of their own (tests check continuations)
+        "init": None
+        if args.init is None
+        else {
+            "directory": str(args.init),
+            "report": json.loads((args.init / "training.json").read_text())
+            if (args.init / "training.json").is_file()
+            else None,
+        },
+        "baselines_nats_per_token": base,
+        "held_out_full_vocabulary": exact,
+        "head_scores_on_induction_test": scores,
+        "training_minutes": minutes,
+        "curve": curve,
     }
     (args.out / "training.json").write_text(json.dumps(report, indent=1) + "\n")
     print(f"held-out loss (full vocabulary, exported weights before fp16): {exact:.4f}; {minutes:.1f} min")

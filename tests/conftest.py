@@ -30,7 +30,6 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["MODULAR_TELEMETRY_ENABLED"] = "0"
 
 import pytest  # noqa: E402
-
 from pathological_checkpoint import PATHOLOGICAL_REPO_ID, write_pathological_hub_cache  # noqa: E402
 from tiny_checkpoint import TINY_REPO_ID, write_hub_cache  # noqa: E402
 

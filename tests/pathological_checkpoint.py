@@ -38,9 +38,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from tiny_checkpoint import TINY_CONFIG, TINY_SEED, tiny_weights, write_hub_cache
 
 from gpt2_max.config import GPT2Config
-from tiny_checkpoint import TINY_CONFIG, TINY_SEED, tiny_weights, write_hub_cache
 
 PATHOLOGICAL_REPO_ID = "explorer-tests/pathological-gpt2"
 

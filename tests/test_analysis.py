@@ -55,7 +55,9 @@ def assert_top_k(got_ids, got_values, reference, tol, relative):
         want_ids = np.argsort(-reference[row], kind="stable")[: k + 1]
         want = reference[row][want_ids]
         np.testing.assert_allclose(got_values[row], want[:k], rtol=tol if relative else 0, atol=0 if relative else tol)
-        np.testing.assert_allclose(reference[row][got_ids[row]], got_values[row], rtol=tol if relative else 0, atol=0 if relative else tol)
+        np.testing.assert_allclose(
+            reference[row][got_ids[row]], got_values[row], rtol=tol if relative else 0, atol=0 if relative else tol
+        )
         gaps = want[:-1] - want[1:]
         scale = want[:-1] if relative else 1.0
         for i in range(k):
@@ -83,7 +85,9 @@ def test_lens_equals_numpy_at_every_block_and_position(tiny_model, tiny_run, wei
     assert np.all(full_logits[np.arange(T), lens.final_ids] >= reference[:, -1] - 1e-4)
     final = lens.final_ids
     for layer in range(L):
-        probs = reference_lens(tiny_run.trace[f"blocks.{layer}.hook_resid_post"], weights, tiny_model.config.layer_norm_epsilon)
+        probs = reference_lens(
+            tiny_run.trace[f"blocks.{layer}.hook_resid_post"], weights, tiny_model.config.layer_norm_epsilon
+        )
         assert_top_k(lens.top_k_ids[layer], lens.top_k_probs[layer], probs, PROB_RTOL, relative=True)
         np.testing.assert_array_equal(lens.top_ids[layer], lens.top_k_ids[layer, :, 0])
         target = probs[np.arange(T), final]
@@ -91,7 +95,9 @@ def test_lens_equals_numpy_at_every_block_and_position(tiny_model, tiny_run, wei
         # Rank: 1 + how many are more likely, counted where the reference is clear of the tolerance.
         clearly_above = (probs > target[:, None] * (1 + 4 * PROB_RTOL)).sum(-1)
         possibly_above = (probs > target[:, None] * (1 - 4 * PROB_RTOL)).sum(-1) - 1
-        assert np.all(lens.final_ranks[layer] >= 1 + clearly_above) and np.all(lens.final_ranks[layer] <= 1 + possibly_above)
+        assert np.all(lens.final_ranks[layer] >= 1 + clearly_above) and np.all(
+            lens.final_ranks[layer] <= 1 + possibly_above
+        )
     # After the last block the lens is the model's own output.
     assert np.all(lens.final_ranks[-1] == 1)
 
@@ -163,7 +169,9 @@ def test_lens_rows_follow_the_top_token_of_a_row_of_their_group(tiny_model, tiny
     """lens_target_rows: a row's target is the top token of another row of its group (the lens's
     final prediction), the same as passing that token; chunks keep groups whole."""
     L = tiny_model.config.n_layer
-    rows = np.stack([tiny_run.trace[f"blocks.{i}.hook_resid_post"] for i in range(L)], axis=1).reshape(-1, tiny_model.config.n_embd)  # [T * L, E]
+    rows = np.stack([tiny_run.trace[f"blocks.{i}.hook_resid_post"] for i in range(L)], axis=1).reshape(
+        -1, tiny_model.config.n_embd
+    )  # [T * L, E]
     last = np.repeat(np.arange(tiny_run.n_tokens) * L + L - 1, L)
     followed = tiny_model.engine.run_analysis(lens_rows=rows, lens_target_rows=last, lens_group=L)
     given = tiny_model.engine.run_analysis(lens_rows=rows, lens_targets=followed["lens_top_ids"][last, 0])

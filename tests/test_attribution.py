@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from reference import layer_norm, reference_trace
+from tiny_checkpoint import TINY_CONFIG, tiny_weights, write_save_pretrained
 
 import gpt2_max
 from gpt2_max import attribution
 from gpt2_max.errors import InputError
-from reference import layer_norm, reference_trace
-from tiny_checkpoint import TINY_CONFIG, tiny_weights, write_save_pretrained
 
 SUM_ATOL = 1e-5
 SUM_RTOL = 1e-5
@@ -53,7 +53,9 @@ def test_parts_sum_to_the_logit_and_the_logit_difference_at_every_position(tiny_
     for position in range(len(prompt_ids)):
         for minus in (None, john):
             parts = attribution.logit_attribution(tiny_model, prompt_trace, position, mary, minus)
-            logit = prompt_trace["logits"][position, mary] - (0.0 if minus is None else prompt_trace["logits"][position, minus])
+            logit = prompt_trace["logits"][position, mary] - (
+                0.0 if minus is None else prompt_trace["logits"][position, minus]
+            )
             size = sum(abs(v) for v in parts.values())
             assert abs(sum(parts.values()) - logit) <= SUM_ATOL + SUM_RTOL * size, (position, minus)
 
@@ -87,11 +89,22 @@ def test_each_head_part_equals_the_float64_reference(tiny_model, tiny_weights_by
             z = reference[f"blocks.{layer}.attn.hook_z"][position, head]  # [D]
             written = z @ c_proj[head * D : (head + 1) * D]  # [E]
             assert written.shape == (E,)
-            np.testing.assert_allclose(got.heads[layer, head], frozen_readout(written), atol=REFERENCE_ATOL, rtol=REFERENCE_RTOL)
-        np.testing.assert_allclose(got.mlp[layer], frozen_readout(reference[f"blocks.{layer}.hook_mlp_out"][position]), atol=REFERENCE_ATOL, rtol=REFERENCE_RTOL)
-    np.testing.assert_allclose(got.embed, frozen_readout(reference["hook_embed"][position]), atol=REFERENCE_ATOL, rtol=REFERENCE_RTOL)
+            np.testing.assert_allclose(
+                got.heads[layer, head], frozen_readout(written), atol=REFERENCE_ATOL, rtol=REFERENCE_RTOL
+            )
+        np.testing.assert_allclose(
+            got.mlp[layer],
+            frozen_readout(reference[f"blocks.{layer}.hook_mlp_out"][position]),
+            atol=REFERENCE_ATOL,
+            rtol=REFERENCE_RTOL,
+        )
+    np.testing.assert_allclose(
+        got.embed, frozen_readout(reference["hook_embed"][position]), atol=REFERENCE_ATOL, rtol=REFERENCE_RTOL
+    )
     # The whole frozen readout plus the bias is the reference logit itself.
-    logit = layer_norm(final, w["ln_f.weight"], w["ln_f.bias"], TINY_CONFIG.layer_norm_epsilon) @ w["wte.weight"][target]
+    logit = (
+        layer_norm(final, w["ln_f.weight"], w["ln_f.bias"], TINY_CONFIG.layer_norm_epsilon) @ w["wte.weight"][target]
+    )
     np.testing.assert_allclose(got.total, logit, atol=REFERENCE_ATOL, rtol=REFERENCE_RTOL)
 
 
@@ -198,7 +211,9 @@ def test_a_constructed_previous_token_head_scores_highest(tmp_path, tiny_model):
     best = np.unravel_index(np.nanargmax(scores), scores.shape)
     assert tuple(int(v) for v in best) == PREVIOUS_TOKEN_HEAD, scores
     assert scores[PREVIOUS_TOKEN_HEAD] > 0.9
-    np.testing.assert_allclose(scores, loop_scores(trace, ids, TINY_CONFIG.n_layer, TINY_CONFIG.n_head)["previous_token"], atol=1e-12)
+    np.testing.assert_allclose(
+        scores, loop_scores(trace, ids, TINY_CONFIG.n_layer, TINY_CONFIG.n_head)["previous_token"], atol=1e-12
+    )
 
 
 # --------------------------------------------------------------------------- activation patching
@@ -227,13 +242,17 @@ def test_patching_the_stream_before_block_0_everywhere_reproduces_the_clean_run(
     assert not np.array_equal(patched["hook_embed"], prompt_trace["hook_embed"])
 
 
-def test_patching_one_head_equals_the_reference_making_the_same_replacement(tiny_model, tiny_weights_by_name, prompt_trace, prompt_reference):
+def test_patching_one_head_equals_the_reference_making_the_same_replacement(
+    tiny_model, tiny_weights_by_name, prompt_trace, prompt_reference
+):
     corrupted = tiny_model.tokenizer.encode(CORRUPTED)
     layer, head = 1, 3
     patched = tiny_model.trace(corrupted, patch=(prompt_trace, [(layer, head)]))
     clean_reference = prompt_reference
     expected = reference_trace(
-        tiny_weights_by_name, TINY_CONFIG, corrupted,
+        tiny_weights_by_name,
+        TINY_CONFIG,
+        corrupted,
         z_replace={(layer, head): clean_reference[f"blocks.{layer}.attn.hook_z"][:, head]},
     )
     for key in ("logits", f"blocks.{layer}.attn.hook_z", f"blocks.{layer}.hook_resid_post"):
@@ -241,20 +260,26 @@ def test_patching_one_head_equals_the_reference_making_the_same_replacement(tiny
     assert not np.allclose(patched["logits"], tiny_model.trace(corrupted)["logits"], atol=1e-5)
 
 
-def test_patching_one_layer_and_position_equals_the_reference(tiny_model, tiny_weights_by_name, prompt_trace, prompt_reference):
+def test_patching_one_layer_and_position_equals_the_reference(
+    tiny_model, tiny_weights_by_name, prompt_trace, prompt_reference
+):
     corrupted = tiny_model.tokenizer.encode(CORRUPTED)
     layer, position = 1, 9
     patched = tiny_model.trace(corrupted, resid_patch=(prompt_trace, [(layer, position)]))
     clean_reference = prompt_reference
     expected = reference_trace(
-        tiny_weights_by_name, TINY_CONFIG, corrupted,
+        tiny_weights_by_name,
+        TINY_CONFIG,
+        corrupted,
         resid_replace={(layer, position): clean_reference[f"blocks.{layer}.hook_resid_pre"][position]},
     )
     for key in ("logits", f"blocks.{layer}.hook_resid_pre", f"blocks.{layer}.hook_resid_post"):
         np.testing.assert_allclose(patched[key], expected[key], atol=1e-5, rtol=1e-5, err_msg=key)
 
 
-def test_ablation_is_patching_from_zeros_and_matches_the_reference(tiny_model, tiny_weights_by_name, prompt_ids, prompt_trace):
+def test_ablation_is_patching_from_zeros_and_matches_the_reference(
+    tiny_model, tiny_weights_by_name, prompt_ids, prompt_trace
+):
     ablated = tiny_model.trace(prompt_ids, ablate=[(0, 1), (1, 2)])
     keep = np.ones((TINY_CONFIG.n_layer, TINY_CONFIG.n_head))
     keep[0, 1] = keep[1, 2] = 0.0
@@ -337,10 +362,13 @@ def test_packed_traces_equal_single_ones(tiny_model, tiny_weights_by_name, promp
 
 
 def test_cli_attribute_and_heads_print_what_the_api_computes(capsys, tiny_model):
-    from gpt2_max.__main__ import main
     from tiny_checkpoint import TINY_REPO_ID
 
-    assert main(["attribute", PROMPT, "--model", TINY_REPO_ID, "--token", " Mary", "--minus", " John", "--top", "3"]) == 0
+    from gpt2_max.__main__ import main
+
+    assert (
+        main(["attribute", PROMPT, "--model", TINY_REPO_ID, "--token", " Mary", "--minus", " John", "--top", "3"]) == 0
+    )
     printed = capsys.readouterr().out.splitlines()
     ids = tiny_model.tokenizer.encode(PROMPT)
     mary, john = tiny_model.tokenizer.encode(" Mary")[0], tiny_model.tokenizer.encode(" John")[0]

@@ -11,7 +11,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-
 from test_attribution import PACKED_ATOL
 from test_hardening import serve
 from tiny_checkpoint import TINY_REPO_ID
@@ -58,9 +57,13 @@ def test_runs_pressed_at_once_over_http_each_keep_their_own_run(explorer_service
     words = ["apple", "banana", "cherry", "orange", "lemon", "grape"]
     try:
         clients = [Client(url, verbose=False) for _ in range(len(words) + 1)]
-        prompts = [f"My favourite fruit is the {word}, said student {i}." for i, word in enumerate(words)] + ["x" * 30_000]
+        prompts = [f"My favourite fruit is the {word}, said student {i}." for i, word in enumerate(words)] + [
+            "x" * 30_000
+        ]
         with ThreadPoolExecutor(len(clients)) as pool:
-            notes = list(pool.map(lambda pair: pair[0].predict(pair[1], TINY_REPO_ID, api_name="/run"), zip(clients, prompts)))
+            notes = list(
+                pool.map(lambda pair: pair[0].predict(pair[1], TINY_REPO_ID, api_name="/run"), zip(clients, prompts))
+            )
         assert all("Live" in note for note in notes[:-1]), notes
         assert notes[-1].startswith("⚠️") and "characters" in notes[-1]
         # Each session's state is its own Run: its Tokenize view lists its own student number
@@ -101,7 +104,9 @@ def test_a_cold_start_says_each_stage_in_order_and_saves_examples_first(tmp_path
         # No earlier load on this host: the build machine's measured time, called an estimate.
         assert text.startswith(STAGES[stage][0]) and f"estimate: {STAGES[stage][1]} s" in text
     # This load's times are kept: the next start's estimates (issue 19, item 18).
-    assert set(read_stage_record(tmp_path / "cache" / "load-seconds.json")[TINY_REPO_ID]) == {stage for stage, _ in seen}
+    assert set(read_stage_record(tmp_path / "cache" / "load-seconds.json")[TINY_REPO_ID]) == {
+        stage for stage, _ in seen
+    }
     assert service.has_precomputed(TINY_REPO_ID)
     assert "ready" in service.status_markdown()
 

@@ -20,7 +20,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from app_process import stop_app
 from pathological_checkpoint import PATHOLOGICAL_REPO_ID
 from tiny_checkpoint import TINY_REPO_ID
@@ -38,11 +37,12 @@ PROMPT_TOKENS = 64
 
 if not CHROMIUM.exists():
     pytest.skip(
-        "Chromium is not installed at /usr/bin/chromium (apt-get install -y chromium); "
-        "the browser tests need it",
+        "Chromium is not installed at /usr/bin/chromium (apt-get install -y chromium); the browser tests need it",
         allow_module_level=True,
     )
-sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright for Python is not installed in this environment")
+sync_api = pytest.importorskip(
+    "playwright.sync_api", reason="Playwright for Python is not installed in this environment"
+)
 
 
 def prompt_of(n_tokens: int) -> str:
@@ -90,8 +90,16 @@ def server(tmp_path_factory):
     }
     log_path = tmp_path_factory.mktemp("app") / "app.log"
     python = REPO / ".venv" / "bin" / "python"
-    command = [str(python if python.exists() else sys.executable), "app.py", "--model", DEMO_MODEL,
-               "--port", str(port), "--host", "127.0.0.1"]
+    command = [
+        str(python if python.exists() else sys.executable),
+        "app.py",
+        "--model",
+        DEMO_MODEL,
+        "--port",
+        str(port),
+        "--host",
+        "127.0.0.1",
+    ]
     with open(log_path, "wb") as log:
         process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
@@ -216,9 +224,13 @@ def test_sample_tab_streams_a_generation(page):
     sync_api.expect(page.locator("#sample-status")).to_contain_text("tokens generated", timeout=PLOT_TIMEOUT_MS)
     # the generated text is marked, and the step chart is for the last step
     assert page.locator("#sample-text mark").count() >= 1
-    sync_api.expect(page.locator(".js-plotly-plot .gtitle").filter(has_text="Step")).not_to_have_count(0, timeout=30_000)
+    sync_api.expect(page.locator(".js-plotly-plot .gtitle").filter(has_text="Step")).not_to_have_count(
+        0, timeout=30_000
+    )
     page.locator("#sample-n-button").click()
-    sync_api.expect(page.locator(".js-plotly-plot .gtitle").filter(has_text="draws of the token")).not_to_have_count(0, timeout=30_000)
+    sync_api.expect(page.locator(".js-plotly-plot .gtitle").filter(has_text="draws of the token")).not_to_have_count(
+        0, timeout=30_000
+    )
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.wait_for_timeout(500)
     page.screenshot(path=str(SCREENSHOTS / "sample-generated.png"), full_page=True)
@@ -246,7 +258,9 @@ def test_phone_width_page_fits_and_plots(browser, server):
 def plot_title(page, selector: str, text: str):
     """Waits until the plot at ``selector`` has a title containing ``text`` (a screenshot if not)."""
     try:
-        sync_api.expect(page.locator(f"{selector} .gtitle").filter(has_text=text)).not_to_have_count(0, timeout=PLOT_TIMEOUT_MS)
+        sync_api.expect(page.locator(f"{selector} .gtitle").filter(has_text=text)).not_to_have_count(
+            0, timeout=PLOT_TIMEOUT_MS
+        )
     except AssertionError:
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SCREENSHOTS / "why-failed.png"), full_page=True)
@@ -268,7 +282,10 @@ def test_why_views_detectors_patching_and_attribution(page):
     cells = detectors.locator(".nsewdrag")
     cells.nth(2).click()
     pick = page.locator("#head-pick textarea, #head-pick input").first
-    page.wait_for_function("() => { const b = document.querySelector('#head-pick textarea, #head-pick input'); return b && b.value.includes(','); }", timeout=30_000)
+    page.wait_for_function(
+        "() => { const b = document.querySelector('#head-pick textarea, #head-pick input'); return b && b.value.includes(','); }",
+        timeout=30_000,
+    )
     layer, head = (int(v) for v in pick.input_value().split(",")[:2])
     plot_title(page, ".js-plotly-plot", f"layer {layer} head {head}")
     page.screenshot(path=str(SCREENSHOTS / "attention-picked-head.png"))
@@ -310,7 +327,6 @@ def test_a_slider_moved_with_the_keyboard_redraws(browser, server):
     sync_api.expect(page.locator("#attention-layer input[type=number]")).to_have_value("2")
     plot_title(page, "#attention-pattern-plot", "layer 2 head 0")
     page.context.close()
-
 
 
 def test_a_run_pressed_while_the_model_loads_is_traced_when_it_is_ready(browser, server):

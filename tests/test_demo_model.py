@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from reference import reference_trace
 
 REPO = Path(__file__).resolve().parent.parent
@@ -26,7 +25,9 @@ REPO = Path(__file__).resolve().parent.parent
 # rounding grows with them: 1e-4 relative and absolute is ~10x the largest difference seen.
 DEMO_ATOL = 1e-4
 DEMO_RTOL = 1e-4
-AUSTEN_SENTENCE = "It is a truth universally acknowledged, that a single man in possession of a good fortune, must be in want of a"
+AUSTEN_SENTENCE = (
+    "It is a truth universally acknowledged, that a single man in possession of a good fortune, must be in want of a"
+)
 
 
 @pytest.fixture(scope="module")
@@ -123,8 +124,12 @@ def test_app_with_no_network_and_an_empty_cache_shows_the_demo_model(tmp_path, d
     }
     env.pop("GPT2_EXPLORER_MODEL", None)
     server = subprocess.Popen(
-        [sys.executable, "app.py", "--port", str(port)], cwd=REPO, env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        [sys.executable, "app.py", "--port", str(port)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         client, started = None, time.monotonic()

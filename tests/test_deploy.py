@@ -31,7 +31,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from app_process import stop_app
 from tiny_checkpoint import TINY_REPO_ID
 
@@ -94,7 +93,11 @@ def warmup_then_start_app(cache_root: Path, tmp_path: Path) -> tuple[str, float,
     env = app_env(cache_root, tmp_path)
     warmup = subprocess.run(
         [PYTHON, "-m", "gpt2_max", "warmup", "--model", TINY_REPO_ID],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=1800,
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
     )
     assert warmup.returncode == 0, warmup.stdout + warmup.stderr
     assert f"MAX cache: {cache_root / '.max_cache'}" in warmup.stdout, warmup.stdout
@@ -106,7 +109,10 @@ def warmup_then_start_app(cache_root: Path, tmp_path: Path) -> tuple[str, float,
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
             [PYTHON, "app.py", "--model", TINY_REPO_ID, "--host", "127.0.0.1", "--port", str(port)],
-            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
     try:
         status = ""
@@ -127,13 +133,18 @@ def warmup_then_start_app(cache_root: Path, tmp_path: Path) -> tuple[str, float,
 
 def graph_seconds(status: str) -> dict[str, float]:
     """The status line's "MAX graphs compiled: trace 0.4 s, analysis 0.2 s, decode 0.3 s"."""
-    return {graph: float(seconds) for graph, seconds in re.findall(r"(\w+) (\d+(?:\.\d+)?) s\b", status.split("compiled:", 1)[1])}
+    return {
+        graph: float(seconds)
+        for graph, seconds in re.findall(r"(\w+) (\d+(?:\.\d+)?) s\b", status.split("compiled:", 1)[1])
+    }
 
 
 def check_warm_start(status: str, seconds: float) -> None:
     compiled = graph_seconds(status)
     assert set(compiled) == {"trace", "analysis", "decode"}, status
-    assert all(value < CACHED_GRAPH_S for value in compiled.values()), f"a graph was compiled, not read from the cache: {status}"
+    assert all(value < CACHED_GRAPH_S for value in compiled.values()), (
+        f"a graph was compiled, not read from the cache: {status}"
+    )
     print(f"app ready {seconds:.1f} s after its start; graphs: {compiled}")
 
 
@@ -155,7 +166,7 @@ def test_warmup_on_a_copy_of_this_machines_cache(tmp_path):
 def haproxy_setting(keyword: str) -> str:
     """The rest of the one line of deploy/haproxy.cfg that starts with ``keyword``."""
     lines = [line.strip() for line in (REPO / "deploy" / "haproxy.cfg").read_text().splitlines()]
-    found = [line[len(keyword):].strip() for line in lines if line.startswith(keyword + " ")]
+    found = [line[len(keyword) :].strip() for line in lines if line.startswith(keyword + " ")]
     assert len(found) == 1, f"{keyword}: {found}"
     return found[0]
 
@@ -164,12 +175,17 @@ def haproxy_setting(keyword: str) -> str:
 def test_haproxy_accepts_the_configuration(tmp_path):
     """The committed files, and the replicas file the try-out writes for three replicas."""
     committed = subprocess.run(
-        [HAPROXY, "-c", "-f", "deploy/haproxy.cfg", "-f", "deploy/replicas.cfg"], cwd=REPO, capture_output=True, text=True
+        [HAPROXY, "-c", "-f", "deploy/haproxy.cfg", "-f", "deploy/replicas.cfg"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
     )
     assert committed.returncode == 0, committed.stdout + committed.stderr
     three = tmp_path / "replicas.cfg"
     three.write_text(replicas_config([("app1", 7861), ("app2", 7862), ("app3", 7863)]))
-    written = subprocess.run([HAPROXY, "-c", "-f", "deploy/haproxy.cfg", "-f", str(three)], cwd=REPO, capture_output=True, text=True)
+    written = subprocess.run(
+        [HAPROXY, "-c", "-f", "deploy/haproxy.cfg", "-f", str(three)], cwd=REPO, capture_output=True, text=True
+    )
     assert written.returncode == 0, written.stdout + written.stderr
 
 
@@ -208,8 +224,11 @@ def server_status(school: LocalSchool) -> dict[str, str]:
     """HAProxy's view of each replica: name -> UP / DOWN / ..., from its stats page's CSV."""
     with urllib.request.urlopen(school.stats_url + ";csv", timeout=5) as response:
         text = response.read().decode().lstrip("# ")
-    return {row["svname"]: row["status"] for row in csv.DictReader(io.StringIO(text))
-            if row["pxname"] == "replicas" and row["svname"] not in ("FRONTEND", "BACKEND")}
+    return {
+        row["svname"]: row["status"]
+        for row in csv.DictReader(io.StringIO(text))
+        if row["pxname"] == "replicas" and row["svname"] not in ("FRONTEND", "BACKEND")
+    }
 
 
 def wait_for_status(school: LocalSchool, wanted: dict[str, str], timeout_s: float) -> float:
@@ -234,14 +253,18 @@ def test_two_replicas_keep_each_browser_on_its_replica(tmp_path, monkeypatch):
 
     for name, value in app_env(modular_cache_root(), tmp_path).items():
         monkeypatch.setenv(name, value)
-    school = LocalSchool(2, port=free_port(), stats_port=free_port(), model=TINY_REPO_ID, workdir=tmp_path / "school", python=PYTHON)
+    school = LocalSchool(
+        2, port=free_port(), stats_port=free_port(), model=TINY_REPO_ID, workdir=tmp_path / "school", python=PYTHON
+    )
     with school:
         seconds = school.wait_until_ready(REPLICAS_READY_S)
         wait_for_status(school, {"app1": "UP", "app2": "UP"}, FAILOVER_S)
         print(f"both replicas ready {seconds:.1f} s after the wait began")
 
         texts = {"first": "The tortoise crossed the meadow", "second": "A rocket left the harbour"}
-        clients = {who: Client(school.url, verbose=False, download_files=False, analytics_enabled=False) for who in texts}
+        clients = {
+            who: Client(school.url, verbose=False, download_files=False, analytics_enabled=False) for who in texts
+        }
         replica_of = {who: client.cookies.get("EXPLORER_REPLICA") for who, client in clients.items()}
         assert set(replica_of.values()) == {"app1", "app2"}, f"the two browsers' replicas: {replica_of}"
 
@@ -251,7 +274,9 @@ def test_two_replicas_keep_each_browser_on_its_replica(tmp_path, monkeypatch):
 
         log = school.haproxy_log.read_text()
         for who, client in clients.items():
-            assert servers_of(log, client.session_hash) == {replica_of[who]}, f"{who}: {servers_of(log, client.session_hash)}"
+            assert servers_of(log, client.session_hash) == {replica_of[who]}, (
+                f"{who}: {servers_of(log, client.session_hash)}"
+            )
 
         # One replica dies mid-class.
         dead = replica_of["first"]

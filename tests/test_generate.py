@@ -6,12 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tiny_checkpoint import TINY_CONFIG
 
 from gpt2_max import engine as engine_module
 from gpt2_max.errors import InputError
 from gpt2_max.generate import STOP_CONTEXT_FULL, STOP_END_OF_TEXT, STOP_MAX_TOKENS
 from gpt2_max.sampling import SamplingSettings, choose, filtered_distribution, softmax
-from tiny_checkpoint import TINY_CONFIG
 
 GOLDENS = np.load(Path(__file__).parent / "goldens" / "hf_tiny_gpt2.npz")
 # The decode step sums attention over the cache in a different order from the
@@ -78,8 +78,9 @@ def test_generation_stops_at_end_of_text(tmp_path):
     10 |b|^2 ~ 0.26 while the others are ~N(0, 0.003). Same shapes, so the
     compiled graphs are reused.
     """
-    import gpt2_max
     from tiny_checkpoint import tiny_weights, write_save_pretrained
+
+    import gpt2_max
 
     weights = tiny_weights()
     weights["ln_f.weight"][:] = 0.0
@@ -168,8 +169,9 @@ def test_high_temperature_flattens():
 
 
 def test_cli_generate_and_trace(tmp_path, capsys, tiny_model):
-    from gpt2_max.__main__ import main
     from tiny_checkpoint import TINY_REPO_ID
+
+    from gpt2_max.__main__ import main
 
     assert main(["generate", "Hello", "--model", TINY_REPO_ID, "--max-new-tokens", "5", "--temperature", "0"]) == 0
     printed = capsys.readouterr().out
@@ -193,11 +195,15 @@ def test_batched_decode_steps_equal_single_steps(tiny_model):
     cached one."""
     engine = tiny_model.engine
     steps = []
-    for text, token in (("One two three", 1000), ("A longer prompt for the second row, with more tokens", 2000), ("x", 3000)):
+    for text, token in (
+        ("One two three", 1000),
+        ("A longer prompt for the second row, with more tokens", 2000),
+        ("x", 3000),
+    ):
         trace = tiny_model.trace(tiny_model.tokenizer.encode(text))
         layers = range(TINY_CONFIG.n_layer)
-        past_k = np.stack([trace[f"blocks.{l}.attn.hook_k"].transpose(1, 2, 0) for l in layers])  # [L, H, D, P]
-        past_v = np.stack([trace[f"blocks.{l}.attn.hook_v"].transpose(1, 0, 2) for l in layers])  # [L, H, P, D]
+        past_k = np.stack([trace[f"blocks.{layer}.attn.hook_k"].transpose(1, 2, 0) for layer in layers])  # [L, H, D, P]
+        past_v = np.stack([trace[f"blocks.{layer}.attn.hook_v"].transpose(1, 0, 2) for layer in layers])  # [L, H, P, D]
         steps.append((token, past_k, past_v))
     lengths = [past_k.shape[-1] for _, past_k, _ in steps]
     assert len(set(lengths)) == 3 and engine_module.decode_groups(lengths, 4) == [[1, 0, 2]]  # one execution
@@ -209,9 +215,16 @@ def test_batched_decode_steps_equal_single_steps(tiny_model):
         [(alone_logits, alone_kv)] = engine.run_decodes([step])
         np.testing.assert_allclose(logits, alone_logits, atol=CACHED_LOGITS_ATOL, rtol=CACHED_LOGITS_RTOL)
         np.testing.assert_allclose(new_kv, alone_kv, atol=CACHED_LOGITS_ATOL, rtol=CACHED_LOGITS_RTOL)
-        assert logits.shape == (TINY_CONFIG.vocab_size,) and new_kv.shape == (TINY_CONFIG.n_layer, 2, TINY_CONFIG.n_head, TINY_CONFIG.head_dim)
+        assert logits.shape == (TINY_CONFIG.vocab_size,) and new_kv.shape == (
+            TINY_CONFIG.n_layer,
+            2,
+            TINY_CONFIG.n_head,
+            TINY_CONFIG.head_dim,
+        )
     # And a batched step equals the full recompute of each sequence with its new token.
-    for (logits, _), (token, _, _), text in zip(together, steps, ("One two three", "A longer prompt for the second row, with more tokens", "x")):
+    for (logits, _), (token, _, _), text in zip(
+        together, steps, ("One two three", "A longer prompt for the second row, with more tokens", "x")
+    ):
         full = tiny_model.trace(tiny_model.tokenizer.encode(text) + [token])["logits"][-1]
         np.testing.assert_allclose(logits, full, atol=CACHED_LOGITS_ATOL, rtol=CACHED_LOGITS_RTOL)
 

@@ -23,7 +23,6 @@ import httpx
 import numpy as np
 import psutil
 import pytest
-
 from conftest import HUB_CACHE, REPO
 from tiny_checkpoint import TINY_REPO_ID
 
@@ -70,7 +69,9 @@ def run_over_http(base_url: str, text: str) -> str:
     """Calls Run with hand-written JSON, as a browser may: ``\\ud800`` escapes (a lone
     surrogate) are valid JSON, though no UTF-8 client library will send them."""
     with httpx.Client(base_url=base_url, timeout=30) as http:
-        return http_call(http, "run", [text, TINY_REPO_ID], "hand-written-json")[0][-1]  # outputs: state (never sent), note
+        return http_call(http, "run", [text, TINY_REPO_ID], "hand-written-json")[0][
+            -1
+        ]  # outputs: state (never sent), note
 
 
 JSON_BODY = {"content-type": "application/json"}
@@ -145,7 +146,7 @@ def test_bad_text_gets_a_message_and_the_app_keeps_serving(app_client, explorer_
     text, expected = BAD_TEXTS[case]
     note = run_over_http(app_client.src, text) if case == "lone surrogate" else run(app_client, text)
     assert expected in note, note
-    assert "Traceback" not in note and "File \"" not in note
+    assert "Traceback" not in note and 'File "' not in note
     if expected == LIVE or "cut" in expected:
         assert note.startswith(LIVE)
         assert 1 <= token_count(note) <= explorer_service.settings.max_prompt_tokens
@@ -217,7 +218,8 @@ def test_bad_sampling_settings_sent_to_the_api(app_client, explorer_service):
 
 
 @pytest.mark.parametrize(
-    "model", ["nobody/evil-model", "/etc", "../../secret", "http://example.invalid/x", "openai-community/gpt2 ; rm -rf /"]
+    "model",
+    ["nobody/evil-model", "/etc", "../../secret", "http://example.invalid/x", "openai-community/gpt2 ; rm -rf /"],
 )
 def test_only_the_hosts_models_can_be_chosen(app_client, explorer_service, model):
     note = call_raw(app_client, "/run", ["Hello", model])
@@ -241,9 +243,10 @@ def test_an_allowed_model_that_cannot_load_says_why_and_the_default_keeps_servin
 
 
 def test_bad_models_are_refused_with_a_message(tmp_path):
+    from tiny_checkpoint import TINY_CONFIG
+
     from components.run import ExplorerService
     from components.settings import Settings
-    from tiny_checkpoint import TINY_CONFIG
 
     not_gpt2 = tmp_path / "llama"
     not_gpt2.mkdir()
@@ -444,6 +447,7 @@ def test_trace_memory_at_the_host_limit_is_within_budget(explorer_service):
 
 # -- bounded work per request, bounded uploads, fair lanes (issue 18) ---------------------------------
 
+
 def endpoint_defaults(client, api_name: str) -> list:
     """The values a page sends for an endpoint's inputs before anyone touches a control."""
     parameters = client.view_api(print_info=False, return_format="dict")["named_endpoints"][api_name]["parameters"]
@@ -471,12 +475,17 @@ def test_a_pasted_run_of_one_character_costs_bounded_time_and_bytes(app_client, 
             outputs, size, seconds = http_call(http, endpoint[1:], endpoint_defaults(app_client, endpoint), session)
             assert "Something went wrong" not in str(outputs), (endpoint, str(outputs)[:300])
             costs[endpoint] = (size, seconds)
-    print(f"\n{character!r} x {len(prompt):,}: " + ", ".join(f"{name} {size / 1e3:.0f} kB {seconds:.2f} s" for name, (size, seconds) in costs.items()))
+    print(
+        f"\n{character!r} x {len(prompt):,}: "
+        + ", ".join(f"{name} {size / 1e3:.0f} kB {seconds:.2f} s" for name, (size, seconds) in costs.items())
+    )
     for name, (size, seconds) in costs.items():
         assert size <= MAX_RESPONSE_BYTES, (name, size)
         # The Run and the Tokenize tab cost what GPT-2 small's would (the tokenizer's work); the other
         # tabs' wall time on this shared 2-core machine includes graph warm-ups, so a looser bound.
-        assert seconds <= (MAX_REQUEST_SECONDS if name in ("/run", "/render_tokenize") else 2.5 * MAX_REQUEST_SECONDS), (name, seconds)
+        assert seconds <= (
+            MAX_REQUEST_SECONDS if name in ("/run", "/render_tokenize") else 2.5 * MAX_REQUEST_SECONDS
+        ), (name, seconds)
     assert_still_serving(app_client, explorer_service.tokenizer)
 
 
@@ -512,7 +521,12 @@ def test_uploads_and_url_fetches_are_closed(app_client):
     with httpx.Client(base_url=app_client.src, timeout=30) as http:
         upload = http.post("gradio_api/upload", files={"files": ("notes.txt", b"x" * 100_000)})
         assert upload.status_code == 404, upload.text[:200]
-        for route in ("gradio_api/process_recording", "gradio_api/component_server", "gradio_api/stream/some-event", "gradio_api/upload/"):
+        for route in (
+            "gradio_api/process_recording",
+            "gradio_api/component_server",
+            "gradio_api/stream/some-event",
+            "gradio_api/upload/",
+        ):
             response = http.post(route, files={"files": ("notes.txt", b"x" * 1000)})
             assert response.status_code == 404, (route, response.status_code)
         fetch = http.get("gradio_api/file=https://example.com/big.bin")
@@ -523,6 +537,7 @@ def test_uploads_and_url_fetches_are_closed(app_client):
 
 def test_client_mistakes_get_a_4xx_never_a_500(app_client, explorer_service):
     """Gradio's own routes answered these with a bare 500 or a cut connection."""
+
     def post(route: str, body: dict) -> int:
         return http.post(route, content=json.dumps(body), headers=JSON_BODY).status_code
 
@@ -531,8 +546,14 @@ def test_client_mistakes_get_a_4xx_never_a_500(app_client, explorer_service):
             "unknown endpoint": (post("gradio_api/call/no_such_endpoint", {"data": []}), 404),
             "unknown endpoint, v2": (post("gradio_api/call/v2/no_such_endpoint", {}), 404),
             "unknown endpoint, run": (post("gradio_api/run/no_such_endpoint", {"data": []}), 404),
-            "unknown fn_index": (post("gradio_api/queue/join", {"data": [], "fn_index": 99_999, "session_hash": "mistakes"}), 404),
-            "fn_index not a number": (post("gradio_api/queue/join", {"data": [], "fn_index": "1", "session_hash": "mistakes"}), 422),
+            "unknown fn_index": (
+                post("gradio_api/queue/join", {"data": [], "fn_index": 99_999, "session_hash": "mistakes"}),
+                404,
+            ),
+            "fn_index not a number": (
+                post("gradio_api/queue/join", {"data": [], "fn_index": "1", "session_hash": "mistakes"}),
+                422,
+            ),
             "example index out of range": (post("gradio_api/run/load_example", {"data": [999]}), 422),
             "example index negative": (post("gradio_api/run/load_example", {"data": [-1]}), 422),
             "example index not a number": (post("gradio_api/run/load_example", {"data": ["0"]}), 422),
@@ -542,9 +563,16 @@ def test_client_mistakes_get_a_4xx_never_a_500(app_client, explorer_service):
         assert post("gradio_api/run/load_example", {"data": [1]}) == 200  # a real example still loads
         http_call(http, "run", [NORMAL_PROMPT, TINY_REPO_ID], "mistakes")
         outputs, _, _ = http_call(http, "export_tokenize", [], "mistakes")
-        files = [value.get("value", value) for value in outputs if isinstance(value, dict)]  # an update holds the file in "value"
+        files = [
+            value.get("value", value) for value in outputs if isinstance(value, dict)
+        ]  # an update holds the file in "value"
         url = next(file["url"] for file in files if isinstance(file, dict) and file.get("url"))
-        for name, header in {"two ranges": "bytes=0-0,5-9", "reversed": "bytes=9-2", "not bytes": "lines=1-2", "garbage": "bytes=a-b"}.items():
+        for name, header in {
+            "two ranges": "bytes=0-0,5-9",
+            "reversed": "bytes=9-2",
+            "not bytes": "lines=1-2",
+            "garbage": "bytes=a-b",
+        }.items():
             statuses[f"Range {name}"] = (http.get(url, headers={"Range": header}).status_code, 416)
         assert http.get(url, headers={"Range": "bytes=0-3"}).status_code == 206
         assert http.get(url).status_code == 200
@@ -578,7 +606,9 @@ def test_a_tiny_temperature_through_the_api_generates_greedily(app_client, explo
 def test_markdown_escaping_keeps_every_character_literal():
     """User and token text enters Markdown through components.common.md_text only: no character of
     it can open a table cell, code, HTML, emphasis, a link or LaTeX."""
-    from hypothesis import given, settings as hypothesis_settings, strategies as st
+    from hypothesis import given
+    from hypothesis import settings as hypothesis_settings
+    from hypothesis import strategies as st
 
     from components.common import md_text
 
@@ -625,7 +655,11 @@ def test_patching_sweeps_run_in_their_own_lane_and_tabs_open_in_their_normal_tim
         sweeps_ended.append(time.perf_counter())
 
     def join_sweep(http, session: str):
-        return http.post("gradio_api/call/patch_residual", content=json.dumps({"data": sweep_inputs, "session_hash": session}), headers=JSON_BODY)
+        return http.post(
+            "gradio_api/call/patch_residual",
+            content=json.dumps({"data": sweep_inputs, "session_hash": session}),
+            headers=JSON_BODY,
+        )
 
     clients = [httpx.Client(base_url=app_client.src, timeout=600) for _ in range(4)]
     try:
@@ -645,8 +679,10 @@ def test_patching_sweeps_run_in_their_own_lane_and_tabs_open_in_their_normal_tim
         for client in clients:
             client.close()
     one_sweep = min(sweeps_ended) - started
-    print(f"\nAttention tab opens: {normal:.2f} s alone, {', '.join(f'{s:.2f}' for s in busy)} s beside 4 sweeps "
-          f"(the first sweep took {one_sweep:.1f} s, the last ended {max(sweeps_ended) - opened:.1f} s after the opens)")
+    print(
+        f"\nAttention tab opens: {normal:.2f} s alone, {', '.join(f'{s:.2f}' for s in busy)} s beside 4 sweeps "
+        f"(the first sweep took {one_sweep:.1f} s, the last ended {max(sweeps_ended) - opened:.1f} s after the opens)"
+    )
     assert second.status_code == 429, second.status_code
     assert len(sweeps_ended) == 4 and max(sweeps_ended) > opened  # the opens were measured while sweeps ran
     # In the sweeps' lane, an open waited for a whole sweep (or two); in its own it waits for none.

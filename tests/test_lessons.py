@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from tiny_checkpoint import TINY_REPO_ID
 
 import app
 from components import lessons
 from gpt2_max import attribution
 from gpt2_max.hooks import block_key
-from tiny_checkpoint import TINY_REPO_ID
 
 LESSONS = lessons.load_lessons()
 
@@ -35,7 +35,11 @@ def test_there_are_at_least_eight_lessons_each_with_a_goal_steps_and_questions()
 def test_set_up_and_show_me_apply_every_setting_of_the_lesson(page, index):
     """The lesson file's views use the page's real control names and values: nothing is ignored."""
     demo, ctx = page
-    setup = next(fn for fn in demo.fns.values() if any(b is not None and getattr(demo.blocks.get(b), "elem_id", "") == "lesson-setup" for b, _ in fn.targets))
+    setup = next(
+        fn
+        for fn in demo.fns.values()
+        if any(b is not None and getattr(demo.blocks.get(b), "elem_id", "") == "lesson-setup" for b, _ in fn.targets)
+    )
     values = dict(zip([id(b) for b in setup.outputs], setup.fn(index)))
     note = next(values[id(b)] for b in setup.outputs if getattr(b, "elem_id", "") == "share-note")
     assert "Ignored" not in note, note

@@ -8,11 +8,11 @@ import tracemalloc
 
 import numpy as np
 import pytest
+from tiny_checkpoint import TINY_CONFIG, TINY_REPO_ID, tiny_weights, write_hub_cache, write_save_pretrained
 
 from gpt2_max.config import GPT2Config
 from gpt2_max.errors import ModelLoadError
 from gpt2_max.weights import expected_shapes, load_weights, locate
-from tiny_checkpoint import TINY_CONFIG, TINY_REPO_ID, tiny_weights, write_hub_cache, write_save_pretrained
 
 # config.json of the released GPT-2 family, as the Hub serves them (abridged to
 # the fields that matter plus a few of the extras real files carry).

@@ -6,10 +6,10 @@ from __future__ import annotations
 import gc
 
 import numpy as np
+from tiny_checkpoint import TINY_REPO_ID
 
 from gpt2_max.hooks import trace_keys, trace_nbytes
 from gpt2_max.memory import ALIGN_BYTES, PAGE_BYTES, Arena, copy_into
-from tiny_checkpoint import TINY_REPO_ID
 
 
 def test_a_lease_returns_only_when_its_last_view_is_gone():
@@ -43,7 +43,11 @@ def test_first_fit_places_leases_and_coalesces_what_comes_back():
 
 def test_copies_into_the_arena_equal_their_sources_and_fall_back_when_full():
     rng = np.random.default_rng(0)
-    sources = [rng.normal(size=(3, 5)).astype(np.float32), np.arange(7, dtype=np.int64), rng.normal(size=(2, 4, 4)).astype(np.float32)[:, 1:, :3]]
+    sources = [
+        rng.normal(size=(3, 5)).astype(np.float32),
+        np.arange(7, dtype=np.int64),
+        rng.normal(size=(2, 4, 4)).astype(np.float32)[:, 1:, :3],
+    ]
     arena = Arena(PAGE_BYTES)
     copies = copy_into(arena, sources)
     for copy, source in zip(copies, sources, strict=True):
@@ -68,8 +72,10 @@ def test_a_class_of_runs_reuses_the_memory_of_the_runs_evicted(tiny_model, tmp_p
     from components.settings import Settings
 
     settings = Settings(
-        model=TINY_REPO_ID, trace_cache_mb=2,
-        examples_dir=str(tmp_path_factory.mktemp("examples")), cache_dir=str(tmp_path_factory.mktemp("cache")),
+        model=TINY_REPO_ID,
+        trace_cache_mb=2,
+        examples_dir=str(tmp_path_factory.mktemp("examples")),
+        cache_dir=str(tmp_path_factory.mktemp("cache")),
     )
     service = ExplorerService(settings, TINY_REPO_ID)
     monkeypatch.setattr(tiny_model.engine, "trace_arena", service.trace_arena)

@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from pathological_checkpoint import BOS_NEURONS, LN_OUTLIER_DIMS, SINK_HEADS, SPIKES, pathological_weights
+from reference import reference_trace
+from tab_helpers import build_view, token_text
+from tiny_checkpoint import TINY_CONFIG
 
 from benchmarks.payload import BUDGET_BYTES, figure_bytes
 from components import tab_attention, tab_blocks, tab_embed, tab_logits, tab_mask, tab_mlp, tab_sample, tab_tokenize
 from components.common import POSITION_0_SWITCH
 from components.plots import POSITION_0_LEFT_OUT
-from pathological_checkpoint import BOS_NEURONS, LN_OUTLIER_DIMS, SINK_HEADS, SPIKES, pathological_weights
-from reference import reference_trace
-from tab_helpers import build_view, token_text
-from tiny_checkpoint import TINY_CONFIG
 
 # float32 MAX vs float64 numpy at values up to ~80: fp32 spacing there is ~1e-5, and the
 # LayerNorms divide by a std that position 0's spikes make ~10 (see real-gpt2.md: rtol + atol).
@@ -137,7 +137,13 @@ def data_scaled_heatmaps(run, display, leave_out: bool) -> list[tuple[str, objec
         figures += [(f"mask raw L{layer}H{head}", raw, "xy"), (f"mask masked L{layer}H{head}", masked, "xy")]
     for layer, head in SINK_HEADS:
         for position in (0, T - 1):
-            figures.append((f"attention qkv L{layer}H{head} at {position}", tab_attention.qkv_figure(run, layer, head, position)[0], ""))
+            figures.append(
+                (
+                    f"attention qkv L{layer}H{head} at {position}",
+                    tab_attention.qkv_figure(run, layer, head, position)[0],
+                    "",
+                )
+            )
     for layer in range(run.config.n_layer):
         figures.append((f"mlp neurons block {layer}", tab_mlp.render(run, layer, None, leave_out)[1], "y"))
     return figures
@@ -234,7 +240,10 @@ def test_blocks_means_over_positions_leave_position_0_out(run, pathological_serv
     others = np.median(norms[-1, 1:])
     assert on[0].data[0].y[-1] < 2 * others  # the mean of the others looks like them
     assert off[0].data[0].y[-1] > 5 * others  # position 0 alone sets the mean
-    assert "position 0 left out of the mean" in on[0].layout.title.text and "position 0 left out" in on[1].layout.title.text
+    assert (
+        "position 0 left out of the mean" in on[0].layout.title.text
+        and "position 0 left out" in on[1].layout.title.text
+    )
     assert on[0].layout.yaxis.type == on[1].layout.yaxis.type == "log"
     assert "averaged over positions 1–" in on[4]
 
@@ -259,7 +268,9 @@ def test_probabilities_use_log_scales(run, pathological_service):
     lens_fig, final_fig = tab_blocks.render(run, lens, tokenizer)[2:4]
     heat = lens_fig.data[0]
     np.testing.assert_allclose(heat.z, np.log10(lens.top_probs), atol=1e-6)  # colour: log10 p
-    np.testing.assert_allclose(np.asarray(heat.customdata)[..., 2].astype(np.float64), lens.top_probs, rtol=1e-6)  # hover: p
+    np.testing.assert_allclose(
+        np.asarray(heat.customdata)[..., 2].astype(np.float64), lens.top_probs, rtol=1e-6
+    )  # hover: p
     assert heat.zmax == 0 and heat.zmin <= np.log10(lens.top_probs).min()
     assert final_fig.layout.yaxis.type == "log"
     candidates = tab_logits.render(run, nxt, tokenizer)[0]
@@ -291,7 +302,9 @@ def test_payloads_stay_bounded(run, display, pathological_service):
     lens, _ = pathological_service.analysis(run, "lens")
     figures = {
         "tokenize": tab_tokenize.render(run, tokenizer)[:2],
-        "embed": tab_embed.render(run, tokenizer, nearest=nearest, wpe=pathological_service.model.weights["wpe.weight"])[:6],
+        "embed": tab_embed.render(
+            run, tokenizer, nearest=nearest, wpe=pathological_service.model.weights["wpe.weight"]
+        )[:6],
         "mask": tab_mask.render(run, display, 1, 0)[:5],
         "attention": tab_attention.render(run, display, 1, 0)[:4],
         "mlp": tab_mlp.render(run, 0)[:3],

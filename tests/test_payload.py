@@ -81,7 +81,9 @@ def test_every_heatmap_is_at_most_a_screenful_of_float32_cells(figures, n_tokens
                 # customdata only as a typed array of small numbers (the grid's per-head shares)
                 assert "customdata" not in wire or wire["customdata"]["dtype"] == "u1", (tab, fig.layout.title.text)
                 assert "%{z" in trace.hovertemplate
-    assert count >= 1 + 3 + 1 + 4 + 1 + 1 + 1 + 1  # tokenize, embed (3 + similarity), mask, attention (pattern, grid, q/k/v), mlp
+    assert (
+        count >= 1 + 3 + 1 + 4 + 1 + 1 + 1 + 1
+    )  # tokenize, embed (3 + similarity), mask, attention (pattern, grid, q/k/v), mlp
 
 
 def blocks_of(values: np.ndarray, edges, keys_summed: bool = False) -> np.ndarray:
@@ -130,7 +132,12 @@ def test_attention_tab_bins_the_pattern_and_the_all_heads_grid(runs):
     run = runs[256]
     pattern_fig, grid_fig, *_, arrays = tab_attention.render(run, display, 7, 2)
     edges = list(bin_starts(256, 128, first_alone=True)) + [256]
-    np.testing.assert_allclose(pattern_fig.data[0].z, blocks_of(run.trace["blocks.7.attn.hook_pattern"][2], edges, keys_summed=True), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(
+        pattern_fig.data[0].z,
+        blocks_of(run.trace["blocks.7.attn.hook_pattern"][2], edges, keys_summed=True),
+        rtol=1e-5,
+        atol=1e-7,
+    )
     assert arrays["pattern"].shape == (256, 256)
     # The grid: 12 x 12 heads, each position 0 and 11 blocks of 23 or 24 positions; a cell is the
     # weight a block of queries puts on a block of keys (summed over keys, averaged over queries).
@@ -144,7 +151,9 @@ def test_attention_tab_bins_the_pattern_and_the_all_heads_grid(runs):
     np.testing.assert_allclose(z[tile], blocks_of(pattern, edges, keys_summed=True), rtol=1e-5, atol=1e-7)
     # Full resolution's row sums (1) and share on position 0, kept within 1e-6 (float32 cells).
     np.testing.assert_allclose(z[tile].astype(np.float64).sum(axis=1), 1.0, atol=1e-6)
-    np.testing.assert_allclose(z[tile][:, 0], [pattern[a:b, 0].mean() for a, b in zip(edges[:-1], edges[1:])], atol=1e-6)
+    np.testing.assert_allclose(
+        z[tile][:, 0], [pattern[a:b, 0].mean() for a, b in zip(edges[:-1], edges[1:])], atol=1e-6
+    )
     assert trace.x[0].startswith("head 0 · key 0 ")  # position 0 alone: its token is named too
     assert list(trace.x[1:G]) == [f"head 0 · key {a}–{b - 1}" for a, b in zip(edges[1:-1], edges[2:])]
 
@@ -163,7 +172,10 @@ def test_embed_heatmaps_show_the_64_dimensions_with_the_largest_spread(runs):
         expected = rows[:, dims].astype(np.float64).reshape(128, 2, 64).mean(axis=1)
         np.testing.assert_allclose(fig.data[0].z, expected, rtol=1e-5, atol=1e-8)
         title = fig.layout.title.text
-        assert "the 64 of 768 dimensions with the largest spread" in title and "averaged over blocks of ~2 positions" in title
+        assert (
+            "the 64 of 768 dimensions with the largest spread" in title
+            and "averaged over blocks of ~2 positions" in title
+        )
     # The export keeps every dimension of every position.
     arrays = tab_embed.embedding_arrays(run)
     assert arrays["hook_embed"].shape == arrays["resid_pre_0"].shape == (256, 768)

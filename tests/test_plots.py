@@ -72,20 +72,37 @@ def test_the_heatmap_says_what_it_did():
     values = gaussian((12, 64))
     values[0] *= 40
     values[0, 5] = 3000.0
-    left_out = heatmap(values, list(map(str, range(64))), list(map(str, range(12))), "t", diverging=True,
-                       position_axes="y", leave_out_position_0=True)
+    left_out = heatmap(
+        values,
+        list(map(str, range(64))),
+        list(map(str, range(12))),
+        "t",
+        diverging=True,
+        position_axes="y",
+        leave_out_position_0=True,
+    )
     trace = left_out.data[0]
     np.testing.assert_array_equal(trace.z, values.astype(np.float32))  # drawn unclipped: the hover shows z
     assert "%{z" in trace.hovertemplate and trace.zmid == 0
     assert POSITION_0_LEFT_OUT in left_out.layout.title.text
     assert trace.colorbar.title.text.startswith(f"clipped to ±{trace.zmax:.3g}")
-    fixed = heatmap(values, list(map(str, range(64))), list(map(str, range(12))), "t", zmin=0.0, zmax=1.0,
-                    position_axes="y", leave_out_position_0=True)
+    fixed = heatmap(
+        values,
+        list(map(str, range(64))),
+        list(map(str, range(12))),
+        "t",
+        zmin=0.0,
+        zmax=1.0,
+        position_axes="y",
+        leave_out_position_0=True,
+    )
     assert (fixed.data[0].zmin, fixed.data[0].zmax) == (0.0, 1.0)  # absolute scales stay as asked
     assert POSITION_0_LEFT_OUT not in fixed.layout.title.text and fixed.data[0].colorbar.title.text is None
 
 
-@pytest.mark.parametrize(("zmin", "expected"), [(-1, [-1, 0]), (-3, [-3, -2, -1, 0]), (-5, [-4, -2, 0]), (-9, [-9, -6, -3, 0])])
+@pytest.mark.parametrize(
+    ("zmin", "expected"), [(-1, [-1, 0]), (-3, [-3, -2, -1, 0]), (-5, [-4, -2, 0]), (-9, [-9, -6, -3, 0])]
+)
 def test_decade_ticks_label_at_most_four_powers_of_ten(zmin, expected):
     ticks = decade_ticks(zmin, 0.0)
     assert ticks["tickvals"] == expected and ticks["ticktext"] == [f"{10.0**k:g}" for k in expected]
@@ -103,8 +120,13 @@ def test_a_figure_built_at_once_equals_one_built_step_by_step():
     labels = ["a", "b", "c"]
     bar = dict(y=labels, x=[0.5, 0.3, 0.2], orientation="h", name="p", text=["1", "2", "3"], textposition="none")
     at_once = figure(
-        [dict(type="bar", marker=dict(color="#3b6fb6", pattern=dict(shape="/")), **bar)], "Title", 300, ["a note"],
-        barmode="group", xaxis=dict(title="probability", type="log"), yaxis=dict(type="category", autorange="reversed"),
+        [dict(type="bar", marker=dict(color="#3b6fb6", pattern=dict(shape="/")), **bar)],
+        "Title",
+        300,
+        ["a note"],
+        barmode="group",
+        xaxis=dict(title="probability", type="log"),
+        yaxis=dict(type="category", autorange="reversed"),
     )
     by_steps = go.Figure()
     by_steps.add_trace(go.Bar(marker_color="#3b6fb6", marker_pattern_shape="/", **bar))
@@ -208,7 +230,11 @@ def test_notes_each_get_their_own_title_line():
 
     props = layout_properties("Title", notes=["first note", "", "second note"])
     assert props["title"]["text"] == "Title<br><sup>first note</sup><br><sup>second note</sup>"
-    assert props["margin"]["t"] > layout_properties("Title", notes=["first note"])["margin"]["t"] > layout_properties("Title")["margin"]["t"]
+    assert (
+        props["margin"]["t"]
+        > layout_properties("Title", notes=["first note"])["margin"]["t"]
+        > layout_properties("Title")["margin"]["t"]
+    )
 
 
 def test_a_patching_sweep_of_prompts_too_close_to_compare_says_so():
@@ -239,8 +265,13 @@ def test_the_patching_view_does_not_rank_cells_when_the_prompts_are_too_close():
     answer, wrong = tokenizer.encode(" Mary")[0], tokenizer.encode(" John")[0]
     fig, summary = interpret.patching_figure(interpret.PatchingRun("heads", close, [1, 2], answer, wrong), tokenizer)
     assert "Most restoring" not in summary and "Too close to compare" in summary
-    np.testing.assert_allclose(np.asarray(fig.data[0].z, dtype=np.float64), metric + 1.644, rtol=1e-6)  # the move in logits, not shares
-    assert "Change of the metric (logits)" in fig.layout.title.text and (fig.data[0].zmin, fig.data[0].zmax) != (-1.0, 1.0)
+    np.testing.assert_allclose(
+        np.asarray(fig.data[0].z, dtype=np.float64), metric + 1.644, rtol=1e-6
+    )  # the move in logits, not shares
+    assert "Change of the metric (logits)" in fig.layout.title.text and (fig.data[0].zmin, fig.data[0].zmax) != (
+        -1.0,
+        1.0,
+    )
     fine = PatchSweep(metric * 0 + 0.5, metric, 1.0, 0.0, 1.0, 6)
     _, summary = interpret.patching_figure(interpret.PatchingRun("heads", fine, [1, 2], answer, wrong), tokenizer)
     assert "Most restoring" in summary

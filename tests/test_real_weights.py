@@ -9,9 +9,9 @@ test_selfcheck.py proves the plumbing on a tiny checkpoint stored under the real
 from __future__ import annotations
 
 import pytest
+from real_weights import find_real_checkpoint
 
 from gpt2_max.selfcheck import CHECKS, run_check, shown
-from real_weights import find_real_checkpoint
 
 pytestmark = pytest.mark.real_weights
 

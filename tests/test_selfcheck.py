@@ -18,12 +18,12 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from real_weights import REAL_REPO_ID, find_real_checkpoint, user_hub_cache
+from tiny_checkpoint import write_hub_cache
 
 from gpt2_max import selfcheck
 from gpt2_max.selfcheck import BOS, CHECKS, format_table, run_check, run_checks
 from gpt2_max.weights import DEFAULT_MODEL
-from real_weights import REAL_REPO_ID, find_real_checkpoint, user_hub_cache
-from tiny_checkpoint import write_hub_cache
 
 REPO = Path(__file__).resolve().parent.parent
 CHECKS_BY_KEY = {check.key: check for check in CHECKS}
@@ -67,7 +67,10 @@ def test_the_user_cache_is_where_huggingface_hub_looks(tmp_path, monkeypatch, va
     env = _environment_without_hf_cache(HOME=str(tmp_path / "home"), **variables)
     printed = subprocess.run(
         [sys.executable, "-c", "from huggingface_hub import constants; print(constants.HF_HUB_CACHE)"],
-        env=env, capture_output=True, text=True, check=True,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.strip()
     monkeypatch.setenv("HOME", env["HOME"])  # "~" expands from the process's HOME
     assert user_hub_cache(env) == Path(printed)
@@ -103,10 +106,23 @@ def test_a_hub_layout_copy_under_the_real_id_is_found(cache_with_tiny_real_gpt2)
 
 def _pytest_real_weights(cache: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "pytest", "-m", "real_weights", "tests/test_real_weights.py",
-         "-q", "-rfs", "-p", "no:cacheprovider"],
-        cwd=REPO, env=_environment_without_hf_cache(HF_HUB_CACHE=str(cache)),
-        capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-m",
+            "real_weights",
+            "tests/test_real_weights.py",
+            "-q",
+            "-rfs",
+            "-p",
+            "no:cacheprovider",
+        ],
+        cwd=REPO,
+        env=_environment_without_hf_cache(HF_HUB_CACHE=str(cache)),
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
 
 
@@ -114,7 +130,10 @@ def test_pytest_m_real_weights_skips_with_the_reason_without_the_checkpoint(tmp_
     run = _pytest_real_weights(tmp_path / "empty-hub-cache")
     assert run.returncode == 0, run.stdout + run.stderr
     assert f"{len(CHECKS)} skipped" in run.stdout
-    assert f"openai-community/gpt2 is not in the Hugging Face cache (HF_HUB_CACHE={tmp_path / 'empty-hub-cache'})" in run.stdout
+    assert (
+        f"openai-community/gpt2 is not in the Hugging Face cache (HF_HUB_CACHE={tmp_path / 'empty-hub-cache'})"
+        in run.stdout
+    )
 
 
 def test_pytest_m_real_weights_runs_every_check_when_the_checkpoint_is_cached(cache_with_tiny_real_gpt2):
@@ -256,7 +275,19 @@ def test_top1_row_decodes_the_argmax_after_each_token(tiny_model, tiny_results):
     ids = [BOS] + tokenizer.encode(selfcheck.SALE_PROMPT)
     # [BOS] cell 34 printed this tokenization.
     assert [tokenizer.decode([token]) for token in ids[1:]] == [
-        "The", " sale", " ends", " today", ".", " You", " won", "'t", " want", " to", " miss", " it", "!",
+        "The",
+        " sale",
+        " ends",
+        " today",
+        ".",
+        " You",
+        " won",
+        "'t",
+        " want",
+        " to",
+        " miss",
+        " it",
+        "!",
     ]
     logits = tiny_model.trace(ids)["logits"]
     result = tiny_results["top1_sale_prompt"]

@@ -4,7 +4,6 @@ and that a bad, stale or hostile link opens the page with what was valid and a n
 from __future__ import annotations
 
 import base64
-import json
 import random
 import zlib
 
@@ -57,12 +56,32 @@ def test_a_link_carries_every_tabs_settings_sampling_and_patching(page):
     demo, ctx = page
     keys = set(controls_of(demo, ctx))
     expected = {
-        "attention.layer", "attention.head", "attention.q-k-v-of-the-token-at", "attention.ablate-this-head-zero-its-output",
-        "mask.layer", "mask.head", "mask.turn-the-causal-mask-off", "mlp.layer", "mlp.position", "embed.leave-out-position-0",
-        "logits.position", "logits.typed", "logits.attribution-target", "logits.attribution-minus",
-        "sample.temperature", "sample.top-k", "sample.top-p", "sample.seed", "sample.max-new", "sample.n",
-        "attention.patch-heads-clean", "attention.patch-heads-corrupted", "attention.patch-heads-answer", "attention.patch-heads-wrong",
-        "blocks.patch-residual-clean", "blocks.patch-residual-corrupted",
+        "attention.layer",
+        "attention.head",
+        "attention.q-k-v-of-the-token-at",
+        "attention.ablate-this-head-zero-its-output",
+        "mask.layer",
+        "mask.head",
+        "mask.turn-the-causal-mask-off",
+        "mlp.layer",
+        "mlp.position",
+        "embed.leave-out-position-0",
+        "logits.position",
+        "logits.typed",
+        "logits.attribution-target",
+        "logits.attribution-minus",
+        "sample.temperature",
+        "sample.top-k",
+        "sample.top-p",
+        "sample.seed",
+        "sample.max-new",
+        "sample.n",
+        "attention.patch-heads-clean",
+        "attention.patch-heads-corrupted",
+        "attention.patch-heads-answer",
+        "attention.patch-heads-wrong",
+        "blocks.patch-residual-clean",
+        "blocks.patch-residual-corrupted",
     }
     assert expected <= keys, sorted(expected - keys)
     assert not any("pick" in key for key in keys)  # the detector grid's click relay is wiring, not a setting
@@ -81,7 +100,13 @@ def copy_link(demo, ctx, tab, **settings) -> str:
 def test_a_copied_link_reopens_the_attention_view_with_the_same_numbers(page, explorer_service):
     demo, ctx = page
     prompt = "When Mary and John went to the store, John gave a drink to"
-    token = copy_link(demo, ctx, "attention", prompt=prompt, **{"attention.layer": 1, "attention.head": 2, "attention.q-k-v-of-the-token-at": 3})
+    token = copy_link(
+        demo,
+        ctx,
+        "attention",
+        prompt=prompt,
+        **{"attention.layer": 1, "attention.head": 2, "attention.q-k-v-of-the-token-at": 3},
+    )
     assert len(token) < share.QUERY_MAX_CHARS
     values = restore(demo, token)
     assert "Ignored" not in note_of(demo, values), note_of(demo, values)
@@ -103,7 +128,13 @@ def test_a_copied_link_reopens_the_attention_view_with_the_same_numbers(page, ex
 
 def test_sampling_settings_seed_and_presenter_mode_come_back(page):
     demo, ctx = page
-    token = copy_link(demo, ctx, "sample", present=True, **{"sample.temperature": 0.0, "sample.seed": 7, "sample.top-k": 5, "sample.n": 50})
+    token = copy_link(
+        demo,
+        ctx,
+        "sample",
+        present=True,
+        **{"sample.temperature": 0.0, "sample.seed": 7, "sample.top-k": 5, "sample.n": 50},
+    )
     values = restore(demo, token)
     controls = controls_of(demo, ctx)
     assert values[id(controls["sample.temperature"].component)] == 0
@@ -119,7 +150,10 @@ def test_the_longest_allowed_prompt_fits_a_link(page, explorer_service):
     wiring_limit = share.ShareWiring.limits(type("S", (), {"settings": explorer_service.settings})())[0]
     rng = random.Random(0)
     # Random characters from the whole of Unicode compress worst: the longest link there can be.
-    prompt = "".join(chr(rng.choice([rng.randrange(0x20, 0xD800), rng.randrange(0x10000, 0x10FFFF)])) for _ in range(explorer_service.settings.max_prompt_chars))
+    prompt = "".join(
+        chr(rng.choice([rng.randrange(0x20, 0xD800), rng.randrange(0x10000, 0x10FFFF)]))
+        for _ in range(explorer_service.settings.max_prompt_chars)
+    )
     token = share.encode_view({"v": 1, "prompt": prompt, "tab": "logits"})
     assert len(token) <= wiring_limit
     view, notes = share.decode_view(token, wiring_limit, 2 * explorer_service.settings.max_request_bytes)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from tab_helpers import build_view, softmax, token_text
 
 from components import tab_attention
 from components.plots import bin_starts
-from tab_helpers import build_view, softmax, token_text
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +35,12 @@ def test_grid_has_every_head_on_one_colour_scale(tiny_run, explorer_service):
         for head in range(H):
             tile = z[layer * (T + 1) : layer * (T + 1) + T, head * (T + 1) : head * (T + 1) + T]
             np.testing.assert_allclose(tile, tiny_run.trace[f"blocks.{layer}.attn.hook_pattern"][head], atol=1e-7)
-            assert list(trace.x[head * (T + 1) : head * (T + 1) + T]) == [f"head {head} · key {label}" for label in tiny_run.labels]
-        assert list(trace.y[layer * (T + 1) : layer * (T + 1) + T]) == [f"layer {layer} · query {label}" for label in tiny_run.labels]
+            assert list(trace.x[head * (T + 1) : head * (T + 1) + T]) == [
+                f"head {head} · key {label}" for label in tiny_run.labels
+            ]
+        assert list(trace.y[layer * (T + 1) : layer * (T + 1) + T]) == [
+            f"layer {layer} · query {label}" for label in tiny_run.labels
+        ]
     assert trace.coloraxis == "coloraxis" and trace.hoverongaps is False
     assert "%{y}<br>%{x}<br>attention: %{z:.3f}" in trace.hovertemplate
     assert (grid_fig.layout.coloraxis.cmin, grid_fig.layout.coloraxis.cmax) == (0.0, 1.0)
@@ -67,7 +71,11 @@ def test_grid_pools_long_inputs_into_block_means(tiny_run, explorer_service):
     z = np.asarray(trace.z)
     assert z.dtype == np.float32 and z.shape == (L * 6 - 1, H * 6 - 1)
     np.testing.assert_allclose(z[6:11, 18:23], values[1, 3], rtol=1e-6)
-    assert np.isnan(z[5]).all() and np.isnan(z[:, 5]).all() and not np.isnan(np.delete(np.delete(z, np.s_[5::6], 0), np.s_[5::6], 1)).any()
+    assert (
+        np.isnan(z[5]).all()
+        and np.isnan(z[:, 5]).all()
+        and not np.isnan(np.delete(np.delete(z, np.s_[5::6], 0), np.s_[5::6], 1)).any()
+    )
     assert list(trace.x[18:23]) == [f"head 3 · key {label}" for label in labels]
     assert list(trace.y[6:11]) == [f"layer 1 · query {label}" for label in labels]
     # The hover's share on position 0 is its head's, in whole percents, in every cell of its tile.
@@ -83,11 +91,16 @@ def test_pattern_beyond_a_screenful_averages_blocks_of_positions(tiny_run, explo
     edges = [0, 1, 3, 6, 9, tiny_run.n_tokens]  # position 0 alone
     # Keys summed over their block, queries averaged over theirs (averaging keys too drew a
     # block's weight divided by its size): each row of blocks still sums to 1.
-    expected = [[pattern[a:b, c:d].sum(axis=1).mean() for c, d in zip(edges[:-1], edges[1:])] for a, b in zip(edges[:-1], edges[1:])]
+    expected = [
+        [pattern[a:b, c:d].sum(axis=1).mean() for c, d in zip(edges[:-1], edges[1:])]
+        for a, b in zip(edges[:-1], edges[1:])
+    ]
     np.testing.assert_allclose(pattern_fig.data[0].z, expected, rtol=1e-6)
     np.testing.assert_allclose(np.sum(pattern_fig.data[0].z, axis=1), 1.0, rtol=1e-6)
     tokens = [t.display for t in tiny_run.tokens]
-    assert list(pattern_fig.data[0].y) == [tiny_run.labels[0]] + [f"{a}–{b - 1} {tokens[a]}…{tokens[b - 1]}" for a, b in zip(edges[1:-1], edges[2:])]
+    assert list(pattern_fig.data[0].y) == [tiny_run.labels[0]] + [
+        f"{a}–{b - 1} {tokens[a]}…{tokens[b - 1]}" for a, b in zip(edges[1:-1], edges[2:])
+    ]
     assert "queries averaged, keys summed over blocks of ~2.8 positions (0 alone)" in pattern_fig.layout.title.text
     assert "weight on the key block, mean over the query block" in pattern_fig.data[0].hovertemplate
 
@@ -104,7 +117,9 @@ def test_qkv_are_the_heads_vectors_at_the_position(tiny_run, explorer_service):
 
 
 def test_ablation_moves_the_next_token_probabilities(tiny_run, explorer_service, ablated):
-    ablation_fig, markdown, arrays = tab_attention.render(tiny_run, token_text(explorer_service), 1, 2, None, ablated)[3:6]
+    ablation_fig, markdown, arrays = tab_attention.render(tiny_run, token_text(explorer_service), 1, 2, None, ablated)[
+        3:6
+    ]
     before = softmax(tiny_run.trace["logits"][-1])
     after = softmax(ablated.trace["logits"][-1])
     ids = arrays["top_ids"]

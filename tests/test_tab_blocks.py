@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from tab_helpers import export_with_defaults, refresh_with_defaults
 
 from components import tab_blocks
 from components.common import NO_RUN
 from components.plots import plot_text
 from components.run import LENS_DEFAULT_POSITIONS
 from gpt2_max.engine import LENS_TOP_K
-from tab_helpers import export_with_defaults, refresh_with_defaults
 
 # The lens runs ln_f and the unembedding in float32 numpy; the MAX graph in float32 too,
 # with other summation orders. The bar for probabilities is 1e-4; the tiny random
@@ -132,7 +132,10 @@ def test_lens_heatmap_shows_each_layers_top_token_and_probability(tiny_run, lens
         assert list(heat.text[layer]) == [tokenizer.token(int(t)).display for t in tops]
         # The runners-up start with the reference's second token wherever it is clear of the third.
         order = np.argsort(-probs, axis=-1)[:, :3]
-        second, third = np.take_along_axis(probs, order[:, 1:2], -1)[:, 0], np.take_along_axis(probs, order[:, 2:3], -1)[:, 0]
+        second, third = (
+            np.take_along_axis(probs, order[:, 1:2], -1)[:, 0],
+            np.take_along_axis(probs, order[:, 2:3], -1)[:, 0],
+        )
         for position in np.flatnonzero(second > third * (1 + 4 * LENS_RTOL)):
             named = plot_text(tokenizer.token(int(order[position, 1])).display)
             assert runners_up[layer, position].startswith(f"{named} "), (layer, position)
@@ -140,7 +143,11 @@ def test_lens_heatmap_shows_each_layers_top_token_and_probability(tiny_run, lens
     final = float64_softmax(full_logits)
     np.testing.assert_allclose(probability[-1], final.max(axis=-1), rtol=LENS_RTOL, atol=0)
     assert list(heat.text[-1]) == [tokenizer.token(int(t)).display for t in final.argmax(axis=-1)]
-    assert "%{text}" in heat.hovertemplate and "%{x}" in heat.hovertemplate and "probability %{customdata[2]" in heat.hovertemplate
+    assert (
+        "%{text}" in heat.hovertemplate
+        and "%{x}" in heat.hovertemplate
+        and "probability %{customdata[2]" in heat.hovertemplate
+    )
     assert f"next {LENS_TOP_K - 1}: %{{customdata[3]}}" in heat.hovertemplate
 
 
@@ -192,7 +199,9 @@ def test_no_run_shows_a_message(lens, tokenizer):
 
 def test_built_tab_refreshes_after_a_run(explorer_service, tiny_run):
     refresh_with_defaults(tab_blocks, explorer_service, tiny_run)
-    path = export_with_defaults(tab_blocks, explorer_service, tiny_run, None, LENS_DEFAULT_POSITIONS)  # no patching sweep yet
+    path = export_with_defaults(
+        tab_blocks, explorer_service, tiny_run, None, LENS_DEFAULT_POSITIONS
+    )  # no patching sweep yet
     assert str(path).endswith(".npz")
     with np.load(path) as data:
         assert list(data["token_ids"]) == list(tiny_run.token_ids)
@@ -232,5 +241,8 @@ def test_the_lens_covers_the_width_asked_for_and_each_width_once(explorer_servic
     # A cell writes its top token as far as it fits (longer ones ran into their neighbours at 24
     # positions); the hover keeps it whole.
     written = np.asarray(heat.data[0].customdata)[..., 4]
-    assert all(len(cell.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")) <= tab_blocks.LENS_CELL_CHARS for cell in written.ravel())
+    assert all(
+        len(cell.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")) <= tab_blocks.LENS_CELL_CHARS
+        for cell in written.ravel()
+    )
     assert f"last {LENS_DEFAULT_POSITIONS} positions" in heat.layout.title.text

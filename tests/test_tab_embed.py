@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from tab_helpers import build_view
 
 from components import tab_embed
-from tab_helpers import build_view
 
 
 @pytest.fixture(scope="module")
@@ -16,7 +16,9 @@ def weights(explorer_service):
 
 def render(run, service, **kwargs):
     nearest, why = service.analysis(run, "nearest")
-    return tab_embed.render(run, service.tokenizer, nearest=nearest or why, wpe=service.model.weights["wpe.weight"], **kwargs)
+    return tab_embed.render(
+        run, service.tokenizer, nearest=nearest or why, wpe=service.model.weights["wpe.weight"], **kwargs
+    )
 
 
 def independent_nearest(wte: np.ndarray, token_id: int, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
@@ -58,7 +60,9 @@ def test_wide_embeddings_show_the_dimensions_with_the_largest_spread(tiny_run, e
         assert spread[dims].min() >= np.delete(spread, dims).max()
         np.testing.assert_array_equal(fig.data[0].z, rows[:, dims])  # the trace's own values
         assert list(fig.data[0].y) == tiny_run.labels
-        assert f"the 16 of {E} dimensions with the largest spread (std over these {T} positions)" in fig.layout.title.text
+        assert (
+            f"the 16 of {E} dimensions with the largest spread (std over these {T} positions)" in fig.layout.title.text
+        )
     # Different matrices vary along different dimensions: each heatmap picks its own.
     assert list(figures[0].data[0].x) != list(figures[1].data[0].x)
 
@@ -76,7 +80,9 @@ def test_long_inputs_average_the_embedding_rows_and_similarity_over_blocks(tiny_
     assert "averaged over blocks of ~2.4 positions" in token_fig.layout.title.text
     cosine = arrays["position_cosine"]  # the export keeps the full [T, T] matrix
     assert cosine.shape == (tiny_run.n_tokens, tiny_run.n_tokens)
-    np.testing.assert_allclose(sim_fig.data[0].z, [[cosine[a:b, c:d].mean() for c, d in blocks] for a, b in blocks], rtol=1e-6)
+    np.testing.assert_allclose(
+        sim_fig.data[0].z, [[cosine[a:b, c:d].mean() for c, d in blocks] for a, b in blocks], rtol=1e-6
+    )
     assert "mean cosine" in sim_fig.data[0].hovertemplate
 
 
@@ -140,8 +146,12 @@ def test_out_of_range_controls_are_clamped(tiny_run, explorer_service):
 
 
 def test_without_weights_the_nearest_view_waits_and_the_rest_still_renders(tiny_run, explorer_service):
-    token_fig, *_, nearest_fig, sim_fig, _, arrays = tab_embed.render(tiny_run, explorer_service.tokenizer, n_positions=500)
-    assert tab_embed.NEEDS_WEIGHTS in nearest_fig.layout.annotations[0].text.replace("<br>", " ")  # wrapped to fit a phone
+    token_fig, *_, nearest_fig, sim_fig, _, arrays = tab_embed.render(
+        tiny_run, explorer_service.tokenizer, n_positions=500
+    )
+    assert tab_embed.NEEDS_WEIGHTS in nearest_fig.layout.annotations[0].text.replace(
+        "<br>", " "
+    )  # wrapped to fit a phone
     assert len(sim_fig.data[0].x) == tiny_run.n_tokens  # no wpe beyond the trace without weights
     np.testing.assert_array_equal(token_fig.data[0].z, tiny_run.trace["hook_embed"])
     figures = tab_embed.render(None, explorer_service.tokenizer)

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import gradio as gr
 import numpy as np
+from tab_helpers import build_view
 
 from components import interpret, tab_attention, tab_blocks, tab_logits
 from components.common import AppContext
 from components.run import LENS_DEFAULT_POSITIONS
 from gpt2_max import attribution
-from tab_helpers import build_view
 
 
 def build_with_functions(tab_module, service):
@@ -28,7 +28,9 @@ def build_with_functions(tab_module, service):
     return view, functions, ctx
 
 
-def test_logits_tab_explains_the_top_prediction_and_a_logit_difference(tiny_run, explorer_service, tiny_model, full_logits, monkeypatch):
+def test_logits_tab_explains_the_top_prediction_and_a_logit_difference(
+    tiny_run, explorer_service, tiny_model, full_logits, monkeypatch
+):
     # The tiny model has 15 parts in all; show fewer, so that choosing the largest is tested.
     monkeypatch.setattr(interpret, "TOP_CONTRIBUTORS", 6)
     view = build_view(tab_logits, explorer_service)
@@ -94,7 +96,9 @@ def test_head_patching_view_shows_the_sweep_and_exports_it(tiny_run, explorer_se
     tokenizer = explorer_service.tokenizer
     mary, john = tokenizer.encode(" Mary")[0], tokenizer.encode(" John")[0]
     expected = attribution.patch_heads(
-        tiny_model, tokenizer.encode(interpret.IOI_CLEAN), tokenizer.encode(interpret.IOI_CORRUPTED),
+        tiny_model,
+        tokenizer.encode(interpret.IOI_CLEAN),
+        tokenizer.encode(interpret.IOI_CORRUPTED),
         lambda trace: attribution.logit_difference(trace, -1, mary, john),
     )
     np.testing.assert_allclose(np.asarray(fig.data[0].z, dtype=np.float64), expected.restored, rtol=1e-6)
@@ -112,14 +116,18 @@ def test_head_patching_view_shows_the_sweep_and_exports_it(tiny_run, explorer_se
 
 def test_residual_patching_view_in_blocks(tiny_run, explorer_service):
     view, functions, _ = build_with_functions(tab_blocks, explorer_service)
-    fig, summary, result = functions["patch_residual"](tiny_run.request, interpret.IOI_CLEAN, interpret.IOI_CORRUPTED, " Mary", " John")
+    fig, summary, result = functions["patch_residual"](
+        tiny_run.request, interpret.IOI_CLEAN, interpret.IOI_CORRUPTED, " Mary", " John"
+    )
     T = len(explorer_service.tokenizer.encode(interpret.IOI_CLEAN))
     assert np.asarray(fig.data[0].z).shape == (tiny_run.config.n_layer, T)
     # Before block 0, only the swapped name's position matters, and it restores all of it.
     z = np.asarray(fig.data[0].z, dtype=np.float64)
     # (Up to float32 rounding between packed executions, relative to a metric gap of ~0.02 here.)
     assert np.isclose(z[0].max(), 1.0, atol=1e-3) and np.count_nonzero(np.abs(z[0]) > 1e-3) == 1
-    note, update = view.export(tiny_run.request, result, LENS_DEFAULT_POSITIONS)  # the export also writes the lens at its width
+    note, update = view.export(
+        tiny_run.request, result, LENS_DEFAULT_POSITIONS
+    )  # the export also writes the lens at its width
     with np.load(update["value"]) as saved:
         np.testing.assert_array_equal(saved["patch_residual_restored"], result.sweep.restored)
 
@@ -133,7 +141,12 @@ def test_a_patching_sweep_reports_its_progress(tiny_run, explorer_service, tiny_
         told.append(value)
 
     fig, summary, result = functions["patch_heads"](
-        tiny_run.request, interpret.IOI_CLEAN, interpret.IOI_CORRUPTED, " Mary", " John", progress=progress,
+        tiny_run.request,
+        interpret.IOI_CLEAN,
+        interpret.IOI_CORRUPTED,
+        " Mary",
+        " John",
+        progress=progress,
     )
     runs = result.sweep.runs
     assert runs == tiny_model.config.n_layer * tiny_model.config.n_head + 2
@@ -192,7 +205,11 @@ def test_a_button_that_replaces_the_prompt_offers_it_back(explorer_service):
     import app
 
     demo, _ = app.build_ui(explorer_service)
-    induction = next(f for f in demo.fns.values() if f.fn.__name__ == "start_ids_run" and "induction" in str(f.fn.__wrapped__.__defaults__))
+    induction = next(
+        f
+        for f in demo.fns.values()
+        if f.fn.__name__ == "start_ids_run" and "induction" in str(f.fn.__wrapped__.__defaults__)
+    )
     request, note, prompt, saved, button = induction.fn(explorer_service.model_name, "my own prompt")
     assert "Restore my prompt" in note and "induction test" in note.lower()
     assert saved == ["my own prompt"] and button["visible"] is True and prompt != "my own prompt"

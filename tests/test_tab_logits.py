@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from tab_helpers import export_with_defaults, refresh_with_defaults
 
 from components import tab_logits
 from components.common import NO_RUN
-from tab_helpers import export_with_defaults, refresh_with_defaults
 
 
 def float64_softmax(logits):
@@ -100,7 +100,7 @@ def test_summary_entropy_and_actual_next_token(tiny_run, tokenizer, nxt):
     rank = 1 + int(np.count_nonzero(probs > probs[actual]))
     shown = nxt.entropy_bits[position]  # the analysis graph's float32 entropy, within ENTROPY_ATOL of numpy's
     assert shown == pytest.approx(entropy_bits(probs), abs=ENTROPY_ATOL)
-    assert f"**Entropy: {shown:.3f} bits**" in summary and f"{2.0 ** shown:,.1f}" in summary
+    assert f"**Entropy: {shown:.3f} bits**" in summary and f"{2.0**shown:,.1f}" in summary
     assert f"(id {actual}) has p = {probs[actual]:.4g}, rank {rank:,} of 50,257" in summary
     last = tab_logits.render(tiny_run, nxt, tokenizer, None)[2]
     assert "This is the last position" in last
@@ -160,7 +160,9 @@ def test_no_run_shows_a_message(tokenizer):
 
 def test_built_tab_refreshes_after_a_run(explorer_service, tiny_run):
     refresh_with_defaults(tab_logits, explorer_service, tiny_run)
-    path = export_with_defaults(tab_logits, explorer_service, tiny_run, None, "", "")  # position, attribution target, minus
+    path = export_with_defaults(
+        tab_logits, explorer_service, tiny_run, None, "", ""
+    )  # position, attribution target, minus
     assert str(path).endswith(".npz")
     with np.load(path) as data:
         assert list(data["token_ids"]) == list(tiny_run.token_ids)

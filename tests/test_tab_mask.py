@@ -6,10 +6,10 @@ import math
 
 import numpy as np
 import pytest
+from tab_helpers import build_view, softmax, token_text
 
 from components import tab_mask
 from components.plots import finite
-from tab_helpers import build_view, softmax, token_text
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +24,9 @@ def next_logits(service, run):
     return nxt.logits
 
 
-def test_the_predictions_logits_are_the_trace_graphs_mask_on_and_off(tiny_model, tiny_run, explorer_service, unmasked, full_logits):
+def test_the_predictions_logits_are_the_trace_graphs_mask_on_and_off(
+    tiny_model, tiny_run, explorer_service, unmasked, full_logits
+):
     # Same float32 math as the trace graph's logits, summed in another order (see test_tab_logits).
     np.testing.assert_allclose(next_logits(explorer_service, tiny_run), full_logits, atol=1e-5, rtol=0)
     off = tiny_model.trace(tiny_run.token_ids, causal=False)["logits"]
@@ -32,12 +34,16 @@ def test_the_predictions_logits_are_the_trace_graphs_mask_on_and_off(tiny_model,
 
 
 def test_mask_scores_and_pattern_come_from_the_chosen_layer_and_head(tiny_run, explorer_service):
-    mask_fig, raw_fig, masked_fig, pattern_fig, _, markdown, arrays = tab_mask.render(tiny_run, token_text(explorer_service), 1, 2)
+    mask_fig, raw_fig, masked_fig, pattern_fig, _, markdown, arrays = tab_mask.render(
+        tiny_run, token_text(explorer_service), 1, 2
+    )
     T = tiny_run.n_tokens
     scores = tiny_run.trace["blocks.1.attn.hook_attn_scores"][2]
     # The mask: 1 on and below the diagonal (allowed), 0 above (blocked).
     np.testing.assert_array_equal(mask_fig.data[0].z, np.tril(np.ones((T, T))))
-    assert "blocked" in mask_fig.layout.title.text and list(mask_fig.data[0].colorbar.ticktext)[0].startswith("0 blocked")
+    assert "blocked" in mask_fig.layout.title.text and list(mask_fig.data[0].colorbar.ticktext)[0].startswith(
+        "0 blocked"
+    )
     # The masked scores: the trace's, with -inf as a gap (NaN).
     np.testing.assert_array_equal(masked_fig.data[0].z, finite(scores))
     assert np.isnan(masked_fig.data[0].z[0, 1]) and not np.isnan(masked_fig.data[0].z[1, 0])
@@ -80,8 +86,14 @@ def test_predictions_with_the_mask_on(tiny_run, explorer_service):
 
 def test_mask_off_shows_the_unmasked_run_and_both_predictions(tiny_run, explorer_service, unmasked):
     mask_fig, raw_fig, masked_fig, pattern_fig, fig, markdown, arrays = tab_mask.render(
-        tiny_run, token_text(explorer_service), 1, 3, True, unmasked,
-        logits=next_logits(explorer_service, tiny_run), unmasked_logits=next_logits(explorer_service, unmasked),
+        tiny_run,
+        token_text(explorer_service),
+        1,
+        3,
+        True,
+        unmasked,
+        logits=next_logits(explorer_service, tiny_run),
+        unmasked_logits=next_logits(explorer_service, unmasked),
     )
     T = tiny_run.n_tokens
     np.testing.assert_array_equal(mask_fig.data[0].z, np.ones((T, T)))
@@ -134,21 +146,29 @@ def test_beyond_a_screenful_the_heatmaps_average_blocks_of_positions(tiny_run, e
     # The pattern: keys summed over their block, queries averaged (rows still sum to 1).
     pattern = tiny_run.trace["blocks.1.attn.hook_pattern"][2].astype(np.float64)
     summed = np.add.reduceat(pattern, edges[:-1], axis=1)
-    np.testing.assert_allclose(pattern_fig.data[0].z, [summed[a:b].mean(axis=0) for a, b in zip(edges[:-1], edges[1:])], rtol=1e-6)
+    np.testing.assert_allclose(
+        pattern_fig.data[0].z, [summed[a:b].mean(axis=0) for a, b in zip(edges[:-1], edges[1:])], rtol=1e-6
+    )
     q = tiny_run.trace["blocks.1.attn.hook_q"][:, 2].astype(np.float64)
     k = tiny_run.trace["blocks.1.attn.hook_k"][:, 2].astype(np.float64)
-    np.testing.assert_allclose(raw_fig.data[0].z, block_means_by_loop(q @ k.T / math.sqrt(q.shape[1]), edges), rtol=1e-5)
+    np.testing.assert_allclose(
+        raw_fig.data[0].z, block_means_by_loop(q @ k.T / math.sqrt(q.shape[1]), edges), rtol=1e-5
+    )
     tokens = [t.display for t in tiny_run.tokens]
     labels = [tiny_run.labels[0]] + [f"{a}–{b - 1} {tokens[a]}…{tokens[b - 1]}" for a, b in zip(edges[1:-1], edges[2:])]
     for fig in (mask_fig, raw_fig, masked_fig, pattern_fig):
         trace = fig.data[0]
         assert trace.z.shape == (5, 5) and list(trace.x) == labels and list(trace.y) == labels
         assert "over blocks of ~2.8 positions (0 alone)" in fig.layout.title.text
-        assert trace.text is None and "%{x}" in trace.hovertemplate and "%{z" in trace.hovertemplate  # no string per cell
+        assert (
+            trace.text is None and "%{x}" in trace.hovertemplate and "%{z" in trace.hovertemplate
+        )  # no string per cell
 
 
 def test_predictions_without_their_logits_say_why(tiny_run, explorer_service):
-    fig, markdown = tab_mask.render(tiny_run, token_text(explorer_service), 0, 0, logits="the analysis graph is compiling")[4:6]
+    fig, markdown = tab_mask.render(
+        tiny_run, token_text(explorer_service), 0, 0, logits="the analysis graph is compiling"
+    )[4:6]
     assert fig.layout.annotations[0].text == "the analysis graph is compiling"
     assert "the analysis graph is compiling" in markdown
 
@@ -160,7 +180,7 @@ def test_mask_off_without_a_live_model_says_so(tiny_run, explorer_service):
 
 
 def test_out_of_range_layer_and_head_are_clamped(tiny_run, explorer_service):
-    L, H = tiny_run.config.n_layer, tiny_run.config.n_head
+    L = tiny_run.config.n_layer
     *_, arrays = tab_mask.render(tiny_run, token_text(explorer_service), 99, -4)
     assert (arrays["layer"], arrays["head"]) == (L - 1, 0)
     np.testing.assert_array_equal(arrays["pattern"], tiny_run.trace[f"blocks.{L - 1}.attn.hook_pattern"][0])

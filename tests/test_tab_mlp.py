@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from tab_helpers import export_with_defaults, refresh_with_defaults
 
 from components import tab_mlp
 from components.common import NO_RUN
 from components.plots import plot_text
-from tab_helpers import export_with_defaults, refresh_with_defaults
 
 
 def pre_post(run, layer):
@@ -84,6 +84,7 @@ def test_neuron_heatmap_shows_the_top_neurons_by_max_abs_activation(tiny_run, la
     assert "%{y}" in trace.hovertemplate and "%{x}" in trace.hovertemplate and "%{z" in trace.hovertemplate
     assert heat.layout.height
 
+
 def test_neuron_heatmap_beyond_a_screenful_averages_blocks_of_positions(tiny_run, monkeypatch):
     monkeypatch.setattr("components.plots.MAX_CELLS_PER_AXIS", 5)
     trace = tab_mlp.render(tiny_run, 1)[1].data[0]
@@ -95,7 +96,6 @@ def test_neuron_heatmap_beyond_a_screenful_averages_blocks_of_positions(tiny_run
     assert list(trace.x) == [f"n{n}" for n in top]
     assert list(trace.y)[2] == f"4–6 {tiny_run.tokens[4].display}…{tiny_run.tokens[6].display}"
     assert "mean activation" in trace.hovertemplate
-
 
 
 @pytest.mark.parametrize("position", [0, 7, None])

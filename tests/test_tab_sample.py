@@ -27,7 +27,9 @@ def test_step_bars_equal_the_sample_steps_probabilities(tiny_model, tiny_run):
         raw, filtered = fig.data
         # Points on the log axis (a bar there starts at the axis' edge: its length meant nothing), ticks in full.
         assert raw.type == filtered.type == "scatter" and raw.mode == "markers" and fig.layout.xaxis.type == "log"
-        assert all(float(text) == pytest.approx(v) for text, v in zip(fig.layout.xaxis.ticktext, fig.layout.xaxis.tickvals))
+        assert all(
+            float(text) == pytest.approx(v) for text, v in zip(fig.layout.xaxis.ticktext, fig.layout.xaxis.tickvals)
+        )
         n = REPORTED_CANDIDATES
         np.testing.assert_array_equal(np.asarray(raw.x[:n]), step.candidate_probs)
         np.testing.assert_array_equal(np.asarray(filtered.x[:n]), step.candidate_filtered)
@@ -48,7 +50,7 @@ def test_greedy_stream_equals_generate(explorer_service, tiny_model, tiny_run, m
     expected = tiny_model.generate(list(tiny_run.token_ids), max_new_tokens=8, temperature=0).ids
     assert len(outputs) == 8 + 1  # one yield per token, then the summary
     drawn = None  # the step the chart on the page shows
-    for k, (status, fig, html_text, slider, generation) in enumerate(outputs[:-1], start=1):
+    for k, (status, fig, _html_text, slider, generation) in enumerate(outputs[:-1], start=1):
         if isinstance(fig, go.Figure):
             drawn = k
             assert fig.layout.title.text.startswith(f"Step {k} of up to 8 ") and "generating" in fig.layout.title.text
@@ -68,7 +70,9 @@ def test_greedy_stream_equals_generate(explorer_service, tiny_model, tiny_run, m
     assert "<mark" in html_text and tab_sample.html.escape(tiny_model.tokenizer.decode(expected[-1:])) in html_text
 
 
-def test_a_fast_stream_sends_at_most_one_update_per_interval_and_always_the_end(explorer_service, tiny_model, tiny_run, monkeypatch):
+def test_a_fast_stream_sends_at_most_one_update_per_interval_and_always_the_end(
+    explorer_service, tiny_model, tiny_run, monkeypatch
+):
     """Tokens that come faster than STREAM_UPDATE_INTERVAL_S are sent together: with an interval
     longer than the whole generation, the page gets the first token, then the end (its chart
     drawn, every token in the text); the chart between is redrawn at most every
@@ -99,7 +103,9 @@ def test_streams_share_one_update_budget_and_a_lone_stream_keeps_its_pace():
     for stream in class_of_30:
         stream.__enter__()
     update, chart = streams.intervals()
-    assert update == pytest.approx(29 / tab_sample.STREAM_UPDATES_PER_S) and update > tab_sample.STREAM_UPDATE_INTERVAL_S
+    assert (
+        update == pytest.approx(29 / tab_sample.STREAM_UPDATES_PER_S) and update > tab_sample.STREAM_UPDATE_INTERVAL_S
+    )
     assert chart == pytest.approx(29 / tab_sample.STREAM_FIGURES_PER_S) and chart > tab_sample.STREAM_FIGURE_INTERVAL_S
     for stream in class_of_30:
         stream.__exit__(None, None, None)
@@ -128,12 +134,15 @@ def test_step_selection_clamps_and_marks_the_selected_token(explorer_service, ti
     assert fig.layout.title.text.startswith("Step 1 of 3")
 
 
-@pytest.mark.parametrize("settings", [
-    SamplingSettings(temperature=1.0, seed=3),
-    SamplingSettings(temperature=0.7, top_k=5, seed=3),
-    SamplingSettings(temperature=1.0, top_p=0.3, seed=3),
-    SamplingSettings(temperature=0.0, seed=3),
-])
+@pytest.mark.parametrize(
+    "settings",
+    [
+        SamplingSettings(temperature=1.0, seed=3),
+        SamplingSettings(temperature=0.7, top_k=5, seed=3),
+        SamplingSettings(temperature=1.0, top_p=0.3, seed=3),
+        SamplingSettings(temperature=0.0, seed=3),
+    ],
+)
 def test_sample_n_counts(tiny_run, settings):
     logits = tiny_run.trace["logits"][-1]
     probs = filtered_distribution(logits, settings)
@@ -176,18 +185,21 @@ def test_sample_n_is_capped_and_the_same_seed_repeats(explorer_service, tiny_run
     assert fig.to_dict() == again.to_dict()
 
 
-@pytest.mark.parametrize("temperature, top_k, top_p, seed, message", [
-    (1.0, -3, 1.0, 0, "top_k"),
-    (float("nan"), 0, 1.0, 0, "temperature"),
-    (None, 0, 1.0, 0, "temperature"),
-    ("hot", 0, 1.0, 0, "temperature"),
-    (1.0, 2.5, 1.0, 0, "top_k"),
-    (1.0, 0, 0.0, 0, "top_p"),
-    (1.0, 0, float("inf"), 0, "top_p"),
-    (-1.0, 0, 1.0, 0, "temperature"),
-    (1.0, 0, 1.0, -1, "seed"),
-    (1.0, 0, 1.0, float("nan"), "seed"),
-])
+@pytest.mark.parametrize(
+    "temperature, top_k, top_p, seed, message",
+    [
+        (1.0, -3, 1.0, 0, "top_k"),
+        (float("nan"), 0, 1.0, 0, "temperature"),
+        (None, 0, 1.0, 0, "temperature"),
+        ("hot", 0, 1.0, 0, "temperature"),
+        (1.0, 2.5, 1.0, 0, "top_k"),
+        (1.0, 0, 0.0, 0, "top_p"),
+        (1.0, 0, float("inf"), 0, "top_p"),
+        (-1.0, 0, 1.0, 0, "temperature"),
+        (1.0, 0, 1.0, -1, "seed"),
+        (1.0, 0, 1.0, float("nan"), "seed"),
+    ],
+)
 def test_bad_settings_give_a_message(explorer_service, tiny_run, temperature, top_k, top_p, seed, message):
     with pytest.raises(InputError, match=message):
         tab_sample.sampling_settings(temperature, top_k, top_p, seed)
@@ -199,7 +211,9 @@ def test_bad_settings_give_a_message(explorer_service, tiny_run, temperature, to
     assert status.startswith("⚠️") and message in status
     assert message in fig.layout.annotations[0].text.replace("<br>", " ")  # wrapped to fit a phone
     sample = tab_sample.guarded("plot", "text")(tab_sample.render_samples)
-    fig, note = sample(tiny_run, explorer_service.tokenizer, explorer_service.settings, temperature, top_k, top_p, seed, 10)
+    fig, note = sample(
+        tiny_run, explorer_service.tokenizer, explorer_service.settings, temperature, top_k, top_p, seed, 10
+    )
     assert note.startswith("⚠️") and message in note
 
 
@@ -223,7 +237,7 @@ def test_without_a_run_every_view_says_so(explorer_service):
     assert message == NO_RUN
     fig, note = tab_sample.render_samples(None, tokenizer, explorer_service.settings, 1.0, 0, 1.0, 0, 10)
     assert note == NO_RUN
-    (status, *_), = list(tab_sample.stream_views(explorer_service, None, 1.0, 0, 1.0, 0, 5))
+    ((status, *_),) = list(tab_sample.stream_views(explorer_service, None, 1.0, 0, 1.0, 0, 5))
     assert status == NO_RUN
 
 

@@ -6,11 +6,11 @@ import time
 
 import numpy as np
 import pytest
+from tab_helpers import export_with_defaults, refresh_with_defaults
 
 from components import tab_tokenize
 from components.common import NO_RUN
 from gpt2_max.tokenizer import Tokenizer
-from tab_helpers import export_with_defaults, refresh_with_defaults
 
 
 def test_token_grid_shows_every_token_with_its_id_in_reading_order(tiny_run, explorer_service):
@@ -120,12 +120,18 @@ def test_a_long_chunk_replays_its_first_and_last_steps_within_bounds(character):
     seconds = time.perf_counter() - started
     size = len(figure_json(grid)) + len(figure_json(merges)) + len(counts) + len(table)
     replay = tokenizer.merge_replay(chunks[0])
-    print(f"\n{character!r}: chunk of {len(replay.data):,} bytes, {replay.steps:,} merges: {seconds:.2f} s, {size / 1e3:.0f} kB")
+    print(
+        f"\n{character!r}: chunk of {len(replay.data):,} bytes, {replay.steps:,} merges: {seconds:.2f} s, {size / 1e3:.0f} kB"
+    )
     assert len(replay.data) > 4000 and seconds < 2.0 and size < 1_000_000
     cells = np.asarray(merges.data[0].z)
     assert cells.shape[0] <= bound + 1 and cells.shape[1] <= bound + 2  # + the "⋮" row and the "…" columns
     labels = list(merges.data[0].y)
-    assert labels[0] == "bytes" and labels[-1] == f"merge {replay.steps}" and any(label.startswith("⋮") for label in labels)
+    assert (
+        labels[0] == "bytes"
+        and labels[-1] == f"merge {replay.steps}"
+        and any(label.startswith("⋮") for label in labels)
+    )
     final = replay.parts(replay.boundaries(replay.steps))
     assert [tokenizer.rank(part) for part in final] == tokenizer.encode(chunks[0])
     assert "first and last" in table and "merges not shown" in table
@@ -140,7 +146,11 @@ def test_merge_replay_equals_a_scan_of_every_pair():
         parts = [bytes([b]) for b in chunk.encode("utf-8")]
         steps = [list(parts)]
         while len(parts) > 1:
-            candidates = [(rank, i) for i, (a, b) in enumerate(zip(parts, parts[1:])) if (rank := tokenizer.rank(a + b)) is not None]
+            candidates = [
+                (rank, i)
+                for i, (a, b) in enumerate(zip(parts, parts[1:]))
+                if (rank := tokenizer.rank(a + b)) is not None
+            ]
             if not candidates:
                 break
             _, i = min(candidates)

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from reference import reference_trace
+from tiny_checkpoint import TINY_CONFIG
 
 from gpt2_max.errors import InputError
 from gpt2_max.hooks import trace_keys, trace_shapes
-from reference import reference_trace
-from tiny_checkpoint import TINY_CONFIG
 
 # MAX computes in float32 (machine epsilon 1.2e-7); the reference in float64.
 # Each value is a sum of at most F = 256 products of numbers of order 1, so
@@ -70,9 +70,7 @@ def test_mask_off_lets_queries_see_later_tokens(tiny_model):
     assert np.all(pattern[:, future] == 0.0)  # nothing attends to the future
     assert np.all(open_["blocks.0.attn.hook_pattern"][:, future] > 0.0)
     # The last position sees everything either way, so its first-layer attention is the same.
-    np.testing.assert_allclose(
-        open_["blocks.0.attn.hook_pattern"][:, -1], pattern[:, -1], atol=PATTERN_ATOL
-    )
+    np.testing.assert_allclose(open_["blocks.0.attn.hook_pattern"][:, -1], pattern[:, -1], atol=PATTERN_ATOL)
 
 
 def test_head_ablation_matches_reference(tiny_model, tiny_weights_by_name):
@@ -159,14 +157,20 @@ def test_logits_at_the_positions_asked_for_packed_or_alone(tiny_model, tiny_weig
     """logit_positions picks the rows of logits (a Run asks for its last only): packed with other
     requests or alone, they are the reference's rows at those positions, in the order asked."""
     a, b = [5, 17, 3, 99, 42, 7], [8, 1, 64, 2]
-    traces = tiny_model.traces([dict(token_ids=a, logit_positions=[-1, 0, 3]), dict(token_ids=b, logit_positions=[2]), dict(token_ids=a)])
+    traces = tiny_model.traces(
+        [dict(token_ids=a, logit_positions=[-1, 0, 3]), dict(token_ids=b, logit_positions=[2]), dict(token_ids=a)]
+    )
     assert [t["logits"].shape[0] for t in traces] == [3, 1, len(a)]
     for ids, trace, rows in ((a, traces[0], [5, 0, 3]), (b, traces[1], [2]), (a, traces[2], list(range(len(a))))):
         reference = reference_trace(tiny_weights_by_name, TINY_CONFIG, ids)
         np.testing.assert_allclose(trace["logits"], reference["logits"][rows], atol=ATOL, rtol=RTOL)
-        np.testing.assert_allclose(trace["blocks.1.hook_resid_post"], reference["blocks.1.hook_resid_post"], atol=ATOL, rtol=RTOL)
+        np.testing.assert_allclose(
+            trace["blocks.1.hook_resid_post"], reference["blocks.1.hook_resid_post"], atol=ATOL, rtol=RTOL
+        )
     alone = tiny_model.trace(b, logit_positions=[-1])
-    np.testing.assert_allclose(alone["logits"], reference_trace(tiny_weights_by_name, TINY_CONFIG, b)["logits"][-1:], atol=ATOL, rtol=RTOL)
+    np.testing.assert_allclose(
+        alone["logits"], reference_trace(tiny_weights_by_name, TINY_CONFIG, b)["logits"][-1:], atol=ATOL, rtol=RTOL
+    )
     for bad in ([], [len(b)], [-len(b) - 1], ["x"]):
         with pytest.raises(InputError, match="logit positions"):
             tiny_model.trace(b, logit_positions=bad)

@@ -80,7 +80,9 @@ def test_a_control_rerenders_its_figures_and_reopening_computes_nothing(ui, tiny
     assert switched[-1] == view.key(request, [False, width]) != key
     view.open(request, switched[-1], False, width)
     assert view.renders == 1
-    widened = widen(request, 64, False)  # inputs: state, width, then the view's other control; the lens heatmap and the final-prediction line, under a new key
+    widened = widen(
+        request, 64, False
+    )  # inputs: state, width, then the view's other control; the lens heatmap and the final-prediction line, under a new key
     assert len(widened) == 3 and widened[-1] == view.key(request, [False, 64]) not in (key, switched[-1])
     view.open(request, widened[-1], False, 64)
     assert view.renders == 1
@@ -166,7 +168,9 @@ def test_unchanged_outputs_are_sent_as_gradio_sends_them(explorer_service, tiny_
         plots = 0
         for mine, theirs in zip(ours, gradio_s, strict=True):
             plots += comparable(mine) is not mine
-            assert json.dumps(comparable(mine), sort_keys=True, default=str) == json.dumps(comparable(theirs), sort_keys=True, default=str)
+            assert json.dumps(comparable(mine), sort_keys=True, default=str) == json.dumps(
+                comparable(theirs), sort_keys=True, default=str
+            )
         return plots
 
     assert same_as_gradio() >= 2  # the Tokenize tab's figures among them
@@ -192,7 +196,9 @@ def test_every_slider_redraws_when_moved_with_the_keyboard(explorer_service):
     slider wired to "release" left its figures on the old value (issue 19, item 7)."""
     demo, _ = app.build_ui(explorer_service)
     wired = {block_id: events for block_id, events in sliders_and_their_events(demo).items() if events}
-    assert len(wired) >= 8  # Attention's and Mask's layer and head, MLP's block, Embed's positions, Sample's knobs and step
+    assert (
+        len(wired) >= 8
+    )  # Attention's and Mask's layer and head, MLP's block, Embed's positions, Sample's knobs and step
     assert all("input" in events for events in wired.values()), wired
 
 
@@ -200,9 +206,10 @@ def test_every_slider_redraws_when_moved_with_the_keyboard(explorer_service):
 def loading_service(tmp_path, monkeypatch):
     """The app's service for the tiny model before its load has finished (no load thread: the test
     adopts the model when it wants it ready)."""
+    from tiny_checkpoint import TINY_REPO_ID
+
     from components.run import ExplorerService
     from components.settings import Settings
-    from tiny_checkpoint import TINY_REPO_ID
 
     settings = Settings(model=TINY_REPO_ID, examples_dir=str(tmp_path / "examples"), cache_dir=str(tmp_path / "cache"))
     service = ExplorerService(settings, TINY_REPO_ID)
@@ -231,7 +238,9 @@ def test_a_run_pressed_while_the_model_loads_shows_its_tokens_and_is_traced_when
     figures = [v for v in values if hasattr(v, "layout")]
     texts = [v for v, block in zip(values, attention.outputs) if isinstance(block, gr.Markdown) and v]
     assert len(texts) == 1 and texts[0] == str(common.WAITS_FOR_MODEL)  # said once, in full
-    assert figures and all(common.WAITS_FOR_MODEL.brief in f.layout.annotations[0].text.replace("<br>", " ") for f in figures)
+    assert figures and all(
+        common.WAITS_FOR_MODEL.brief in f.layout.annotations[0].text.replace("<br>", " ") for f in figures
+    )
     trace_pending = event_fn(demo, "trace_pending")
     assert all(is_skip(v) for v in trace_pending(request))  # still loading: nothing changes
     service.adopt(tiny_model)
@@ -260,7 +269,9 @@ def test_a_view_waiting_for_the_analysis_graph_says_so_once_and_readably(ui, exp
     from components.plots import MESSAGE_LINE_CHARS
 
     run = explorer_service.run("Logits wait for the analysis graph here")
-    monkeypatch.setattr(explorer_service, "compiling", lambda graph, name=None: "compiling the analysis graph: 12 s so far")
+    monkeypatch.setattr(
+        explorer_service, "compiling", lambda graph, name=None: "compiling the analysis graph: 12 s so far"
+    )
     view = ui.views["logits"]
     values = view.render(run.request, *defaults(view))
     figures = [v for v in values if hasattr(v, "layout")]
@@ -270,7 +281,9 @@ def test_a_view_waiting_for_the_analysis_graph_says_so_once_and_readably(ui, exp
     assert len(figures) == 4
     for fig in figures:
         lines = fig.layout.annotations[0].text.split("<br>")
-        assert "12 s so far" not in fig.layout.annotations[0].text and all(len(line) <= MESSAGE_LINE_CHARS for line in lines)
+        assert "12 s so far" not in fig.layout.annotations[0].text and all(
+            len(line) <= MESSAGE_LINE_CHARS for line in lines
+        )
 
 
 def test_load_stage_estimates_come_from_this_hosts_measured_times(tmp_path):
@@ -284,7 +297,9 @@ def test_load_stage_estimates_come_from_this_hosts_measured_times(tmp_path):
     assert slot.took["trace"] >= 0.0
     record = tmp_path / "cache" / "load-seconds.json"
     run_module.write_stage_record(record, "some/model", {"trace": 212.4, "analysis": 131.0})
-    service = run_module.ExplorerService(Settings(model="some/model", cache_dir=str(tmp_path / "cache"), allowed_models=()), "some/model")
+    service = run_module.ExplorerService(
+        Settings(model="some/model", cache_dir=str(tmp_path / "cache"), allowed_models=()), "some/model"
+    )
     measured = service._slots["some/model"]
     measured.enter("trace")
     assert "estimate: 212 s, as at this host's last start" in measured.stage_text()

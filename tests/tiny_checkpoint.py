@@ -28,9 +28,7 @@ from gpt2_max.weights import expected_shapes
 
 # The tiny shape every test uses, so the suite compiles one trace graph and one
 # decode graph. Full vocabulary so the real tokenizer's ids are all valid.
-TINY_CONFIG = GPT2Config(
-    vocab_size=50257, n_positions=128, n_embd=64, n_layer=2, n_head=4
-)
+TINY_CONFIG = GPT2Config(vocab_size=50257, n_positions=128, n_embd=64, n_layer=2, n_head=4)
 TINY_SEED = 1234
 TINY_REPO_ID = "explorer-tests/tiny-gpt2"
 COMMIT = "0123456789abcdef0123456789abcdef01234567"

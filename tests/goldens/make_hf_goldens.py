@@ -93,8 +93,32 @@ tiny_checkpoint = _load_tiny_checkpoint_module()
 PROMPT_A = [15496, 995, 11, 428, 318, 402, 11571, 12, 17, 0]
 # "The cat sat on the mat. The cat sat on the mat. ..." (24 tokens; a repeated
 # sub-sequence, so induction-like attention has something to find).
-PROMPT_B = [464, 3797, 3332, 319, 262, 2603, 13, 383, 3797, 3332, 319, 262,
-            2603, 13, 383, 3797, 3332, 319, 262, 2603, 13, 383, 3797, 3332]
+PROMPT_B = [
+    464,
+    3797,
+    3332,
+    319,
+    262,
+    2603,
+    13,
+    383,
+    3797,
+    3332,
+    319,
+    262,
+    2603,
+    13,
+    383,
+    3797,
+    3332,
+    319,
+    262,
+    2603,
+    13,
+    383,
+    3797,
+    3332,
+]
 PROMPTS = {"a": PROMPT_A, "b": PROMPT_B}
 
 MAX_NEW_TOKENS = 20
@@ -103,9 +127,7 @@ EOS_TOKEN_ID = None  # no early stop: always MAX_NEW_TOKENS new tokens
 
 
 def load_model(directory: Path) -> GPT2LMHeadModel:
-    model = GPT2LMHeadModel.from_pretrained(
-        directory, dtype=torch.float32, attn_implementation="eager"
-    )
+    model = GPT2LMHeadModel.from_pretrained(directory, dtype=torch.float32, attn_implementation="eager")
     model.eval()
     return model
 
@@ -159,7 +181,7 @@ def greedy_goldens(model: GPT2LMHeadModel, name: str, ids: list[int]) -> dict[st
             pad_token_id=PAD_TOKEN_ID,
             eos_token_id=EOS_TOKEN_ID,
         )
-    new_ids = generated[0, len(ids):].numpy().astype(np.int64)
+    new_ids = generated[0, len(ids) :].numpy().astype(np.int64)
     assert new_ids.shape == (MAX_NEW_TOKENS,), new_ids.shape
 
     # Cross-check against a plain argmax loop without a KV cache.
@@ -168,7 +190,7 @@ def greedy_goldens(model: GPT2LMHeadModel, name: str, ids: list[int]) -> dict[st
         for _ in range(MAX_NEW_TOKENS):
             logits = model(torch.tensor([sequence]), use_cache=False).logits[0, -1]
             sequence.append(int(torch.argmax(logits)))
-    assert sequence[len(ids):] == new_ids.tolist(), (sequence[len(ids):], new_ids.tolist())
+    assert sequence[len(ids) :] == new_ids.tolist(), (sequence[len(ids) :], new_ids.tolist())
     return {f"{name}.greedy_ids": new_ids}
 
 
