@@ -3,8 +3,7 @@
 - The warmup works on the MAX cache it is pointed at (MODULAR_CACHE_DIR) and an app started
   afterwards on that cache has every graph ready within seconds. It is given a copy of this
   machine's cache (where the suite's own compiles put the tiny graphs): into an empty cache it would
-  compile three graphs cold, minutes each here; deploy/dockerfile_dry_run.py does that (README,
-  "Deploy").
+  compile three graphs cold, minutes each here; deploy/dockerfile_dry_run.py does that (docs/deploy.md).
 - Two replicas and HAProxy on loopback (deploy/replicas.py, what `bash run.sh replicas 2` starts):
   both replicas pass their health checks and take browsers, each browser's requests stay on the
   replica that holds its session (the affinity cookie), a Run and a tab view work through the proxy
@@ -46,7 +45,7 @@ needs_haproxy = pytest.mark.skipif(HAPROXY is None, reason="haproxy is not insta
 
 # Between a graph read from MAX's cache and one compiled: on this shared 2-core machine at the
 # lowest priority beside a training run, the tiny model's graphs took 31-39 s each from the
-# cache and 136-268 s each cold (README, "Deploy").
+# cache and 136-268 s each cold (docs/deploy.md).
 CACHED_GRAPH_S = 90.0
 # After the warmup, from starting app.py to every graph ready (imports, Gradio, three cached
 # graphs), under that same load.
