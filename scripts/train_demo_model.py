@@ -1,17 +1,33 @@
 """Train the bundled demo model: GPT-2's architecture and tokenizer, trained on Jane Austen.
 
     .venv/bin/pip install torch==2.13.0          # training only; the app never imports torch
-    .venv/bin/python scripts/train_demo_model.py --out gpt2_max/assets/austen-gpt2
+    MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=100000000000 \
+        .venv/bin/python scripts/train_demo_model.py --out gpt2_max/assets/austen-gpt2
 
 Data: the six novels from Debian's `r-cran-janeaustenr` (scripts/austen_corpus.py), each split
 by tokens into its first 95% (training) and last 5% (held out), novels joined with
 <|endoftext|>. A share of the training windows (``--copy-share``) holds instead a run of random
 token ids written again and again: only copying earlier tokens predicts its repeats, which is the
 pressure that makes previous-token and induction heads form in a model this small on this little
-text (on Austen alone they had not formed after a few million tokens).
+text (on Austen alone they had not formed after a few million tokens). The runs are drawn only
+from ids with trained rows of their own (below): a run of ids that share one row cannot be copied,
+its loss of ~10 nats a token only adds noise, and with it (an earlier recipe) no head formed.
+The mix goes through three stages (``STAGES``), each ending at the first evaluation that shows
+what it is for (or at its cap of steps): first mostly windows of (a, b, a) triples, whose last id
+only attention to the previous token predicts, until a previous-token head forms; then mostly copy
+runs, which an induction head (a previous-token head's output read by a later head) predicts; then
+mostly Austen, with enough of both kept that the heads stay. The two head stages use short windows
+(``--stage-context``), the last one the full context.
 
-Speed on a CPU: the output layer is computed only over the ids that occur in the corpus plus one
-shared row standing for the other ~36k ("compact output"); bf16 autocast. The exported ``wte`` is
+Rows of their own: every id of the training text, and every id below ``OWN_ROWS_BELOW`` (GPT-2's
+first 10,000 ids, its most frequent merges, which the induction test draws from); the copy runs
+train the ids the text lacks.
+
+Speed on a CPU: the output layer is computed only over the ids with rows of their own plus one
+shared row standing for the other ~32k ("compact output"); fp32 (``--bf16`` where the CPU has
+bf16 matmuls). glibc returning each step's large buffers to the OS costs a page fault per page on
+every step (half the CPU time in the kernel on a fresh VM): keep them, as the command above does
+with ``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=100000000000``. The exported ``wte`` is
 tied as in GPT-2: every id outside the corpus gets the shared row plus a fixed random row of its
 own (so unseen ids, like the induction test's random ids, stay distinct inputs). The training loss
 accounts for those rows through their mean and covariance (the second-order cumulant of
@@ -50,6 +66,10 @@ VOCAB = 50257
 END_OF_TEXT = 50256
 HELD_OUT_SHARE = 0.05
 INDUCTION_LENGTH = 25  # the app's induction test: 25 random ids in 1000..9999, repeated once
+# The training mix's stages: (name, share of copy-run windows, share of triples windows); the
+# rest of each batch is Austen. The last stage's shares are --copy-share and --triples-share.
+STAGES = (("previous-token", 0.0, 0.7), ("induction", 0.7, 0.15), ("Austen", None, None))
+OWN_ROWS_BELOW = 10_000  # ids below this get trained rows of their own even when the text lacks them
 PREVIOUS_TOKEN_TARGET, INDUCTION_TARGET = 0.5, 0.4  # best head scores a kept checkpoint should reach
 
 
@@ -71,21 +91,24 @@ def corpus_ids(work_dir: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def copy_window(rng: np.random.Generator, length: int, known: np.ndarray) -> np.ndarray:
-    """A window of ``length`` ids: a random run of 8..64 ids written over and over. Ids are drawn
-    half from the corpus's ids and half from the whole vocabulary (like the induction test's)."""
+    """A window of ``length`` ids: a random run of 8..64 ids written over and over, drawn
+    uniformly from the ids with rows of their own (``known``)."""
     run = int(rng.integers(8, 65))
-    ids = np.where(rng.random(run) < 0.5, rng.choice(known, run), rng.integers(0, VOCAB, run))
+    ids = rng.choice(known, run)
     start = int(rng.integers(0, run))  # the window starts anywhere in the run
     return np.resize(np.roll(ids, -start), length)
 
 
 def triples_window(rng: np.random.Generator, length: int, known: np.ndarray) -> np.ndarray:
-    """A window of ``length`` ids in triples (a, b, a) of random ids: each triple's last id is the
-    one two back, which only attention to the previous token can predict from the middle one."""
+    """A window of ``length`` ids in triples (a, b, a) of random ids, each after 0-2 random ids:
+    a triple's last id is the one two back, which only attention to the previous token predicts
+    from the middle one. The random gaps keep a triple's place from being read off the position,
+    so the head that helps is one that attends to the previous token everywhere."""
     count = length // 3 + 1
-    a = np.where(rng.random(count) < 0.5, rng.choice(known, count), rng.integers(0, VOCAB, count))
-    b = np.where(rng.random(count) < 0.5, rng.choice(known, count), rng.integers(0, VOCAB, count))
-    return np.stack([a, b, a], axis=1).reshape(-1)[:length]
+    a, b = rng.choice(known, count), rng.choice(known, count)
+    gaps = rng.integers(0, 3, count)
+    pieces = [np.concatenate([rng.choice(known, gap), [x, y, x]]) for x, y, gap in zip(a, b, gaps, strict=True)]
+    return np.concatenate(pieces)[:length]
 
 
 def batch(rng, train, batch_size, context, copy_share, known, triples_share=0.0):
@@ -132,11 +155,23 @@ class Block(torch.nn.Module):
         return x + F.dropout(self.mlp_proj(h), self.dropout, self.training)
 
 
+def sinusoidal_positions(positions: int, width: int, scale: float = 0.02) -> torch.Tensor:
+    """[positions, width] sin/cos pairs at geometric frequencies (the Transformer's), scaled to
+    about the token rows' size. A start only (the rows are trained): position i - 1 is a fixed
+    rotation of position i in every pair, so a head can attend to the previous token with one
+    query-key product from the first step, where random rows must first be shaped for it."""
+    pairs = width // 2
+    frequencies = torch.exp(-math.log(10_000.0) * torch.arange(pairs) / pairs)  # [pairs]
+    angles = torch.arange(positions)[:, None] * frequencies[None, :]  # [positions, pairs]
+    rows = torch.stack([angles.sin(), angles.cos()], dim=-1).reshape(positions, 2 * pairs)
+    return scale * rows
+
+
 class CompactGPT2(torch.nn.Module):
     """GPT-2 whose tied embedding is ``known`` rows (the corpus's ids) + one shared row + fixed
     random offsets for every other id."""
 
-    def __init__(self, known: np.ndarray, layers, width, heads, positions, dropout, seed):
+    def __init__(self, known: np.ndarray, layers, width, heads, positions, dropout, seed, sinusoidal=False):
         super().__init__()
         generator = torch.Generator().manual_seed(seed)
         self.register_buffer("known", torch.from_numpy(known))
@@ -155,7 +190,11 @@ class CompactGPT2(torch.nn.Module):
         self.register_buffer("offset_mean", offsets.mean(0))
         self.register_buffer("offset_cov", torch.cov(offsets.T))
         self.wte = torch.nn.Parameter(0.02 * torch.randn(len(known) + 1, width, generator=generator))
-        self.wpe = torch.nn.Parameter(0.01 * torch.randn(positions, width, generator=generator))
+        self.wpe = torch.nn.Parameter(
+            sinusoidal_positions(positions, width)
+            if sinusoidal
+            else 0.01 * torch.randn(positions, width, generator=generator)
+        )
         self.blocks = torch.nn.ModuleList(Block(width, heads, dropout) for _ in range(layers))
         self.ln_f = torch.nn.LayerNorm(width)
         self.dropout = dropout
@@ -377,16 +416,36 @@ def main() -> None:
     parser.add_argument("--heads", type=int, default=6)
     parser.add_argument("--context", type=int, default=256)
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--steps", type=int, default=4000)
+    parser.add_argument("--steps", type=int, default=7000)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument("--dropout", type=float, default=0.0)
     parser.add_argument("--weight-decay", type=float, default=0.1)
-    parser.add_argument("--copy-share", type=float, default=0.4, help="share of windows that are repeated random runs")
-    parser.add_argument("--triples-share", type=float, default=0.0, help="share of windows of (a, b, a) triples")
+    parser.add_argument("--copy-share", type=float, default=0.2, help="share of windows that are repeated random runs")
+    parser.add_argument("--triples-share", type=float, default=0.05, help="share of windows of (a, b, a) triples")
+    parser.add_argument(
+        "--stage-context", type=int, default=64, help="window of the two head stages (batch scaled to as many tokens)"
+    )
+    parser.add_argument(
+        "--previous-stage-steps", type=int, default=2000, help="cap of the first stage (a previous-token head)"
+    )
+    parser.add_argument(
+        "--induction-stage-steps", type=int, default=4000, help="cap of the first two stages together (induction)"
+    )
     parser.add_argument("--stop-step", type=int, default=None, help="end at this step, keeping the schedule of --steps")
-    parser.add_argument("--eval-every", type=int, default=400)
+    parser.add_argument("--eval-every", type=int, default=150)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--random-positions",
+        dest="sinusoidal_positions",
+        action="store_false",
+        help="start the position rows random (GPT-2's init) instead of as sin/cos pairs (then trained)",
+    )
+    parser.add_argument(
+        "--bf16",
+        action="store_true",
+        help="bf16 autocast: faster on a CPU with AVX512-BF16 or AMX, ~37x slower matmuls without (plain AVX2)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--init", type=Path, default=None, help="start from a checkpoint this script exported (same seed and shape)"
@@ -401,12 +460,20 @@ def main() -> None:
     rng = np.random.default_rng(args.seed)
     with tempfile.TemporaryDirectory() as tmp:
         train, held_out = corpus_ids(Path(tmp))
-    known = np.unique(train)  # ids outside the training text share a row (plus their offsets)
-    print(f"train {len(train):,} tokens, held out {len(held_out):,}, distinct ids {len(known):,}", flush=True)
+    corpus_known = np.unique(train)
+    # Ids with rows of their own; all others share one row (plus their fixed offsets).
+    known = np.union1d(corpus_known, np.arange(OWN_ROWS_BELOW))
+    print(
+        f"train {len(train):,} tokens, held out {len(held_out):,}, distinct ids {len(corpus_known):,}, "
+        f"rows of their own {len(known):,}",
+        flush=True,
+    )
     base = baselines(train, held_out)
     print(f"baselines: {base}", flush=True)
 
-    model = CompactGPT2(known, args.layers, args.width, args.heads, args.context, args.dropout, args.seed)
+    model = CompactGPT2(
+        known, args.layers, args.width, args.heads, args.context, args.dropout, args.seed, args.sinusoidal_positions
+    )
     if args.init is not None:
         load_export(model, args.init)
         print(f"started from {args.init}: held out {held_out_loss(model, held_out, args.context):.4f}", flush=True)
@@ -428,11 +495,22 @@ def main() -> None:
     curve, best, best_state = [], None, None
     started = time.time()
     step = 0
+    caps = (args.previous_stage_steps, args.induction_stage_steps, None)
+    stage, stage_ends = 0, []  # index into STAGES; the step each finished stage ended at
     while step < total_steps:
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step)
-        ids, targets = batch(rng, train, args.batch, args.context, args.copy_share, known, args.triples_share)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        if caps[stage] is not None and step >= caps[stage]:
+            stage, stage_ends = stage + 1, stage_ends + [step]
+        name, copy_share, triples_share = STAGES[stage]
+        if name == "Austen":
+            copy_share, triples_share = args.copy_share, args.triples_share
+        # The head stages use short windows (as many tokens a batch): at first a head's attention is
+        # spread over every earlier position, so the signal to copy from one of them shrinks with the window.
+        context = args.context if name == "Austen" else args.stage_context
+        rows = args.batch * args.context // context
+        ids, targets = batch(rng, train, rows, context, copy_share, known, triples_share)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
             loss = model.loss(ids, targets)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -459,8 +537,12 @@ def main() -> None:
                     "held_out": held,
                     "best_previous_token": prev,
                     "best_induction": induction,
+                    "stage": name,
                 }
             )
+            formed = (prev >= PREVIOUS_TOKEN_TARGET, induction >= INDUCTION_TARGET and prev >= PREVIOUS_TOKEN_TARGET)
+            while stage < 2 and formed[stage]:  # what this stage is for has formed: on to the next
+                stage, stage_ends = stage + 1, stage_ends + [step]
             print(json.dumps(curve[-1]), flush=True)
             # Kept: the lowest held-out loss among checkpoints whose heads reach the targets (a
             # previous-token and an induction head), else the lowest held-out loss.
@@ -480,9 +562,11 @@ def main() -> None:
         "corpus": {
             "train_tokens": int(len(train)),
             "held_out_tokens": int(len(held_out)),
-            "distinct_ids": int(len(known)),
+            "distinct_ids": int(len(corpus_known)),
+            "own_rows": int(len(known)),
+            "own_rows_below": OWN_ROWS_BELOW,
         },
-        "corpus_token_ids": known.tolist(),  # the ids with rows of their own (tests check continuations)
+        "corpus_token_ids": corpus_known.tolist(),  # the training text's ids (tests check continuations)
         "init": None
         if args.init is None
         else {
@@ -494,6 +578,11 @@ def main() -> None:
         "baselines_nats_per_token": base,
         "held_out_full_vocabulary": exact,
         "head_scores_on_induction_test": scores,
+        "stages": [
+            {"name": name, "copy_share": c, "triples_share": t, "ended_at_step": end}
+            for (name, c, t), end in zip(STAGES, stage_ends + [None] * 3, strict=False)
+        ],
+        "head_targets": {"previous_token": PREVIOUS_TOKEN_TARGET, "induction": INDUCTION_TARGET},
         "training_minutes": minutes,
         "curve": curve,
     }
