@@ -44,7 +44,7 @@ from gpt2_max.batching import Batcher, PriorityLock  # noqa: E402
 from gpt2_max.config import GPT2Config  # noqa: E402
 from gpt2_max.hooks import trace_keys  # noqa: E402
 from gpt2_max.memory import Arena, copy_into  # noqa: E402
-from gpt2_max.modules import GPT2Analysis, GPT2DecodeStep, GPT2Trace  # noqa: E402
+from gpt2_max.modules import ANALYSIS_OUTPUTS, GPT2Analysis, GPT2DecodeStep, GPT2Trace  # noqa: E402
 from gpt2_max.weights import CONV1D_SUFFIXES  # noqa: E402
 
 # The analysis graph's fixed top-k widths: the Logits tab lists 15 candidates, the
@@ -56,20 +56,7 @@ LENS_TOP_K = 5
 # Rows per analysis call: its [rows, V] float32 logits are ~64 MB for GPT-2 at 320 rows, and the
 # Blocks tab's default lens (12 layers x 24 positions = 288 rows) is one call.
 ANALYSIS_CHUNK_ROWS = 320
-ANALYSIS_KEYS = (
-    "lens_top_ids",
-    "lens_top_probs",
-    "lens_target_prob",
-    "lens_target_rank",
-    "candidate_ids",
-    "candidate_probs",
-    "candidate_entropy",
-    "candidate_logits",
-    "candidate_target_prob",
-    "candidate_target_rank",
-    "nearest_ids",
-    "nearest_cosines",
-)
+ANALYSIS_KEYS = ANALYSIS_OUTPUTS  # the analysis graph's outputs, named where GPT2Analysis returns them
 
 
 # Token rows per packed trace execution. The attention keys come back as [H, N, N] per block,

@@ -410,6 +410,23 @@ class GPT2DecodeStep(GPT2Body):
         return F.concat([narrow, wide], axis=0), F.stack(per_layer, axis=1)  # [B, V], [B, L, 2, H, D]
 
 
+# The analysis graph's outputs, in the order GPT2Analysis returns them (the engine names them by it).
+ANALYSIS_OUTPUTS = (
+    "lens_top_ids",
+    "lens_top_probs",
+    "lens_target_prob",
+    "lens_target_rank",
+    "candidate_ids",
+    "candidate_probs",
+    "candidate_entropy",
+    "candidate_logits",
+    "candidate_target_prob",
+    "candidate_target_rank",
+    "nearest_ids",
+    "nearest_cosines",
+)
+
+
 def vocabulary_block_width(vocab_size: int, k: int) -> int | None:
     """The block width GPT2Analysis.vocabulary_top_k splits the vocabulary into: its smallest
     divisor of at least 16 that leaves at least k blocks, or None (no such divisor up to 1,024:
@@ -553,17 +570,20 @@ class GPT2Analysis(Module):
         # The 1e-12 floor keeps an all-zero vector from dividing by 0 (its cosines become 0).
         cosines = dots / F.elementwise_max(query_norms * self.wte_norms.reshape([1, -1]), 1e-12)  # [M, V]
         nearest_cosines, nearest_ids = self.vocabulary_top_k(cosines, self.nearest_top_k)  # 2 x [M, J]
-        return (
-            lens_top_ids,
-            F.exp(lens_top_logits - top_logit) / total,  # [N, KL]
-            (F.exp(target_logit - top_logit) / total).reshape([-1]),
-            target_rank,
-            candidate_ids,
-            F.exp(top_log_probs),
-            entropy.reshape([-1]),
-            candidate_logits,
-            F.exp(candidate_target_log_prob).reshape([-1]),
-            candidate_target_rank,
-            nearest_ids,
-            nearest_cosines,
+        outputs = dict(
+            lens_top_ids=lens_top_ids,
+            lens_top_probs=F.exp(lens_top_logits - top_logit) / total,  # [N, KL]
+            lens_target_prob=(F.exp(target_logit - top_logit) / total).reshape([-1]),
+            lens_target_rank=target_rank,
+            candidate_ids=candidate_ids,
+            candidate_probs=F.exp(top_log_probs),
+            candidate_entropy=entropy.reshape([-1]),
+            candidate_logits=candidate_logits,
+            candidate_target_prob=F.exp(candidate_target_log_prob).reshape([-1]),
+            candidate_target_rank=candidate_target_rank,
+            nearest_ids=nearest_ids,
+            nearest_cosines=nearest_cosines,
         )
+        # A compiled graph returns a tuple: named here, in the order the engine reads them by.
+        assert tuple(outputs) == ANALYSIS_OUTPUTS, tuple(outputs)
+        return tuple(outputs.values())
