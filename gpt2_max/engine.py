@@ -56,7 +56,6 @@ LENS_TOP_K = 5
 # Rows per analysis call: its [rows, V] float32 logits are ~64 MB for GPT-2 at 320 rows, and the
 # Blocks tab's default lens (12 layers x 24 positions = 288 rows) is one call.
 ANALYSIS_CHUNK_ROWS = 320
-ANALYSIS_KEYS = ANALYSIS_OUTPUTS  # the analysis graph's outputs, named where GPT2Analysis returns them
 
 
 # Token rows per packed trace execution. The attention keys come back as [H, N, N] per block,
@@ -471,8 +470,8 @@ class CompiledGPT2:
             )  # within the chunk
             with self._run_lock.hold(ANALYSIS_PRIORITY):
                 outputs = analysis.execute_raw(*(self._to_device(a) for a in chunk.values()))
-            parts.append({key: self._to_numpy(out).copy() for key, out in zip(ANALYSIS_KEYS, outputs, strict=True)})
-        return {key: np.concatenate([p[key] for p in parts]) for key in ANALYSIS_KEYS}
+            parts.append({key: self._to_numpy(out).copy() for key, out in zip(ANALYSIS_OUTPUTS, outputs, strict=True)})
+        return {key: np.concatenate([p[key] for p in parts]) for key in ANALYSIS_OUTPUTS}
 
     def run_decode(
         self, token_id: int, past_k: np.ndarray, past_v: np.ndarray, length: int | None = None

@@ -12,12 +12,14 @@ pressure that makes previous-token and induction heads form in a model this smal
 text (on Austen alone they had not formed after a few million tokens). The runs are drawn only
 from ids with trained rows of their own (below): a run of ids that share one row cannot be copied,
 its loss of ~10 nats a token only adds noise, and with it (an earlier recipe) no head formed.
-The mix goes through three stages (``STAGES``), each ending at the first evaluation that shows
-what it is for (or at its cap of steps): first mostly windows of (a, b, a) triples, whose last id
-only attention to the previous token predicts, until a previous-token head forms; then mostly copy
-runs, which an induction head (a previous-token head's output read by a later head) predicts; then
-mostly Austen, with enough of both kept that the heads stay. The two head stages use short windows
-(``--stage-context``), the last one the full context.
+The mix goes through four stages (``stage_table``), each ending at the first evaluation that
+shows what it is for (or at its cap of steps): first windows of aligned (a, b, a) triples, whose
+last id only attention to the previous token predicts, until a previous-token head starts (aligned,
+it can learn to look back at every third position only, which is all they reward: ~0.4); then
+triples after random gaps, where looking back pays everywhere, until it is a previous-token head;
+then mostly copy runs, which an induction head (a previous-token head's output read by a later
+head) predicts; then mostly Austen, with enough of both kept that the heads stay. The head stages
+use short windows (``--stage-context``), the last one the full context.
 
 Rows of their own: every id of the training text, and every id below ``OWN_ROWS_BELOW`` (GPT-2's
 first 10,000 ids, its most frequent merges, which the induction test draws from); the copy runs
@@ -46,6 +48,7 @@ import math
 import sys
 import tempfile
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -66,11 +69,38 @@ VOCAB = 50257
 END_OF_TEXT = 50256
 HELD_OUT_SHARE = 0.05
 INDUCTION_LENGTH = 25  # the app's induction test: 25 random ids in 1000..9999, repeated once
-# The training mix's stages: (name, share of copy-run windows, share of triples windows); the
-# rest of each batch is Austen. The last stage's shares are --copy-share and --triples-share.
-STAGES = (("previous-token", 0.0, 0.7), ("induction", 0.7, 0.15), ("Austen", None, None))
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One part of the training mix: the shares of copy-run and triples windows (the rest of each
+    batch is Austen), whether the triples come after random gaps, the window length, the step it
+    ends at the latest (None: the end) and the head scores that end it early (None: never)."""
+
+    name: str
+    copy_share: float
+    triples_share: float
+    triple_gaps: bool
+    context: int
+    cap: int | None
+    done_when: tuple[float, float] | None  # (best previous-token, best induction) both reached
+
+
+def stage_table(args) -> tuple[Stage, ...]:
+    short = args.stage_context
+    return (
+        Stage("previous-token start", 0.0, 0.7, False, short, args.aligned_stage_steps, (STARTED_PREVIOUS, 0.0)),
+        Stage("previous-token", 0.3, 0.5, True, short, args.previous_stage_steps, (PREVIOUS_TOKEN_TARGET, 0.0)),
+        Stage(
+            "induction", 0.7, 0.15, True, short, args.induction_stage_steps, (PREVIOUS_TOKEN_TARGET, INDUCTION_TARGET)
+        ),
+        Stage("Austen", args.copy_share, args.triples_share, True, args.context, None, None),
+    )
+
+
 OWN_ROWS_BELOW = 10_000  # ids below this get trained rows of their own even when the text lacks them
 PREVIOUS_TOKEN_TARGET, INDUCTION_TARGET = 0.5, 0.4  # best head scores a kept checkpoint should reach
+STARTED_PREVIOUS = 0.3  # a previous-token head on aligned triples (they reward no more than ~0.4)
 
 
 # --------------------------------------------------------------------------- data
@@ -99,26 +129,26 @@ def copy_window(rng: np.random.Generator, length: int, known: np.ndarray) -> np.
     return np.resize(np.roll(ids, -start), length)
 
 
-def triples_window(rng: np.random.Generator, length: int, known: np.ndarray) -> np.ndarray:
-    """A window of ``length`` ids in triples (a, b, a) of random ids, each after 0-2 random ids:
-    a triple's last id is the one two back, which only attention to the previous token predicts
-    from the middle one. The random gaps keep a triple's place from being read off the position,
-    so the head that helps is one that attends to the previous token everywhere."""
+def triples_window(rng: np.random.Generator, length: int, known: np.ndarray, gaps: bool = True) -> np.ndarray:
+    """A window of ``length`` ids in triples (a, b, a) of random ids, with ``gaps`` each after 0-2
+    random ids: a triple's last id is the one two back, which only attention to the previous token
+    predicts from the middle one. The random gaps keep a triple's place from being read off the
+    position, so the head that helps is one that attends to the previous token everywhere."""
     count = length // 3 + 1
     a, b = rng.choice(known, count), rng.choice(known, count)
-    gaps = rng.integers(0, 3, count)
+    gaps = rng.integers(0, 3, count) if gaps else np.zeros(count, dtype=np.int64)
     pieces = [np.concatenate([rng.choice(known, gap), [x, y, x]]) for x, y, gap in zip(a, b, gaps, strict=True)]
     return np.concatenate(pieces)[:length]
 
 
-def batch(rng, train, batch_size, context, copy_share, known, triples_share=0.0):
+def batch(rng, train, batch_size, context, copy_share, known, triples_share=0.0, triple_gaps=True):
     rows = []
     for _ in range(batch_size):
         draw = rng.random()
         if draw < copy_share:
             rows.append(copy_window(rng, context + 1, known))
         elif draw < copy_share + triples_share:
-            rows.append(triples_window(rng, context + 1, known))
+            rows.append(triples_window(rng, context + 1, known, triple_gaps))
         else:
             start = int(rng.integers(0, len(train) - context - 1))
             rows.append(train[start : start + context + 1])
@@ -426,11 +456,12 @@ def main() -> None:
     parser.add_argument(
         "--stage-context", type=int, default=64, help="window of the two head stages (batch scaled to as many tokens)"
     )
+    parser.add_argument("--aligned-stage-steps", type=int, default=600, help="cap of the first stage (aligned triples)")
     parser.add_argument(
-        "--previous-stage-steps", type=int, default=2000, help="cap of the first stage (a previous-token head)"
+        "--previous-stage-steps", type=int, default=1800, help="cap of the first two stages (a previous-token head)"
     )
     parser.add_argument(
-        "--induction-stage-steps", type=int, default=4000, help="cap of the first two stages together (induction)"
+        "--induction-stage-steps", type=int, default=4000, help="cap of the first three stages (induction)"
     )
     parser.add_argument("--stop-step", type=int, default=None, help="end at this step, keeping the schedule of --steps")
     parser.add_argument("--eval-every", type=int, default=150)
@@ -495,21 +526,20 @@ def main() -> None:
     curve, best, best_state = [], None, None
     started = time.time()
     step = 0
-    caps = (args.previous_stage_steps, args.induction_stage_steps, None)
-    stage, stage_ends = 0, []  # index into STAGES; the step each finished stage ended at
+    stages = stage_table(args)
+    stage, stage_ends = 0, []  # index into stages; the step each finished stage ended at
     while step < total_steps:
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step)
-        if caps[stage] is not None and step >= caps[stage]:
+        while stages[stage].cap is not None and step >= stages[stage].cap:
             stage, stage_ends = stage + 1, stage_ends + [step]
-        name, copy_share, triples_share = STAGES[stage]
-        if name == "Austen":
-            copy_share, triples_share = args.copy_share, args.triples_share
+        current = stages[stage]
         # The head stages use short windows (as many tokens a batch): at first a head's attention is
         # spread over every earlier position, so the signal to copy from one of them shrinks with the window.
-        context = args.context if name == "Austen" else args.stage_context
-        rows = args.batch * args.context // context
-        ids, targets = batch(rng, train, rows, context, copy_share, known, triples_share)
+        rows = args.batch * args.context // current.context
+        ids, targets = batch(
+            rng, train, rows, current.context, current.copy_share, known, current.triples_share, current.triple_gaps
+        )
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
             loss = model.loss(ids, targets)
         optimizer.zero_grad(set_to_none=True)
@@ -537,11 +567,12 @@ def main() -> None:
                     "held_out": held,
                     "best_previous_token": prev,
                     "best_induction": induction,
-                    "stage": name,
+                    "stage": current.name,
                 }
             )
-            formed = (prev >= PREVIOUS_TOKEN_TARGET, induction >= INDUCTION_TARGET and prev >= PREVIOUS_TOKEN_TARGET)
-            while stage < 2 and formed[stage]:  # what this stage is for has formed: on to the next
+            while stages[stage].done_when is not None and (
+                prev >= stages[stage].done_when[0] and induction >= stages[stage].done_when[1]
+            ):  # what this stage is for has formed: on to the next
                 stage, stage_ends = stage + 1, stage_ends + [step]
             print(json.dumps(curve[-1]), flush=True)
             # Kept: the lowest held-out loss among checkpoints whose heads reach the targets (a
@@ -579,8 +610,8 @@ def main() -> None:
         "held_out_full_vocabulary": exact,
         "head_scores_on_induction_test": scores,
         "stages": [
-            {"name": name, "copy_share": c, "triples_share": t, "ended_at_step": end}
-            for (name, c, t), end in zip(STAGES, stage_ends + [None] * 3, strict=False)
+            {**asdict(stage), "ended_at_step": end}
+            for stage, end in zip(stages, stage_ends + [None] * len(stages), strict=False)
         ],
         "head_targets": {"previous_token": PREVIOUS_TOKEN_TARGET, "induction": INDUCTION_TARGET},
         "training_minutes": minutes,

@@ -161,7 +161,7 @@ def test_chunks_of_rows_give_the_same_answer(tiny_model, tiny_run, monkeypatch):
     assert whole["candidate_ids"].shape[0] == 9 and whole["nearest_ids"].shape[0] == 5
     monkeypatch.setattr(engine, "ANALYSIS_CHUNK_ROWS", 7)
     chunked = tiny_model.engine.run_analysis(rows, targets, rows[:9], rows[:5])
-    for key in engine.ANALYSIS_KEYS:
+    for key in engine.ANALYSIS_OUTPUTS:
         np.testing.assert_allclose(chunked[key], whole[key], rtol=1e-6, err_msg=key)
 
 
