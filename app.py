@@ -147,7 +147,7 @@ def build_ui(service: ExplorerService) -> tuple[gr.Blocks, AppContext]:
             for tab in TABS:
                 tab.build(ctx)
 
-        @guarded("keep", "text")
+        @guarded(state, note)
         def start_run(text, model_name):
             run = service.run(text, model_name=model_name)
             return run.request, run_note(run, service.tokenizer)
@@ -168,7 +168,7 @@ def build_ui(service: ExplorerService) -> tuple[gr.Blocks, AppContext]:
         events = [event]
         for trigger, make, what in ctx.id_runs:
 
-            @guarded("keep", "text", "keep", "keep", "keep")
+            @guarded(state, note, prompt, prompt_undo.saved, prompt_undo.button)
             def start_ids_run(model_name, typed, make=make, what=what):
                 ids = make()
                 text = service.tokenizer.decode(ids)
@@ -205,7 +205,7 @@ def build_ui(service: ExplorerService) -> tuple[gr.Blocks, AppContext]:
         # pressed during loading is traced, and the tab on screen redraws what was waiting.
         readiness = gr.State(None)
 
-        @guarded("text", "keep", "keep")
+        @guarded(status, timer, readiness)
         def poll(model_name):
             ready_now = service.readiness({"model": model_name})
             return (
@@ -214,7 +214,7 @@ def build_ui(service: ExplorerService) -> tuple[gr.Blocks, AppContext]:
                 ready_now,
             )
 
-        @guarded("keep", "text")
+        @guarded(state, note)
         def trace_pending(request):
             """The Run pressed while the model loaded, traced now that it can be (else nothing changes)."""
             if not is_pending(request) or service.model_for(request.get("model")) is None:
@@ -233,7 +233,7 @@ def build_ui(service: ExplorerService) -> tuple[gr.Blocks, AppContext]:
         )
         ctx.wire_run(*events)  # then the figures of the tab on screen, and only those
 
-        @guarded("text", "keep")
+        @guarded(status, timer)
         def choose_model(model_name):
             service.start_loading(model_name)
             return service.status_markdown(model_name), gr.Timer(active=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import copy
 import functools
 import hashlib
@@ -145,22 +146,53 @@ def _plots_as_json(outputs: list, predictions):
         else value
         for value, block in zip(values, outputs, strict=True)
     ]
-    return converted[0] if single else type(predictions)(converted)
+    return converted[0] if single else list(converted) if isinstance(predictions, list) else tuple(converted)
+
+
+def output_kinds(outputs) -> tuple[str, ...]:
+    """What each output component shows when its handler fails (see ``error_outputs``): a gr.Plot
+    the message, a gr.Markdown or gr.HTML the message (the first) or nothing, any other (a control,
+    a State) stays as it was."""
+    return tuple(
+        "plot" if isinstance(block, gr.Plot) else "text" if isinstance(block, (gr.Markdown, gr.HTML)) else "keep"
+        for block in outputs
+    )
+
+
+def named_outputs(*names: str) -> type:
+    """A tab's outputs by name: a named-tuple class whose fields are ``names``, each ``gr.skip()``
+    (unchanged) unless given. The tab holds its output components in one instance and its handlers
+    return another (``MLPViews(bars=figure, summary=text)``); the wiring reads the values by name, so
+    adding a view to a tab is one field, one component and the function that draws it."""
+    base = collections.namedtuple("Views", names)
+
+    class Views(base):
+        __slots__ = ()
+
+        def __new__(cls, *values, **named):
+            unknown = set(named) - set(names)
+            if unknown:
+                raise TypeError(f"no output named {', '.join(sorted(unknown))}; the outputs are {', '.join(names)}")
+            rest = [named[name] if name in named else gr.skip() for name in names[len(values) :]]
+            return super().__new__(cls, *values, *rest)
+
+    return Views
 
 
 @dataclass
 class TabView:
     """One tab's figures and how to make them: rendered only when the tab is looked at.
 
-    ``render(request, *controls)`` returns the values of ``outputs``; ``rendered``
-    holds the key (Run and control values) of what the tab shows now, so opening it
-    again for the same Run and settings sends nothing and computes nothing.
+    ``outputs`` is the tab's named tuple of output components (``views``); ``render(request,
+    *controls)`` returns one of the same class with their values. ``rendered`` holds the key (Run
+    and control values) of what the tab shows now, so opening it again for the same Run and
+    settings sends nothing and computes nothing.
     """
 
     tab_id: str
     render: Callable
     controls: list
-    outputs: list
+    outputs: tuple
     rendered: gr.State
     # What the host can compute for a request now (ExplorerService.readiness): part of the key,
     # so a tab drawn while a graph compiled draws again, complete, once it is ready.
@@ -198,6 +230,31 @@ def view_key(request: dict | None, control_values, readiness: str = "") -> str:
     return hashlib.sha256(raw.encode()).hexdigest()[:24]
 
 
+def views_only(fn: Callable) -> Callable:
+    """``fn`` (which returns (views, what else it computed), e.g. the export's arrays) returning
+    only its views: a tab's ``render`` where its ``render_with_*`` computes more."""
+
+    @functools.wraps(fn)
+    def views(*args, **kwargs):
+        return fn(*args, **kwargs)[0]
+
+    views.__doc__ = f"``{fn.__name__}``'s views alone (the same arguments)."
+    return views
+
+
+def returning(named: type, fn: Callable) -> Callable:
+    """``fn``, checked to return an instance of ``named`` (a tab's ``named_outputs`` class)."""
+
+    @functools.wraps(fn)
+    def checked(*args, **kwargs):
+        values = fn(*args, **kwargs)
+        if not isinstance(values, named):
+            raise TypeError(f"{fn.__name__} returned {type(values).__name__}, not the tab's {named._fields}")
+        return values
+
+    return checked
+
+
 @dataclass
 class AppContext:
     """Handed to every tab's ``build``: the service, the shared state and the tab views.
@@ -220,16 +277,27 @@ class AppContext:
         if self.visible is None:
             self.visible = gr.State(None)
 
-    def view(self, tab: gr.Tab, render: Callable, controls: list, outputs: list, needs_trace: bool = True) -> TabView:
+    def view(self, tab: gr.Tab, render: Callable, controls: list, outputs: tuple, needs_trace: bool = True) -> TabView:
         """Registers a tab's render; opening the tab (API name ``render_<tab>``) renders it if stale.
-        ``needs_trace=False``: the tab draws a PENDING Run too (it needs only the tokens)."""
+        ``outputs``: the tab's output components, a ``named_outputs`` instance; ``render(request,
+        *controls)`` returns one of its class. An error shows in the plots and the first text (their
+        kinds read off the components), the controls stay. ``needs_trace=False``: the tab draws a
+        PENDING Run too (it needs only the tokens)."""
         # The tab's label, lower-cased: Gradio's Tab.select is unreliable with an explicit tab id.
         tab_id = str(tab.label).lower()
         with tab:  # inside the tab: a State among gr.Tabs' children would be taken for a tab
             rendered = gr.State(None)
-        view = TabView(
-            tab_id, render, list(controls), list(outputs), rendered, self.service.readiness, needs_trace=needs_trace
-        )
+        named = type(outputs)
+        safe = guarded(*output_kinds(outputs))(returning(named, render))
+
+        def draw(request, *control_values):
+            values = safe(request, *control_values)
+            return (
+                values if isinstance(values, named) else named._make(values if isinstance(values, tuple) else (values,))
+            )
+
+        draw.__name__ = render.__name__
+        view = TabView(tab_id, draw, list(controls), outputs, rendered, self.service.readiness, needs_trace=needs_trace)
         self.views[tab_id] = view
         if self.visible.value is None:
             self.visible.value = tab_id  # the first tab is the one on screen when the page opens
@@ -250,10 +318,21 @@ class AppContext:
         )
         return view
 
-    def control(self, view: TabView, triggers, fn: Callable, inputs: list, outputs: list, **event) -> None:
-        """Wires a control handler of a view: ``fn(*inputs)`` updates ``outputs`` (the figures that
-        depend on the control), and the view's key follows, so reopening the tab recomputes nothing."""
+    def control(self, view: TabView, triggers, fn: Callable, inputs: list, names: tuple[str, ...], **event) -> None:
+        """Wires a control handler of a view: ``fn(*inputs)`` returns the view's outputs class with
+        the outputs ``names`` (the figures that depend on the control) set; only those are sent, and
+        the view's key follows, so reopening the tab recomputes nothing. The wired handler returns
+        them by name, with the key last (``rendered_key``)."""
         n = len(inputs)
+        outputs = [getattr(view.outputs, name) for name in names]
+        picked = collections.namedtuple(f"{fn.__name__}_outputs", [*names, "rendered_key"])
+        checked_fn = returning(type(view.outputs), fn)
+
+        def pick(*args):
+            values = checked_fn(*args)
+            return tuple(getattr(values, name) for name in names)
+
+        safe = guarded(*output_kinds(outputs))(pick)
         # The key needs the request and the view's controls: added to the inputs where missing.
         event_inputs = list(inputs) + [c for c in [self.state, *view.controls] if not any(c is i for i in inputs)]
         at = [next(k for k, c in enumerate(event_inputs) if c is wanted) for wanted in [self.state, *view.controls]]
@@ -263,9 +342,9 @@ class AppContext:
             if view.waits_for_model(args[at[0]]):
                 values = waiting_outputs(outputs)
             else:
-                values = fn(*args[:n])
+                values = safe(*args[:n])
             values = values if isinstance(values, tuple) else (values,)
-            return (*values, view.key(args[at[0]], [args[k] for k in at[1:]]))
+            return picked(*values, view.key(args[at[0]], [args[k] for k in at[1:]]))
 
         handler.__name__ = fn.__name__
         view.handlers.append((handler, event_inputs))
@@ -358,14 +437,16 @@ def error_outputs(outputs: tuple[str, ...], error: BaseException):
     return values[0] if len(values) == 1 else tuple(values)
 
 
-def guarded(*outputs: str) -> Callable:
-    """Wraps a handler whose outputs are of the given kinds ("plot", "text" or "keep").
+def guarded(*outputs) -> Callable:
+    """Wraps a handler of the given output components (or their kinds: "plot", "text", "keep",
+    as ``output_kinds`` reads them off the components).
 
     On any error the handler's plots show the message, its first text output
     says what happened, and "keep" outputs are left as they were, so the page
     stays usable and no traceback reaches it. Generator handlers (streaming)
     stay generators, so Gradio still streams them.
     """
+    outputs = tuple(kind if isinstance(kind, str) else output_kinds([kind])[0] for kind in outputs)
 
     def decorate(fn: Callable) -> Callable:
         if inspect.isgeneratorfunction(fn):

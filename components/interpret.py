@@ -470,7 +470,7 @@ def patching_section(ctx: AppContext, kind: str, what: str, button_label: str) -
     text = gr.Markdown()
     result = gr.State(None)
 
-    @guarded("plot", "text", "keep")
+    @guarded(plot, text, result)
     def sweep(request, clean, corrupted, answer, wrong, progress=gr.Progress()):  # noqa: B008 - Gradio's way to ask for a progress bar
         run = ctx.current(request)
         model = service.model_for(None if run is None else run.model_name)

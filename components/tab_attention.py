@@ -13,9 +13,9 @@ from components.common import (
     clamp,
     export_controls,
     fmt_p,
-    guarded,
     intro,
     md_text,
+    named_outputs,
     slider_moved,
     source_block,
     unique_labels,
@@ -52,6 +52,12 @@ SINK_SHARE = 0.5
 BEFORE_COLOUR = "#0072B2"
 AFTER_COLOUR = "#E69F00"
 NEEDS_MODEL = "Ablating a head runs the model again, which needs the live model; it is still loading (or unavailable)."
+
+# The tab's outputs, by name: one head's pattern, every head's pattern, the head's q/k/v and its ablation,
+# the summary, the three controls a Run resets, then the head detectors and their strongest heads.
+AttentionViews = named_outputs(
+    "pattern", "grid", "qkv", "ablation", "summary", "layer", "head", "position", "detectors", "detector_summary"
+)
 
 INTRO = intro(
     "4 · Attention",
@@ -253,14 +259,14 @@ def ablation_figure(run: Run, tokens, layer: int, head: int, after: Run | None) 
 
 def render_head(
     run: Run | None, tokens, layer: int = 0, head: int = 0, position: int | None = None, after: Run | None = None
-):
-    """-> (pattern fig, q/k/v fig, ablation fig, markdown, arrays) for one head.
+) -> tuple[AttentionViews, dict]:
+    """-> (AttentionViews of one head: its pattern, q/k/v, ablation and summary; the arrays behind them).
 
     ``after`` is ``service.variant(run, ablated=[(layer, head)])``, or None to show only "before".
     """
     if run is None:
         blank = message_figure(NO_RUN)
-        return blank, blank, blank, NO_RUN, {}
+        return AttentionViews(pattern=blank, qkv=blank, ablation=blank, summary=NO_RUN), {}
     layer = clamp(layer, 0, run.config.n_layer - 1)
     head = clamp(head, 0, run.config.n_head - 1)
     T = run.n_tokens
@@ -286,27 +292,22 @@ def render_head(
         "v": qkv[2],
         **ablation_arrays,
     }
-    return pattern_fig, qkv_fig, ablation_fig, markdown, arrays
+    return AttentionViews(pattern=pattern_fig, qkv=qkv_fig, ablation=ablation_fig, summary=markdown), arrays
 
 
 def render(
     run: Run | None, tokens, layer: int = 0, head: int = 0, position: int | None = None, after: Run | None = None
-):
-    """-> (pattern fig, all-heads grid fig, q/k/v fig, ablation fig, markdown, arrays)."""
-    pattern_fig, qkv_fig, ablation_fig, markdown, arrays = render_head(run, tokens, layer, head, position, after)
+) -> AttentionViews:
+    """-> AttentionViews: the head's pattern, the all-heads grid, q/k/v, the ablation and the summary
+    (the controls and the detectors unchanged). The arrays behind them: ``render_head``'s, and
+    ``grid_values`` and ``position_0_shares`` for the grid."""
+    views, _ = render_head(run, tokens, layer, head, position, after)
     if run is None:
-        return pattern_fig, message_figure(NO_RUN), qkv_fig, ablation_fig, markdown, arrays
+        return views._replace(grid=message_figure(NO_RUN))
     values, labels = grid_values(run)
     shares = position_0_shares(run)
-    arrays["grid"] = values
-    arrays["grid_share_on_position_0"] = shares
-    return (
-        pattern_fig,
-        grid_figure(run, values, labels, shares),
-        qkv_fig,
-        ablation_fig,
-        markdown + "\n\n" + sinks_markdown(shares),
-        arrays,
+    return views._replace(
+        grid=grid_figure(run, values, labels, shares), summary=views.summary + "\n\n" + sinks_markdown(shares)
     )
 
 
@@ -362,67 +363,63 @@ def build(ctx: AppContext) -> None:
         pair = (clamp(layer_value, 0, run.config.n_layer - 1), clamp(head_value, 0, run.config.n_head - 1))
         return service.variant(run, ablated=sorted(set(run.ablated) | {pair})), ""
 
-    @guarded("plot", "plot", "plot", "plot", "text", "keep", "keep", "keep", "plot", "text")
     def refresh(request, layer_value, head_value, on):
         run = ctx.current(request)
         detector_fig, detector_md, _ = detector_views(run)
         if run is None:
-            *figures, markdown, _ = render(None, token_text)
-            return *figures, markdown, gr.update(), gr.update(), gr.update(), detector_fig, detector_md
+            return render(None, token_text)._replace(detectors=detector_fig, detector_summary=detector_md)
         after, notice = ablated_variant(run, layer_value, head_value, on)
-        *figures, markdown, _ = render(run, token_text, layer_value, head_value, None, after)
+        views = render(run, token_text, layer_value, head_value, None, after)
         L, H = run.config.n_layer, run.config.n_head
-        return (
-            *figures,
-            notice + markdown,
-            gr.update(maximum=L - 1, value=clamp(layer_value, 0, L - 1)),
-            gr.update(maximum=H - 1, value=clamp(head_value, 0, H - 1)),
-            gr.update(choices=[(label, i) for i, label in enumerate(run.labels)], value=run.n_tokens - 1),
-            detector_fig,
-            detector_md,
+        return views._replace(
+            summary=notice + views.summary,
+            layer=gr.update(maximum=L - 1, value=clamp(layer_value, 0, L - 1)),
+            head=gr.update(maximum=H - 1, value=clamp(head_value, 0, H - 1)),
+            position=gr.update(choices=[(label, i) for i, label in enumerate(run.labels)], value=run.n_tokens - 1),
+            detectors=detector_fig,
+            detector_summary=detector_md,
         )
 
-    def head_view(run: Run | None, layer_value, head_value, position_value, on):
+    def head_view(run: Run | None, layer_value, head_value, position_value, on) -> tuple[AttentionViews, dict]:
         if run is None:
             return render_head(None, token_text)
         after, notice = ablated_variant(run, layer_value, head_value, on)
-        *figures, markdown, arrays = render_head(run, token_text, layer_value, head_value, position_value, after)
-        return (*figures, notice + markdown, arrays)
+        views, arrays = render_head(run, token_text, layer_value, head_value, position_value, after)
+        return views._replace(summary=notice + views.summary), arrays
 
-    @guarded("plot", "plot", "plot", "text")
     def update(request, layer_value, head_value, position_value, on):
         """One head's views; the all-heads grid does not depend on the controls."""
-        return head_view(ctx.current(request), layer_value, head_value, position_value, on)[:4]
+        return head_view(ctx.current(request), layer_value, head_value, position_value, on)[0]
 
-    @guarded("keep", "keep", "plot", "plot", "plot", "text")
     def picked(request, pick, position_value, on):
         """A click on a detector cell: that head in the views above."""
         run = ctx.current(request)
         chosen = None if run is None else interpret.parse_head_pick(pick, run.config.n_layer, run.config.n_head)
         if chosen is None:
-            return gr.update(), gr.update(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
-        return (*chosen, *head_view(run, *chosen, position_value, on)[:4])
+            return AttentionViews(layer=gr.update(), head=gr.update())
+        views, _ = head_view(run, *chosen, position_value, on)
+        return views._replace(layer=chosen[0], head=chosen[1])
 
     def tensors(run: Run, layer_value, head_value, position_value, on, patched):
-        arrays = head_view(run, layer_value, head_value, position_value, on)[-1]
+        _, arrays = head_view(run, layer_value, head_value, position_value, on)
         arrays["grid"], _ = grid_values(run)
         arrays["grid_share_on_position_0"] = position_0_shares(run)
         arrays.update({f"detector_{name}": value for name, value in detector_views(run)[2].items()})
         arrays.update(interpret.patching_arrays(patched))
         return arrays
 
-    outputs = [
-        pattern_plot,
-        grid_plot,
-        qkv_plot,
-        ablation_plot,
-        text,
-        layer,
-        head,
-        position,
-        detectors_plot,
-        detectors_text,
-    ]
+    outputs = AttentionViews(
+        pattern=pattern_plot,
+        grid=grid_plot,
+        qkv=qkv_plot,
+        ablation=ablation_plot,
+        summary=text,
+        layer=layer,
+        head=head,
+        position=position,
+        detectors=detectors_plot,
+        detector_summary=detectors_text,
+    )
     view = ctx.view(tab, refresh, [layer, head, ablate], outputs)
     ctx.run_ids_on(
         induction_button.click,
@@ -434,7 +431,7 @@ def build(ctx: AppContext) -> None:
         [head_pick.change],
         picked,
         [ctx.state, head_pick, position, ablate],
-        [layer, head, pattern_plot, qkv_plot, ablation_plot, text],
+        ("layer", "head", "pattern", "qkv", "ablation", "summary"),
         concurrency_limit=settings.concurrency_limit,
         concurrency_id="model",
         trigger_mode="always_last",
@@ -445,7 +442,7 @@ def build(ctx: AppContext) -> None:
         [slider_moved(layer), slider_moved(head), position.input, ablate.input],
         update,
         [ctx.state, layer, head, position, ablate],
-        [pattern_plot, qkv_plot, ablation_plot, text],
+        ("pattern", "qkv", "ablation", "summary"),
         concurrency_limit=settings.concurrency_limit,
         concurrency_id="model",
         trigger_mode="always_last",

@@ -12,9 +12,9 @@ from components.common import (
     AppContext,
     clamp,
     export_controls,
-    guarded,
     intro,
     md_text,
+    named_outputs,
     position_0_switch,
     source_block,
 )
@@ -50,6 +50,10 @@ LENS_POSITION_CHOICES = [
     (f"the last {LENS_MAX_POSITIONS} positions (the most it shows)", LENS_MAX_POSITIONS),
 ]
 NO_WEIGHTS = "The logit lens needs the model's weights (ln_f and wte); they are still loading. Run again once the model is ready."
+
+# The tab's outputs, by name: the residual norms, the block additions, the logit lens, the final
+# prediction through the layers, the summary, and the position control a Run resets.
+BlocksViews = named_outputs("norms", "additions", "lens", "final", "summary", "position")
 
 INTRO = intro(
     "6 · Blocks",
@@ -320,13 +324,22 @@ def token_display(tokenizer):
     return display
 
 
-def render(run: Run | None, lens: Lens | str, tokenizer, position=MEAN, leave_out_position_0: bool = True):
-    """-> (residual norms, additions, lens heatmap, final-prediction line, summary markdown).
+def render(
+    run: Run | None, lens: Lens | str, tokenizer, position=MEAN, leave_out_position_0: bool = True
+) -> BlocksViews:
+    """-> BlocksViews: the residual norms, the additions, the lens heatmap, the final-prediction line
+    and the summary (the position control unchanged).
 
     ``lens`` is the Run's logit lens from the MAX analysis graph, or why it is missing;
     ``leave_out_position_0``: the means over positions count positions 1..T-1 only."""
     if run is None:
-        return (*(message_figure(NO_RUN) for _ in range(4)), NO_RUN)
+        return BlocksViews(
+            norms=message_figure(NO_RUN),
+            additions=message_figure(NO_RUN),
+            lens=message_figure(NO_RUN),
+            final=message_figure(NO_RUN),
+            summary=NO_RUN,
+        )
     position = resolve(run, position)
     display = token_display(tokenizer)
     waiting = ""
@@ -338,12 +351,12 @@ def render(run: Run | None, lens: Lens | str, tokenizer, position=MEAN, leave_ou
         lens_fig, final_fig = lens_heatmap(run, lens, display), final_figure(run, lens, display)
     leave_out_position_0 = bool(leave_out_position_0)
     summary = summary_markdown(run, position, lens, display, leave_out_position_0)
-    return (
-        norms_figure(run, position, leave_out_position_0),
-        additions_figure(run, position, leave_out_position_0),
-        lens_fig,
-        final_fig,
-        summary + (f"\n\n**Logit lens:** {waiting}" if waiting else ""),
+    return BlocksViews(
+        norms=norms_figure(run, position, leave_out_position_0),
+        additions=additions_figure(run, position, leave_out_position_0),
+        lens=lens_fig,
+        final=final_fig,
+        summary=summary + (f"\n\n**Logit lens:** {waiting}" if waiting else ""),
     )
 
 
@@ -410,58 +423,60 @@ def build(ctx: AppContext) -> None:
         )
         return lens if lens is not None else why
 
-    @guarded("plot", "plot", "plot", "plot", "text", "keep")
     def refresh(request, leave_out_position_0, positions):
         run = ctx.current(request)
-        figures = render(
+        views = render(
             run, lens_of(run, positions) if run is not None else NO_RUN, service.tokenizer, MEAN, leave_out_position_0
         )
         choices = [("mean over positions", MEAN)]
         if run is not None:
             choices += [(label, i) for i, label in enumerate(run.labels)]
-        return (*figures, gr.update(choices=choices, value=MEAN))
+        return views._replace(position=gr.update(choices=choices, value=MEAN))
 
-    @guarded("plot", "plot", "text")
     def change(request, position, leave_out_position_0, positions):
         """A position or the position-0 switch changes the norms, the additions and the summary; the lens stays."""
         run = ctx.current(request)
         if run is None:
-            return message_figure(NO_RUN), message_figure(NO_RUN), NO_RUN
+            return BlocksViews(norms=message_figure(NO_RUN), additions=message_figure(NO_RUN), summary=NO_RUN)
         lens = lens_of(run, positions)  # made when the tab rendered: kept with the Run
         where_ = resolve(run, position)
         display = token_display(service.tokenizer)
         leave_out_position_0 = bool(leave_out_position_0)
-        return (
-            norms_figure(run, where_, leave_out_position_0),
-            additions_figure(run, where_, leave_out_position_0),
-            summary_markdown(run, where_, lens if isinstance(lens, Lens) else None, display, leave_out_position_0),
+        return BlocksViews(
+            norms=norms_figure(run, where_, leave_out_position_0),
+            additions=additions_figure(run, where_, leave_out_position_0),
+            summary=summary_markdown(
+                run, where_, lens if isinstance(lens, Lens) else None, display, leave_out_position_0
+            ),
         )
 
-    @guarded("plot", "plot")
     def widen(request, positions):
         """The lens's width changes its heatmap and nothing else (the final-prediction line and the
         summary read the last position, which every width covers)."""
         run = ctx.current(request)
         if run is None:
-            return message_figure(NO_RUN), message_figure(NO_RUN)
+            return BlocksViews(lens=message_figure(NO_RUN), final=message_figure(NO_RUN))
         lens = lens_of(run, positions)
         if not isinstance(lens, Lens):
-            return message_figure(lens), message_figure(lens)
+            return BlocksViews(lens=message_figure(lens), final=message_figure(lens))
         display = token_display(service.tokenizer)
-        return lens_heatmap(run, lens, display), final_figure(run, lens, display)
+        return BlocksViews(lens=lens_heatmap(run, lens, display), final=final_figure(run, lens, display))
 
-    view = ctx.view(
-        tab,
-        refresh,
-        [leave_out, lens_positions],
-        [norms_plot, additions_plot, lens_plot, final_plot, summary, position_control],
+    outputs = BlocksViews(
+        norms=norms_plot,
+        additions=additions_plot,
+        lens=lens_plot,
+        final=final_plot,
+        summary=summary,
+        position=position_control,
     )
+    view = ctx.view(tab, refresh, [leave_out, lens_positions], outputs)
     ctx.control(
         view,
         [position_control.input, leave_out.input],
         change,
         [ctx.state, position_control, leave_out, lens_positions],
-        [norms_plot, additions_plot, summary],
+        ("norms", "additions", "summary"),
         trigger_mode="always_last",
     )
     ctx.control(
@@ -469,7 +484,7 @@ def build(ctx: AppContext) -> None:
         [lens_positions.input],
         widen,
         [ctx.state, lens_positions],
-        [lens_plot, final_plot],
+        ("lens", "final"),
         trigger_mode="always_last",
     )
     ctx.export(

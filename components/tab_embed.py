@@ -11,13 +11,14 @@ from components.common import (
     AppContext,
     clamp,
     export_controls,
-    guarded,
     intro,
     md_text,
+    named_outputs,
     position_0_switch,
     slider_moved,
     source_block,
     unique_labels,
+    views_only,
 )
 from components.plots import MAX_CELLS_PER_AXIS, bars, binned_heatmap, lines, message_figure
 from components.run import Run
@@ -32,6 +33,13 @@ TOP_SPREAD_DIMS = 64
 MAX_SIMILARITY_POSITIONS = 256
 NEEDS_WEIGHTS = (
     "The nearest tokens need the model's weights (wte), which are still loading; this fills in when the model is ready."
+)
+
+# The tab's outputs, by name: the heatmaps of the token rows, the position rows and their sum, the norms,
+# the nearest tokens, the position similarity, the summary, and the two controls a Run resets (the
+# position whose nearest tokens are shown, the positions the similarity compares).
+EmbedViews = named_outputs(
+    "token", "position", "sum", "norms", "nearest", "similarity", "summary", "nearest_to", "n_positions"
 )
 
 INTRO = intro(
@@ -231,7 +239,7 @@ def render_embeddings(run: Run, leave_out_position_0: bool = True):
     return token_fig, position_fig, sum_fig, norms_fig, summary_markdown(arrays), arrays
 
 
-def render(
+def render_with_arrays(
     run: Run | None,
     tokenizer: Tokenizer,
     position: int | None = None,
@@ -240,8 +248,9 @@ def render(
     nearest: Nearest | str = NEEDS_WEIGHTS,
     wpe: np.ndarray | None = None,
     leave_out_position_0: bool = True,
-):
-    """-> (token fig, position fig, sum fig, norms fig, nearest fig, position-similarity fig, markdown, arrays).
+) -> tuple[EmbedViews, dict[str, np.ndarray]]:
+    """-> (EmbedViews: the token, position and sum heatmaps, the norms, the nearest tokens, the
+    position similarity and the summary (the controls unchanged); the arrays behind them, for the export).
 
     ``nearest`` is the Run's nearest-token analysis (or why it is missing: the model loads);
     ``wpe`` the model's position embeddings (None while it loads: the similarity stops at T);
@@ -251,21 +260,27 @@ def render(
     """
     if run is None:
         blank = message_figure(NO_RUN)
-        return blank, blank, blank, blank, blank, blank, NO_RUN, {}
+        views = EmbedViews(
+            token=blank, position=blank, sum=blank, norms=blank, nearest=blank, similarity=blank, summary=NO_RUN
+        )
+        return views, {}
     token_fig, position_fig, sum_fig, norms_fig, markdown, arrays = render_embeddings(run, leave_out_position_0)
     nearest_fig, nearest_md, nearest_arrays = render_nearest(run, nearest, tokenizer, position)
     sim_fig, sim_arrays = render_similarity(run, wpe, n_positions)
     markdown = " ".join(m for m in (markdown, nearest_md) if m)
-    return (
-        token_fig,
-        position_fig,
-        sum_fig,
-        norms_fig,
-        nearest_fig,
-        sim_fig,
-        markdown,
-        {**arrays, **nearest_arrays, **sim_arrays},
+    views = EmbedViews(
+        token=token_fig,
+        position=position_fig,
+        sum=sum_fig,
+        norms=norms_fig,
+        nearest=nearest_fig,
+        similarity=sim_fig,
+        summary=markdown,
     )
+    return views, {**arrays, **nearest_arrays, **sim_arrays}
+
+
+render = views_only(render_with_arrays)
 
 
 def position_choices(run: Run) -> list[tuple[str, int]]:
@@ -307,65 +322,59 @@ def build(ctx: AppContext) -> None:
             wpe=model.weights["wpe.weight"] if model is not None else None,
         )
 
-    @guarded("plot", "plot", "plot", "plot", "plot", "plot", "text", "keep", "keep")
     def refresh(request, leave_out_position_0):
         run = ctx.current(request)
         if run is None:
-            *figures, markdown, _ = render(None, service.tokenizer)
-            return *figures, markdown, gr.update(), gr.update()
+            return render(None, service.tokenizer)
         extra = inputs_of(run)
-        *figures, markdown, _ = render(run, service.tokenizer, leave_out_position_0=bool(leave_out_position_0), **extra)
-        choice = gr.update(choices=position_choices(run), value=run.n_tokens - 1)
-        count = gr.update(maximum=max(similarity_limit(run, extra["wpe"]), 2), value=run.n_tokens)
-        return *figures, markdown, choice, count
+        views = render(run, service.tokenizer, leave_out_position_0=bool(leave_out_position_0), **extra)
+        return views._replace(
+            nearest_to=gr.update(choices=position_choices(run), value=run.n_tokens - 1),
+            n_positions=gr.update(maximum=max(similarity_limit(run, extra["wpe"]), 2), value=run.n_tokens),
+        )
 
-    @guarded("plot", "plot", "text")
     def update(request, chosen, count):
         run = ctx.current(request)
         if run is None:
-            return message_figure(NO_RUN), message_figure(NO_RUN), NO_RUN
+            return EmbedViews(nearest=message_figure(NO_RUN), similarity=message_figure(NO_RUN), summary=NO_RUN)
         extra = inputs_of(run)
         nearest_fig, nearest_md, _ = render_nearest(run, extra["nearest"], service.tokenizer, chosen)
         sim_fig, _ = render_similarity(run, extra["wpe"], count)
         markdown = " ".join(m for m in (summary_markdown(embedding_arrays(run)), nearest_md) if m)
-        return nearest_fig, sim_fig, markdown
+        return EmbedViews(nearest=nearest_fig, similarity=sim_fig, summary=markdown)
 
-    @guarded("plot", "plot", "plot", "plot")
     def rescale(request, leave_out_position_0):
         """The switch changes the three heatmaps' colour limits and the norm plot only."""
         run = ctx.current(request)
         if run is None:
-            return (message_figure(NO_RUN),) * 4
-        return render_embeddings(run, bool(leave_out_position_0))[:4]
+            blank = message_figure(NO_RUN)
+            return EmbedViews(token=blank, position=blank, sum=blank, norms=blank)
+        token_fig, position_fig, sum_fig, norms_fig, _, _ = render_embeddings(run, bool(leave_out_position_0))
+        return EmbedViews(token=token_fig, position=position_fig, sum=sum_fig, norms=norms_fig)
 
     def tensors(run: Run, chosen, count):
-        return render(run, service.tokenizer, chosen, count, **inputs_of(run))[-1]
+        _, arrays = render_with_arrays(run, service.tokenizer, chosen, count, **inputs_of(run))
+        return arrays
 
-    view = ctx.view(
-        tab,
-        refresh,
-        [leave_out],
-        [
-            token_plot,
-            position_plot,
-            sum_plot,
-            norms_plot,
-            nearest_plot,
-            similarity_plot,
-            summary,
-            position,
-            n_positions,
-        ],
+    outputs = EmbedViews(
+        token=token_plot,
+        position=position_plot,
+        sum=sum_plot,
+        norms=norms_plot,
+        nearest=nearest_plot,
+        similarity=similarity_plot,
+        summary=summary,
+        nearest_to=position,
+        n_positions=n_positions,
     )
+    view = ctx.view(tab, refresh, [leave_out], outputs)
     ctx.control(
         view,
         [position.input, slider_moved(n_positions)],
         update,
         [ctx.state, position, n_positions],
-        [nearest_plot, similarity_plot, summary],
+        ("nearest", "similarity", "summary"),
         trigger_mode="always_last",
     )
-    ctx.control(
-        view, [leave_out.input], rescale, [ctx.state, leave_out], [token_plot, position_plot, sum_plot, norms_plot]
-    )
+    ctx.control(view, [leave_out.input], rescale, [ctx.state, leave_out], ("token", "position", "sum", "norms"))
     ctx.export(view, export, tensors, [position, n_positions])

@@ -12,9 +12,9 @@ from components.common import (
     AppContext,
     clamp,
     export_controls,
-    guarded,
     intro,
     md_text,
+    named_outputs,
     preset_with_undo,
     source_block,
     undo_button,
@@ -31,6 +31,12 @@ TOP_CANDIDATES = 15
 TYPED_MAX_CHARS = 200  # only the first token of the typed text is used
 CHOSEN_COLOUR = "#D55E00"  # Okabe-Ito vermillion
 TYPED_HINT = "Type a token above (for example ` mat`, with its leading space) to see its rank and probability here."
+
+# The tab's outputs, by name, in the order they are wired: its two figures and two texts, the
+# position control a Run resets, then the attribution's two figures and its summary.
+LogitsViews = named_outputs(
+    "candidates", "entropy", "summary", "typed", "position", "contributors", "heads", "attribution_summary"
+)
 
 INTRO = intro(
     "7 · Logits",
@@ -190,22 +196,25 @@ def typed_markdown(run: Run | None, nxt: NextTokens | str, tokenizer: Tokenizer,
     )
 
 
-def render(run: Run | None, nxt: NextTokens | str, tokenizer: Tokenizer, position=None, typed: str | None = ""):
-    """-> (candidates figure, entropy figure, summary markdown, typed-token markdown).
+def render(
+    run: Run | None, nxt: NextTokens | str, tokenizer: Tokenizer, position=None, typed: str | None = ""
+) -> LogitsViews:
+    """-> LogitsViews: the candidates figure, the entropy figure, the summary and the typed-token
+    markdown (the control and the attribution unchanged).
 
     ``nxt`` is the Run's next-token analysis from the MAX analysis graph (top-k, entropy and
     the actual next token at every position), or why it is missing."""
     if run is None:
-        return message_figure(NO_RUN), message_figure(NO_RUN), NO_RUN, ""
+        return LogitsViews(candidates=message_figure(NO_RUN), entropy=message_figure(NO_RUN), summary=NO_RUN, typed="")
     position = resolve(run, position)
     typed_md = typed_markdown(run, nxt, tokenizer, position, typed)
     if not isinstance(nxt, NextTokens):
-        return message_figure(nxt), message_figure(nxt), nxt, typed_md
-    return (
-        candidates_figure(run, nxt, tokenizer, position),
-        entropy_figure(run, nxt, position),
-        summary_markdown(run, nxt, tokenizer, position),
-        typed_md,
+        return LogitsViews(candidates=message_figure(nxt), entropy=message_figure(nxt), summary=nxt, typed=typed_md)
+    return LogitsViews(
+        candidates=candidates_figure(run, nxt, tokenizer, position),
+        entropy=entropy_figure(run, nxt, position),
+        summary=summary_markdown(run, nxt, tokenizer, position),
+        typed=typed_md,
     )
 
 
@@ -220,13 +229,19 @@ def attribution_view(
     position=None,
     target: str | None = "",
     minus: str | None = "",
-):
-    """-> (top contributors figure, heads grid figure, markdown, arrays): the direct logit attribution
-    of ``target``'s logit (default: the top prediction) minus ``minus``'s (default: none) at ``position``.
+) -> tuple[LogitsViews, dict[str, np.ndarray]]:
+    """-> (LogitsViews with the top contributors figure, the heads grid figure and the attribution
+    summary set, arrays): the direct logit attribution of ``target``'s logit (default: the top
+    prediction) minus ``minus``'s (default: none) at ``position``.
     ``nxt``: the Run's next-token analysis (its logits at ``position``), or why it is missing."""
     if run is None or model is None or not isinstance(nxt, NextTokens):
         why = NO_RUN if run is None else NEEDS_MODEL if model is None else nxt
-        return message_figure(why), message_figure(why), brief(why), {}  # the tab's summary says it in full
+        views = LogitsViews(
+            contributors=message_figure(why),
+            heads=message_figure(why),
+            attribution_summary=brief(why),  # the tab's summary says it in full
+        )
+        return views, {}
     position = resolve(run, position)
     target_id = (
         interpret.first_token(tokenizer, target, "target")
@@ -236,7 +251,9 @@ def attribution_view(
     minus_id = interpret.first_token(tokenizer, minus, "token to subtract") if str(minus or "").strip() else None
     result = attribution.attribute(model, run.trace, position, target_id, minus_id, logits=nxt.logits[position])
     where = f"position {position} {run.tokens[position].display!r}"
-    return (*interpret.attribution_figures(result, tokenizer, where), interpret.attribution_arrays(result))
+    contributors, heads, summary = interpret.attribution_figures(result, tokenizer, where)
+    views = LogitsViews(contributors=contributors, heads=heads, attribution_summary=summary)
+    return views, interpret.attribution_arrays(result)
 
 
 def tensors(run: Run, nxt: NextTokens | str, position=None) -> dict[str, np.ndarray]:
@@ -319,46 +336,60 @@ def build(ctx: AppContext) -> None:
             run, next_of(run), service.model_for(run.model_name), tokenizer, position, target_text, minus_text
         )
 
-    @guarded("plot", "plot", "text", "text", "keep", "plot", "plot", "text")
     def refresh(request, text, target_text, minus_text):
         run = ctx.current(request)
         if run is None:
-            return (
-                *render(None, NO_RUN, tokenizer),
-                gr.update(choices=[], value=None),
-                *explained(None, None, "", "")[:3],
-            )
-        figures = render(run, next_of(run), tokenizer, None, text)
-        choices = [(label, i) for i, label in enumerate(run.labels)]
-        return (
-            *figures,
-            gr.update(choices=choices, value=run.n_tokens - 1),
-            *explained(run, None, target_text, minus_text)[:3],
+            views = render(None, NO_RUN, tokenizer)
+            position = gr.update(choices=[], value=None)
+            attributed, _ = explained(None, None, "", "")
+        else:
+            views = render(run, next_of(run), tokenizer, None, text)
+            choices = [(label, i) for i, label in enumerate(run.labels)]
+            position = gr.update(choices=choices, value=run.n_tokens - 1)
+            attributed, _ = explained(run, None, target_text, minus_text)
+        return views._replace(
+            position=position,
+            contributors=attributed.contributors,
+            heads=attributed.heads,
+            attribution_summary=attributed.attribution_summary,
         )
 
-    @guarded("plot", "plot", "text")
     def explain(request, position, target_text, minus_text):
-        return explained(ctx.current(request), position, target_text, minus_text)[:3]
+        attributed, _ = explained(ctx.current(request), position, target_text, minus_text)
+        return attributed
 
-    @guarded("plot", "plot", "text", "text")
     def change(request, position, text):
         run = ctx.current(request)
         return render(run, next_of(run) if run is not None else NO_RUN, tokenizer, position, text)
 
-    @guarded("text")
     def rank(request, position, text):
         run = ctx.current(request)
-        return typed_markdown(run, next_of(run) if run is not None else NO_RUN, tokenizer, position, text)
+        return LogitsViews(
+            typed=typed_markdown(run, next_of(run) if run is not None else NO_RUN, tokenizer, position, text)
+        )
 
-    outputs = [candidates_plot, entropy_plot, summary, typed_text]
-    attribution_outputs = [contributors_plot, heads_plot, attribution_text]
-    view = ctx.view(tab, refresh, [typed, target, minus], [*outputs, position_control, *attribution_outputs])
+    def export_tensors(run: Run, position, target_text, minus_text) -> dict[str, np.ndarray]:
+        arrays = tensors(run, next_of(run), position)
+        _, attribution_arrays = explained(run, position, target_text, minus_text)
+        return {**arrays, **attribution_arrays}
+
+    outputs = LogitsViews(
+        candidates=candidates_plot,
+        entropy=entropy_plot,
+        summary=summary,
+        typed=typed_text,
+        position=position_control,
+        contributors=contributors_plot,
+        heads=heads_plot,
+        attribution_summary=attribution_text,
+    )
+    view = ctx.view(tab, refresh, [typed, target, minus], outputs)
     ctx.control(
         view,
         [position_control.input, target.submit, minus.submit, target.blur, minus.blur],
         explain,
         [ctx.state, position_control, target, minus],
-        attribution_outputs,
+        ("contributors", "heads", "attribution_summary"),
         trigger_mode="always_last",
     )
     # The preset runs the indirect-object sentence and explains ' Mary' against ' John' at its end.
@@ -374,7 +405,7 @@ def build(ctx: AppContext) -> None:
         [position_control.input],
         change,
         [ctx.state, position_control, typed],
-        outputs,
+        ("candidates", "entropy", "summary", "typed"),
         trigger_mode="always_last",
     )
     ctx.control(
@@ -382,15 +413,7 @@ def build(ctx: AppContext) -> None:
         [typed.submit, typed.blur],
         rank,
         [ctx.state, position_control, typed],
-        [typed_text],
+        ("typed",),
         trigger_mode="always_last",
     )
-    ctx.export(
-        view,
-        export,
-        lambda run, position, target_text, minus_text: {
-            **tensors(run, next_of(run), position),
-            **explained(run, position, target_text, minus_text)[3],
-        },
-        [position_control, target, minus],
-    )
+    ctx.export(view, export, export_tensors, [position_control, target, minus])

@@ -14,12 +14,13 @@ from components.common import (
     clamp,
     export_controls,
     fmt_p,
-    guarded,
     intro,
     md_text,
+    named_outputs,
     position_0_switch,
     slider_moved,
     source_block,
+    views_only,
 )
 from components.plots import attention_pattern, binned_heatmap, lines, message_figure, position_0_cells, robust_limits
 from components.run import Run
@@ -31,6 +32,10 @@ NEEDS_MODEL = (
     "Switching the mask off runs the model again, which needs the live model; it is still loading (or unavailable)."
 )
 NEEDS_ANALYSIS = "The predictions read every position's logits from the MAX analysis graph; none were given."
+
+# The tab's outputs, by name: the mask, one head's scores before and after it, its pattern, the
+# predictions, the text, and the two controls a Run resets.
+MaskViews = named_outputs("mask", "raw", "masked", "pattern", "predictions", "text", "layer", "head")
 
 INTRO = intro(
     "3 · Mask",
@@ -211,7 +216,7 @@ def score_figures(run: Run, shown: Run, layer: int, head: int, mask_off: bool, l
     return raw_fig, masked_fig, pattern_fig, arrays
 
 
-def render(
+def render_with_arrays(
     run: Run | None,
     tokens,
     layer: int = 0,
@@ -221,8 +226,9 @@ def render(
     leave_out_position_0: bool = True,
     logits: np.ndarray | str = "",
     unmasked_logits: np.ndarray | str = "",
-):
-    """-> (mask fig, raw scores fig, masked scores fig, pattern fig, predictions fig, markdown, arrays).
+) -> tuple[MaskViews, dict[str, np.ndarray]]:
+    """-> (MaskViews: the mask, the raw and masked scores, the pattern, the predictions and the text
+    (the controls unchanged); the arrays behind them, for the export).
 
     ``run`` is the causal Run; ``unmasked`` the same tokens with the mask off
     (``service.variant(run, causal=False)``), used when ``mask_off`` is set. ``logits`` and
@@ -233,7 +239,7 @@ def render(
     """
     if run is None:
         blank = message_figure(NO_RUN)
-        return blank, blank, blank, blank, blank, NO_RUN, {}
+        return MaskViews(mask=blank, raw=blank, masked=blank, pattern=blank, predictions=blank, text=NO_RUN), {}
     layer = clamp(layer, 0, run.config.n_layer - 1)
     head = clamp(head, 0, run.config.n_head - 1)
     notice = ""
@@ -269,7 +275,18 @@ def render(
         **head_arrays,
         **prediction_arrays,
     }
-    return mask_figure(allowed, run, mask_off), raw_fig, masked_fig, pattern_fig, prediction_fig, markdown, arrays
+    views = MaskViews(
+        mask=mask_figure(allowed, run, mask_off),
+        raw=raw_fig,
+        masked=masked_fig,
+        pattern=pattern_fig,
+        predictions=prediction_fig,
+        text=markdown,
+    )
+    return views, arrays
+
+
+render = views_only(render_with_arrays)
 
 
 def build(ctx: AppContext) -> None:
@@ -313,11 +330,13 @@ def build(ctx: AppContext) -> None:
         nxt, why = service.analysis(run, "next")
         return nxt.logits if nxt is not None else why
 
-    def view_of(run: Run | None, layer_value, head_value, off, leave_out_position_0=True):
+    def view_of(
+        run: Run | None, layer_value, head_value, off, leave_out_position_0=True
+    ) -> tuple[MaskViews, dict[str, np.ndarray]]:
         if run is None:
-            return render(None, token_text)
+            return render_with_arrays(None, token_text)
         run, unmasked = runs_of(run, off)
-        return render(
+        return render_with_arrays(
             run,
             token_text,
             layer_value,
@@ -329,36 +348,48 @@ def build(ctx: AppContext) -> None:
             unmasked_logits=next_logits(unmasked),
         )
 
-    @guarded("plot", "plot", "plot", "plot", "plot", "text", "keep", "keep")
     def refresh(request, layer_value, head_value, off, leave_out_position_0):
         run = ctx.current(request)
-        *figures, markdown, _ = view_of(run, layer_value, head_value, off, leave_out_position_0)
+        views, _ = view_of(run, layer_value, head_value, off, leave_out_position_0)
         if run is None:
-            return *figures, markdown, gr.update(), gr.update()
-        layers = gr.update(maximum=run.config.n_layer - 1, value=clamp(layer_value, 0, run.config.n_layer - 1))
-        heads = gr.update(maximum=run.config.n_head - 1, value=clamp(head_value, 0, run.config.n_head - 1))
-        return *figures, markdown, layers, heads
+            return views
+        return views._replace(
+            layer=gr.update(maximum=run.config.n_layer - 1, value=clamp(layer_value, 0, run.config.n_layer - 1)),
+            head=gr.update(maximum=run.config.n_head - 1, value=clamp(head_value, 0, run.config.n_head - 1)),
+        )
 
-    @guarded("plot", "plot", "plot")
     def update_head(request, layer_value, head_value, off, leave_out_position_0):
         """Layer, head and the position-0 switch change the three score heatmaps only (the mask,
         predictions and text stay)."""
         run = ctx.current(request)
         if run is None:
-            return render(None, token_text)[1:4]
+            return render(None, token_text)  # only its three score heatmaps are sent
         run, unmasked = runs_of(run, off)
         layer = clamp(layer_value, 0, run.config.n_layer - 1)
         head = clamp(head_value, 0, run.config.n_head - 1)
         mask_off = bool(off) and unmasked is not None
-        return score_figures(run, unmasked if mask_off else run, layer, head, mask_off, bool(leave_out_position_0))[:3]
+        raw_fig, masked_fig, pattern_fig, _ = score_figures(
+            run, unmasked if mask_off else run, layer, head, mask_off, bool(leave_out_position_0)
+        )
+        return MaskViews(raw=raw_fig, masked=masked_fig, pattern=pattern_fig)
 
-    @guarded("plot", "plot", "plot", "plot", "plot", "text")
     def update_mask(request, layer_value, head_value, off, leave_out_position_0):
-        return view_of(ctx.current(request), layer_value, head_value, off, leave_out_position_0)[:6]
+        views, _ = view_of(ctx.current(request), layer_value, head_value, off, leave_out_position_0)
+        return views
 
-    figures = [mask_plot, raw_plot, masked_plot, pattern_plot, predictions_plot, text]
+    figures = ("mask", "raw", "masked", "pattern", "predictions", "text")
     inputs = [ctx.state, layer, head, mask_off, leave_out]
-    view = ctx.view(tab, refresh, [layer, head, mask_off, leave_out], figures + [layer, head])
+    outputs = MaskViews(
+        mask=mask_plot,
+        raw=raw_plot,
+        masked=masked_plot,
+        pattern=pattern_plot,
+        predictions=predictions_plot,
+        text=text,
+        layer=layer,
+        head=head,
+    )
+    view = ctx.view(tab, refresh, [layer, head, mask_off, leave_out], outputs)
     # Turning the mask off runs the model: share the model's concurrency queue.
     model_queue = dict(concurrency_limit=settings.concurrency_limit, concurrency_id="model", trigger_mode="always_last")
     ctx.control(
@@ -366,12 +397,13 @@ def build(ctx: AppContext) -> None:
         [slider_moved(layer), slider_moved(head), leave_out.input],
         update_head,
         inputs,
-        [raw_plot, masked_plot, pattern_plot],
+        ("raw", "masked", "pattern"),
         **model_queue,
     )
     ctx.control(view, [mask_off.input], update_mask, inputs, figures, api_name="change_mask", **model_queue)
 
     def tensors(run: Run, layer_value, head_value, off, leave_out_position_0):
-        return view_of(run, layer_value, head_value, off, leave_out_position_0)[-1]
+        _, arrays = view_of(run, layer_value, head_value, off, leave_out_position_0)
+        return arrays
 
     ctx.export(view, export, tensors)

@@ -11,8 +11,8 @@ from components.common import (
     AppContext,
     clamp,
     export_controls,
-    guarded,
     intro,
+    named_outputs,
     position_0_switch,
     slider_moved,
     source_block,
@@ -40,6 +40,9 @@ SAMPLE_SEED = 0  # the same prompt always shows the same sample
 # Okabe-Ito: distinguishable with every common colour-vision deficiency.
 CURVE_COLOUR = "#000000"
 POINT_COLOUR = "#0072B2"
+
+# The tab's outputs, by name: its three figures, the summary, and the two controls a Run resets.
+MLPViews = named_outputs("gelu", "heatmap", "bars", "summary", "layer", "position")
 
 INTRO = intro(
     "5 · MLP",
@@ -220,20 +223,23 @@ def resolve(run: Run, layer, position) -> tuple[int, int]:
     )
 
 
-def render(run: Run | None, layer=0, position=None, leave_out_position_0: bool = True):
-    """-> (GELU figure, neuron heatmap, top neurons at position, summary markdown).
+def render(run: Run | None, layer=0, position=None, leave_out_position_0: bool = True) -> MLPViews:
+    """-> MLPViews: the GELU figure, the neuron heatmap, the top neurons at a position and the
+    summary (the controls unchanged).
 
     ``leave_out_position_0``: position 0 counts neither for the heatmap's colours nor for the
     GELU plot's axes."""
     if run is None:
-        return message_figure(NO_RUN), message_figure(NO_RUN), message_figure(NO_RUN), NO_RUN
+        return MLPViews(
+            gelu=message_figure(NO_RUN), heatmap=message_figure(NO_RUN), bars=message_figure(NO_RUN), summary=NO_RUN
+        )
     layer, position = resolve(run, layer, position)
     leave_out_position_0 = bool(leave_out_position_0)
-    return (
-        gelu_figure(run, layer, leave_out_position_0),
-        neuron_heatmap(run, layer, leave_out_position_0),
-        position_bars(run, layer, position),
-        summary_markdown(run, layer, position),
+    return MLPViews(
+        gelu=gelu_figure(run, layer, leave_out_position_0),
+        heatmap=neuron_heatmap(run, layer, leave_out_position_0),
+        bars=position_bars(run, layer, position),
+        summary=summary_markdown(run, layer, position),
     )
 
 
@@ -276,38 +282,40 @@ def build(ctx: AppContext) -> None:
         bars_plot = gr.Plot(label="Strongest neurons at one position")
         source_block(MLP, label="MAX source of this stage (gpt2_max.modules.MLP)")
 
-    @guarded("plot", "plot", "plot", "text", "keep", "keep")
     def refresh(request, layer, leave_out_position_0):
         run = ctx.current(request)
-        figures = render(run, layer, None, leave_out_position_0)
+        views = render(run, layer, None, leave_out_position_0)
         if run is None:
-            return (*figures, gr.update(), gr.update(choices=[], value=None))
+            return views._replace(position=gr.update(choices=[], value=None))
         layer, position = resolve(run, layer, None)
-        layer_update = gr.update(maximum=max(run.config.n_layer - 1, 1), value=layer)
         choices = [(label, i) for i, label in enumerate(run.labels)]
-        return (*figures, layer_update, gr.update(choices=choices, value=position))
+        return views._replace(
+            layer=gr.update(maximum=max(run.config.n_layer - 1, 1), value=layer),
+            position=gr.update(choices=choices, value=position),
+        )
 
-    @guarded("plot", "plot", "plot", "text")
     def change(request, layer, position, leave_out_position_0):
         return render(ctx.current(request), layer, position, leave_out_position_0)
 
-    @guarded("plot", "text")
     def change_position(request, layer, position):
         """A position changes only its bars (and the summary that quotes it)."""
         run = ctx.current(request)
         if run is None:
-            return message_figure(NO_RUN), NO_RUN
+            return MLPViews(bars=message_figure(NO_RUN), summary=NO_RUN)
         layer, position = resolve(run, layer, position)
-        return position_bars(run, layer, position), summary_markdown(run, layer, position)
+        return MLPViews(bars=position_bars(run, layer, position), summary=summary_markdown(run, layer, position))
 
-    view = ctx.view(
-        tab,
-        refresh,
-        [layer_control, leave_out],
-        [gelu_plot, heatmap_plot, bars_plot, summary, layer_control, position_control],
+    outputs = MLPViews(
+        gelu=gelu_plot,
+        heatmap=heatmap_plot,
+        bars=bars_plot,
+        summary=summary,
+        layer=layer_control,
+        position=position_control,
     )
+    view = ctx.view(tab, refresh, [layer_control, leave_out], outputs)
     inputs = [ctx.state, layer_control, position_control]
-    figures = [gelu_plot, heatmap_plot, bars_plot, summary]
+    figures = ("gelu", "heatmap", "bars", "summary")
     ctx.control(
         view,
         [slider_moved(layer_control)],
@@ -323,7 +331,7 @@ def build(ctx: AppContext) -> None:
         [position_control.input],
         change_position,
         inputs,
-        [bars_plot, summary],
+        ("bars", "summary"),
         api_name="change_mlp_position",
         trigger_mode="always_last",
     )

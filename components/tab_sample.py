@@ -21,6 +21,7 @@ from components.common import (
     export_npz,
     guarded,
     intro,
+    named_outputs,
     slider_moved,
     source_block,
     unique_labels,
@@ -42,6 +43,11 @@ EXPECTED_COLOUR = "#999999"
 CONTEXT_TOKENS = 6  # tokens of context quoted in a figure's title
 HISTOGRAM_ROWS = 25  # tokens shown in the sample-N histogram; the rest are summed in one row
 ROW_HEIGHT = 30
+
+# The tab's outputs, by name, in the order they are wired: the status, the step's distribution
+# figure and the text, the step slider and the generation a Run resets, then the sample-N
+# histogram and its note.
+SampleViews = named_outputs("status", "distribution", "text", "step", "generation", "histogram", "histogram_note")
 
 INTRO = intro(
     "8 · Sample",
@@ -527,27 +533,32 @@ def histogram_figure(
 
 def render_samples(
     run: Run | None, tokenizer: Tokenizer, service_settings, temperature, top_k, top_p, seed, n_draws
-) -> tuple[go.Figure, str]:
+) -> SampleViews:
+    """-> SampleViews: the sample-N histogram and its note (the rest unchanged)."""
     if run is None:
-        return message_figure(NO_RUN), NO_RUN
+        return SampleViews(histogram=message_figure(NO_RUN), histogram_note=NO_RUN)
     settings = with_seed(sampling_settings(temperature, top_k, top_p, seed))
     limit = service_settings.max_sample_draws
     n = clamp(n_draws, 1, limit, default=min(200, limit))
-    return histogram_figure(tokenizer, run.trace["logits"][-1], settings, n, run.token_ids)
+    fig, note = histogram_figure(tokenizer, run.trace["logits"][-1], settings, n, run.token_ids)
+    return SampleViews(histogram=fig, histogram_note=note)
 
 
-def render_preview(
-    run: Run | None, tokenizer: Tokenizer, temperature, top_k, top_p, seed
-) -> tuple[str, go.Figure, str]:
-    """After a Run: the first step Generate would make with these settings, from the Run's own logits."""
+def render_preview(run: Run | None, tokenizer: Tokenizer, temperature, top_k, top_p, seed) -> SampleViews:
+    """After a Run: the first step Generate would make with these settings, from the Run's own logits.
+    -> SampleViews: the status, the step's distribution figure and the text (the rest unchanged)."""
     if run is None:
-        return NO_RUN, message_figure(NO_RUN), ""
+        return SampleViews(status=NO_RUN, distribution=message_figure(NO_RUN), text="")
     settings = with_seed(sampling_settings(temperature, top_k, top_p, seed))
     logits = run.trace["logits"][-1]
     step = choose(logits, settings, np.random.default_rng(settings.seed), position=run.n_tokens)
     shown = keep_step(dataclasses.replace(step, logits=logits))
     fig = step_figure(tokenizer, shown, run.token_ids, f"Next token (position {run.n_tokens})")
-    return f"{GENERATE_HINT} ({settings_text(settings)})", fig, text_html(tokenizer, run.token_ids, [])
+    return SampleViews(
+        status=f"{GENERATE_HINT} ({settings_text(settings)})",
+        distribution=fig,
+        text=text_html(tokenizer, run.token_ids, []),
+    )
 
 
 # -- Gradio -----------------------------------------------------------------
@@ -607,29 +618,38 @@ def build(ctx: AppContext) -> None:
         generation = gr.State(None)  # inside the tab: a State among gr.Tabs' children is taken for a tab
     knobs = [temperature, top_k, top_p, seed]
 
-    @guarded("text", "plot", "text", "keep", "keep", "plot", "text")
     def refresh(request, t, k, p, s, n):
         run = ctx.current(request)
-        message, fig, html_text = render_preview(run, tokenizer, t, k, p, s)
-        hist, note = render_samples(run, tokenizer, limits, t, k, p, s, n)
-        reset = gr.update(maximum=2, value=1, interactive=False)
-        return message, fig, html_text, reset, empty_generation(run.token_ids) if run else None, hist, note
+        preview = render_preview(run, tokenizer, t, k, p, s)
+        samples = render_samples(run, tokenizer, limits, t, k, p, s, n)
+        return preview._replace(
+            step=gr.update(maximum=2, value=1, interactive=False),
+            generation=empty_generation(run.token_ids) if run else None,
+            histogram=samples.histogram,
+            histogram_note=samples.histogram_note,
+        )
 
-    @guarded("text", "plot", "text", "keep", "keep")
+    @guarded(status, step_plot, text, step_slider, generation)
     def run_generation(request, t, k, p, s, n):
         yield from stream_views(service, ctx.current(request), t, k, p, s, n)
 
-    @guarded("plot", "text")
+    @guarded(step_plot, text)
     def select_step(state, index):
         return step_view(tokenizer, state, index)
 
-    @guarded("plot", "text")
     def sample(request, t, k, p, s, n):
         return render_samples(ctx.current(request), tokenizer, limits, t, k, p, s, n)
 
-    view = ctx.view(
-        tab, refresh, [*knobs, n_draws], [status, step_plot, text, step_slider, generation, hist_plot, hist_note]
+    outputs = SampleViews(
+        status=status,
+        distribution=step_plot,
+        text=text,
+        step=step_slider,
+        generation=generation,
+        histogram=hist_plot,
+        histogram_note=hist_note,
     )
+    view = ctx.view(tab, refresh, [*knobs, n_draws], outputs)
     # Its own queue lane, two decode batches wide: generations that run together have their
     # steps batched into one decode-graph execution (engine.run_decode), so a class's Generates
     # all start at once instead of queueing, and they do not take the lane the tab views need.
@@ -642,18 +662,18 @@ def build(ctx: AppContext) -> None:
         api_name="generate",
     )
     step_slider.input(select_step, [generation, step_slider], [step_plot, text], trigger_mode="always_last")
-    ctx.control(view, [sample_button.click], sample, [ctx.state, *knobs, n_draws], [hist_plot, hist_note])
+    ctx.control(view, [sample_button.click], sample, [ctx.state, *knobs, n_draws], ("histogram", "histogram_note"))
     # The histogram follows the filters at once.
     ctx.control(
         view,
         [slider_moved(k) for k in (temperature, top_k, top_p, n_draws)],
         sample,
         [ctx.state, *knobs, n_draws],
-        [hist_plot, hist_note],
+        ("histogram", "histogram_note"),
         trigger_mode="always_last",
     )
 
-    @guarded("keep")
+    @guarded(export_file)
     def export(state):
         path = export_generation(state)
         return gr.update(value=path, visible=True) if path else gr.update()

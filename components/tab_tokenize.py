@@ -9,7 +9,17 @@ import gradio as gr
 import numpy as np
 import plotly.graph_objects as go
 
-from components.common import NO_RUN, AppContext, clamp, export_controls, guarded, intro, md_text, source_block
+from components.common import (
+    NO_RUN,
+    AppContext,
+    clamp,
+    export_controls,
+    intro,
+    md_text,
+    named_outputs,
+    source_block,
+    views_only,
+)
 from components.plots import figure, message_figure, plot_text
 from components.run import Run
 from components.settings import Settings
@@ -22,6 +32,10 @@ TOKEN_ROW_PX = 60
 CHUNK_LABEL_CHARS = 40
 # Okabe-Ito: distinguishable with every common colour-vision deficiency.
 PALETTE = ["#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7", "#999999"]
+
+# The tab's outputs, by name: the token grid, the merge figure, the counts, the merge table, and the
+# chunk menu a Run refills.
+TokenizeViews = named_outputs("grid", "merges", "counts", "table", "chunk")
 
 INTRO = intro(
     "1 · Tokenize",
@@ -226,20 +240,27 @@ def merges_markdown(tokenizer: Tokenizer, replay: MergeReplay, rows: list[ShownS
     return "\n".join(table)
 
 
-def render(
+def render_with_chunks(
     run: Run | None, tokenizer: Tokenizer, chunk_index: int = 0, max_replay_bytes: int = Settings.max_replay_bytes
-):
-    """-> (token grid, merge figure, counts markdown, merges markdown, chunk choices)."""
+) -> tuple[TokenizeViews, list[str]]:
+    """-> (TokenizeViews: the token grid, the merge figure, the counts and the merge table (the chunk
+    menu unchanged); the text's chunks, which the menu lists)."""
     if run is None:
-        return message_figure(NO_RUN), message_figure(NO_RUN), NO_RUN, "", []
+        return TokenizeViews(grid=message_figure(NO_RUN), merges=message_figure(NO_RUN), counts=NO_RUN, table=""), []
     chunks = tokenizer.pretokenize(run.text)
     if not chunks:
-        return token_grid(run), message_figure("no word to replay"), counts_markdown(run), "", chunks
+        views = TokenizeViews(
+            grid=token_grid(run), merges=message_figure("no word to replay"), counts=counts_markdown(run), table=""
+        )
+        return views, chunks
     replay = tokenizer.merge_replay(chunks[clamp(chunk_index, 0, len(chunks) - 1)])
     rows = shown_steps(replay, max_replay_bytes)
     merge_fig = merge_figure(tokenizer, replay, rows, max_replay_bytes)
     merge_md = merges_markdown(tokenizer, replay, rows, max_replay_bytes)
-    return token_grid(run), merge_fig, counts_markdown(run), merge_md, chunks
+    return TokenizeViews(grid=token_grid(run), merges=merge_fig, counts=counts_markdown(run), table=merge_md), chunks
+
+
+render = views_only(render_with_chunks)
 
 
 def build(ctx: AppContext) -> None:
@@ -265,21 +286,16 @@ def build(ctx: AppContext) -> None:
     def chunk_labels(chunks: list[str]) -> list[tuple[str, int]]:
         return [(f"{i}: {chunk_text(c.encode('utf-8'))}", i) for i, c in enumerate(chunks)]
 
-    @guarded("plot", "plot", "text", "text", "keep")
     def refresh(request):
         run = ctx.current(request)
-        grid_fig, merge_fig, counts_md, merges_md, chunks = render(run, tokenizer, 0, max_replay_bytes)
-        choice = gr.update(choices=chunk_labels(chunks), value=0 if chunks else None)
-        return grid_fig, merge_fig, counts_md, merges_md, choice
+        views, chunks = render_with_chunks(run, tokenizer, 0, max_replay_bytes)
+        return views._replace(chunk=gr.update(choices=chunk_labels(chunks), value=0 if chunks else None))
 
-    @guarded("plot", "text")
     def replay(request, index):
         run = ctx.current(request)
-        _, merge_fig, _, merges_md, _ = render(run, tokenizer, index or 0, max_replay_bytes)
-        return merge_fig, merges_md
+        return render(run, tokenizer, index or 0, max_replay_bytes)  # only its merges and table are sent
 
-    view = ctx.view(
-        tab, refresh, [], [grid, merges_plot, counts, merges_text, chunk_choice], needs_trace=False
-    )  # tokens only: works while the model loads
-    ctx.control(view, [chunk_choice.input], replay, [ctx.state, chunk_choice], [merges_plot, merges_text])
+    outputs = TokenizeViews(grid=grid, merges=merges_plot, counts=counts, table=merges_text, chunk=chunk_choice)
+    view = ctx.view(tab, refresh, [], outputs, needs_trace=False)  # tokens only: works while the model loads
+    ctx.control(view, [chunk_choice.input], replay, [ctx.state, chunk_choice], ("merges", "table"))
     ctx.export(view, export, lambda run: {"token_ids": np.asarray(run.token_ids)})

@@ -133,7 +133,8 @@ def data_scaled_heatmaps(run, display, leave_out: bool) -> list[tuple[str, objec
     embed = tab_embed.render_embeddings(run, leave_out)
     figures = [(f"embed {what}", fig, "y") for what, fig in zip(("token", "position", "sum"), embed[:3])]
     for layer, head in [*SINK_HEADS, (0, 0)]:
-        raw, masked = tab_mask.render(run, display, layer, head, leave_out_position_0=leave_out)[1:3]
+        views = tab_mask.render(run, display, layer, head, leave_out_position_0=leave_out)
+        raw, masked = views.raw, views.masked
         figures += [(f"mask raw L{layer}H{head}", raw, "xy"), (f"mask masked L{layer}H{head}", masked, "xy")]
     for layer, head in SINK_HEADS:
         for position in (0, T - 1):
@@ -145,7 +146,7 @@ def data_scaled_heatmaps(run, display, leave_out: bool) -> list[tuple[str, objec
                 )
             )
     for layer in range(run.config.n_layer):
-        figures.append((f"mlp neurons block {layer}", tab_mlp.render(run, layer, None, leave_out)[1], "y"))
+        figures.append((f"mlp neurons block {layer}", tab_mlp.render(run, layer, None, leave_out).heatmap, "y"))
     return figures
 
 
@@ -197,23 +198,25 @@ def test_leaving_position_0_out_changes_the_scales_as_the_titles_say(run, displa
 def test_attention_patterns_keep_0_to_1_and_give_each_rows_share_on_position_0(run, display, layer, head):
     pattern = run.trace[f"blocks.{layer}.attn.hook_pattern"][head]
     share = pattern[1:, 0].mean()
-    for fig in (tab_attention.pattern_figure(run, layer, head), tab_mask.render(run, display, layer, head)[3]):
+    for fig in (tab_attention.pattern_figure(run, layer, head), tab_mask.render(run, display, layer, head).pattern):
         heat, bars = fig.data[0], fig.data[1]
         assert (heat.zmin, heat.zmax) == (0.0, 1.0)
         np.testing.assert_array_equal(heat.z, pattern)
         np.testing.assert_allclose(bars.x, pattern[:, 0], rtol=1e-6)  # one bar per query row
         assert list(bars.y) == list(heat.y) and "on position 0" in bars.hovertemplate
         assert f"mean share on position 0 over queries 1–{run.n_tokens - 1}: {share:.0%}" in fig.layout.title.text
-    *_, markdown, arrays = tab_attention.render(run, display, layer, head)
+    markdown = tab_attention.render(run, display, layer, head).summary
     assert f"puts **{share:.0%}** of its attention on position 0" in markdown
     for sink_layer, sink_head in SINK_HEADS:
         assert f"L{sink_layer}H{sink_head} (" in markdown
     assert "L0H0 (" not in markdown
-    [grid] = tab_attention.render(run, display, layer, head)[1].data  # one heatmap of L x H tiles
+    [grid] = tab_attention.render(run, display, layer, head).grid.data  # one heatmap of L x H tiles
     tile = (np.asarray(grid.z).shape[0] + 1) // run.config.n_layer  # G cells and a gap
     assert "head's share on position 0: %{customdata}%" in grid.hovertemplate
     assert np.asarray(grid.customdata)[layer * tile, head * tile] == round(share * 100)
-    np.testing.assert_allclose(arrays["grid_share_on_position_0"][layer, head], share, rtol=1e-6)
+    np.testing.assert_allclose(
+        tab_attention.position_0_shares(run)[layer, head], share, rtol=1e-6
+    )  # the export's grid share
 
 
 # -- norm plots and GELU axes ------------------------------------------------------------------
@@ -236,22 +239,22 @@ def test_blocks_means_over_positions_leave_position_0_out(run, pathological_serv
     norms = tab_blocks.residual_norms(run)  # [L+1, T]
     on = tab_blocks.render(run, lens, pathological_service.tokenizer, tab_blocks.MEAN, True)
     off = tab_blocks.render(run, lens, pathological_service.tokenizer, tab_blocks.MEAN, False)
-    np.testing.assert_allclose(on[0].data[0].y, norms[:, 1:].mean(axis=1), rtol=1e-6)
+    np.testing.assert_allclose(on.norms.data[0].y, norms[:, 1:].mean(axis=1), rtol=1e-6)
     others = np.median(norms[-1, 1:])
-    assert on[0].data[0].y[-1] < 2 * others  # the mean of the others looks like them
-    assert off[0].data[0].y[-1] > 5 * others  # position 0 alone sets the mean
+    assert on.norms.data[0].y[-1] < 2 * others  # the mean of the others looks like them
+    assert off.norms.data[0].y[-1] > 5 * others  # position 0 alone sets the mean
     assert (
-        "position 0 left out of the mean" in on[0].layout.title.text
-        and "position 0 left out" in on[1].layout.title.text
+        "position 0 left out of the mean" in on.norms.layout.title.text
+        and "position 0 left out" in on.additions.layout.title.text
     )
-    assert on[0].layout.yaxis.type == on[1].layout.yaxis.type == "log"
-    assert "averaged over positions 1–" in on[4]
+    assert on.norms.layout.yaxis.type == on.additions.layout.yaxis.type == "log"
+    assert "averaged over positions 1–" in on.summary
 
 
 def test_the_gelu_plot_spans_the_bulk_and_names_position_0s_values(run):
     pre = run.trace["blocks.0.mlp.hook_pre"]
-    on = tab_mlp.render(run, 0, None, True)[0]
-    off = tab_mlp.render(run, 0, None, False)[0]
+    on = tab_mlp.render(run, 0, None, True).gelu
+    off = tab_mlp.render(run, 0, None, False).gelu
     assert on.layout.xaxis.range[1] < pre[0].max() <= off.layout.xaxis.range[1]
     assert "position 0 left out of the axes" in on.layout.title.text and f"{pre[0].max():.3g}" in on.layout.title.text
     np.testing.assert_array_equal(on.data[1].x, off.data[1].x)  # the same points; only the axes differ
@@ -265,7 +268,8 @@ def test_probabilities_use_log_scales(run, pathological_service):
     lens, _ = pathological_service.analysis(run, "lens")
     nxt, why = pathological_service.analysis(run, "next")
     assert nxt is not None, why
-    lens_fig, final_fig = tab_blocks.render(run, lens, tokenizer)[2:4]
+    views = tab_blocks.render(run, lens, tokenizer)
+    lens_fig, final_fig = views.lens, views.final
     heat = lens_fig.data[0]
     np.testing.assert_allclose(heat.z, np.log10(lens.top_probs), atol=1e-6)  # colour: log10 p
     np.testing.assert_allclose(
@@ -273,9 +277,9 @@ def test_probabilities_use_log_scales(run, pathological_service):
     )  # hover: p
     assert heat.zmax == 0 and heat.zmin <= np.log10(lens.top_probs).min()
     assert final_fig.layout.yaxis.type == "log"
-    candidates = tab_logits.render(run, nxt, tokenizer)[0]
+    candidates = tab_logits.render(run, nxt, tokenizer).candidates
     assert candidates.layout.xaxis.type == "log"
-    step = tab_sample.render_preview(run, tokenizer, 1.0, 0, 1.0, 0)[1]
+    step = tab_sample.render_preview(run, tokenizer, 1.0, 0, 1.0, 0).distribution
     assert step.layout.xaxis.type == "log"
 
 
@@ -300,17 +304,20 @@ def test_payloads_stay_bounded(run, display, pathological_service):
     nearest, _ = pathological_service.analysis(run, "nearest")
     nxt, _ = pathological_service.analysis(run, "next")
     lens, _ = pathological_service.analysis(run, "lens")
-    figures = {
-        "tokenize": tab_tokenize.render(run, tokenizer)[:2],
+    views = {
+        "tokenize": tab_tokenize.render(run, tokenizer),
         "embed": tab_embed.render(
             run, tokenizer, nearest=nearest, wpe=pathological_service.model.weights["wpe.weight"]
-        )[:6],
-        "mask": tab_mask.render(run, display, 1, 0)[:5],
-        "attention": tab_attention.render(run, display, 1, 0)[:4],
-        "mlp": tab_mlp.render(run, 0)[:3],
-        "blocks": tab_blocks.render(run, lens, tokenizer)[:4],
-        "logits": tab_logits.render(run, nxt, tokenizer)[:2],
-        "sample": tab_sample.render_preview(run, tokenizer, 1.0, 0, 1.0, 0)[1:2],
+        ),
+        "mask": tab_mask.render(run, display, 1, 0),
+        "attention": tab_attention.render(run, display, 1, 0),
+        "mlp": tab_mlp.render(run, 0),
+        "blocks": tab_blocks.render(run, lens, tokenizer),
+        "logits": tab_logits.render(run, nxt, tokenizer),
+        "sample": tab_sample.render_preview(run, tokenizer, 1.0, 0, 1.0, 0),
     }
+    # Every figure each tab draws on a Run (its named outputs that are figures).
+    figures = {tab: [v for v in values if hasattr(v, "to_json")] for tab, values in views.items()}
+    assert all(figures.values()), figures
     sizes = {tab: sum(figure_bytes(f) for f in figs) for tab, figs in figures.items()}
     assert max(sizes.values()) <= BUDGET_BYTES[64], sizes

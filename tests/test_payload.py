@@ -104,7 +104,8 @@ def blocks_of(values: np.ndarray, edges, keys_summed: bool = False) -> np.ndarra
 
 def test_binned_mask_tab_heatmaps_are_block_means_of_the_full_tensors(runs):
     run = runs[256]  # 256 positions on a 128-cell screen: position 0 alone, then blocks of ~2
-    mask_fig, raw_fig, masked_fig, pattern_fig, _, _, arrays = tab_mask.render(run, display, 3, 5)
+    views, arrays = tab_mask.render_with_arrays(run, display, 3, 5)
+    mask_fig, raw_fig, masked_fig, pattern_fig = views.mask, views.raw, views.masked, views.pattern
     edges = list(bin_starts(256, 128, first_alone=True)) + [256]
     assert edges[:4] == [0, 1, 3, 5]
     scores = run.trace["blocks.3.attn.hook_attn_scores"][5]
@@ -130,7 +131,9 @@ def test_binned_mask_tab_heatmaps_are_block_means_of_the_full_tensors(runs):
 
 def test_attention_tab_bins_the_pattern_and_the_all_heads_grid(runs):
     run = runs[256]
-    pattern_fig, grid_fig, *_, arrays = tab_attention.render(run, display, 7, 2)
+    views, arrays = tab_attention.render_head(run, display, 7, 2)
+    pattern_fig = views.pattern
+    grid_fig = tab_attention.render(run, display, 7, 2).grid
     edges = list(bin_starts(256, 128, first_alone=True)) + [256]
     np.testing.assert_allclose(
         pattern_fig.data[0].z,
@@ -183,7 +186,8 @@ def test_embed_heatmaps_show_the_64_dimensions_with_the_largest_spread(runs):
 
 def test_mlp_tab_bins_positions_and_hovers_from_customdata(runs):
     run = runs[256]
-    gelu_fig, heat_fig, *_ = tab_mlp.render(run, 4)
+    views = tab_mlp.render(run, 4)
+    gelu_fig, heat_fig = views.gelu, views.heatmap
     post = run.trace["blocks.4.mlp.hook_post"]
     top = np.argsort(-np.abs(post).max(axis=0), kind="stable")[:40]
     expected = post[:, top].astype(np.float64).reshape(128, 2, 40).mean(axis=1)

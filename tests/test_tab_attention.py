@@ -16,7 +16,7 @@ def ablated(tiny_run, explorer_service):
 
 
 def test_pattern_is_the_chosen_heads_with_tokens_on_both_axes(tiny_run, explorer_service):
-    pattern_fig = tab_attention.render(tiny_run, token_text(explorer_service), 1, 2)[0]
+    pattern_fig = tab_attention.render(tiny_run, token_text(explorer_service), 1, 2).pattern
     np.testing.assert_array_equal(pattern_fig.data[0].z, tiny_run.trace["blocks.1.attn.hook_pattern"][2])
     assert list(pattern_fig.data[0].x) == tiny_run.labels and list(pattern_fig.data[0].y) == tiny_run.labels
     assert (pattern_fig.data[0].zmin, pattern_fig.data[0].zmax) == (0.0, 1.0)
@@ -27,7 +27,7 @@ def test_pattern_is_the_chosen_heads_with_tokens_on_both_axes(tiny_run, explorer
 def test_grid_has_every_head_on_one_colour_scale(tiny_run, explorer_service):
     """One heatmap of L x H tiles: tile (layer, head) is that head's whole pattern (T <= 12:
     unpooled), its cells named by layer, head, query and key, every tile on one 0..1 scale."""
-    grid_fig = tab_attention.render(tiny_run, token_text(explorer_service))[1]
+    grid_fig = tab_attention.render(tiny_run, token_text(explorer_service)).grid
     L, H, T = tiny_run.config.n_layer, tiny_run.config.n_head, tiny_run.n_tokens
     [trace] = grid_fig.data
     z = np.asarray(trace.z)
@@ -86,7 +86,7 @@ def test_grid_pools_long_inputs_into_block_means(tiny_run, explorer_service):
 
 def test_pattern_beyond_a_screenful_averages_blocks_of_positions(tiny_run, explorer_service, monkeypatch):
     monkeypatch.setattr("components.plots.MAX_CELLS_PER_AXIS", 5)
-    pattern_fig = tab_attention.render(tiny_run, token_text(explorer_service), 1, 2)[0]
+    pattern_fig = tab_attention.render(tiny_run, token_text(explorer_service), 1, 2).pattern
     pattern = tiny_run.trace["blocks.1.attn.hook_pattern"][2].astype(np.float64)
     edges = [0, 1, 3, 6, 9, tiny_run.n_tokens]  # position 0 alone
     # Keys summed over their block, queries averaged over theirs (averaging keys too drew a
@@ -106,7 +106,7 @@ def test_pattern_beyond_a_screenful_averages_blocks_of_positions(tiny_run, explo
 
 
 def test_qkv_are_the_heads_vectors_at_the_position(tiny_run, explorer_service):
-    qkv_fig = tab_attention.render(tiny_run, token_text(explorer_service), 1, 3, 4)[2]
+    qkv_fig = tab_attention.render(tiny_run, token_text(explorer_service), 1, 3, 4).qkv
     for row, name in enumerate("qkv"):
         np.testing.assert_array_equal(qkv_fig.data[0].z[row], tiny_run.trace[f"blocks.1.attn.hook_{name}"][4, 3])
     assert len(qkv_fig.data[0].x) == tiny_run.config.head_dim
@@ -117,9 +117,9 @@ def test_qkv_are_the_heads_vectors_at_the_position(tiny_run, explorer_service):
 
 
 def test_ablation_moves_the_next_token_probabilities(tiny_run, explorer_service, ablated):
-    ablation_fig, markdown, arrays = tab_attention.render(tiny_run, token_text(explorer_service), 1, 2, None, ablated)[
-        3:6
-    ]
+    views = tab_attention.render(tiny_run, token_text(explorer_service), 1, 2, None, ablated)
+    ablation_fig, markdown = views.ablation, views.summary
+    _, arrays = tab_attention.render_head(tiny_run, token_text(explorer_service), 1, 2, None, ablated)
     before = softmax(tiny_run.trace["logits"][-1])
     after = softmax(ablated.trace["logits"][-1])
     ids = arrays["top_ids"]
@@ -139,27 +139,28 @@ def test_ablation_moves_the_next_token_probabilities(tiny_run, explorer_service,
 
 
 def test_without_ablation_only_before_is_shown(tiny_run, explorer_service):
-    ablation_fig, markdown = tab_attention.render(tiny_run, token_text(explorer_service), 1, 2)[3:5]
+    views = tab_attention.render(tiny_run, token_text(explorer_service), 1, 2)
+    ablation_fig, markdown = views.ablation, views.summary
     assert len(ablation_fig.data) == 1
     assert "Ablate this head" in markdown
 
 
 def test_out_of_range_controls_are_clamped(tiny_run, explorer_service):
     L, H, T = tiny_run.config.n_layer, tiny_run.config.n_head, tiny_run.n_tokens
-    *_, arrays = tab_attention.render_head(tiny_run, token_text(explorer_service), 50, 50, -1)
+    _, arrays = tab_attention.render_head(tiny_run, token_text(explorer_service), 50, 50, -1)
     assert (arrays["layer"], arrays["head"], arrays["position"]) == (L - 1, H - 1, 0)
     np.testing.assert_array_equal(arrays["q"], tiny_run.trace[f"blocks.{L - 1}.attn.hook_q"][0, H - 1])
-    *_, arrays = tab_attention.render_head(tiny_run, token_text(explorer_service), -3, None, 10_000)
+    _, arrays = tab_attention.render_head(tiny_run, token_text(explorer_service), -3, None, 10_000)
     assert (arrays["layer"], arrays["head"], arrays["position"]) == (0, 0, T - 1)
-    assert len(tab_attention.render(None, token_text(explorer_service))) == 6
+    assert type(tab_attention.render(None, token_text(explorer_service))) is tab_attention.AttentionViews
 
 
 def test_tab_builds_and_its_handlers_clamp_and_export(tiny_run, explorer_service, ablated):
     view = build_view(tab_attention, explorer_service)
     assert len(view.controls) == 3 and len(view.outputs) == 10
     result = view.render(tiny_run.request, 1, 99, True)  # head 99 -> the last head, 3
-    assert not result[4].startswith("⚠️")
-    assert result[6]["value"] == 3 and result[7]["value"] == tiny_run.n_tokens - 1
+    assert not result.summary.startswith("⚠️")
+    assert result.head["value"] == 3 and result.position["value"] == tiny_run.n_tokens - 1
     note, update = view.export(tiny_run.request, 1, 3, None, True, None)  # no patching sweep yet
     with np.load(update["value"]) as saved:
         assert saved["head"] == 3 and saved["grid"].shape[:2] == (2, 4)

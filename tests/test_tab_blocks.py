@@ -59,7 +59,7 @@ def stages(run):
 
 @pytest.mark.parametrize("leave_out_position_0", [True, False])
 def test_residual_norms_follow_the_stream(tiny_run, lens, weights, tokenizer, leave_out_position_0):
-    norms_fig = tab_blocks.render(tiny_run, lens, tokenizer, 4, leave_out_position_0)[0]
+    norms_fig = tab_blocks.render(tiny_run, lens, tokenizer, 4, leave_out_position_0).norms
     T = tiny_run.n_tokens
     expected = np.stack([np.linalg.norm(s, axis=-1) for s in stages(tiny_run)])  # [L+1, T]
     mean, chosen, last = norms_fig.data
@@ -81,14 +81,14 @@ def test_residual_norms_follow_the_stream(tiny_run, lens, weights, tokenizer, le
 
 
 def test_mean_view_shows_mean_and_last_only(tiny_run, lens, weights, tokenizer):
-    norms_fig = tab_blocks.render(tiny_run, lens, tokenizer, tab_blocks.MEAN)[0]
+    norms_fig = tab_blocks.render(tiny_run, lens, tokenizer, tab_blocks.MEAN).norms
     assert len(norms_fig.data) == 2
 
 
 @pytest.mark.parametrize("leave_out_position_0", [True, False])
 @pytest.mark.parametrize("position", [tab_blocks.MEAN, 0, 9])
 def test_additions_are_attn_and_mlp_output_norms(tiny_run, lens, weights, tokenizer, position, leave_out_position_0):
-    fig = tab_blocks.render(tiny_run, lens, tokenizer, position, leave_out_position_0)[1]
+    fig = tab_blocks.render(tiny_run, lens, tokenizer, position, leave_out_position_0).additions
     attn_bar, mlp_bar = fig.data
     L = tiny_run.config.n_layer
     attn = np.stack([np.linalg.norm(tiny_run.trace[f"blocks.{i}.hook_attn_out"], axis=-1) for i in range(L)])
@@ -107,7 +107,7 @@ def test_additions_are_attn_and_mlp_output_norms(tiny_run, lens, weights, tokeni
 
 
 def test_lens_heatmap_shows_each_layers_top_token_and_probability(tiny_run, lens, weights, tokenizer, full_logits):
-    lens_fig = tab_blocks.render(tiny_run, lens, tokenizer)[2]
+    lens_fig = tab_blocks.render(tiny_run, lens, tokenizer).lens
     heat = lens_fig.data[0]
     L, T = tiny_run.config.n_layer, tiny_run.n_tokens
     z = np.asarray(heat.z)
@@ -152,7 +152,7 @@ def test_lens_heatmap_shows_each_layers_top_token_and_probability(tiny_run, lens
 
 
 def test_final_prediction_line(tiny_run, lens, weights, tokenizer):
-    fig = tab_blocks.render(tiny_run, lens, tokenizer)[3]
+    fig = tab_blocks.render(tiny_run, lens, tokenizer).final
     line = fig.data[0]
     final = float64_softmax(tiny_run.trace["logits"][-1])
     final_id = int(np.argmax(tiny_run.trace["logits"][-1]))
@@ -171,14 +171,15 @@ def test_out_of_range_positions_are_clamped(tiny_run, lens, weights, tokenizer):
     for raw, expected in ((10_000, T - 1), (-5, 0), ("3", 3), (2.0, 2)):
         got = tab_blocks.render(tiny_run, lens, tokenizer, raw)
         want = tab_blocks.render(tiny_run, lens, tokenizer, expected)
-        assert got[1].to_json() == want[1].to_json() and got[4] == want[4]
+        assert got.additions.to_json() == want.additions.to_json() and got.summary == want.summary
     mean = tab_blocks.render(tiny_run, lens, tokenizer, None)
-    assert mean[1].to_json() == tab_blocks.render(tiny_run, lens, tokenizer, tab_blocks.MEAN)[1].to_json()
+    assert mean.additions.to_json() == tab_blocks.render(tiny_run, lens, tokenizer, tab_blocks.MEAN).additions.to_json()
 
 
 def test_without_the_lens_the_tab_says_why(tiny_run, tokenizer):
     why = "the analysis graph is compiling"
-    norms, additions, lens_fig, final, summary = tab_blocks.render(tiny_run, why, tokenizer)
+    views = tab_blocks.render(tiny_run, why, tokenizer)
+    norms, additions, lens_fig, final, summary = views.norms, views.additions, views.lens, views.final, views.summary
     assert lens_fig.layout.annotations[0].text == why and final.layout.annotations[0].text == why
     assert len(norms.data) == 2 and len(additions.data) == 2 and "Residual stream" in summary
     assert "lens_top_ids" not in tab_blocks.tensors(tiny_run, why)
@@ -193,8 +194,9 @@ def test_tensors_for_download(tiny_run, lens):
 
 
 def test_no_run_shows_a_message(lens, tokenizer):
-    *figures, text = tab_blocks.render(None, lens, tokenizer)
-    assert text == NO_RUN and all(fig.layout.annotations[0].text == NO_RUN for fig in figures)
+    views = tab_blocks.render(None, lens, tokenizer)
+    figures = (views.norms, views.additions, views.lens, views.final)
+    assert views.summary == NO_RUN and all(fig.layout.annotations[0].text == NO_RUN for fig in figures)
 
 
 def test_built_tab_refreshes_after_a_run(explorer_service, tiny_run):
@@ -215,7 +217,7 @@ def test_long_texts_lens_the_last_positions(explorer_service, tokenizer, monkeyp
     lens, why = explorer_service.analysis(run, "lens")
     assert lens is not None, why
     assert lens.start == run.n_tokens - 5 and lens.top_ids.shape == (run.config.n_layer, 5)
-    heat = tab_blocks.render(run, lens, tokenizer)[2]
+    heat = tab_blocks.render(run, lens, tokenizer).lens
     assert list(heat.data[0].x) == run.labels[-5:] and "last 5 positions" in heat.layout.title.text
 
 
@@ -236,7 +238,7 @@ def test_the_lens_covers_the_width_asked_for_and_each_width_once(explorer_servic
     np.testing.assert_allclose(wide.top_probs[:, -LENS_DEFAULT_POSITIONS:], narrow.top_probs, rtol=1e-6, atol=1e-7)
     again, _ = explorer_service.analysis(run, "lens", positions=64)
     assert again is wide  # kept with the Run
-    heat = tab_blocks.render(run, narrow, tokenizer)[2]
+    heat = tab_blocks.render(run, narrow, tokenizer).lens
     assert len(heat.data[0].x) == LENS_DEFAULT_POSITIONS and heat.data[0].texttemplate == "%{customdata[4]}"
     # A cell writes its top token as far as it fits (longer ones ran into their neighbours at 24
     # positions); the hover keeps it whole.

@@ -14,11 +14,16 @@ def weights(explorer_service):
     return explorer_service.model.weights
 
 
-def render(run, service, **kwargs):
+def render_with_arrays(run, service, **kwargs):
     nearest, why = service.analysis(run, "nearest")
-    return tab_embed.render(
+    return tab_embed.render_with_arrays(
         run, service.tokenizer, nearest=nearest or why, wpe=service.model.weights["wpe.weight"], **kwargs
     )
+
+
+def render(run, service, **kwargs):
+    views, _ = render_with_arrays(run, service, **kwargs)
+    return views
 
 
 def independent_nearest(wte: np.ndarray, token_id: int, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
@@ -30,7 +35,8 @@ def independent_nearest(wte: np.ndarray, token_id: int, k: int = 10) -> tuple[np
 
 
 def test_heatmaps_show_token_position_and_summed_rows(tiny_run, explorer_service, weights):
-    token_fig, position_fig, sum_fig, *_ = render(tiny_run, explorer_service)
+    views = render(tiny_run, explorer_service)
+    token_fig, position_fig, sum_fig = views.token, views.position, views.sum
     T, E = tiny_run.n_tokens, tiny_run.config.n_embd
     np.testing.assert_array_equal(token_fig.data[0].z, tiny_run.trace["hook_embed"])
     np.testing.assert_array_equal(position_fig.data[0].z, tiny_run.trace["hook_pos_embed"])
@@ -50,7 +56,8 @@ def test_heatmaps_show_token_position_and_summed_rows(tiny_run, explorer_service
 def test_wide_embeddings_show_the_dimensions_with_the_largest_spread(tiny_run, explorer_service, monkeypatch):
     # GPT-2 small's 768 dimensions would not fit a screen; here the tiny model's 64 stand in, 16 shown.
     monkeypatch.setattr(tab_embed, "TOP_SPREAD_DIMS", 16)
-    figures = render(tiny_run, explorer_service)[:3]
+    views = render(tiny_run, explorer_service)
+    figures = (views.token, views.position, views.sum)
     T, E = tiny_run.n_tokens, tiny_run.config.n_embd
     for fig, key in zip(figures, ("hook_embed", "hook_pos_embed", "blocks.0.hook_resid_pre")):
         rows = tiny_run.trace[key]
@@ -71,7 +78,8 @@ def test_long_inputs_average_the_embedding_rows_and_similarity_over_blocks(tiny_
     monkeypatch.setattr("components.plots.MAX_CELLS_PER_AXIS", 5)
     edges = [0, 2, 4, 7, 9, tiny_run.n_tokens]
     blocks = list(zip(edges[:-1], edges[1:]))
-    token_fig, *_, sim_fig, _, arrays = render(tiny_run, explorer_service)
+    views, arrays = render_with_arrays(tiny_run, explorer_service)
+    token_fig, sim_fig = views.token, views.similarity
     rows = tiny_run.trace["hook_embed"].astype(np.float64)
     np.testing.assert_allclose(token_fig.data[0].z, [rows[a:b].mean(axis=0) for a, b in blocks], rtol=1e-6)
     assert len(token_fig.data[0].x) == tiny_run.config.n_embd  # dimensions are chosen, never averaged
@@ -88,7 +96,7 @@ def test_long_inputs_average_the_embedding_rows_and_similarity_over_blocks(tiny_
 
 @pytest.mark.parametrize("leave_out_position_0", [True, False])
 def test_norms_are_the_l2_norms_per_position(tiny_run, explorer_service, leave_out_position_0):
-    norms_fig = render(tiny_run, explorer_service, leave_out_position_0=leave_out_position_0)[3]
+    norms_fig = render(tiny_run, explorer_service, leave_out_position_0=leave_out_position_0).norms
     expected = {
         "token": np.linalg.norm(tiny_run.trace["hook_embed"], axis=1),
         "position": np.linalg.norm(tiny_run.trace["hook_pos_embed"], axis=1),
@@ -106,7 +114,8 @@ def test_norms_are_the_l2_norms_per_position(tiny_run, explorer_service, leave_o
 
 @pytest.mark.parametrize("position", [1, None])
 def test_nearest_tokens_match_an_independent_cosine_search(tiny_run, explorer_service, weights, position):
-    *_, nearest_fig, _, markdown, arrays = render(tiny_run, explorer_service, position=position)
+    views, arrays = render_with_arrays(tiny_run, explorer_service, position=position)
+    nearest_fig = views.nearest
     chosen = tiny_run.n_tokens - 1 if position is None else position
     token_id = tiny_run.token_ids[chosen]
     ids, cosines = independent_nearest(weights["wte.weight"], token_id)
@@ -120,14 +129,14 @@ def test_nearest_tokens_match_an_independent_cosine_search(tiny_run, explorer_se
 
 def test_position_similarity_is_the_cosine_of_wpe_rows(tiny_run, explorer_service, weights):
     T = tiny_run.n_tokens
-    sim_fig = render(tiny_run, explorer_service)[5]
+    sim_fig = render(tiny_run, explorer_service).similarity
     rows = tiny_run.trace["hook_pos_embed"].astype(np.float64)
     unit = rows / np.linalg.norm(rows, axis=1, keepdims=True)
     np.testing.assert_allclose(sim_fig.data[0].z, unit @ unit.T, atol=1e-6)
     assert list(sim_fig.data[0].x) == tiny_run.labels and list(sim_fig.data[0].y) == tiny_run.labels
     assert (sim_fig.data[0].zmin, sim_fig.data[0].zmax) == (-1.0, 1.0)
     # Beyond the input: wpe's own rows.
-    sim_fig = render(tiny_run, explorer_service, n_positions=T + 10)[5]
+    sim_fig = render(tiny_run, explorer_service, n_positions=T + 10).similarity
     rows = weights["wpe.weight"][: T + 10].astype(np.float64)
     unit = rows / np.linalg.norm(rows, axis=1, keepdims=True)
     np.testing.assert_allclose(sim_fig.data[0].z, unit @ unit.T, atol=1e-6)
@@ -136,26 +145,26 @@ def test_position_similarity_is_the_cosine_of_wpe_rows(tiny_run, explorer_servic
 
 def test_out_of_range_controls_are_clamped(tiny_run, explorer_service):
     T = tiny_run.n_tokens
-    *_, nearest_fig, sim_fig, _, arrays = render(tiny_run, explorer_service, position=10_000, n_positions=10**9)
+    views, arrays = render_with_arrays(tiny_run, explorer_service, position=10_000, n_positions=10**9)
+    sim_fig = views.similarity
     assert arrays["nearest_position"] == T - 1
     assert len(sim_fig.data[0].x) == min(tab_embed.MAX_SIMILARITY_POSITIONS, tiny_run.config.n_positions)
-    *_, arrays = render(tiny_run, explorer_service, position=-7, n_positions=-3)
+    _, arrays = render_with_arrays(tiny_run, explorer_service, position=-7, n_positions=-3)
     assert arrays["nearest_position"] == 0 and arrays["position_cosine"].shape == (1, 1)
-    *_, arrays = render(tiny_run, explorer_service, position="not a number", n_positions=float("nan"))
+    _, arrays = render_with_arrays(tiny_run, explorer_service, position="not a number", n_positions=float("nan"))
     assert arrays["nearest_position"] == T - 1 and arrays["position_cosine"].shape == (T, T)
 
 
 def test_without_weights_the_nearest_view_waits_and_the_rest_still_renders(tiny_run, explorer_service):
-    token_fig, *_, nearest_fig, sim_fig, _, arrays = tab_embed.render(
-        tiny_run, explorer_service.tokenizer, n_positions=500
-    )
+    views = tab_embed.render(tiny_run, explorer_service.tokenizer, n_positions=500)
+    token_fig, nearest_fig, sim_fig = views.token, views.nearest, views.similarity
     assert tab_embed.NEEDS_WEIGHTS in nearest_fig.layout.annotations[0].text.replace(
         "<br>", " "
     )  # wrapped to fit a phone
     assert len(sim_fig.data[0].x) == tiny_run.n_tokens  # no wpe beyond the trace without weights
     np.testing.assert_array_equal(token_fig.data[0].z, tiny_run.trace["hook_embed"])
-    figures = tab_embed.render(None, explorer_service.tokenizer)
-    assert len(figures) == 8 and figures[-1] == {}
+    views, arrays = tab_embed.render_with_arrays(None, explorer_service.tokenizer)
+    assert isinstance(views, tab_embed.EmbedViews) and arrays == {}
 
 
 def test_tab_builds_and_its_handlers_export_the_plotted_tensors(tiny_run, explorer_service):
@@ -163,7 +172,7 @@ def test_tab_builds_and_its_handlers_export_the_plotted_tensors(tiny_run, explor
     assert len(view.outputs) == 9
     assert [c.value for c in view.controls] == [True]  # position 0 left out by default
     result = view.render(tiny_run.request, True)
-    assert result[6].startswith(f"**{tiny_run.n_tokens} tokens**")
+    assert result.summary.startswith(f"**{tiny_run.n_tokens} tokens**")
     note, update = view.export(tiny_run.request, None, None)
     with np.load(update["value"]) as saved:
         np.testing.assert_array_equal(saved["hook_embed"], tiny_run.trace["hook_embed"])

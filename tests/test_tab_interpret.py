@@ -35,7 +35,7 @@ def test_logits_tab_explains_the_top_prediction_and_a_logit_difference(
     monkeypatch.setattr(interpret, "TOP_CONTRIBUTORS", 6)
     view = build_view(tab_logits, explorer_service)
     values = view.render(tiny_run.request, "", "", "")
-    bars_fig, grid_fig, summary = values[-3:]
+    bars_fig, grid_fig, summary = values.contributors, values.heads, values.attribution_summary
     top = int(np.argmax(full_logits[-1]))
     # The reference: the attribution on a trace with every position's logits (the Run's has its last only).
     expected = attribution.attribute(tiny_model, tiny_model.trace(tiny_run.token_ids), tiny_run.n_tokens - 1, top)
@@ -64,9 +64,9 @@ def test_logits_attribution_handles_bad_tokens_with_a_message(tiny_run, explorer
     # A target of only spaces is "none given" (the top prediction); an empty encode is a message.
     # Handlers take their inputs, then the view's other controls (here the typed token).
     figures = explain(None, 0, "", "", "")
-    assert "Run" in figures[2]
+    assert "Run" in figures.attribution_summary
     out = explain(tiny_run.request, 10_000, "   ", "", "")
-    assert not out[2].startswith("⚠️")
+    assert not out.attribution_summary.startswith("⚠️")
 
 
 def test_attention_tab_shows_the_detector_scores_and_a_click_opens_the_head(tiny_model, explorer_service):
@@ -74,7 +74,7 @@ def test_attention_tab_shows_the_detector_scores_and_a_click_opens_the_head(tiny
     run = explorer_service.run_ids(explorer_service.tokenizer.decode(ids), ids)
     view, functions, _ = build_with_functions(tab_attention, explorer_service)
     values = view.render(run.request, 0, 0, False)
-    detector_fig, detector_md = values[-2:]
+    detector_fig, detector_md = values.detectors, values.detector_summary
     scores = attribution.head_scores(tiny_model, run.trace, token_ids=ids)
     for trace, name in zip(detector_fig.data, attribution.HEAD_SCORE_NAMES):
         np.testing.assert_allclose(np.asarray(trace.z, dtype=np.float64), scores[name], rtol=1e-6, equal_nan=True)
@@ -83,10 +83,10 @@ def test_attention_tab_shows_the_detector_scores_and_a_click_opens_the_head(tiny
     picked = next(h for h, _ in view.handlers if h.__name__ == "picked")
     # Inputs: the pick, the position, the ablate box, then the view's layer and head controls.
     out = picked(run.request, "1,3,1700000000", None, False, 0, 0)
-    assert out[:2] == (1, 3)
-    assert "layer 1 head 3" in out[2].layout.title.text
+    assert (out.layer, out.head) == (1, 3)
+    assert "layer 1 head 3" in out.pattern.layout.title.text
     nothing = picked(run.request, "not a cell", None, False, 0, 0)  # a stray value changes nothing
-    assert nothing[0] == gr.update() and isinstance(nothing[2], type(gr.skip()))
+    assert nothing.layer == gr.update() and isinstance(nothing.pattern, type(gr.skip()))
 
 
 def test_head_patching_view_shows_the_sweep_and_exports_it(tiny_run, explorer_service, tiny_model):

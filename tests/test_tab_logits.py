@@ -58,7 +58,7 @@ def tokenizer(explorer_service):
 
 @pytest.mark.parametrize("position", [0, 5, None])
 def test_candidates_are_the_sorted_softmax_of_that_positions_logits(tiny_run, tokenizer, position, nxt):
-    fig = tab_logits.render(tiny_run, nxt, tokenizer, position)[0]
+    fig = tab_logits.render(tiny_run, nxt, tokenizer, position).candidates
     p = tiny_run.n_tokens - 1 if position is None else position  # default: the last position
     probs = float64_softmax(nxt.logits[p])
     bar = fig.data[0]
@@ -75,7 +75,7 @@ def test_candidates_are_the_sorted_softmax_of_that_positions_logits(tiny_run, to
 
 
 def test_entropy_per_position_in_bits(tiny_run, tokenizer, nxt):
-    fig = tab_logits.render(tiny_run, nxt, tokenizer, 3)[1]
+    fig = tab_logits.render(tiny_run, nxt, tokenizer, 3).entropy
     entropy, surprise, chosen = fig.data
     probs = float64_softmax(nxt.logits)
     expected = [entropy_bits(row) for row in probs]
@@ -94,7 +94,7 @@ def test_entropy_per_position_in_bits(tiny_run, tokenizer, nxt):
 
 def test_summary_entropy_and_actual_next_token(tiny_run, tokenizer, nxt):
     position = 4
-    summary = tab_logits.render(tiny_run, nxt, tokenizer, position)[2]
+    summary = tab_logits.render(tiny_run, nxt, tokenizer, position).summary
     probs = float64_softmax(nxt.logits[position])
     actual = tiny_run.token_ids[position + 1]
     rank = 1 + int(np.count_nonzero(probs > probs[actual]))
@@ -102,14 +102,14 @@ def test_summary_entropy_and_actual_next_token(tiny_run, tokenizer, nxt):
     assert shown == pytest.approx(entropy_bits(probs), abs=ENTROPY_ATOL)
     assert f"**Entropy: {shown:.3f} bits**" in summary and f"{2.0**shown:,.1f}" in summary
     assert f"(id {actual}) has p = {probs[actual]:.4g}, rank {rank:,} of 50,257" in summary
-    last = tab_logits.render(tiny_run, nxt, tokenizer, None)[2]
+    last = tab_logits.render(tiny_run, nxt, tokenizer, None).summary
     assert "This is the last position" in last
 
 
 @pytest.mark.parametrize("typed", [" the", " mat", "cat", "!"])
 def test_typed_token_rank_and_probability(tiny_run, tokenizer, typed, nxt):
     position = 6
-    text = tab_logits.render(tiny_run, nxt, tokenizer, position, typed)[3]
+    text = tab_logits.render(tiny_run, nxt, tokenizer, position, typed).typed
     token_id = tokenizer.encode(typed)[0]
     probs = float64_softmax(nxt.logits[position])
     rank = 1 + int(np.count_nonzero(probs > probs[token_id]))
@@ -132,7 +132,7 @@ def test_typed_text_of_several_tokens_uses_the_first(tiny_run, tokenizer, nxt):
 
 @pytest.mark.parametrize("typed", ["", None])
 def test_empty_typed_text_shows_a_hint(tiny_run, tokenizer, typed, nxt):
-    assert tab_logits.render(tiny_run, nxt, tokenizer, 2, typed)[3] == tab_logits.TYPED_HINT
+    assert tab_logits.render(tiny_run, nxt, tokenizer, 2, typed).typed == tab_logits.TYPED_HINT
 
 
 def test_out_of_range_positions_are_clamped(tiny_run, tokenizer, nxt):
@@ -140,8 +140,8 @@ def test_out_of_range_positions_are_clamped(tiny_run, tokenizer, nxt):
     for raw, expected in ((10_000, T - 1), (-3, 0), ("2", 2), (None, T - 1), ("junk", T - 1)):
         got = tab_logits.render(tiny_run, nxt, tokenizer, raw, " the")
         want = tab_logits.render(tiny_run, nxt, tokenizer, expected, " the")
-        assert got[0].to_json() == want[0].to_json()
-        assert got[2:] == want[2:]
+        assert got.candidates.to_json() == want.candidates.to_json()
+        assert (got.summary, got.typed) == (want.summary, want.typed)
 
 
 def test_tensors_for_download(tiny_run, nxt):
@@ -153,8 +153,8 @@ def test_tensors_for_download(tiny_run, nxt):
 
 
 def test_no_run_shows_a_message(tokenizer):
-    candidates, entropy, summary, typed = tab_logits.render(None, "", tokenizer, 0, " the")
-    assert summary == NO_RUN and candidates.layout.annotations[0].text == NO_RUN
+    views = tab_logits.render(None, "", tokenizer, 0, " the")
+    assert views.summary == NO_RUN and views.candidates.layout.annotations[0].text == NO_RUN
     assert tab_logits.typed_markdown(None, NO_RUN, tokenizer, 0, " the") == NO_RUN
 
 

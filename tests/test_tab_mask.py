@@ -34,9 +34,9 @@ def test_the_predictions_logits_are_the_trace_graphs_mask_on_and_off(
 
 
 def test_mask_scores_and_pattern_come_from_the_chosen_layer_and_head(tiny_run, explorer_service):
-    mask_fig, raw_fig, masked_fig, pattern_fig, _, markdown, arrays = tab_mask.render(
-        tiny_run, token_text(explorer_service), 1, 2
-    )
+    views, arrays = tab_mask.render_with_arrays(tiny_run, token_text(explorer_service), 1, 2)
+    mask_fig, raw_fig, masked_fig, pattern_fig = views.mask, views.raw, views.masked, views.pattern
+    markdown = views.text
     T = tiny_run.n_tokens
     scores = tiny_run.trace["blocks.1.attn.hook_attn_scores"][2]
     # The mask: 1 on and below the diagonal (allowed), 0 above (blocked).
@@ -69,13 +69,14 @@ def test_mask_scores_and_pattern_come_from_the_chosen_layer_and_head(tiny_run, e
 def test_raw_scores_equal_the_mask_off_runs_scores_in_layer_0(tiny_run, explorer_service, unmasked):
     # In layer 0 queries and keys do not depend on the mask, so a mask-off run's scores are the raw ones.
     for head in range(tiny_run.config.n_head):
-        raw_fig = tab_mask.render(tiny_run, token_text(explorer_service), 0, head)[1]
+        raw_fig = tab_mask.render(tiny_run, token_text(explorer_service), 0, head).raw
         np.testing.assert_allclose(raw_fig.data[0].z, unmasked.trace["blocks.0.attn.hook_attn_scores"][head], atol=1e-5)
 
 
 def test_predictions_with_the_mask_on(tiny_run, explorer_service):
     logits = next_logits(explorer_service, tiny_run)
-    fig, markdown = tab_mask.render(tiny_run, token_text(explorer_service), 0, 0, logits=logits)[4:6]
+    views = tab_mask.render(tiny_run, token_text(explorer_service), 0, 0, logits=logits)
+    fig, markdown = views.predictions, views.text
     probs = softmax(logits)
     assert len(fig.data) == 1 and list(fig.data[0].x) == tiny_run.labels
     np.testing.assert_allclose(fig.data[0].y, probs.max(axis=1), rtol=1e-6)
@@ -85,7 +86,7 @@ def test_predictions_with_the_mask_on(tiny_run, explorer_service):
 
 
 def test_mask_off_shows_the_unmasked_run_and_both_predictions(tiny_run, explorer_service, unmasked):
-    mask_fig, raw_fig, masked_fig, pattern_fig, fig, markdown, arrays = tab_mask.render(
+    views, arrays = tab_mask.render_with_arrays(
         tiny_run,
         token_text(explorer_service),
         1,
@@ -95,6 +96,8 @@ def test_mask_off_shows_the_unmasked_run_and_both_predictions(tiny_run, explorer
         logits=next_logits(explorer_service, tiny_run),
         unmasked_logits=next_logits(explorer_service, unmasked),
     )
+    mask_fig, raw_fig, masked_fig, pattern_fig = views.mask, views.raw, views.masked, views.pattern
+    fig, markdown = views.predictions, views.text
     T = tiny_run.n_tokens
     np.testing.assert_array_equal(mask_fig.data[0].z, np.ones((T, T)))
     np.testing.assert_array_equal(pattern_fig.data[0].z, unmasked.trace["blocks.1.attn.hook_pattern"][3])
@@ -132,7 +135,8 @@ def test_beyond_a_screenful_the_heatmaps_average_blocks_of_positions(tiny_run, e
     T = tiny_run.n_tokens
     edges = [0, 1, 3, 6, 9, T]
     assert T == 12
-    mask_fig, raw_fig, masked_fig, pattern_fig = tab_mask.render(tiny_run, token_text(explorer_service), 1, 2)[:4]
+    views = tab_mask.render(tiny_run, token_text(explorer_service), 1, 2)
+    mask_fig, raw_fig, masked_fig, pattern_fig = views.mask, views.raw, views.masked, views.pattern
     scores = tiny_run.trace["blocks.1.attn.hook_attn_scores"][2]
     # A binned mask cell is the fraction of its (query, key) pairs allowed: 1 below the diagonal,
     # 0 above it, in between on it (3 of the 4 pairs of block 1-2 x 1-2).
@@ -166,28 +170,28 @@ def test_beyond_a_screenful_the_heatmaps_average_blocks_of_positions(tiny_run, e
 
 
 def test_predictions_without_their_logits_say_why(tiny_run, explorer_service):
-    fig, markdown = tab_mask.render(
-        tiny_run, token_text(explorer_service), 0, 0, logits="the analysis graph is compiling"
-    )[4:6]
+    views = tab_mask.render(tiny_run, token_text(explorer_service), 0, 0, logits="the analysis graph is compiling")
+    fig, markdown = views.predictions, views.text
     assert fig.layout.annotations[0].text == "the analysis graph is compiling"
     assert "the analysis graph is compiling" in markdown
 
 
 def test_mask_off_without_a_live_model_says_so(tiny_run, explorer_service):
-    mask_fig, *_, markdown, arrays = tab_mask.render(tiny_run, token_text(explorer_service), 0, 0, True, None)
+    views, arrays = tab_mask.render_with_arrays(tiny_run, token_text(explorer_service), 0, 0, True, None)
+    mask_fig, markdown = views.mask, views.text
     assert tab_mask.NEEDS_MODEL in markdown
     assert not arrays["mask_off"] and mask_fig.data[0].z[0, 1] == 0
 
 
 def test_out_of_range_layer_and_head_are_clamped(tiny_run, explorer_service):
     L = tiny_run.config.n_layer
-    *_, arrays = tab_mask.render(tiny_run, token_text(explorer_service), 99, -4)
+    _, arrays = tab_mask.render_with_arrays(tiny_run, token_text(explorer_service), 99, -4)
     assert (arrays["layer"], arrays["head"]) == (L - 1, 0)
     np.testing.assert_array_equal(arrays["pattern"], tiny_run.trace[f"blocks.{L - 1}.attn.hook_pattern"][0])
-    *_, arrays = tab_mask.render(tiny_run, token_text(explorer_service), None, "x")
+    _, arrays = tab_mask.render_with_arrays(tiny_run, token_text(explorer_service), None, "x")
     assert (arrays["layer"], arrays["head"]) == (0, 0)
-    figures = tab_mask.render(None, token_text(explorer_service))
-    assert len(figures) == 7
+    views = tab_mask.render(None, token_text(explorer_service))
+    assert isinstance(views, tab_mask.MaskViews)
 
 
 def test_tab_builds_and_its_handlers_clamp_and_export(tiny_run, explorer_service, unmasked):
@@ -195,8 +199,8 @@ def test_tab_builds_and_its_handlers_clamp_and_export(tiny_run, explorer_service
     assert len(view.controls) == 4 and len(view.outputs) == 8
     assert view.controls[-1].value is True  # position 0 left out of the score scale by default
     result = view.render(tiny_run.request, 50, 50, True, True)
-    assert not result[5].startswith("⚠️")
-    assert result[-2]["value"] == tiny_run.config.n_layer - 1 and result[-1]["value"] == tiny_run.config.n_head - 1
+    assert not result.text.startswith("⚠️")
+    assert result.layer["value"] == tiny_run.config.n_layer - 1 and result.head["value"] == tiny_run.config.n_head - 1
     note, update = view.export(tiny_run.request, 50, 50, True, True)
     with np.load(update["value"]) as saved:
         assert saved["mask_off"] and saved["layer"] == 1 and saved["head"] == 3

@@ -17,7 +17,7 @@ def pre_post(run, layer):
 
 @pytest.mark.parametrize("layer", [0, 1])
 def test_overlay_points_are_this_layers_activations_and_lie_on_the_curve(tiny_run, layer):
-    gelu_fig = tab_mlp.render(tiny_run, layer)[0]
+    gelu_fig = tab_mlp.render(tiny_run, layer).gelu
     curve, points = gelu_fig.data
     pre, post = pre_post(tiny_run, layer)
     where = np.asarray(points.customdata).astype(int)
@@ -67,7 +67,7 @@ def test_small_inputs_show_every_point():
 
 @pytest.mark.parametrize("layer", [0, 1])
 def test_neuron_heatmap_shows_the_top_neurons_by_max_abs_activation(tiny_run, layer):
-    heat = tab_mlp.render(tiny_run, layer)[1]
+    heat = tab_mlp.render(tiny_run, layer).heatmap
     _, post = pre_post(tiny_run, layer)
     trace = heat.data[0]
     score = np.abs(post).max(axis=0)
@@ -87,7 +87,7 @@ def test_neuron_heatmap_shows_the_top_neurons_by_max_abs_activation(tiny_run, la
 
 def test_neuron_heatmap_beyond_a_screenful_averages_blocks_of_positions(tiny_run, monkeypatch):
     monkeypatch.setattr("components.plots.MAX_CELLS_PER_AXIS", 5)
-    trace = tab_mlp.render(tiny_run, 1)[1].data[0]
+    trace = tab_mlp.render(tiny_run, 1).heatmap.data[0]
     _, post = pre_post(tiny_run, 1)
     top = np.argsort(-np.abs(post).max(axis=0), kind="stable")[:40]
     edges = [0, 2, 4, 7, 9, tiny_run.n_tokens]  # 12 positions in 5 blocks; the 40 neurons all stay
@@ -100,7 +100,7 @@ def test_neuron_heatmap_beyond_a_screenful_averages_blocks_of_positions(tiny_run
 
 @pytest.mark.parametrize("position", [0, 7, None])
 def test_position_bars_are_the_largest_activations_sorted(tiny_run, position):
-    bars_fig = tab_mlp.render(tiny_run, 1, position)[2]
+    bars_fig = tab_mlp.render(tiny_run, 1, position).bars
     _, post = pre_post(tiny_run, 1)
     p = tiny_run.n_tokens - 1 if position is None else position  # default: the last token
     bar = bars_fig.data[0]
@@ -120,10 +120,10 @@ def test_out_of_range_controls_are_clamped(tiny_run):
     bottom = tab_mlp.render(tiny_run, 0, 0)
     junk = tab_mlp.render(tiny_run, "not a layer", float("nan"))  # -> layer 0, last position
     for got, want in ((high, top), (low, bottom)):
-        for g, w in zip(got[:3], want[:3]):
-            assert g.to_json() == w.to_json()
-        assert got[3] == want[3]
-    assert junk[2].to_json() == tab_mlp.render(tiny_run, 0, T - 1)[2].to_json()
+        for name in ("gelu", "heatmap", "bars"):
+            assert getattr(got, name).to_json() == getattr(want, name).to_json()
+        assert got.summary == want.summary
+    assert junk.bars.to_json() == tab_mlp.render(tiny_run, 0, T - 1).bars.to_json()
 
 
 def test_tensors_for_download_match_the_plots(tiny_run):
@@ -136,15 +136,16 @@ def test_tensors_for_download_match_the_plots(tiny_run):
 
 
 def test_summary_names_layer_and_strongest_neuron(tiny_run):
-    summary = tab_mlp.render(tiny_run, 0)[3]
+    summary = tab_mlp.render(tiny_run, 0).summary
     _, post = pre_post(tiny_run, 0)
     position, neuron = np.unravel_index(int(np.argmax(post)), post.shape)
     assert "Block 0" in summary and f"neuron **{neuron}**" in summary and tiny_run.labels[position] in summary
 
 
 def test_no_run_shows_a_message():
-    *figures, text = tab_mlp.render(None, 0, 0)
-    assert text == NO_RUN
+    views = tab_mlp.render(None, 0, 0)
+    figures = (views.gelu, views.heatmap, views.bars)
+    assert views.summary == NO_RUN
     assert all(fig.layout.annotations[0].text == NO_RUN for fig in figures)
 
 

@@ -117,11 +117,12 @@ def test_seeded_stream_repeats_and_the_preview_is_its_first_step(explorer_servic
     first = [s.step.token_id for s in list(tab_sample.stream_views(*args))[-1][4]["shown"]]
     again = [s.step.token_id for s in list(tab_sample.stream_views(*args))[-1][4]["shown"]]
     assert first == again
-    message, fig, _ = tab_sample.render_preview(tiny_run, explorer_service.tokenizer, 1.3, 0, 1.0, 21)
+    preview = tab_sample.render_preview(tiny_run, explorer_service.tokenizer, 1.3, 0, 1.0, 21)
+    fig = preview.distribution
     chosen = [label for label in fig.data[0].y if label.startswith("▶")]
     assert explorer_service.tokenizer.token(first[0]).display in chosen[0]
     assert all(math.isfinite(x) for trace in fig.data for x in trace.x)  # the drawn token's bars too
-    assert "seed 21" in message
+    assert "seed 21" in preview.status
 
 
 def test_step_selection_clamps_and_marks_the_selected_token(explorer_service, tiny_run):
@@ -179,9 +180,10 @@ def test_sample_n_figure_sums_to_n_and_first_draw_matches_choose(tiny_model, tin
 def test_sample_n_is_capped_and_the_same_seed_repeats(explorer_service, tiny_run):
     tokenizer = explorer_service.tokenizer
     cap = explorer_service.settings.max_sample_draws
-    fig, note = tab_sample.render_samples(tiny_run, tokenizer, explorer_service.settings, 1.0, 0, 1.0, 4, 10**9)
-    assert sum(fig.data[0].x) == cap and f"{cap} draws" in note
-    again, _ = tab_sample.render_samples(tiny_run, tokenizer, explorer_service.settings, 1.0, 0, 1.0, 4, 10**9)
+    samples = tab_sample.render_samples(tiny_run, tokenizer, explorer_service.settings, 1.0, 0, 1.0, 4, 10**9)
+    fig = samples.histogram
+    assert sum(fig.data[0].x) == cap and f"{cap} draws" in samples.histogram_note
+    again = tab_sample.render_samples(tiny_run, tokenizer, explorer_service.settings, 1.0, 0, 1.0, 4, 10**9).histogram
     assert fig.to_dict() == again.to_dict()
 
 
@@ -233,10 +235,9 @@ def test_max_new_tokens_is_capped(explorer_service, tiny_run):
 
 def test_without_a_run_every_view_says_so(explorer_service):
     tokenizer = explorer_service.tokenizer
-    message, fig, _ = tab_sample.render_preview(None, tokenizer, 1.0, 0, 1.0, 0)
-    assert message == NO_RUN
-    fig, note = tab_sample.render_samples(None, tokenizer, explorer_service.settings, 1.0, 0, 1.0, 0, 10)
-    assert note == NO_RUN
+    assert tab_sample.render_preview(None, tokenizer, 1.0, 0, 1.0, 0).status == NO_RUN
+    samples = tab_sample.render_samples(None, tokenizer, explorer_service.settings, 1.0, 0, 1.0, 0, 10)
+    assert samples.histogram_note == NO_RUN
     ((status, *_),) = list(tab_sample.stream_views(explorer_service, None, 1.0, 0, 1.0, 0, 5))
     assert status == NO_RUN
 

@@ -14,7 +14,8 @@ from gpt2_max.tokenizer import Tokenizer
 
 
 def test_token_grid_shows_every_token_with_its_id_in_reading_order(tiny_run, explorer_service):
-    grid, _, counts, _, chunks = tab_tokenize.render(tiny_run, explorer_service.tokenizer)
+    views, chunks = tab_tokenize.render_with_chunks(tiny_run, explorer_service.tokenizer)
+    grid, counts = views.grid, views.counts
     cells = [t for row in grid.data[0].text for t in row if t]
     assert cells == [f"{t.display}<br>{t.id}" for t in tiny_run.tokens]
     hovers = [h for row in grid.data[0].customdata for h in row if h]
@@ -28,7 +29,8 @@ def test_merge_replay_of_a_chosen_chunk_ends_at_its_tokens(tiny_run, explorer_se
     tokenizer = explorer_service.tokenizer
     chunks = tokenizer.pretokenize(tiny_run.text)
     index = chunks.index(" cat")
-    _, merges, _, table, _ = tab_tokenize.render(tiny_run, tokenizer, index)
+    views = tab_tokenize.render(tiny_run, tokenizer, index)
+    merges, table = views.merges, views.table
     rows = merges.data[0].text
     final = [cell for cell in rows[-1] if cell]
     assert final == [f"␣cat<br>{tokenizer.encode(' cat')[0]}"]
@@ -42,7 +44,8 @@ def test_the_merge_table_writes_bytes_as_the_chart_does(explorer_service):
     run = explorer_service.run("café")
     tokenizer = explorer_service.tokenizer
     chunks = tokenizer.pretokenize(run.text)
-    _, merges, _, table, _ = tab_tokenize.render(run, tokenizer, len(chunks) - 1)
+    views = tab_tokenize.render(run, tokenizer, len(chunks) - 1)
+    merges, table = views.merges, views.table
     chart_parts = [cell.split("<br>")[0] for cell in merges.data[0].text[0] if cell]
     assert "&lt;0xC3&gt;" in chart_parts and "&lt;0xA9&gt;" in chart_parts
     bytes_row = next(line for line in table.splitlines() if line.startswith("| bytes |"))
@@ -59,10 +62,10 @@ def test_token_cells_are_tall_enough_for_their_two_lines(tiny_run):
 
 
 def test_out_of_range_chunk_is_clamped_and_no_run_says_what_to_do(tiny_run, explorer_service):
-    figures = tab_tokenize.render(tiny_run, explorer_service.tokenizer, 10_000)
-    assert figures[1].data  # the last chunk, not a crash
+    views = tab_tokenize.render(tiny_run, explorer_service.tokenizer, 10_000)
+    assert views.merges.data  # the last chunk, not a crash
     empty = tab_tokenize.render(None, explorer_service.tokenizer)
-    assert empty[2] == NO_RUN and empty[0].layout.annotations[0].text == NO_RUN
+    assert empty.counts == NO_RUN and empty.grid.layout.annotations[0].text == NO_RUN
 
 
 def test_built_tab_exports_the_token_ids(explorer_service, tiny_run):
@@ -74,7 +77,7 @@ def test_built_tab_exports_the_token_ids(explorer_service, tiny_run):
 def test_partial_utf8_and_special_tokens_survive_plotly_markup(explorer_service):
     """Plotly reads '<...>' in labels as markup; token text like '<0xF0>' must be escaped."""
     run = explorer_service.run("🤗 <|endoftext|>")
-    grid = tab_tokenize.render(run, explorer_service.tokenizer)[0]
+    grid = tab_tokenize.render(run, explorer_service.tokenizer).grid
     cells = [t for row in grid.data[0].text for t in row if t]
     assert any(c.startswith("&lt;0xF0&gt;") for c in cells), cells
     assert "<0x" not in "".join(cells).replace("<br>", "")
@@ -93,7 +96,7 @@ def test_the_merges_table_holds_pipes_and_backticks(explorer_service):
     go through the one Markdown escaping helper, so every row keeps its 4 columns."""
     run = explorer_service.run("|`|``| `a|b` ** [x](y) <b>")
     for index in range(len(explorer_service.tokenizer.pretokenize(run.text))):
-        table = tab_tokenize.render(run, explorer_service.tokenizer, index)[3]
+        table = tab_tokenize.render(run, explorer_service.tokenizer, index).table
         rows = [line for line in table.splitlines() if line.startswith("|")]
         assert len(rows) >= 3 and all(unescaped_pipes(row) == 5 for row in rows), table
         body = "\n".join(rows)
@@ -116,7 +119,8 @@ def test_a_long_chunk_replays_its_first_and_last_steps_within_bounds(character):
     run = SimpleNamespace(text=text, n_tokens=len(ids), tokens=tokenizer.tokens(ids), notice="")
     bound = Settings.max_replay_bytes
     started = time.perf_counter()
-    grid, merges, counts, table, chunks = tab_tokenize.render(run, tokenizer, 0, bound)
+    views, chunks = tab_tokenize.render_with_chunks(run, tokenizer, 0, bound)
+    grid, merges, counts, table = views.grid, views.merges, views.counts, views.table
     seconds = time.perf_counter() - started
     size = len(figure_json(grid)) + len(figure_json(merges)) + len(counts) + len(table)
     replay = tokenizer.merge_replay(chunks[0])

@@ -42,7 +42,9 @@ def test_a_run_renders_the_visible_tab_only(ui, tiny_run):
         chunk = values[at : at + len(view.outputs) + 1]
         at += len(view.outputs) + 1
         if view.tab_id == "attention":
-            assert chunk[-1] == view.key(request, defaults(view)) and not any(is_skip(v) for v in chunk[:4])
+            drawn = type(view.outputs)._make(chunk[:-1])
+            assert chunk[-1] == view.key(request, defaults(view))
+            assert not any(is_skip(v) for v in (drawn.pattern, drawn.grid, drawn.qkv, drawn.ablation))
         else:
             assert all(is_skip(v) for v in chunk), view.tab_id  # nothing computed, nothing sent
     assert at == len(values)
@@ -69,22 +71,23 @@ def test_a_control_rerenders_its_figures_and_reopening_computes_nothing(ui, tiny
     view = ui.views["blocks"]
     request = tiny_run.request
     width = LENS_DEFAULT_POSITIONS
-    key = view.open(request, None, True, width)[-1]
+    key = view.open(request, None, True, width)[-1]  # (tab id, *outputs, key)
     (handler, inputs), (widen, _) = view.handlers  # the position and the position-0 switch: one handler; the lens width
     position_figures = handler(request, 3, True, width)
-    assert len(position_figures) == 4 and position_figures[-1] == key  # norms, additions, summary, key
+    assert position_figures._fields == ("norms", "additions", "summary", "rendered_key")
+    assert position_figures.rendered_key == key
     assert view.renders == 1
-    view.open(request, position_figures[-1], True, width)
+    view.open(request, position_figures.rendered_key, True, width)
     assert view.renders == 1
     switched = handler(request, 3, False, width)  # the switch redraws the same figures, under a new key
-    assert switched[-1] == view.key(request, [False, width]) != key
-    view.open(request, switched[-1], False, width)
+    assert switched.rendered_key == view.key(request, [False, width]) != key
+    view.open(request, switched.rendered_key, False, width)
     assert view.renders == 1
-    widened = widen(
-        request, 64, False
-    )  # inputs: state, width, then the view's other control; the lens heatmap and the final-prediction line, under a new key
-    assert len(widened) == 3 and widened[-1] == view.key(request, [False, 64]) not in (key, switched[-1])
-    view.open(request, widened[-1], False, 64)
+    # Inputs: state, width, then the view's other control; the lens heatmap and the final-prediction line, under a new key.
+    widened = widen(request, 64, False)
+    assert widened._fields == ("lens", "final", "rendered_key")
+    assert widened.rendered_key == view.key(request, [False, 64]) not in (key, switched.rendered_key)
+    view.open(request, widened.rendered_key, False, 64)
     assert view.renders == 1
 
 
@@ -246,7 +249,10 @@ def test_a_run_pressed_while_the_model_loads_shows_its_tokens_and_is_traced_when
     service.adopt(tiny_model)
     live, note = trace_pending(request)
     assert live["source"] == "live" and live["token_ids"] == request["token_ids"] and note.startswith("**Live** trace")
-    assert "layer 0 head 0" in attention.open(live, None, *defaults(attention))[1].layout.title.text
+    opened = type(attention.outputs)._make(
+        attention.open(live, None, *defaults(attention))[1:-1]
+    )  # (tab id, *outputs, key)
+    assert "layer 0 head 0" in opened.pattern.layout.title.text
 
 
 def test_the_status_poll_reports_readiness_so_waiting_views_redraw(loading_service, tiny_model):
