@@ -15,10 +15,9 @@ import os
 
 os.environ.setdefault("MODULAR_TELEMETRY_ENABLED", "0")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-# Gradio's queue rebuilds a pandas summary of its last 10,000 events after every event, for a
-# monitoring page this app does not show: ~4 ms of Python per event in a class's first
-# minute (py-spy: 4% of the server's Python while 30 students worked), and more as the log
-# grows. Once per 1,000 events, over the last 1,000.
+# Gradio's queue rebuilds a pandas summary of its recent events after every event, for a
+# monitoring page this app does not show, at a cost that grows with the log: once per 1,000
+# events, over the last 1,000 (docs/performance.md, "Measurements behind the constants").
 os.environ.setdefault("GRADIO_ANALYTICS_CACHE_FREQUENCY", "1000")
 os.environ.setdefault("GRADIO_ANALYTICS_MAX_EVENTS", "1000")
 

@@ -79,10 +79,10 @@ class ExplorerBlocks(gr.Blocks):
     and figures as ``plots.figure_json`` writes them (gr.Plot would call their slower to_json).
 
     Gradio 6 treats ``gr.skip()`` as a property update: for each such output it constructs a new
-    component from the old one's arguments and recomputes its config, ~0.8 ms apiece (measured:
-    48 ms for the 58 skipped outputs of one ``render_visible``, the event every Run ends with,
-    and run 30 times when a class presses Run). An update with no properties changes nothing,
-    so those outputs go to the browser as the same empty update, and Gradio postprocesses the rest.
+    component from the old one's arguments and recomputes its config, which adds up on
+    ``render_visible`` (every tab's outputs, the event every Run ends with, 30 times when a class
+    presses Run). An update with no properties changes nothing, so those outputs go to the browser
+    as the same empty update, and Gradio postprocesses the rest.
     """
 
     def __init__(self, *args, settings: Settings | None = None, **kwargs) -> None:

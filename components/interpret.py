@@ -183,7 +183,7 @@ DETECTOR_NAMES = {"previous_token": "previous token", "duplicate_token": "duplic
 def detector_grid() -> dict:
     """The layout make_subplots gives 1 x 3 panels titled by DETECTOR_NAMES (axis domains and
     anchors, the titles as annotations), made once: make_subplots and the per-axis updates after
-    it were most of a detector figure's ~40 ms, paid at every Attention open."""
+    it were most of a detector figure's cost, paid at every Attention open."""
     grid = make_subplots(rows=1, cols=3, subplot_titles=list(DETECTOR_NAMES.values()), horizontal_spacing=0.06)
     skeleton = grid.layout.to_plotly_json()
     skeleton.pop("template", None)

@@ -32,7 +32,7 @@ import plotly.graph_objects as go
 import plotly.io as pio
 from _plotly_utils.utils import is_skipped_key, to_typed_array_spec
 
-# Set once: naming the template on every figure costs ~40 ms per figure.
+# Set once: naming the template on every figure costs more than drawing most of them.
 pio.templates.default = "plotly_white"
 
 SEQUENTIAL = "Viridis"
@@ -392,9 +392,9 @@ def figure(
     data: Sequence[dict], title: str, height: int = DEFAULT_HEIGHT, notes: Sequence[str] = (), **extra
 ) -> go.Figure:
     """A figure made in one validated construction from trace dicts (each with its ``type``) and
-    ``layout_properties``: 4x faster than adding traces and then calling update_layout and
-    update_xaxes one at a time (3.0 against 12.3 ms for the Sample tab's step chart here, the
-    same JSON), which matters where a class's 30 generations each redraw a chart every second."""
+    ``layout_properties``: several times faster than adding traces and then calling update_layout
+    and update_xaxes one at a time (the same JSON), which matters where a class's 30 generations
+    each redraw a chart every second."""
     return go.Figure(data=list(data), layout=layout_properties(title, height, notes, **extra))
 
 

@@ -86,10 +86,10 @@ class Run:
 
 ANALYSES_AT_ONCE = 2
 # The longest a view or a generation step waits for Runs being traced (ExplorerService.yield_to_runs):
-# about what a class's 30 Runs take together on GPT-2 small here.
+# about what a class's 30 Runs take together on GPT-2 small.
 RUNS_FIRST_MAX_WAIT_S = 10.0
-# A Run that finds the engine free waits this long for Runs pressed with it (a class at once),
-# against a 64-token trace's ~0.15 s on GPT-2 small here.
+# A Run that finds the engine free waits this long for Runs pressed with it (a class at once):
+# a small fraction of one trace, so a lone Run hardly notices it.
 RUN_GATHER_S = 0.02
 
 
@@ -647,12 +647,12 @@ NEEDS_LIVE_MODEL = Reason(
     "Needs the live model: press Run again once it is ready",
 )
 # The logit lens covers at most this many positions (the last ones): a screenful of columns,
-# and its cost (L x T rows through the [E, V] unembedding: 1.5 s at 128 positions of GPT-2
-# small on 2 cores, measured; 3 s at 256) stays within what a tab may take to open.
+# and its cost (L x T rows through the [E, V] unembedding, linear in T) stays within what a
+# tab may take to open.
 LENS_MAX_POSITIONS = MAX_CELLS_PER_AXIS
 # What the Blocks tab asks for first: the last 24 positions, as many as the heatmap can write
-# each cell's top token in (tab_blocks.LENS_TEXT_MAX_POSITIONS). It costs what it shows: 0.3 s
-# on GPT-2 small here, against 0.7 s for 64 positions, and a class of 30 opens it 30 times.
+# each cell's top token in (tab_blocks.LENS_TEXT_MAX_POSITIONS). It costs what it shows, and a
+# class of 30 opens it 30 times.
 LENS_DEFAULT_POSITIONS = 24
 
 

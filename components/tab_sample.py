@@ -321,8 +321,8 @@ STREAM_UPDATE_INTERVAL_S = 0.25
 STREAM_FIGURE_INTERVAL_S = 1.0
 # ...and, while several generations stream at once, the server sends at most about this many
 # updates and charts a second between them all: each update is an event-loop turn and a message
-# to parse, and 30 streams at 4 updates a second took as long again as their decode steps here
-# (30 x 20 tokens: 5.3 s in threads alone, 10 s through the app).
+# to parse, and a class's 30 streams at 4 updates a second each cost as much again as their
+# decode steps.
 STREAM_UPDATES_PER_S = 40
 STREAM_FIGURES_PER_S = 10
 

@@ -63,11 +63,10 @@ ANALYSIS_CHUNK_ROWS = 320
 # wasted off-diagonal scores ~10% of the FLOPs). A longer single request runs alone.
 PACK_ROWS = 256
 # Generation steps per decode execution: a step reads all the weights (~500 MB for GPT-2 small)
-# whatever B is, so B sessions' steps cost far less than B steps (measured here with 84 cached
-# positions each, the caches packed into kept buffers: 31 ms for one, 75 ms for 16, 127 ms for
-# 30). 32 lets a class of 30 step together: while the logit lens of Blocks tabs
-# being opened goes first (ANALYSIS_PRIORITY), every generation still gets a token per lens,
-# where with batches of 16 each got one every other lens.
+# whatever B is, so B sessions' steps cost far less than B steps. 32 lets a class of 30 step
+# together: while the logit lens of Blocks tabs being opened goes first (ANALYSIS_PRIORITY),
+# every generation still gets a token per lens, where with batches of 16 each got one every
+# other lens.
 DECODE_MAX_BATCH = 32
 # Decode executions of at most this many rows unembed through wte as stored, larger ones through
 # its transposed copy (see GPT2DecodeStep): MAX's faster layout for each (benchmarks/layouts.py).
@@ -78,9 +77,8 @@ DECODE_NARROW_ROWS = 4
 DECODE_PACK_MAX_BYTES = 256 * 2**20
 # A decode execution pads its caches to the longest one (see GPT2DecodeStep), at most this many
 # positions in all, else the longest go first in an execution of their own: a padded position
-# costs about what a cached one does, ~13 us of copying and attention for GPT-2 small (30 caches
-# of 20 and of 84 positions: 102 and 127 ms a step), so 2048 of them about a lone step's 27 ms,
-# which an execution more adds by reading all the weights again.
+# costs about what a cached one does, and this many of them cost about what one execution more
+# adds by reading all the weights again.
 DECODE_MAX_PADDING = 2048
 # While steps are shared, the runner waits at most this long for the other sessions' next steps
 # (their sampling and drawing between steps, under one GIL), less once the last batch's
@@ -89,16 +87,15 @@ DECODE_MAX_PADDING = 2048
 DECODE_GATHER_S = 0.005
 # Which execution goes next when several wait for the CPU (lower first): a trace (a Run, whose
 # first view a student waits for), then an analysis chunk (a tab being opened, e.g. the lens:
-# at most ANALYSIS_CHUNK_ROWS rows, ~0.25 s), then a decode step (one token of a streaming
+# at most ANALYSIS_CHUNK_ROWS rows), then a decode step (one token of a streaming
 # generation: while a class generates there is nearly always one waiting, and a lens behind
 # them would wait until the class stopped).
 TRACE_PRIORITY, ANALYSIS_PRIORITY, DECODE_PRIORITY = 0, 1, 2
 # ...except that a decode step that has waited this long goes before analysis chunks: with two
 # analyses queued (components.run.ANALYSES_AT_ONCE), a class's lenses would otherwise run two per
-# decode step, and the generations pressed first wait for every Blocks tab being opened. About a
-# lens under a class's load (0.11 s alone, 0.15-0.3 s then): measured with 30 students (Blocks
-# p95, Generate p95), 0.12 s gave 9.3 and 7.9 s, 0.14 s 9.0-9.2 and 8.3-8.4 s, 0.16 s 7.7-8.6 and
-# 8.8-9.2 s (0.2 s, in an earlier form of the engine: mostly two lenses per step, Generate 10.1 s+).
+# decode step, and the generations pressed first wait for every Blocks tab being opened. About
+# one lens under a class's load: the classroom benchmark's Blocks and Generate p95 at a few
+# values of it chose this one (docs/performance.md, "Measurements behind the constants").
 DECODE_MAX_WAIT_S = 0.16
 # Trace keys shaped [H, T, T] (the others have tokens first).
 SQUARE_KEYS = ("attn.hook_attn_scores", "attn.hook_pattern")

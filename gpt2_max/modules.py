@@ -442,8 +442,8 @@ class GPT2Analysis(Module):
 
     Parameters: ``ln_f`` (the array the other graphs use), ``wte_t``, a transposed copy of wte,
     [E, V], and ``wte_norms`` [V]: ``x @ wte_t`` is MAX's fastest [N, E] x [E, V] product on
-    this CPU, and its [N, V] result needs no transpose (measured at 288 rows of GPT-2 small with
-    the max and argmax: 104 ms, against 202 ms for wte @ x^T transposed back). N, P and M are
+    this CPU, and its [N, V] result needs no transpose (about half the time of wte @ x^T
+    transposed back: benchmarks/layouts.py). N, P and M are
     symbolic, so one compiled graph serves the logit lens (N = L x T rows), the next-token view
     (N = P = T) and the nearest-token search (M = T). Every top-k goes through
     ``vocabulary_top_k`` (MAX's own top_k over 50,257 values costs ~8x the product). The lens

@@ -97,13 +97,22 @@ def main() -> None:
         )
     stage_lines = []
     for number, stage in enumerate(stages, start=1):
-        copy_share = settings["copy_share"] if stage["copy_share"] is None else stage["copy_share"]
-        triples_share = settings["triples_share"] if stage["triples_share"] is None else stage["triples_share"]
-        end = f"until step {stage['ended_at_step']}" if stage["ended_at_step"] is not None else "to the end"
-        window = settings["context"] if stage["copy_share"] is None else settings["stage_context"]
+        copy_share, triples_share = stage["copy_share"], stage["triples_share"]
+        if stage["ended_at_step"] is None:
+            end = "to the end"
+        elif stage["done_when"] is not None and stage["ended_at_step"] != stage["cap"]:
+            wanted = ", ".join(
+                f"{name} ≥ {value}"
+                for name, value in zip(("previous-token", "induction"), stage["done_when"], strict=True)
+                if value
+            )
+            end = f"until step {stage['ended_at_step']} (when {wanted} was reached; cap {stage['cap']})"
+        else:
+            end = f"until step {stage['ended_at_step']} (its cap)"
+        triples = "triples after random gaps" if stage["triple_gaps"] else "aligned triples"
         stage_lines.append(
-            f"  {number}. *{stage['name']}*, {end}, windows of {window} tokens: {copy_share:.0%} copy runs, "
-            f"{triples_share:.0%} triples, {1 - copy_share - triples_share:.0%} Austen."
+            f"  {number}. *{stage['name']}*, {end}, windows of {stage['context']} tokens: {copy_share:.0%} copy runs, "
+            f"{triples_share:.0%} {triples}, {1 - copy_share - triples_share:.0%} Austen."
         )
     stage_list = "\n".join(stage_lines)
     positions = (
@@ -138,11 +147,11 @@ GELU (tanh), pre-LayerNorm, tied embedding: GPT-2 exactly, in Hugging Face's lay
   uses the rest ({corpus["train_tokens"]:,} tokens, {corpus["distinct_ids"]:,} distinct ids).
 - **What training mixes in:** windows that are not Austen but runs of 8–64 random token ids written
   over and over (only copying predicts their repeats: an induction head does), and windows of triples
-  (a, b, a) of random ids, each after 0–2 random ids, whose last id only attention to the previous
-  token predicts (the random gaps make that the rule at every position). Training goes
-  through three stages, each ending at the first evaluation where what it is for has formed (a
-  previous-token head, then an induction head) or at its cap ({settings["previous_stage_steps"]} and
-  {settings["induction_stage_steps"]} steps):
+  (a, b, a) of random ids, whose last id only attention to the previous token predicts: aligned
+  first (a head starts looking back, at every third position), then each after 0–2 random ids (the
+  random gaps make looking back the rule at every position). Training goes through
+  {len(stages)} stages, each ending at the first evaluation where what it is for has formed (a
+  previous-token head starting, a previous-token head, an induction head) or at its cap of steps:
 {stage_list}
 - The random ids are drawn from the ids with trained rows of their own: the training text's
   {corpus["distinct_ids"]:,} ids plus every id below {corpus["own_rows_below"]:,} (GPT-2's first, most frequent

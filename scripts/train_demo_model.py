@@ -75,7 +75,8 @@ INDUCTION_LENGTH = 25  # the app's induction test: 25 random ids in 1000..9999, 
 class Stage:
     """One part of the training mix: the shares of copy-run and triples windows (the rest of each
     batch is Austen), whether the triples come after random gaps, the window length, the step it
-    ends at the latest (None: the end) and the head scores that end it early (None: never)."""
+    ends at the latest (None: the end) and the head scores that end it early (None: never); the
+    copy runs' lengths and the share of them that are Austen passages (the rest random ids)."""
 
     name: str
     copy_share: float
@@ -84,17 +85,29 @@ class Stage:
     context: int
     cap: int | None
     done_when: tuple[float, float] | None  # (best previous-token, best induction) both reached
+    runs: tuple[int, int] = (8, 64)
+    text_share: float = 0.0
 
 
 def stage_table(args) -> tuple[Stage, ...]:
     short = args.stage_context
+    copies = dict(runs=tuple(args.copy_runs), text_share=args.copy_text_share)
     return (
         Stage("previous-token start", 0.0, 0.7, False, short, args.aligned_stage_steps, (STARTED_PREVIOUS, 0.0)),
-        Stage("previous-token", 0.3, 0.5, True, short, args.previous_stage_steps, (PREVIOUS_TOKEN_TARGET, 0.0)),
         Stage(
-            "induction", 0.7, 0.15, True, short, args.induction_stage_steps, (PREVIOUS_TOKEN_TARGET, INDUCTION_TARGET)
+            "previous-token", 0.3, 0.5, True, short, args.previous_stage_steps, (PREVIOUS_TOKEN_TARGET, 0.0), **copies
         ),
-        Stage("Austen", args.copy_share, args.triples_share, True, args.context, None, None),
+        Stage(
+            "induction",
+            0.7,
+            0.15,
+            True,
+            short,
+            args.induction_stage_steps,
+            (PREVIOUS_TOKEN_TARGET, INDUCTION_TARGET),
+            **copies,
+        ),
+        Stage("Austen", args.copy_share, args.triples_share, True, args.context, None, None, **copies),
     )
 
 
@@ -120,11 +133,23 @@ def corpus_ids(work_dir: Path) -> tuple[np.ndarray, np.ndarray]:
     return np.array(train, dtype=np.int64), np.array(held_out, dtype=np.int64)
 
 
-def copy_window(rng: np.random.Generator, length: int, known: np.ndarray) -> np.ndarray:
-    """A window of ``length`` ids: a random run of 8..64 ids written over and over, drawn
-    uniformly from the ids with rows of their own (``known``)."""
-    run = int(rng.integers(8, 65))
-    ids = rng.choice(known, run)
+def copy_window(
+    rng: np.random.Generator,
+    length: int,
+    known: np.ndarray,
+    runs: tuple[int, int] = (8, 64),
+    text: np.ndarray | None = None,
+    text_share: float = 0.0,
+) -> np.ndarray:
+    """A window of ``length`` ids: a run of ``runs[0]..runs[1]`` ids written over and over, drawn
+    uniformly from the ids with rows of their own (``known``), or with probability ``text_share``
+    a passage of ``text`` (Austen repeated: tokens whose rows the text trains well)."""
+    run = int(rng.integers(runs[0], runs[1] + 1))
+    if text is not None and text_share > 0 and rng.random() < text_share:  # (no draw at 0: the same stream)
+        start = int(rng.integers(0, len(text) - run))
+        ids = text[start : start + run]
+    else:
+        ids = rng.choice(known, run)
     start = int(rng.integers(0, run))  # the window starts anywhere in the run
     return np.resize(np.roll(ids, -start), length)
 
@@ -141,12 +166,23 @@ def triples_window(rng: np.random.Generator, length: int, known: np.ndarray, gap
     return np.concatenate(pieces)[:length]
 
 
-def batch(rng, train, batch_size, context, copy_share, known, triples_share=0.0, triple_gaps=True):
+def batch(
+    rng,
+    train,
+    batch_size,
+    context,
+    copy_share,
+    known,
+    triples_share=0.0,
+    triple_gaps=True,
+    runs=(8, 64),
+    text_share=0.0,
+):
     rows = []
     for _ in range(batch_size):
         draw = rng.random()
         if draw < copy_share:
-            rows.append(copy_window(rng, context + 1, known))
+            rows.append(copy_window(rng, context + 1, known, runs, train, text_share))
         elif draw < copy_share + triples_share:
             rows.append(triples_window(rng, context + 1, known, triple_gaps))
         else:
@@ -463,6 +499,12 @@ def main() -> None:
     parser.add_argument(
         "--induction-stage-steps", type=int, default=4000, help="cap of the first three stages (induction)"
     )
+    parser.add_argument(
+        "--copy-runs", type=int, nargs=2, default=[4, 24], metavar=("MIN", "MAX"), help="copy runs' lengths in ids"
+    )
+    parser.add_argument(
+        "--copy-text-share", type=float, default=0.5, help="share of copy runs that are Austen passages, not random ids"
+    )
     parser.add_argument("--stop-step", type=int, default=None, help="end at this step, keeping the schedule of --steps")
     parser.add_argument("--eval-every", type=int, default=150)
     parser.add_argument("--threads", type=int, default=2)
@@ -538,7 +580,16 @@ def main() -> None:
         # spread over every earlier position, so the signal to copy from one of them shrinks with the window.
         rows = args.batch * args.context // current.context
         ids, targets = batch(
-            rng, train, rows, current.context, current.copy_share, known, current.triples_share, current.triple_gaps
+            rng,
+            train,
+            rows,
+            current.context,
+            current.copy_share,
+            known,
+            current.triples_share,
+            current.triple_gaps,
+            current.runs,
+            current.text_share,
         )
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
             loss = model.loss(ids, targets)
