@@ -43,6 +43,71 @@ def detector_table(model) -> tuple[str, dict[str, np.ndarray]]:
     return "\n".join(rows), scores
 
 
+DEMO_OUT = "gpt2_max/assets/austen-gpt2"
+
+
+def training_phases(report: dict) -> list[dict]:
+    """The reports of the training's phases, first to last: each later one started from the
+    previous one's export (``--init``), whose report it carries."""
+    phases = [report]
+    while phases[0].get("init") and phases[0]["init"].get("report"):
+        phases.insert(0, phases[0]["init"]["report"])
+    return phases
+
+
+def phase_command(settings: dict, out: str, number: int) -> str:
+    """The command that runs one phase with these settings (its --init the previous phase's --out)."""
+    switches = {"bf16": ("--bf16", ""), "sinusoidal_positions": ("", "--random-positions")}  # name: (on, off)
+    flags = []
+    for name, value in settings.items():
+        if name in ("out", "init") or value is None:
+            continue
+        if name in switches:
+            flags.append(switches[name][0 if value else 1])
+        elif isinstance(value, list):
+            flags.append(f"--{name.replace('_', '-')} {' '.join(str(v) for v in value)}")
+        else:
+            flags.append(f"--{name.replace('_', '-')} {value}")
+    if number > 1:
+        flags.append(f"--init /tmp/austen-phase-{number - 1}")
+    return (
+        "MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=100000000000 \\\n"
+        f"    .venv/bin/python scripts/train_demo_model.py {' '.join(f for f in flags if f)} --out {out}"
+    )
+
+
+def stage_description(stages: list[dict]) -> list[str]:
+    """One line per stage of a phase that ran (a stage skipped at step 0 is left out)."""
+    lines, start = [], 0
+    for stage in stages:
+        end_step = stage["ended_at_step"]
+        if end_step == start == 0 and stage["cap"] == 0:
+            continue
+        copy_share, triples_share = stage["copy_share"], stage["triples_share"]
+        if end_step is None:
+            end = "to the end"
+        elif stage["done_when"] is not None and end_step != stage["cap"]:
+            wanted = ", ".join(
+                f"{name} ≥ {value}"
+                for name, value in zip(("previous-token", "induction"), stage["done_when"], strict=True)
+                if value
+            )
+            end = f"until step {end_step} (when {wanted} was reached)"
+        else:
+            end = f"until step {end_step} (its cap)"
+        triples = "triples after random gaps" if stage["triple_gaps"] else "aligned triples"
+        runs = f"{stage['runs'][0]}–{stage['runs'][1]}"
+        lines.append(
+            f"*{stage['name']}*, {end}, windows of {stage['context']} tokens: {copy_share:.0%} copy runs "
+            f"({runs} ids, {stage['text_share']:.0%} of them Austen passages), {triples_share:.0%} {triples}, "
+            f"{1 - copy_share - triples_share:.0%} Austen."
+        )
+        if end_step is None:
+            break
+        start = end_step
+    return lines
+
+
 def main() -> None:
     directory = BUNDLED_MODELS[DEMO_MODEL]
     report = json.loads((directory / "training.json").read_text())
@@ -54,30 +119,22 @@ def main() -> None:
         generation = model.generate(text, max_new_tokens=24, temperature=0)
         samples.append(f"- {json.dumps(text)} → {json.dumps(generation.text)}")
     size_mb = (directory / SAFETENSORS_FILE).stat().st_size / 2**20
-    stages = report["stages"]
-    minutes = report["training_minutes"]
+    phases = training_phases(report)
+    minutes = sum(phase["training_minutes"] for phase in phases)
     curve = [
-        "| step | tokens seen | minutes | mix | held-out nats/token | best previous-token head | best induction head |",
+        "| phase | step | minutes | mix | held-out nats/token | best previous-token head | best induction head |",
         "|---|---|---|---|---|---|---|",
     ]
-    for point in report["curve"]:
-        curve.append(
-            f"| {point['step']} | {point['tokens'] / 1e6:.1f} M | {point['minutes']:.0f} | "
-            f"{point['stage']} | {point['held_out']:.3f} | "
-            f"{point['best_previous_token']:.2f} | {point['best_induction']:.2f} |"
-        )
-    defaults = {"out": "gpt2_max/assets/austen-gpt2"}
-    switches = {"bf16": ("--bf16", ""), "sinusoidal_positions": ("", "--random-positions")}  # name: (on, off)
-    flags = " ".join(
-        switches[name][0 if value else 1] if name in switches else f"--{name.replace('_', '-')} {value}"
-        for name, value in settings.items()
-        if name not in ("out", "init") and value is not None
-    )
-    flags = " ".join(flags.split())  # switches that add nothing leave no gap
-    command = (
-        "MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=100000000000 \\\n"
-        f"    .venv/bin/python scripts/train_demo_model.py {flags} --out {defaults['out']}"
-    )
+    for number, phase in enumerate(phases, start=1):
+        for point in phase["curve"]:
+            curve.append(
+                f"| {number} | {point['step']} | {point['minutes']:.0f} | {point['stage']} | {point['held_out']:.3f} | "
+                f"{point['best_previous_token']:.2f} | {point['best_induction']:.2f} |"
+            )
+    commands = []
+    for number, phase in enumerate(phases, start=1):
+        out = DEMO_OUT if number == len(phases) else f"/tmp/austen-phase-{number}"
+        commands.append(f"# phase {number}\n{phase_command(phase['settings'], out, number)}")
     targets = report["head_targets"]
     previous_target, induction_target = targets["previous_token"], targets["induction"]
     previous, induction = scores["previous_token"], scores["induction"]
@@ -96,24 +153,12 @@ def main() -> None:
             f"head of {induction_target}); the best scores are in the table."
         )
     stage_lines = []
-    for number, stage in enumerate(stages, start=1):
-        copy_share, triples_share = stage["copy_share"], stage["triples_share"]
-        if stage["ended_at_step"] is None:
-            end = "to the end"
-        elif stage["done_when"] is not None and stage["ended_at_step"] != stage["cap"]:
-            wanted = ", ".join(
-                f"{name} ≥ {value}"
-                for name, value in zip(("previous-token", "induction"), stage["done_when"], strict=True)
-                if value
-            )
-            end = f"until step {stage['ended_at_step']} (when {wanted} was reached; cap {stage['cap']})"
-        else:
-            end = f"until step {stage['ended_at_step']} (its cap)"
-        triples = "triples after random gaps" if stage["triple_gaps"] else "aligned triples"
+    for number, phase in enumerate(phases, start=1):
+        steps = phase["kept_step"] if "kept_step" in phase else phase["curve"][-1]["step"]
         stage_lines.append(
-            f"  {number}. *{stage['name']}*, {end}, windows of {stage['context']} tokens: {copy_share:.0%} copy runs, "
-            f"{triples_share:.0%} {triples}, {1 - copy_share - triples_share:.0%} Austen."
+            f"  - phase {number} ({steps} steps{', ' + phase['phase_note'] if 'phase_note' in phase else ''}):"
         )
+        stage_lines += [f"    {line}" for line in stage_description(phase["stages"])]
     stage_list = "\n".join(stage_lines)
     positions = (
         "the position rows start as sin/cos pairs at geometric frequencies (then trained like the rest), so that "
@@ -145,13 +190,14 @@ GELU (tanh), pre-LayerNorm, tied embedding: GPT-2 exactly, in Hugging Face's lay
   separated by `<|endoftext|>`.
 - Split: the last 5% of each novel's tokens is held out ({corpus["held_out_tokens"]:,} tokens); training
   uses the rest ({corpus["train_tokens"]:,} tokens, {corpus["distinct_ids"]:,} distinct ids).
-- **What training mixes in:** windows that are not Austen but runs of 8–64 random token ids written
-  over and over (only copying predicts their repeats: an induction head does), and windows of triples
-  (a, b, a) of random ids, whose last id only attention to the previous token predicts: aligned
-  first (a head starts looking back, at every third position), then each after 0–2 random ids (the
-  random gaps make looking back the rule at every position). Training goes through
-  {len(stages)} stages, each ending at the first evaluation where what it is for has formed (a
-  previous-token head starting, a previous-token head, an induction head) or at its cap of steps:
+- **What training mixes in:** windows that are not Austen but runs of token ids written over and
+  over (only copying predicts their repeats: an induction head does), some of random ids, some of
+  Austen passages, and windows of triples (a, b, a) of random ids, whose last id only attention to
+  the previous token predicts: aligned first (a head starts looking back, at every third position),
+  then each after 0–2 random ids (the random gaps make looking back the rule at every position).
+  Each phase goes through the stages of the mix, each ending at the first evaluation where what it
+  is for has formed (a previous-token head starting, a previous-token head, an induction head) or at
+  its cap of steps:
 {stage_list}
 - The random ids are drawn from the ids with trained rows of their own: the training text's
   {corpus["distinct_ids"]:,} ids plus every id below {corpus["own_rows_below"]:,} (GPT-2's first, most frequent
@@ -161,18 +207,20 @@ GELU (tanh), pre-LayerNorm, tied embedding: GPT-2 exactly, in Hugging Face's lay
 - The weights are released under the same terms as this repository's code.
 
 ## Training
-One run from a seeded random start:
+{len(phases)} phase(s) from a seeded random start, each starting from the previous one's export:
 ```bash
 .venv/bin/pip install torch==2.13.0
-{command}
+{chr(10).join(commands)}
 .venv/bin/python scripts/demo_model_card.py     # this card, from training.json and the explorer's own detectors
 ```
-Seed {settings["seed"]}, {settings["steps"]} steps of batch {settings["batch"]} × {settings["context"]} tokens, AdamW
-(β = 0.9/0.95, weight decay {settings["weight_decay"]}), peak rate {settings["lr"]:g}, warm-up {settings["warmup"]} steps then
-cosine decay to 10% of the peak, fp32, {settings["threads"]} threads, no dropout; {positions}. The checkpoint kept is the one
-with the lowest held-out loss among those whose heads reached the targets (else the lowest held-out
-loss). It took **{minutes:.0f} minutes** on the project's 2-core build machine (PyTorch 2.13, CPU,
-AVX2), sharing it with other work.
+Seed {settings["seed"]}, batch {settings["batch"]} × {settings["context"]} tokens (the head stages' shorter windows
+hold as many tokens), AdamW (β = 0.9/0.95, weight decay {settings["weight_decay"]}), each phase with its own peak
+rate and warm-up then cosine decay to 10% of the peak over its --steps, fp32, {settings["threads"]} threads, no
+dropout; {positions}. The checkpoint a phase keeps is, among its evaluations that beat the bigram
+baseline, the one with the lowest held-out loss whose heads reached both targets (else a
+previous-token head, else none; a phase stopped early keeps its last evaluation's). It took
+**{minutes:.0f} minutes** of training in all on the project's 2-core build machine (PyTorch 2.13,
+CPU, AVX2), sharing it at times with other work (MAX compiles, tests).
 
 ## Results
 Held-out loss, full vocabulary (nats/token): **{report["held_out_full_vocabulary"]:.2f}**, against

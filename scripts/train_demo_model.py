@@ -474,7 +474,7 @@ def hf_config(args) -> dict:
 # --------------------------------------------------------------------------- main
 
 
-def main() -> None:
+def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=ROOT / "gpt2_max" / "assets" / "austen-gpt2")
     parser.add_argument("--layers", type=int, default=4)
@@ -526,7 +526,11 @@ def main() -> None:
     parser.add_argument(
         "--minutes", type=float, default=None, help="stop early after this long (the schedule still ends)"
     )
-    args = parser.parse_args()
+    return parser.parse_args(argv)
+
+
+def main() -> None:
+    args = parse_arguments()
 
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
@@ -626,9 +630,11 @@ def main() -> None:
             ):  # what this stage is for has formed: on to the next
                 stage, stage_ends = stage + 1, stage_ends + [step]
             print(json.dumps(curve[-1]), flush=True)
-            # Kept: the lowest held-out loss among checkpoints whose heads reach the targets (a
-            # previous-token and an induction head), else the lowest held-out loss.
-            rank = (prev >= PREVIOUS_TOKEN_TARGET and induction >= INDUCTION_TARGET, -held)
+            # Kept: among checkpoints that beat the bigram baseline (a language model first), the
+            # lowest held-out loss of those whose heads reach the targets (a previous-token and an
+            # induction head), else of those with a previous-token head, else the lowest held-out loss.
+            heads = (prev >= PREVIOUS_TOKEN_TARGET) + (prev >= PREVIOUS_TOKEN_TARGET and induction >= INDUCTION_TARGET)
+            rank = (held < base["bigram_interpolated"], heads, -held)
             if best is None or rank > best:
                 best = rank
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
