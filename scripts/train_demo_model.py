@@ -2,7 +2,11 @@
 
     .venv/bin/pip install torch==2.13.0          # training only; the app never imports torch
     MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=100000000000 \
-        .venv/bin/python scripts/train_demo_model.py --out gpt2_max/assets/austen-gpt2
+        .venv/bin/python scripts/train_demo_model.py      # RECIPE (scripts/demo_recipe.py), ~75 min
+
+With no options it runs the recipe that trained the committed weights: its phases one after
+another, each from the previous one's export, the last written to gpt2_max/assets/austen-gpt2.
+``--one-phase`` with any options trains one phase instead (experiments; ``--init`` to continue).
 
 Data: the six novels from Debian's `r-cran-janeaustenr` (scripts/austen_corpus.py), each split
 by tokens into its first 95% (training) and last 5% (held out), novels joined with
@@ -61,6 +65,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 from austen_corpus import NOVELS, novels_from_package  # noqa: E402
+from demo_recipe import RECIPE, check_recipe_run, parse_arguments, recipe_phases  # noqa: E402
 
 from gpt2_max.attribution import induction_test_ids  # noqa: E402
 from gpt2_max.tokenizer import Tokenizer  # noqa: E402
@@ -474,64 +479,8 @@ def hf_config(args) -> dict:
 # --------------------------------------------------------------------------- main
 
 
-def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=ROOT / "gpt2_max" / "assets" / "austen-gpt2")
-    parser.add_argument("--layers", type=int, default=4)
-    parser.add_argument("--width", type=int, default=192)
-    parser.add_argument("--heads", type=int, default=6)
-    parser.add_argument("--context", type=int, default=256)
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--steps", type=int, default=7000)
-    parser.add_argument("--lr", type=float, default=3e-3)
-    parser.add_argument("--warmup", type=int, default=200)
-    parser.add_argument("--dropout", type=float, default=0.0)
-    parser.add_argument("--weight-decay", type=float, default=0.1)
-    parser.add_argument("--copy-share", type=float, default=0.2, help="share of windows that are repeated random runs")
-    parser.add_argument("--triples-share", type=float, default=0.05, help="share of windows of (a, b, a) triples")
-    parser.add_argument(
-        "--stage-context", type=int, default=64, help="window of the two head stages (batch scaled to as many tokens)"
-    )
-    parser.add_argument("--aligned-stage-steps", type=int, default=600, help="cap of the first stage (aligned triples)")
-    parser.add_argument(
-        "--previous-stage-steps", type=int, default=1800, help="cap of the first two stages (a previous-token head)"
-    )
-    parser.add_argument(
-        "--induction-stage-steps", type=int, default=4000, help="cap of the first three stages (induction)"
-    )
-    parser.add_argument(
-        "--copy-runs", type=int, nargs=2, default=[4, 24], metavar=("MIN", "MAX"), help="copy runs' lengths in ids"
-    )
-    parser.add_argument(
-        "--copy-text-share", type=float, default=0.5, help="share of copy runs that are Austen passages, not random ids"
-    )
-    parser.add_argument("--stop-step", type=int, default=None, help="end at this step, keeping the schedule of --steps")
-    parser.add_argument("--eval-every", type=int, default=150)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument(
-        "--random-positions",
-        dest="sinusoidal_positions",
-        action="store_false",
-        help="start the position rows random (GPT-2's init) instead of as sin/cos pairs (then trained)",
-    )
-    parser.add_argument(
-        "--bf16",
-        action="store_true",
-        help="bf16 autocast: faster on a CPU with AVX512-BF16 or AMX, ~37x slower matmuls without (plain AVX2)",
-    )
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--init", type=Path, default=None, help="start from a checkpoint this script exported (same seed and shape)"
-    )
-    parser.add_argument(
-        "--minutes", type=float, default=None, help="stop early after this long (the schedule still ends)"
-    )
-    return parser.parse_args(argv)
-
-
-def main() -> None:
-    args = parse_arguments()
-
+def train(args: argparse.Namespace) -> None:
+    """One phase: trains with ``args`` (from ``--init`` or a seeded start) and exports to ``args.out``."""
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
     rng = np.random.default_rng(args.seed)
@@ -676,6 +625,21 @@ def main() -> None:
     }
     (args.out / "training.json").write_text(json.dumps(report, indent=1) + "\n")
     print(f"held-out loss (full vocabulary, exported weights before fp16): {exact:.4f}; {minutes:.1f} min")
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_arguments(argv)
+    if args.one_phase:
+        train(args)
+        return
+    check_recipe_run(args)
+    started = time.time()
+    with tempfile.TemporaryDirectory() as work:
+        phases = recipe_phases(args, Path(work))
+        for number, phase in enumerate(phases, start=1):
+            print(f"phase {number} of {len(phases)}: {' '.join(RECIPE[number - 1])}", flush=True)
+            train(phase)
+    print(f"the recipe took {(time.time() - started) / 60:.1f} min; its model is in {args.out}")
 
 
 if __name__ == "__main__":

@@ -117,6 +117,28 @@ def test_the_model_card_reports_what_was_measured(training_report):
     assert "not GPT-2" in card
 
 
+def test_the_training_recipe_is_what_trained_the_committed_weights(training_report):
+    """``python scripts/train_demo_model.py`` runs RECIPE: each of its phases must have the options
+    the committed model's phases recorded (their directories and the time limits they never hit
+    aside), so the README's one command retrains these weights, and a recipe edited without
+    retraining fails here."""
+    sys.path.insert(0, str(REPO / "scripts"))
+    from demo_model_card import training_phases
+    from demo_recipe import RECIPE, parse_arguments, recipe_phases
+
+    recorded = training_phases(training_report)
+    assert len(recorded) == len(RECIPE)
+    paths = ("out", "init", "minutes", "one_phase")
+    for number, (phase, report) in enumerate(zip(recipe_phases(parse_arguments([]), Path("/w")), recorded), 1):
+        settings = report["settings"]
+        assert {k: v for k, v in vars(phase).items() if k not in paths} == {
+            k: v for k, v in settings.items() if k not in paths
+        }, f"phase {number}"
+        assert (phase.init is None) == (settings["init"] is None), f"phase {number}"
+        last = report["curve"][-1]
+        assert last["step"] == (phase.stop_step or phase.steps), f"phase {number} ended elsewhere"
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
