@@ -38,10 +38,13 @@ from components import (  # noqa: E402
 )
 from components.common import AppContext, ExplorerBlocks, fmt_p, guarded, is_pending, md_text, undo_button  # noqa: E402
 from components.interpret import HEAD_PICK_JS, HIDDEN_CSS  # noqa: E402
-from components.run import PENDING, PRECOMPUTED, ExplorerService, start_model  # noqa: E402
-from components.settings import Settings  # noqa: E402
+from explorer.loading import start_model  # noqa: E402
+from explorer.runs import PENDING, PRECOMPUTED  # noqa: E402
+from explorer.service import ExplorerService  # noqa: E402
+from explorer.settings import Settings  # noqa: E402
 from gpt2_max.errors import InputError  # noqa: E402
 from gpt2_max.sampling import softmax  # noqa: E402
+from gpt2_max.scheduling import MODEL_LANE, RUN_LANE, STATUS_LANE  # noqa: E402
 from gpt2_max.weights import DEMO_MODEL  # noqa: E402
 
 TABS = (tab_tokenize, tab_embed, tab_mask, tab_attention, tab_mlp, tab_blocks, tab_logits, tab_sample)
@@ -161,8 +164,7 @@ def build_ui(service: ExplorerService) -> tuple[gr.Blocks, AppContext]:
             [prompt, model_choice],
             [state, note],
             api_name="run",
-            concurrency_limit=2 * settings.max_batch_size,
-            concurrency_id="run",
+            **service.lanes.event(RUN_LANE),
         )
         events = [event]
         for trigger, make, what in ctx.id_runs:
@@ -171,7 +173,7 @@ def build_ui(service: ExplorerService) -> tuple[gr.Blocks, AppContext]:
             def start_ids_run(model_name, typed, make=make, what=what):
                 ids = make()
                 text = service.tokenizer.decode(ids)
-                run = service.run_ids(text, ids, model_name=model_name)
+                run = service.run_ids(text, ids, model_name)
                 note_text = run_note(run, service.tokenizer)
                 if typed == text:  # nothing of the student's was replaced
                     return run.request, note_text, text, gr.skip(), gr.skip()
@@ -183,8 +185,7 @@ def build_ui(service: ExplorerService) -> tuple[gr.Blocks, AppContext]:
                     start_ids_run,
                     [model_choice, prompt],
                     [state, note, prompt, prompt_undo.saved, prompt_undo.button],
-                    concurrency_limit=settings.concurrency_limit,
-                    concurrency_id="model",
+                    **service.lanes.event(MODEL_LANE),
                 )
             )
         # Restoring the prompt traces it again, so every tab shows it as before.
@@ -193,8 +194,7 @@ def build_ui(service: ExplorerService) -> tuple[gr.Blocks, AppContext]:
                 start_run,
                 [prompt, model_choice],
                 [state, note],
-                concurrency_limit=2 * settings.max_batch_size,
-                concurrency_id="run",
+                **service.lanes.event(RUN_LANE),
             )
         )
 
@@ -206,17 +206,17 @@ def build_ui(service: ExplorerService) -> tuple[gr.Blocks, AppContext]:
 
         @guarded(status, timer, readiness)
         def poll(model_name):
-            ready_now = service.readiness({"model": model_name})
+            ready_now = service.loader.readiness(model_name)
             return (
                 service.status_markdown(model_name),
-                gr.Timer(active=not service.wait_until_ready(0, model_name)),
+                gr.Timer(active=not service.loader.wait_until_ready(0, model_name)),
                 ready_now,
             )
 
         @guarded(state, note)
         def trace_pending(request):
             """The Run pressed while the model loaded, traced now that it can be (else nothing changes)."""
-            if not is_pending(request) or service.model_for(request.get("model")) is None:
+            if not is_pending(request) or service.model_for(request.model) is None:
                 return gr.skip(), gr.skip()
             run = service.from_request(request)
             return run.request, run_note(run, service.tokenizer)
@@ -226,15 +226,14 @@ def build_ui(service: ExplorerService) -> tuple[gr.Blocks, AppContext]:
                 trace_pending,
                 [state],
                 [state, note],
-                concurrency_limit=2 * settings.max_batch_size,
-                concurrency_id="run",
+                **service.lanes.event(RUN_LANE),
             )
         )
         ctx.wire_run(*events)  # then the figures of the tab on screen, and only those
 
         @guarded(status, timer)
         def choose_model(model_name):
-            service.start_loading(model_name)
+            service.loader.start_loading(model_name)
             return service.status_markdown(model_name), gr.Timer(active=True)
 
         # Queued (its own lane, unlimited width): Gradio reports a State's change, which traces a
@@ -243,8 +242,7 @@ def build_ui(service: ExplorerService) -> tuple[gr.Blocks, AppContext]:
             poll,
             [model_choice],
             [status, timer, readiness],
-            concurrency_limit=None,
-            concurrency_id="status",
+            **service.lanes.event(STATUS_LANE),
             api_visibility="private",
         )
 
@@ -283,7 +281,7 @@ def main() -> None:
     else:  # the default: GPT-2 small if it can be had, else the bundled demo model at once
         model, start_note = start_model(settings.model)
     service = ExplorerService(settings, model, tuple(EXAMPLES), start_note=start_note)
-    service.start_loading()
+    service.loader.start_loading()
     demo = build_app(service)
     # The page script lets a click on a head-detector cell open that head (components.interpret).
     demo.launch(

@@ -67,19 +67,17 @@ def token_ids(n: int) -> list[int]:
 @functools.lru_cache(maxsize=4)
 def synthetic_run(n_tokens: int):
     """A Run of GPT-2 small's shape on ``n_tokens`` tokens of prose, traced by the numpy reference."""
-    from components.run import Run
+    from explorer.runs import Run, RunRequest
     from tests.reference import reference_trace
 
     config = GPT2Config()
     ids = token_ids(n_tokens)
     trace = {k: np.asarray(v, dtype=np.float32) for k, v in reference_trace(small_weights(), config, ids).items()}
     return Run(
-        text=tokenizer().decode(ids),
-        token_ids=tuple(ids),
+        request=RunRequest(tokenizer().decode(ids), tuple(ids), "payload-test"),
         tokens=tuple(tokenizer().tokens(ids)),
         trace=trace,
         config=config,
-        model_name="payload-test",
     )
 
 
@@ -171,7 +169,7 @@ def _call_mask(run, display):
 def tab_figures(run) -> dict[str, list]:
     """Every figure each tab draws right after a Run (default controls), by tab."""
     from components import tab_attention, tab_embed, tab_mlp, tab_sample, tab_tokenize
-    from components.settings import Settings
+    from explorer.settings import Settings
 
     tok = tokenizer()
     display = lambda token_id: tok.token(token_id).display  # noqa: E731

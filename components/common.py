@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import copy
+import dataclasses
 import functools
 import hashlib
 import inspect
@@ -23,10 +24,13 @@ from gradio.components.plot import PlotData
 from starlette.middleware import Middleware
 
 from components.guard import RequestGuard
-from components.plots import Reason, figure_json, message_figure
-from components.run import PENDING, ExplorerService, Run
-from components.settings import MAX_UPLOAD_BYTES, Settings
+from components.plots import figure_json, message_figure
+from explorer.analyses import Reason
+from explorer.runs import PENDING, Run, RunRequest
+from explorer.service import ExplorerService
+from explorer.settings import MAX_UPLOAD_BYTES, Settings
 from gpt2_max.errors import ExplorerError
+from gpt2_max.scheduling import MODEL_LANE, VISIBLE_LANE
 
 log = logging.getLogger("explorer")
 
@@ -41,9 +45,9 @@ WAITS_FOR_MODEL = Reason(
 )
 
 
-def is_pending(request: dict | None) -> bool:
+def is_pending(request: RunRequest | None) -> bool:
     """A Run pressed while its model loads: tokens only, traced once the model is ready."""
-    return bool(request) and request.get("source") == PENDING
+    return request is not None and request.source == PENDING
 
 
 def waiting_outputs(outputs: list, reason: Reason = WAITS_FOR_MODEL) -> tuple:
@@ -194,21 +198,21 @@ class TabView:
     controls: list
     outputs: tuple
     rendered: gr.State
-    # What the host can compute for a request now (ExplorerService.readiness): part of the key,
-    # so a tab drawn while a graph compiled draws again, complete, once it is ready.
-    readiness: Callable[[dict | None], str] = lambda request: ""
+    # What the host can compute for a request's model now (ModelLoader.readiness): part of the
+    # key, so a tab drawn while a graph compiled draws again, complete, once it is ready.
+    readiness: Callable[[str | None], str] = lambda model_name: ""
     renders: int = 0  # how many times render ran (what the render-on-view tests count)
     export: Callable | None = None  # (request, *values) -> (note, file update), set by AppContext.export
     open: Callable | None = None  # what opening the tab calls: (request, rendered key, *controls)
     handlers: list = field(default_factory=list)  # the control handlers, as wired (tests call them)
     needs_trace: bool = True  # False: the tab draws from the tokens alone (a PENDING Run)
 
-    def key(self, request: dict | None, control_values) -> str:
-        return view_key(request, control_values, self.readiness(request))
+    def key(self, request: RunRequest | None, control_values) -> str:
+        return view_key(request, control_values, self.readiness(request.model if request else None))
 
-    def waits_for_model(self, request: dict | None) -> bool:
+    def waits_for_model(self, request: RunRequest | None) -> bool:
         """True while this tab cannot draw ``request``: a PENDING Run whose model still loads."""
-        return self.needs_trace and is_pending(request) and self.readiness(request) == "loading"
+        return self.needs_trace and is_pending(request) and self.readiness(request.model) == "loading"
 
     def render_if_stale(self, request, rendered_key, *control_values):
         """-> (*outputs, key): the tab's figures, or skips when it already shows this key."""
@@ -223,10 +227,11 @@ class TabView:
         return (*values, key)
 
 
-def view_key(request: dict | None, control_values, readiness: str = "") -> str:
+def view_key(request: RunRequest | None, control_values, readiness: str = "") -> str:
     """What a tab's figures depend on: the Run's request, the tab's control values, and
     which of the model's graphs could run when they were drawn."""
-    raw = json.dumps([request, list(control_values), readiness], sort_keys=True, default=str)
+    fields = None if request is None else dataclasses.astuple(request)
+    raw = json.dumps([fields, list(control_values), readiness], sort_keys=True, default=str)
     return hashlib.sha256(raw.encode()).hexdigest()[:24]
 
 
@@ -297,7 +302,9 @@ class AppContext:
             )
 
         draw.__name__ = render.__name__
-        view = TabView(tab_id, draw, list(controls), outputs, rendered, self.service.readiness, needs_trace=needs_trace)
+        view = TabView(
+            tab_id, draw, list(controls), outputs, rendered, self.service.loader.readiness, needs_trace=needs_trace
+        )
         self.views[tab_id] = view
         if self.visible.value is None:
             self.visible.value = tab_id  # the first tab is the one on screen when the page opens
@@ -313,8 +320,7 @@ class AppContext:
             [self.state, view.rendered, *view.controls],
             [self.visible, *view.outputs, view.rendered],
             api_name=f"render_{tab_id}",
-            concurrency_limit=self.service.settings.concurrency_limit,
-            concurrency_id="model",
+            **self.service.lanes.event(MODEL_LANE),
         )
         return view
 
@@ -387,8 +393,7 @@ class AppContext:
                 api_name="render_visible" if index == 0 else False,
                 # Its own lane: a student's first view after a Run does not queue behind the tabs
                 # other students open (the CPU is shared; the queue position is not).
-                concurrency_limit=self.service.settings.concurrency_limit,
-                concurrency_id="visible",
+                **self.service.lanes.event(VISIBLE_LANE),
             )
 
     def export(self, view: TabView, export: ExportControls, arrays: Callable, inputs: list | None = None) -> None:
@@ -408,7 +413,7 @@ class AppContext:
         view.export = write
         export.button.click(write, [self.state, *inputs], [export.note, export.file], api_name=f"export_{view.tab_id}")
 
-    def current(self, request: dict | None) -> Run | None:
+    def current(self, request: RunRequest | None) -> Run | None:
         return self.service.from_request(request)
 
 

@@ -21,10 +21,11 @@ import re
 
 from gradio.components import Dataset
 
-from components.settings import Settings
+from explorer.settings import Settings
+from gpt2_max.scheduling import LONG_LANE
 
 # The queue lane of long jobs (patching sweeps): its width is Settings.long_jobs_at_once.
-LONG_JOBS = "long"
+LONG_JOBS = LONG_LANE  # the lane whose events the per-session limit counts
 
 # The POST routes this app serves: joining the queue, the named API routes, the page's unqueued
 # events (run/predict with a fn_index), cancelling, resetting and closing an event's stream.

@@ -18,11 +18,11 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from components.common import AppContext, guarded, md_text, preset_with_undo, undo_button
-from components.guard import LONG_JOBS
 from components.plots import SEQUENTIAL, figure, heatmap, layout, plot_text
 from gpt2_max import attribution
 from gpt2_max.attribution import Attribution, PatchSweep
 from gpt2_max.errors import InputError
+from gpt2_max.scheduling import LONG_LANE
 from gpt2_max.tokenizer import Tokenizer
 
 TOP_CONTRIBUTORS = 15
@@ -484,7 +484,6 @@ def patching_section(ctx: AppContext, kind: str, what: str, button_label: str) -
         patched = run_patching(model, service.tokenizer, kind, clean, corrupted, answer, wrong, runs_done)
         return (*patching_figure(patched, service.tokenizer), patched)
 
-    settings = service.settings
     inputs.go.click(
         sweep,
         [ctx.state, *inputs.values],
@@ -492,8 +491,7 @@ def patching_section(ctx: AppContext, kind: str, what: str, button_label: str) -
         # The long jobs' lane: opening a tab or moving a control never queues behind a sweep, and the
         # guard admits settings.long_jobs_per_session of them per session (components.guard).
         api_name=f"patch_{kind}",
-        concurrency_limit=settings.long_jobs_at_once,
-        concurrency_id=LONG_JOBS,
+        **service.lanes.event(LONG_LANE),
     )
     return PatchingSection(inputs, plot, text, result)
 

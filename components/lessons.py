@@ -21,6 +21,7 @@ import numpy as np
 from components.common import guarded, md_text
 from components.share import OPEN_TAB_JS, ShareWiring
 from gpt2_max import analysis, attribution
+from gpt2_max.scheduling import MODEL_LANE, RUN_LANE
 
 LESSONS_FILE = Path(__file__).resolve().parent.parent / "lessons" / "lessons.json"
 MAX_QUESTIONS = 3  # question slots on the page; a lesson with more is refused when the file is read
@@ -302,7 +303,7 @@ def wire(panel: LessonPanel, lessons: list[Lesson], share: ShareWiring) -> None:
     panel.choice.change(choose, [panel.choice], choose_outputs, queue=False)
 
     outputs = share.outputs()
-    event = dict(concurrency_limit=2 * service.settings.max_batch_size, concurrency_id="run")
+    event = service.lanes.event(RUN_LANE)
 
     def apply(view: dict, what: str) -> tuple:
         return share.apply(view, [], what)
@@ -327,15 +328,13 @@ def wire(panel: LessonPanel, lessons: list[Lesson], share: ShareWiring) -> None:
             [panel.choice, answer, share.model_choice],
             [result],
             api_name=f"lesson_check_{n}",
-            concurrency_limit=service.settings.concurrency_limit,
-            concurrency_id="model",
+            **service.lanes.event(MODEL_LANE),
         )
         answer.submit(
             check_answer,
             [panel.choice, answer, share.model_choice],
             [result],
-            concurrency_limit=service.settings.concurrency_limit,
-            concurrency_id="model",
+            **service.lanes.event(MODEL_LANE),
         )
 
         def show_me(index, n=n):

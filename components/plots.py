@@ -32,6 +32,8 @@ import plotly.graph_objects as go
 import plotly.io as pio
 from _plotly_utils.utils import is_skipped_key, to_typed_array_spec
 
+from explorer.settings import MAX_CELLS_PER_AXIS
+
 # Set once: naming the template on every figure costs more than drawing most of them.
 pio.templates.default = "plotly_white"
 
@@ -39,9 +41,8 @@ SEQUENTIAL = "Viridis"
 DIVERGING = "RdBu"
 DEFAULT_HEIGHT = 420
 FONT = dict(size=14)
-# A screen shows about this many rows or columns of heatmap cells (a 1080-pixel-high plot
-# gives each of 128 rows ~6 pixels); longer axes are averaged over blocks of neighbours.
-MAX_CELLS_PER_AXIS = 128
+# A screen shows about MAX_CELLS_PER_AXIS rows or columns of heatmap cells (a 1080-pixel-high
+# plot gives each of 128 rows ~6 pixels); longer axes are averaged over blocks of neighbours.
 # Colour limits come from this percentile of the drawn values (of |x| for signed values, from
 # the (100 - p)th to the pth for others): 1% of the cells may lie beyond the colour range.
 ROBUST_PERCENTILE = 99.0
@@ -749,18 +750,6 @@ def tiled_heatmap(
         yaxis=dict(ticks(R, G, row_titles), autorange="reversed"),
     )
     return go.Figure(data=[trace], layout={**axes, **layout_extra})
-
-
-class Reason(str):
-    """Why a view cannot be drawn yet: the whole sentence, which the tab's text says once, and
-    ``brief``, what each figure standing in for the view says (a tab may have four of them)."""
-
-    brief: str
-
-    def __new__(cls, text: str, brief: str) -> Reason:
-        reason = super().__new__(cls, text)
-        reason.brief = brief
-        return reason
 
 
 def brief(text: str) -> str:

@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 import gradio as gr
 
 from components.common import AppContext, guarded, md_text, user_message
+from explorer.runs import RunRequest
+from gpt2_max.scheduling import RUN_LANE
 
 LINK_PARAM = "view"
 LINK_VERSION = 1
@@ -357,7 +359,7 @@ class ShareWiring:
         request, note_text = self.start_run(prompt_text, model_name)
         put(self.run_note, note_text)
         tab_id = valid.get("tab", "tokenize" if "tokenize" in ctx.views else next(iter(ctx.views)))
-        if isinstance(request, dict):
+        if isinstance(request, RunRequest):  # else the Run was refused, and the note says why
             put(ctx.state, request)
             put(ctx.visible, tab_id)
             current[id(ctx.state)] = request
@@ -528,8 +530,7 @@ def wire(share: ShareWiring, demo: gr.Blocks, start_run: Callable, copy_button_i
         [share.token_box],
         outputs,
         js=READ_LINK_JS,
-        concurrency_limit=2 * ctx.service.settings.max_batch_size,
-        concurrency_id="run",
+        **ctx.service.lanes.event(RUN_LANE),
     ).then(None, [share.open_tab], None, js=OPEN_TAB_JS)
 
 

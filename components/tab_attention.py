@@ -33,11 +33,12 @@ from components.plots import (
     template_text,
     tiled_heatmap,
 )
-from components.run import Run
+from explorer.runs import Run
 from gpt2_max import attribution
 from gpt2_max.hooks import block_key
 from gpt2_max.modules import Attention
 from gpt2_max.sampling import softmax
+from gpt2_max.scheduling import MODEL_LANE
 
 TOP_NEXT = 10
 # Each small multiple is drawn at most GRID_BINS x GRID_BINS cells (longer inputs are
@@ -262,7 +263,7 @@ def render_head(
 ) -> tuple[AttentionViews, dict]:
     """-> (AttentionViews of one head: its pattern, q/k/v, ablation and summary; the arrays behind them).
 
-    ``after`` is ``service.variant(run, ablated=[(layer, head)])``, or None to show only "before".
+    ``after`` is ``service.variant(run, ablate=[(layer, head)])``, or None to show only "before".
     """
     if run is None:
         blank = message_figure(NO_RUN)
@@ -321,7 +322,6 @@ def detector_views(run: Run | None) -> tuple[go.Figure, str, dict]:
 
 def build(ctx: AppContext) -> None:
     service = ctx.service
-    settings = service.settings
     with gr.Tab("Attention", elem_id="tab-attention") as tab:
         gr.Markdown(INTRO)
         with gr.Row(elem_id=interpret.HEAD_VIEW_ID):
@@ -361,7 +361,7 @@ def build(ctx: AppContext) -> None:
         if service.model_for(run.model_name) is None:
             return None, f"⚠️ {NEEDS_MODEL}\n\n"
         pair = (clamp(layer_value, 0, run.config.n_layer - 1), clamp(head_value, 0, run.config.n_head - 1))
-        return service.variant(run, ablated=sorted(set(run.ablated) | {pair})), ""
+        return service.variant(run, ablate=sorted(set(run.ablate) | {pair})), ""
 
     def refresh(request, layer_value, head_value, on):
         run = ctx.current(request)
@@ -432,8 +432,7 @@ def build(ctx: AppContext) -> None:
         picked,
         [ctx.state, head_pick, position, ablate],
         ("layer", "head", "pattern", "qkv", "ablation", "summary"),
-        concurrency_limit=settings.concurrency_limit,
-        concurrency_id="model",
+        **ctx.service.lanes.event(MODEL_LANE),
         trigger_mode="always_last",
     )
     # Ablating runs the model: share the model's concurrency queue.
@@ -443,8 +442,7 @@ def build(ctx: AppContext) -> None:
         update,
         [ctx.state, layer, head, position, ablate],
         ("pattern", "qkv", "ablation", "summary"),
-        concurrency_limit=settings.concurrency_limit,
-        concurrency_id="model",
+        **ctx.service.lanes.event(MODEL_LANE),
         trigger_mode="always_last",
     )
     ctx.export(view, export, tensors, [layer, head, position, ablate, patching.result])

@@ -31,7 +31,8 @@ from components.plots import (
     plot_text,
     value_marks,
 )
-from components.run import LENS_DEFAULT_POSITIONS, LENS_MAX_POSITIONS, Run
+from explorer.analyses import LENS_DEFAULT_POSITIONS, LENS_MAX_POSITIONS
+from explorer.runs import Run
 from gpt2_max.analysis import Lens
 from gpt2_max.hooks import block_key
 from gpt2_max.modules import Block, GPT2Analysis

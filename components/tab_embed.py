@@ -21,7 +21,7 @@ from components.common import (
     views_only,
 )
 from components.plots import MAX_CELLS_PER_AXIS, bars, binned_heatmap, lines, message_figure
-from components.run import Run
+from explorer.runs import Run
 from gpt2_max.analysis import Nearest
 from gpt2_max.modules import Embedding, GPT2Analysis, GPT2Body
 from gpt2_max.tokenizer import Tokenizer

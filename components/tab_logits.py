@@ -20,7 +20,7 @@ from components.common import (
     undo_button,
 )
 from components.plots import bars, brief, lines, message_figure
-from components.run import Run
+from explorer.runs import Run
 from gpt2_max import attribution
 from gpt2_max.analysis import NextTokens
 from gpt2_max.modules import GPT2Analysis, GPT2Body, LayerNorm

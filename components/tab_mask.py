@@ -23,10 +23,11 @@ from components.common import (
     views_only,
 )
 from components.plots import attention_pattern, binned_heatmap, lines, message_figure, position_0_cells, robust_limits
-from components.run import Run
+from explorer.runs import Run
 from gpt2_max.hooks import block_key
 from gpt2_max.modules import Attention, GPT2Trace
 from gpt2_max.sampling import softmax
+from gpt2_max.scheduling import MODEL_LANE
 
 NEEDS_MODEL = (
     "Switching the mask off runs the model again, which needs the live model; it is still loading (or unavailable)."
@@ -291,7 +292,6 @@ render = views_only(render_with_arrays)
 
 def build(ctx: AppContext) -> None:
     service = ctx.service
-    settings = service.settings
     with gr.Tab("Mask", elem_id="tab-mask") as tab:
         gr.Markdown(INTRO)
         with gr.Row():
@@ -391,7 +391,7 @@ def build(ctx: AppContext) -> None:
     )
     view = ctx.view(tab, refresh, [layer, head, mask_off, leave_out], outputs)
     # Turning the mask off runs the model: share the model's concurrency queue.
-    model_queue = dict(concurrency_limit=settings.concurrency_limit, concurrency_id="model", trigger_mode="always_last")
+    model_queue = dict(**ctx.service.lanes.event(MODEL_LANE), trigger_mode="always_last")
     ctx.control(
         view,
         [slider_moved(layer), slider_moved(head), leave_out.input],

@@ -27,7 +27,7 @@ from components.plots import (
     message_figure,
     plot_texts,
 )
-from components.run import Run
+from explorer.runs import Run
 from gpt2_max.hooks import block_key
 from gpt2_max.modules import MLP
 

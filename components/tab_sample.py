@@ -27,11 +27,12 @@ from components.common import (
     unique_labels,
 )
 from components.plots import GROUPED, figure, log_axis, message_figure, plot_text, plot_texts, value_marks
-from components.run import ExplorerService, Run
-from gpt2_max.engine import DECODE_MAX_BATCH
+from explorer.runs import Run
+from explorer.service import ExplorerService
 from gpt2_max.errors import InputError
 from gpt2_max.modules import GPT2DecodeStep
 from gpt2_max.sampling import SampleStep, SamplingSettings, choose, filtered_distribution, softmax
+from gpt2_max.scheduling import GENERATE_LANE
 from gpt2_max.tokenizer import Tokenizer
 
 # Okabe-Ito colours (see tab_tokenize): raw distribution, filtered distribution, the drawn token.
@@ -360,7 +361,7 @@ ACTIVE_STREAMS = ActiveStreams()
 def wait_for_decode_graph(service: ExplorerService, model_name: str) -> Iterator[tuple]:
     """While the decode graph compiles in the background, say so once a second (no figure changes)."""
     while True:
-        waiting = service.compiling("decode", model_name)
+        waiting = service.loader.compiling("decode", model_name)
         if not waiting:
             return
         status = f"⏳ Generate needs the MAX decode graph, which is compiling: {waiting}. Generation starts by itself when it is ready."
@@ -393,7 +394,7 @@ def stream_views(
     generation["settings"] = settings_text(settings)
     # The Run's own trace is the prefill when it is the plain causal one (its keys, values and
     # logits are what a prefill would compute): the prompt is not traced a second time.
-    prefill = run.trace if run.causal and not run.ablated else None
+    prefill = run.trace if run.causal and not run.ablate else None
     steps = model.stream(list(run.token_ids), n, settings, keep_logits=True, prefill=prefill)
     tokenizer = service.tokenizer
     sent_at = drawn_at = -math.inf  # when the page was last updated, and when the step chart was
@@ -657,8 +658,7 @@ def build(ctx: AppContext) -> None:
         run_generation,
         [ctx.state, *knobs, max_new],
         [status, step_plot, text, step_slider, generation],
-        concurrency_limit=2 * DECODE_MAX_BATCH,
-        concurrency_id="generate",
+        **ctx.service.lanes.event(GENERATE_LANE),
         api_name="generate",
     )
     step_slider.input(select_step, [generation, step_slider], [step_plot, text], trigger_mode="always_last")

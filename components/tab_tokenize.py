@@ -21,8 +21,8 @@ from components.common import (
     views_only,
 )
 from components.plots import figure, message_figure, plot_text
-from components.run import Run
-from components.settings import Settings
+from explorer.runs import Run
+from explorer.settings import Settings
 from gpt2_max.tokenizer import BYTE_TO_SYMBOL, MergeReplay, Tokenizer, display_bytes
 
 TOKENS_PER_ROW = 12

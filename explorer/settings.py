@@ -16,6 +16,10 @@ GPT2_FAMILY = (
 )
 
 
+# A heatmap axis longer than this is drawn in blocks of neighbours (components.plots), and the
+# views that compute per position (the logit lens) compute no more than a screenful of them.
+MAX_CELLS_PER_AXIS = 128
+
 # This app takes no uploads: the guard (components.guard) closes Gradio's upload routes, and
 # Gradio's own max_file_size is set to this behind it.
 MAX_UPLOAD_BYTES = 0

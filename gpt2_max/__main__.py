@@ -97,7 +97,7 @@ def _parse_ablation(specs: list[str]) -> list[tuple[int, int]]:
     return pairs
 
 
-# The graphs the app compiles after a model's trace graph (components.run.ExplorerService._load);
+# The graphs the app compiles after a model's trace graph (explorer.loading.ModelLoader._load);
 # gpt2_max.load compiles the trace graph itself.
 GRAPHS_AFTER_LOAD = ("analysis", "decode")
 

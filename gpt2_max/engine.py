@@ -40,11 +40,20 @@ from max.dtype import DType  # noqa: E402
 from max.experimental import functional as F  # noqa: E402
 from max.graph import DeviceRef, TensorType  # noqa: E402
 
-from gpt2_max.batching import Batcher, PriorityLock  # noqa: E402
 from gpt2_max.config import GPT2Config  # noqa: E402
 from gpt2_max.hooks import trace_keys  # noqa: E402
 from gpt2_max.memory import Arena, copy_into  # noqa: E402
 from gpt2_max.modules import ANALYSIS_OUTPUTS, GPT2Analysis, GPT2DecodeStep, GPT2Trace  # noqa: E402
+from gpt2_max.scheduling import (  # noqa: E402
+    ANALYSIS_PRIORITY,
+    DECODE_GATHER_S,
+    DECODE_MAX_BATCH,
+    DECODE_MAX_WAIT_S,
+    DECODE_PRIORITY,
+    TRACE_PRIORITY,
+    Batcher,
+    PriorityLock,
+)
 from gpt2_max.weights import CONV1D_SUFFIXES  # noqa: E402
 
 # The analysis graph's fixed top-k widths: the Logits tab lists 15 candidates, the
@@ -62,12 +71,6 @@ ANALYSIS_CHUNK_ROWS = 320
 # so a pack costs 2 L H N^2 floats of output: 75 MB for GPT-2 small at 256 rows (and the
 # wasted off-diagonal scores ~10% of the FLOPs). A longer single request runs alone.
 PACK_ROWS = 256
-# Generation steps per decode execution: a step reads all the weights (~500 MB for GPT-2 small)
-# whatever B is, so B sessions' steps cost far less than B steps. 32 lets a class of 30 step
-# together: while the logit lens of Blocks tabs being opened goes first (ANALYSIS_PRIORITY),
-# every generation still gets a token per lens, where with batches of 16 each got one every
-# other lens.
-DECODE_MAX_BATCH = 32
 # Decode executions of at most this many rows unembed through wte as stored, larger ones through
 # its transposed copy (see GPT2DecodeStep): MAX's faster layout for each (benchmarks/layouts.py).
 DECODE_NARROW_ROWS = 4
@@ -80,23 +83,6 @@ DECODE_PACK_MAX_BYTES = 256 * 2**20
 # costs about what a cached one does, and this many of them cost about what one execution more
 # adds by reading all the weights again.
 DECODE_MAX_PADDING = 2048
-# While steps are shared, the runner waits at most this long for the other sessions' next steps
-# (their sampling and drawing between steps, under one GIL), less once the last batch's
-# sessions are all back; a lone generation never waits. Short: the runner gathers while holding
-# the engine lock (see Batcher's hold), after waiting there, which is when most steps come in.
-DECODE_GATHER_S = 0.005
-# Which execution goes next when several wait for the CPU (lower first): a trace (a Run, whose
-# first view a student waits for), then an analysis chunk (a tab being opened, e.g. the lens:
-# at most ANALYSIS_CHUNK_ROWS rows), then a decode step (one token of a streaming
-# generation: while a class generates there is nearly always one waiting, and a lens behind
-# them would wait until the class stopped).
-TRACE_PRIORITY, ANALYSIS_PRIORITY, DECODE_PRIORITY = 0, 1, 2
-# ...except that a decode step that has waited this long goes before analysis chunks: with two
-# analyses queued (components.run.ANALYSES_AT_ONCE), a class's lenses would otherwise run two per
-# decode step, and the generations pressed first wait for every Blocks tab being opened. About
-# one lens under a class's load: the classroom benchmark's Blocks and Generate p95 at a few
-# values of it chose this one (docs/performance.md, "Measurements behind the constants").
-DECODE_MAX_WAIT_S = 0.16
 # Trace keys shaped [H, T, T] (the others have tokens first).
 SQUARE_KEYS = ("attn.hook_attn_scores", "attn.hook_pattern")
 

@@ -1,10 +1,33 @@
-"""Dynamic batching, as serving systems do it: calls that arrive while a batch runs wait, and the
-first of them to find the runner free runs all that are waiting as one batch.
+"""Who runs when: every scheduling decision of the engine and the app, and its constants.
 
-One mechanism for every graph that gains from running many requests in one execution: the app's
-Runs (several sequences packed into one trace-graph execution) and generation steps (several
-sessions' next tokens in one decode-graph execution, which reads the weights once for all).
-An idle runner adds no delay: a lone call runs at once, as a batch of one.
+The policy, in one place (tuning for a class means reading this file only):
+
+1. **One execution at a time.** The engine's graphs share 2 cores (and one compiled model is
+   not documented as thread-safe), so each execution holds the engine's ``PriorityLock``. When
+   several wait, a **trace** goes first (``TRACE_PRIORITY``: a Run, whose first view a student
+   waits for with nothing on screen), then an **analysis chunk** (a tab being opened, e.g. the
+   logit lens), then a **decode step** (one token of a streaming generation: while a class
+   generates one nearly always waits). A decode step that has waited ``DECODE_MAX_WAIT_S`` goes
+   before analyses, so generations keep moving while a class opens its Blocks tabs.
+2. **Batching** (``Batcher``): calls that arrive while an execution runs wait, and the first of
+   them to find the runner free runs all that wait as one batch. Runs (``RunScheduler.runs``):
+   up to the host's ``max_batch_size`` sequences packed into one trace execution, gathering for
+   ``RUN_GATHER_S`` when the engine is free (a class pressing Run at once shares the first
+   batch). Decode steps (the engine's ``decode_batcher``): up to ``DECODE_MAX_BATCH`` sessions'
+   next tokens in one execution, which reads the weights once for all; a lone generation never
+   waits to gather.
+3. **Runs first** (``RunScheduler.yield_to_runs``): while Runs are being traced, opening a tab,
+   a control and a generation step wait for them (at most ``RUNS_FIRST_MAX_WAIT_S``, so a stream
+   of Runs cannot starve the rest), then take the engine lock at their own priority.
+4. **Analyses** two at a time (``ANALYSES_AT_ONCE``): between two decode steps of a class's
+   generations, two lenses run, not one.
+5. **Lanes** (``Lanes``): Gradio's queue admits each kind of event in its own lane, so one kind
+   never queues behind another: Runs (two batches' worth, so the next gathers while one runs),
+   tab opens and controls (``model``), the first view after a Run (``visible``), generation
+   (two decode batches' worth), long jobs (patching sweeps: a few at a time for the whole
+   class, and a per-session limit in components/guard.py) and the status poll (unbounded).
+
+An idle engine adds no delay anywhere: a lone call runs at once, as a batch of one.
 """
 
 from __future__ import annotations
@@ -13,7 +36,45 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass
 from typing import Generic, TypeVar
+
+# -- the engine's order (PriorityLock) --------------------------------------------------
+TRACE_PRIORITY, ANALYSIS_PRIORITY, DECODE_PRIORITY = 0, 1, 2
+# A decode step that has waited this long goes before analysis chunks: with ANALYSES_AT_ONCE
+# analyses queued, a class's lenses would otherwise run two per decode step and the generations
+# pressed first wait for every Blocks tab being opened. About one lens under a class's load (the
+# classroom benchmark chose it: docs/performance.md, "Measurements behind the constants").
+DECODE_MAX_WAIT_S = 0.16
+
+# -- decode batching (the engine's decode_batcher) --------------------------------------
+# Steps per decode execution: a step reads all the weights whatever the batch, so B sessions'
+# steps cost far less than B steps; 32 lets a class of 30 step together, so that behind each
+# lens every generation still gets a token.
+DECODE_MAX_BATCH = 32
+# While steps are shared, the runner waits at most this long for the other sessions' next steps
+# (their sampling and drawing between steps, under one GIL), less once the last batch's sessions
+# are all back. Short: it gathers while holding the engine lock, which is when most steps come in.
+DECODE_GATHER_S = 0.005
+
+# -- the app's Runs and views (RunScheduler) --------------------------------------------
+# A Run that finds the engine free waits this long for Runs pressed with it (a class at once): a
+# small fraction of one trace, so a lone Run hardly notices it.
+RUN_GATHER_S = 0.02
+# The longest a view or a generation step waits for Runs being traced: about what a class's 30
+# Runs take together on GPT-2 small.
+RUNS_FIRST_MAX_WAIT_S = 10.0
+ANALYSES_AT_ONCE = 2
+
+# -- Gradio's lanes (concurrency ids) ---------------------------------------------------
+RUN_LANE, MODEL_LANE, VISIBLE_LANE, GENERATE_LANE, LONG_LANE, STATUS_LANE = (
+    "run",
+    "model",
+    "visible",
+    "generate",
+    "long",
+    "status",
+)
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
@@ -170,3 +231,60 @@ class PriorityLock:
                 # each name another (a promotion passing between their checks) and all wait.
                 self._granted = self._next() if self._waiting else None
                 self._cond.notify_all()
+
+
+@dataclass(frozen=True)
+class Lanes:
+    """Gradio's queue lanes and their widths for a host: ``lanes.event(MODEL_LANE)`` is the
+    keyword arguments of an event in that lane."""
+
+    max_batch_size: int  # Runs per trace execution (the host's setting)
+    concurrency_limit: int  # tab opens and controls at once (the host's setting)
+    long_jobs_at_once: int  # patching sweeps at once for the whole class (the host's setting)
+
+    def limit(self, lane: str) -> int | None:
+        return {
+            RUN_LANE: 2 * self.max_batch_size,
+            MODEL_LANE: self.concurrency_limit,
+            VISIBLE_LANE: self.concurrency_limit,
+            GENERATE_LANE: 2 * DECODE_MAX_BATCH,
+            LONG_LANE: self.long_jobs_at_once,
+            STATUS_LANE: None,
+        }[lane]
+
+    def event(self, lane: str) -> dict:
+        return {"concurrency_id": lane, "concurrency_limit": self.limit(lane)}
+
+
+class RunScheduler:
+    """The app's side of the policy (points 2-4 above): Runs batched into trace executions and
+    served first, analyses a few at a time, and the lanes."""
+
+    def __init__(self, trace_batch: Callable[[list], Sequence], lanes: Lanes) -> None:
+        """``trace_batch(items) -> traces``: one trace per (model, trace options) item."""
+        self.lanes = lanes
+        self.runs = Batcher(trace_batch, lanes.max_batch_size, RUN_GATHER_S)
+        self.analyses = threading.BoundedSemaphore(ANALYSES_AT_ONCE)
+        self._runs_in_flight = 0
+        self._runs_cond = threading.Condition()
+
+    def trace(self, item) -> tuple[object, int]:
+        """-> (the trace of ``item``, how many Runs its execution served), traced with the Runs
+        that wait beside it; other work yields to it meanwhile."""
+        with self._runs_cond:
+            self._runs_in_flight += 1
+        try:
+            return self.runs.submit(item)
+        finally:
+            with self._runs_cond:
+                self._runs_in_flight -= 1
+                self._runs_cond.notify_all()
+
+    def yield_to_runs(self, max_wait_s: float | None = None) -> float:
+        """Waits while Runs are being traced, at most ``max_wait_s`` (default
+        RUNS_FIRST_MAX_WAIT_S); -> the seconds waited."""
+        limit = RUNS_FIRST_MAX_WAIT_S if max_wait_s is None else max_wait_s
+        started = time.perf_counter()
+        with self._runs_cond:
+            self._runs_cond.wait_for(lambda: self._runs_in_flight == 0, timeout=limit)
+        return time.perf_counter() - started

@@ -15,8 +15,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from app import EXAMPLES  # noqa: E402
-from components.run import ExplorerService, example_path, save_example  # noqa: E402
-from components.settings import Settings  # noqa: E402
+from explorer.examples import example_path, save_example  # noqa: E402
+from explorer.service import ExplorerService  # noqa: E402
+from explorer.settings import Settings  # noqa: E402
 
 
 def main() -> int:
@@ -25,9 +26,9 @@ def main() -> int:
     parser.add_argument("--out", default="examples")
     args = parser.parse_args()
     service = ExplorerService(Settings(model=args.model, examples_dir=args.out), args.model)
-    service.start_loading().join()
+    service.loader.start_loading().join()
     if service.model is None:
-        print(f"error: {service.load_error}", file=sys.stderr)
+        print(f"error: {service.loader.slot(None).error}", file=sys.stderr)
         return 2
     for text in EXAMPLES:
         run = service.run(text)

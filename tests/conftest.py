@@ -63,8 +63,8 @@ EXAMPLE_TEXT = "The cat sat on the mat. The cat sat on the"
 
 def service_around(model, repo_id: str, tmp_path_factory):
     """The app's service around an already-loaded model (no second compile)."""
-    from components.run import ExplorerService
-    from components.settings import Settings
+    from explorer.service import ExplorerService
+    from explorer.settings import Settings
 
     settings = Settings(
         model=repo_id,
@@ -72,7 +72,7 @@ def service_around(model, repo_id: str, tmp_path_factory):
         cache_dir=str(tmp_path_factory.mktemp("explorer-cache")),
     )
     service = ExplorerService(settings, repo_id)
-    service.adopt(model)
+    service.loader.adopt(model)
     return service
 
 

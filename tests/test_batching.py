@@ -19,7 +19,7 @@ from tiny_checkpoint import TINY_REPO_ID
 def test_requests_waiting_for_a_running_batch_go_together(explorer_service, tiny_model):
     """While one batch runs (the leader lock held), arriving Runs wait; the next leader runs
     all of them in one execution, and each gets its own trace."""
-    batcher = explorer_service.batcher
+    batcher = explorer_service.scheduler.runs
     texts = [f"Waiting Run number {word}" for word in ("one", "two", "three")]
     results = {}
     _hold(batcher)  # a batch is running
@@ -72,7 +72,7 @@ def test_runs_pressed_at_once_over_http_each_keep_their_own_run(explorer_service
             shown = str(client.predict(api_name="/render_tokenize"))
             numbers = [n for n in range(len(words)) if f"9: ␣{n}'" in shown]
             assert numbers == [i], (i, numbers)
-        print("batched:", explorer_service.batcher.batches[-10:])
+        print("batched:", explorer_service.scheduler.runs.batches[-10:])
         for client in clients:
             client.close()
     finally:
@@ -83,8 +83,9 @@ def test_a_cold_start_says_each_stage_in_order_and_saves_examples_first(tmp_path
     """The background load names each stage as it starts (the status line shows it): the
     download, the trace graph, the examples (right after the trace graph, so the next start has
     them), then the analysis and decode graphs, then the trace memory's first touch."""
-    from components.run import STAGES, ExplorerService, ModelSlot, read_stage_record
-    from components.settings import Settings
+    from explorer.loading import STAGES, ModelSlot, read_stage_record
+    from explorer.service import ExplorerService
+    from explorer.settings import Settings
 
     seen: list[tuple[str, str]] = []
     original = ModelSlot.enter
@@ -97,7 +98,7 @@ def test_a_cold_start_says_each_stage_in_order_and_saves_examples_first(tmp_path
     monkeypatch.setattr(ModelSlot, "enter", recording)
     settings = Settings(model=TINY_REPO_ID, examples_dir=str(tmp_path / "committed"), cache_dir=str(tmp_path / "cache"))
     service = ExplorerService(settings, TINY_REPO_ID, ("The cat sat on the mat.",))
-    service.start_loading().join(600)
+    service.loader.start_loading().join(600)
     assert [stage for stage, _ in seen] == ["download", "trace", "examples", "analysis", "decode", "memory"]
     assert service.trace_arena.touched and service.model.engine.trace_arena is service.trace_arena
     for stage, text in seen:
@@ -107,14 +108,14 @@ def test_a_cold_start_says_each_stage_in_order_and_saves_examples_first(tmp_path
     assert set(read_stage_record(tmp_path / "cache" / "load-seconds.json")[TINY_REPO_ID]) == {
         stage for stage, _ in seen
     }
-    assert service.has_precomputed(TINY_REPO_ID)
+    assert service.examples.has_any(TINY_REPO_ID)
     assert "ready" in service.status_markdown()
 
 
 def test_the_engine_lock_serves_waiters_by_priority_then_arrival():
     """Waiters queue while the lock is held; release hands it to the lowest priority number
     first (a Run's trace before decode steps before analysis chunks), ties in arrival order."""
-    from gpt2_max.batching import PriorityLock
+    from gpt2_max.scheduling import PriorityLock
 
     lock = PriorityLock()
     order: list[str] = []
@@ -141,7 +142,7 @@ def test_the_engine_lock_serves_waiters_by_priority_then_arrival():
 def test_a_waiter_that_waited_past_its_limit_goes_before_the_level_above_it_only():
     """promote_after_s: a decode step (priority 2) waiting longer than its limit goes before the
     analysis chunks (1) that arrived after it, but never before a trace (0)."""
-    from gpt2_max.batching import PriorityLock
+    from gpt2_max.scheduling import PriorityLock
 
     lock = PriorityLock({2: 0.05})
     order: list[str] = []
@@ -167,7 +168,7 @@ def test_a_waiter_that_waited_past_its_limit_goes_before_the_level_above_it_only
 def test_promotions_never_leave_the_lock_free_with_everyone_waiting():
     """Many waiters, promotions passing all the time: every hold is served (the releaser hands the
     lock on; waiters that each chose by their own clock could all wait for another)."""
-    from gpt2_max.batching import PriorityLock
+    from gpt2_max.scheduling import PriorityLock
 
     lock = PriorityLock({2: 0.0005, 1: 0.001})
     done: list[int] = []
@@ -187,7 +188,7 @@ def test_promotions_never_leave_the_lock_free_with_everyone_waiting():
 
 
 def test_a_failed_batch_fails_each_of_its_callers_and_the_next_batch_runs():
-    from gpt2_max.batching import Batcher
+    from gpt2_max.scheduling import Batcher
 
     def run_batch(items):
         if "bad" in items:
@@ -222,22 +223,22 @@ def test_views_wait_for_runs_being_traced_but_not_forever(explorer_service):
     step call first) waits for it; with none in flight it returns at once; its bound holds."""
     service = explorer_service
     assert service.yield_to_runs(max_wait_s=5.0) < 0.5  # nothing in flight
-    batcher = service.batcher
+    batcher = service.scheduler.runs
     _hold(batcher)  # the engine is busy: the Run below waits in flight
     done = {}
     thread = threading.Thread(target=lambda: done.setdefault("run", service.run("A Run the views wait for")))
     thread.start()
     try:
         deadline = time.monotonic() + 10
-        while service._runs_in_flight == 0 and time.monotonic() < deadline:
+        while service.scheduler._runs_in_flight == 0 and time.monotonic() < deadline:
             time.sleep(0.001)
-        assert service._runs_in_flight == 1
+        assert service.scheduler._runs_in_flight == 1
         waited = service.yield_to_runs(max_wait_s=0.3)  # the bound: the Run is still waiting
         assert 0.25 <= waited < 2.0 and "run" not in done
         releaser = threading.Timer(0.2, lambda: _release(batcher))
         releaser.start()
         waited = service.yield_to_runs(max_wait_s=30.0)  # returns when the Run is done
-        assert waited < 10.0 and service._runs_in_flight == 0
+        assert waited < 10.0 and service.scheduler._runs_in_flight == 0
     finally:
         _release(batcher)
         thread.join(30)

@@ -232,7 +232,7 @@ def test_an_allowed_model_that_cannot_load_says_why_and_the_default_keeps_servin
     other = "distilbert/distilgpt2"  # allowed, but not in this offline test cache
     assert other in explorer_service.allowed_models
     call_raw(app_client, "/choose_model", [other])
-    assert explorer_service.wait_until_loaded(30, other)
+    assert explorer_service.loader.wait_until_loaded(30, other)
     status = app_client.predict(other, api_name="/status")
     assert "not available" in status and "HF_HUB_OFFLINE" in status, status
     note = run(app_client, "Hello there", other)
@@ -245,8 +245,8 @@ def test_an_allowed_model_that_cannot_load_says_why_and_the_default_keeps_servin
 def test_bad_models_are_refused_with_a_message(tmp_path):
     from tiny_checkpoint import TINY_CONFIG
 
-    from components.run import ExplorerService
-    from components.settings import Settings
+    from explorer.service import ExplorerService
+    from explorer.settings import Settings
 
     not_gpt2 = tmp_path / "llama"
     not_gpt2.mkdir()
@@ -263,7 +263,7 @@ def test_bad_models_are_refused_with_a_message(tmp_path):
     }
     for name, expected in cases.items():
         service = ExplorerService(Settings(cache_dir=str(tmp_path / "cache")), name)
-        service.start_loading().join(30)
+        service.loader.start_loading().join(30)
         assert service.model is None
         assert expected in service.status_markdown()
         with pytest.raises(Exception, match="unavailable"):
@@ -335,11 +335,11 @@ def test_overload_gets_busy_try_again_not_a_crash(explorer_service):
 
     from gradio_client import Client
 
-    from components.run import ExplorerService
+    from explorer.service import ExplorerService
 
     settings = replace(explorer_service.settings, max_queue=1, concurrency_limit=1)
     service = ExplorerService(settings, explorer_service.model_name)
-    service.adopt(explorer_service.model)
+    service.loader.adopt(explorer_service.model)
     demo, url = serve(service)
     outcomes: list[str] = []
     lock = threading.Lock()
@@ -379,7 +379,7 @@ def test_no_network_start_says_so_within_5_s_and_examples_still_work(tmp_path, e
     from gradio_client import Client
 
     from app import EXAMPLES
-    from components.run import example_path, save_example
+    from explorer.examples import example_path, save_example
 
     model_name = "openai-community/gpt2"
     examples_dir = tmp_path / "examples"

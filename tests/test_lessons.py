@@ -44,7 +44,7 @@ def test_set_up_and_show_me_apply_every_setting_of_the_lesson(page, index):
     note = next(values[id(b)] for b in setup.outputs if getattr(b, "elem_id", "") == "share-note")
     assert "Ignored" not in note, note
     lesson = LESSONS[index]
-    assert values[id(ctx.state)]["text"] == lesson.prompt
+    assert values[id(ctx.state)].text == lesson.prompt
     assert values[id(ctx.visible)] == lesson.view["tab"]
     for question in lesson.questions:
         notes: list[str] = []

@@ -68,8 +68,8 @@ def test_copies_into_the_arena_equal_their_sources_and_fall_back_when_full():
 def test_a_class_of_runs_reuses_the_memory_of_the_runs_evicted(tiny_model, tmp_path_factory, monkeypatch):
     """Runs live in the service's arena, sized to its trace store: as the store evicts old Runs
     (nothing else holding them), their memory comes back, so Run after Run fits with no miss."""
-    from components.run import ExplorerService
-    from components.settings import Settings
+    from explorer.service import ExplorerService
+    from explorer.settings import Settings
 
     settings = Settings(
         model=TINY_REPO_ID,
@@ -79,7 +79,7 @@ def test_a_class_of_runs_reuses_the_memory_of_the_runs_evicted(tiny_model, tmp_p
     )
     service = ExplorerService(settings, TINY_REPO_ID)
     monkeypatch.setattr(tiny_model.engine, "trace_arena", service.trace_arena)
-    service.adopt(tiny_model)
+    service.loader.adopt(tiny_model)
     arena = service.trace_arena
     arena.touch()
     for i in range(16):

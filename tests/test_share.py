@@ -114,7 +114,7 @@ def test_a_copied_link_reopens_the_attention_view_with_the_same_numbers(page, ex
     assert values[id(ctx.visible)] == "attention"
     assert values[id(block(demo, "share-open-tab"))] == "Attention"
     request = values[id(ctx.state)]
-    assert request["text"] == prompt
+    assert request.text == prompt
     pattern = values[id(view.outputs[0])]  # the pattern heatmap, drawn for layer 1 head 2
     expected = explorer_service.run(prompt).trace[block_key(1, "attn.hook_pattern")][2]
     drawn = np.asarray(pattern.data[0].z, dtype=np.float64)
@@ -210,7 +210,7 @@ def test_script_in_a_prompt_is_only_text(page):
     script = "<script>alert('x')</script> | **bold** $$x$$"
     values = restore(demo, share.encode_view({"prompt": script, "tab": "logits"}))
     assert values[id(block(demo, "prompt"))] == script  # a textbox's value: shown as text
-    assert values[id(ctx.state)]["text"] == script
+    assert values[id(ctx.state)].text == script
     assert "<script>" not in note_of(demo, values)
 
 

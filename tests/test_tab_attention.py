@@ -12,7 +12,7 @@ from components.plots import bin_starts
 
 @pytest.fixture(scope="module")
 def ablated(tiny_run, explorer_service):
-    return explorer_service.variant(tiny_run, ablated=[(1, 2)])
+    return explorer_service.variant(tiny_run, ablate=[(1, 2)])
 
 
 def test_pattern_is_the_chosen_heads_with_tokens_on_both_axes(tiny_run, explorer_service):
@@ -164,5 +164,5 @@ def test_tab_builds_and_its_handlers_clamp_and_export(tiny_run, explorer_service
     note, update = view.export(tiny_run.request, 1, 3, None, True, None)  # no patching sweep yet
     with np.load(update["value"]) as saved:
         assert saved["head"] == 3 and saved["grid"].shape[:2] == (2, 4)
-        after = softmax(explorer_service.variant(tiny_run, ablated=[(1, 3)]).trace["logits"][-1])
+        after = softmax(explorer_service.variant(tiny_run, ablate=[(1, 3)]).trace["logits"][-1])
         np.testing.assert_allclose(saved["prob_after"], after[saved["top_ids"]], rtol=1e-6)

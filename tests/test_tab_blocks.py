@@ -9,7 +9,7 @@ from tab_helpers import export_with_defaults, refresh_with_defaults
 from components import tab_blocks
 from components.common import NO_RUN
 from components.plots import plot_text
-from components.run import LENS_DEFAULT_POSITIONS
+from explorer.analyses import LENS_DEFAULT_POSITIONS
 from gpt2_max.engine import LENS_TOP_K
 
 # The lens runs ln_f and the unembedding in float32 numpy; the MAX graph in float32 too,
@@ -210,7 +210,7 @@ def test_built_tab_refreshes_after_a_run(explorer_service, tiny_run):
 
 
 def test_long_texts_lens_the_last_positions(explorer_service, tokenizer, monkeypatch):
-    from components import run as run_module
+    from explorer import analyses as run_module
 
     monkeypatch.setattr(run_module, "LENS_MAX_POSITIONS", 5)
     run = explorer_service.run("A prompt long enough to be cut to its last five positions")

@@ -13,7 +13,7 @@ from tab_helpers import build_view
 
 from components import interpret, tab_attention, tab_blocks, tab_logits
 from components.common import AppContext
-from components.run import LENS_DEFAULT_POSITIONS
+from explorer.analyses import LENS_DEFAULT_POSITIONS
 from gpt2_max import attribution
 
 

@@ -111,7 +111,7 @@ def test_a_long_chunk_replays_its_first_and_last_steps_within_bounds(character):
     from types import SimpleNamespace
 
     from components.plots import figure_json
-    from components.settings import Settings
+    from explorer.settings import Settings
 
     tokenizer = Tokenizer()
     ids = tokenizer.encode(character * 20_000)[: Settings.max_prompt_tokens]

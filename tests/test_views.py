@@ -9,7 +9,7 @@ import pytest
 
 import app
 from components import common
-from components.run import LENS_DEFAULT_POSITIONS
+from explorer.analyses import LENS_DEFAULT_POSITIONS
 
 
 def defaults(view):
@@ -211,12 +211,12 @@ def loading_service(tmp_path, monkeypatch):
     adopts the model when it wants it ready)."""
     from tiny_checkpoint import TINY_REPO_ID
 
-    from components.run import ExplorerService
-    from components.settings import Settings
+    from explorer.service import ExplorerService
+    from explorer.settings import Settings
 
     settings = Settings(model=TINY_REPO_ID, examples_dir=str(tmp_path / "examples"), cache_dir=str(tmp_path / "cache"))
     service = ExplorerService(settings, TINY_REPO_ID)
-    monkeypatch.setattr(service, "start_loading", lambda name=None: None)
+    monkeypatch.setattr(service.loader, "start_loading", lambda name=None: None)
     return service
 
 
@@ -246,9 +246,9 @@ def test_a_run_pressed_while_the_model_loads_shows_its_tokens_and_is_traced_when
     )
     trace_pending = event_fn(demo, "trace_pending")
     assert all(is_skip(v) for v in trace_pending(request))  # still loading: nothing changes
-    service.adopt(tiny_model)
+    service.loader.adopt(tiny_model)
     live, note = trace_pending(request)
-    assert live["source"] == "live" and live["token_ids"] == request["token_ids"] and note.startswith("**Live** trace")
+    assert live.source == "live" and live.token_ids == request.token_ids and note.startswith("**Live** trace")
     opened = type(attention.outputs)._make(
         attention.open(live, None, *defaults(attention))[1:-1]
     )  # (tab id, *outputs, key)
@@ -267,7 +267,7 @@ def test_the_status_poll_reports_readiness_so_waiting_views_redraw(loading_servi
     readiness = poll.outputs[2]
     assert isinstance(readiness, gr.State)
     assert poll.fn(service.model_name)[2] == "loading"
-    service.adopt(tiny_model)
+    service.loader.adopt(tiny_model)
     assert poll.fn(service.model_name)[2] == ""
     followers = [f for f in demo.fns.values() if (readiness._id, "change") in f.targets]
     assert [f.fn.__name__ for f in followers] == ["trace_pending"]
@@ -278,7 +278,7 @@ def test_a_view_waiting_for_the_analysis_graph_says_so_once_and_readably(ui, exp
 
     run = explorer_service.run("Logits wait for the analysis graph here")
     monkeypatch.setattr(
-        explorer_service, "compiling", lambda graph, name=None: "compiling the analysis graph: 12 s so far"
+        explorer_service.loader, "compiling", lambda graph, name=None: "compiling the analysis graph: 12 s so far"
     )
     view = ui.views["logits"]
     values = view.render(run.request, *defaults(view))
@@ -295,8 +295,9 @@ def test_a_view_waiting_for_the_analysis_graph_says_so_once_and_readably(ui, exp
 
 
 def test_load_stage_estimates_come_from_this_hosts_measured_times(tmp_path):
-    from components import run as run_module
-    from components.settings import Settings
+    from explorer import loading as run_module
+    from explorer.service import ExplorerService
+    from explorer.settings import Settings
 
     slot = run_module.ModelSlot()
     slot.enter("trace")
@@ -305,9 +306,9 @@ def test_load_stage_estimates_come_from_this_hosts_measured_times(tmp_path):
     assert slot.took["trace"] >= 0.0
     record = tmp_path / "cache" / "load-seconds.json"
     run_module.write_stage_record(record, "some/model", {"trace": 212.4, "analysis": 131.0})
-    service = run_module.ExplorerService(
+    service = ExplorerService(
         Settings(model="some/model", cache_dir=str(tmp_path / "cache"), allowed_models=()), "some/model"
     )
-    measured = service._slots["some/model"]
+    measured = service.loader.slot("some/model")
     measured.enter("trace")
     assert "estimate: 212 s, as at this host's last start" in measured.stage_text()
