@@ -25,6 +25,7 @@ import gradio as gr  # noqa: E402
 import numpy as np  # noqa: E402
 
 from components import (  # noqa: E402
+    compare,
     lessons,
     share,
     tab_attention,
@@ -38,8 +39,9 @@ from components import (  # noqa: E402
 )
 from components.common import AppContext, ExplorerBlocks, fmt_p, guarded, is_pending, md_text, undo_button  # noqa: E402
 from components.interpret import HEAD_PICK_JS, HIDDEN_CSS  # noqa: E402
+from components.reconnect import page_script  # noqa: E402
 from explorer.loading import start_model  # noqa: E402
-from explorer.runs import PENDING, PRECOMPUTED  # noqa: E402
+from explorer.runs import PENDING, PRECOMPUTED, Run  # noqa: E402
 from explorer.service import ExplorerService  # noqa: E402
 from explorer.settings import Settings  # noqa: E402
 from gpt2_max.errors import InputError  # noqa: E402
@@ -93,13 +95,14 @@ def model_label(name: str) -> str:
 
 
 # The page's layout on a phone (390 px wide): the status line above the model picker, not in a
-# column beside it; dropdown values clear of their arrow.
+# column beside it; dropdown values clear of the arrow Gradio draws over the right end of their
+# box (cut with an ellipsis before it).
 PAGE_CSS = """
 @media (max-width: 640px) {
   #status-row { flex-direction: column; }
   #status-row > * { width: 100%; min-width: 0 !important; }
 }
-.gradio-dropdown .wrap-inner input { padding-right: 28px; text-overflow: ellipsis; }
+.wrap-inner .secondary-wrap input { padding-right: 28px; text-overflow: ellipsis; }
 """
 
 # Gradio's copies of exported files are deleted every 10 minutes once older than 30.
@@ -134,6 +137,7 @@ def build_ui(service: ExplorerService) -> tuple[gr.Blocks, AppContext]:
             max_lines=12,
             elem_id="prompt",
         )
+        compare_box = compare.build_box()
         with gr.Row():
             run_button = gr.Button("Run", variant="primary", elem_id="run-button")
             # Shown when a button (the induction test, a preset) replaced the typed prompt.
@@ -142,27 +146,39 @@ def build_ui(service: ExplorerService) -> tuple[gr.Blocks, AppContext]:
         note = gr.Markdown(elem_id="run-note")
         state = gr.State(None)
         ctx = AppContext(service=service, state=state)
-        share_row = share.build_share_row(ctx, prompt, model_choice, note)
+        share_row = share.build_share_row(ctx, prompt, model_choice, note, compare_box)
         lesson_list = lessons.load_lessons()
         lesson_panel = lessons.build_panel(lesson_list)
         with gr.Tabs():
             for tab in TABS:
                 tab.build(ctx)
 
-        @guarded(state, note)
-        def start_run(text, model_name):
-            run = service.run(text, model_name=model_name)
-            return run.request, run_note(run, service.tokenizer)
+        def compare_note(other, why: str) -> str:
+            """The note's line on B, the compare prompt: its Run, or why it was left out."""
+            if why:
+                return f"\n\n⚠️ **Compare with (B) was not run:** {md_text(why)}"
+            if other is None:
+                return ""
+            if other.source == PENDING:
+                return f"\n\n⏳ **Compare with (B):** its {other.n_tokens} tokens are traced when the model is ready."
+            return "\n\n**Compare with (B):** " + run_note(other, service.tokenizer)
+
+        @guarded(state, ctx.compare, note)
+        def start_run(text, model_name, compare_text=None):
+            run, other, why = compare.run_both(service, text, model_name, compare_text)
+            note_text = run_note(run, service.tokenizer) + compare_note(other, why)
+            return run.request, None if other is None else other.request, note_text
 
         # The service traces the Runs that wait together in one MAX execution, up to
         # max_batch_size at a time (ExplorerService.batcher, a gpt2_max.batching.Batcher); the
         # lane admits two batches' worth, so the next batch gathers while one runs. Not Gradio's
         # batch=True: a batched event does not give each session its own gr.State back.
+        # The compare box last, its argument defaulting to None: a call of the API with (prompt, model) runs no B.
         event = gr.on(
-            [run_button.click, prompt.submit],
+            [run_button.click, prompt.submit, compare_box.submit],
             start_run,
-            [prompt, model_choice],
-            [state, note],
+            [prompt, model_choice, compare_box],
+            [state, ctx.compare, note],
             api_name="run",
             **service.lanes.event(RUN_LANE),
         )
@@ -170,11 +186,15 @@ def build_ui(service: ExplorerService) -> tuple[gr.Blocks, AppContext]:
         for trigger, make, what in ctx.id_runs:
 
             @guarded(state, note, prompt, prompt_undo.saved, prompt_undo.button)
-            def start_ids_run(model_name, typed, make=make, what=what):
+            def start_ids_run(model_name, typed, compare_request=None, make=make, what=what):
                 ids = make()
                 text = service.tokenizer.decode(ids)
                 run = service.run_ids(text, ids, model_name)
-                note_text = run_note(run, service.tokenizer)
+                # B stays what it was: the preset's sentence against the student's compare prompt.
+                other = compare.compare_of(service, run, compare_request)
+                note_text = run_note(run, service.tokenizer) + compare_note(
+                    other if isinstance(other, Run) else None, ""
+                )
                 if typed == text:  # nothing of the student's was replaced
                     return run.request, note_text, text, gr.skip(), gr.skip()
                 replaced = f"↩ {what.capitalize()} replaced your prompt; **Restore my prompt** (beside Run) brings it back.\n\n"
@@ -183,7 +203,7 @@ def build_ui(service: ExplorerService) -> tuple[gr.Blocks, AppContext]:
             events.append(
                 trigger(
                     start_ids_run,
-                    [model_choice, prompt],
+                    [model_choice, prompt, ctx.compare],
                     [state, note, prompt, prompt_undo.saved, prompt_undo.button],
                     **service.lanes.event(MODEL_LANE),
                 )
@@ -192,8 +212,8 @@ def build_ui(service: ExplorerService) -> tuple[gr.Blocks, AppContext]:
         events.append(
             prompt_undo.restore_into([prompt]).then(
                 start_run,
-                [prompt, model_choice],
-                [state, note],
+                [prompt, model_choice, compare_box],
+                [state, ctx.compare, note],
                 **service.lanes.event(RUN_LANE),
             )
         )
@@ -283,13 +303,14 @@ def main() -> None:
     service = ExplorerService(settings, model, tuple(EXAMPLES), start_note=start_note)
     service.loader.start_loading()
     demo = build_app(service)
-    # The page script lets a click on a head-detector cell open that head (components.interpret).
+    # The page script lets a click on a head-detector cell open that head (components.interpret), and
+    # keeps the page usable, with its prompt and settings, when its server stops (components.reconnect).
     demo.launch(
         server_name=args.host,
         server_port=args.port,
         share=args.share,
         show_error=False,
-        js=HEAD_PICK_JS,
+        js=page_script(HEAD_PICK_JS),
         css=HIDDEN_CSS + PAGE_CSS + share.PRESENTER_CSS,
     )
 

@@ -238,7 +238,8 @@ class Server:
         started = time.monotonic()
         while True:
             self.check_alive()
-            status = str(client.predict(model, api_name="/status")[0])
+            answer = client.predict(model, api_name="/status")  # the text (older apps: a 1-tuple)
+            status = str(answer if isinstance(answer, str) else answer[0])
             # Ready, and done with the background work (the other graphs' compiles, the examples):
             # a teacher opens the page before class, and a compile would run beside the students.
             if "ready" in status and "In the background" not in status:

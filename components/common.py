@@ -273,6 +273,9 @@ class AppContext:
     service: ExplorerService
     state: gr.State  # the current Run's request (plain data)
     visible: gr.State = None  # the id of the tab on screen
+    # The compare prompt's Run request (components.compare), None without one: a control of the
+    # tabs that draw it, so only their views follow it.
+    compare: gr.State = None
     views: dict[str, TabView] = field(default_factory=dict)
     # Buttons that start a Run of token ids rather than typed text: (trigger, make() -> ids),
     # wired by the app like its Run button (run_ids_on).
@@ -281,6 +284,8 @@ class AppContext:
     def __post_init__(self) -> None:
         if self.visible is None:
             self.visible = gr.State(None)
+        if self.compare is None:
+            self.compare = gr.State(None)
 
     def view(self, tab: gr.Tab, render: Callable, controls: list, outputs: tuple, needs_trace: bool = True) -> TabView:
         """Registers a tab's render; opening the tab (API name ``render_<tab>``) renders it if stale.

@@ -18,7 +18,19 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from components.common import AppContext, guarded, md_text, preset_with_undo, undo_button
-from components.plots import SEQUENTIAL, figure, heatmap, layout, plot_text
+from components.plots import (
+    COLOUR_BAR_PX,
+    SEQUENTIAL,
+    TOP_PX,
+    colour_bar,
+    figure,
+    heatmap,
+    layout,
+    plot_text,
+    thinned_ticks,
+    wrap_lines,
+)
+from explorer.settings import Settings
 from gpt2_max import attribution
 from gpt2_max.attribution import Attribution, PatchSweep
 from gpt2_max.errors import InputError
@@ -131,7 +143,7 @@ def attribution_figures(result: Attribution, tokenizer: Tokenizer, where: str) -
     )
     layout(fig, f"Largest direct contributions to {plot_text(what)} at {plot_text(where)}", height=460)
     fig.update_yaxes(type="category", autorange="reversed")
-    fig.update_xaxes(title="share of the logit (+ pushes up, − down)", zeroline=True, zerolinewidth=2)
+    fig.update_xaxes(title="share of the logit<br>(+ pushes up, − down)", zeroline=True, zerolinewidth=2)
 
     L, H = result.heads.shape
     x, y = head_labels(L, H)
@@ -177,6 +189,8 @@ def attribution_arrays(result: Attribution) -> dict[str, np.ndarray]:
 
 
 DETECTOR_NAMES = {"previous_token": "previous token", "duplicate_token": "duplicate token", "induction": "induction"}
+DETECTOR_NAME_PX = 24  # the top margin's room for a panel name's second line
+DETECTOR_HEAD_LABELS = 4  # head numbers labelled per panel (0, 3, 6, 9 of 12): a panel is ~70 px on a phone
 
 
 @functools.cache
@@ -217,20 +231,20 @@ def detector_figure(scores: dict[str, np.ndarray]) -> go.Figure:
         grid[f"xaxis{suffix}"].update(
             type="category",
             title=dict(text="head"),
-            tickmode="array",
-            tickvals=x,
-            ticktext=[str(h) for h in range(H)],
             tickangle=0,
+            **thinned_ticks(x, [str(h) for h in range(H)], DETECTOR_HEAD_LABELS),
         )
         grid[f"yaxis{suffix}"].update(
             type="category", autorange="reversed", **({} if col == 1 else {"showticklabels": False})
         )
-    colorbar = dict(title=dict(text="score", side="right"), thickness=12)
+    for name in grid["annotations"]:  # the panels' names, a word or two a line: they ran into each other on a phone
+        name["text"] = "<br>".join(wrap_lines(name["text"], 10))
     return figure(
         traces,
         "Head detectors on your text (click a cell to open that head)",
-        height=max(320, 26 * L + 170),
-        coloraxis=dict(colorscale=SEQUENTIAL, cmin=0.0, cmax=1.0, colorbar=colorbar),
+        height=max(320, 26 * L + 170) + COLOUR_BAR_PX + DETECTOR_NAME_PX,
+        margin=dict(t=TOP_PX + DETECTOR_NAME_PX),
+        coloraxis=dict(colorscale=SEQUENTIAL, cmin=0.0, cmax=1.0, colorbar=colour_bar("score")),
         **grid,
     )
 
@@ -358,10 +372,11 @@ def run_patching(
     answer: str,
     wrong: str,
     progress: attribution.Progress | None = None,
+    limit: int = Settings().max_patch_tokens,
 ) -> PatchingRun:
-    """The sweep of ``kind`` on the typed prompts; clear messages for what cannot be patched.
+    """The sweep of ``kind`` on the typed prompts, of at most ``limit`` tokens each (one trace per
+    cell: L x T runs for the residual sweep); clear messages for what cannot be patched.
     ``progress(runs done, runs in all)`` is told as the sweep goes."""
-    limit = 64  # one trace per cell: L x T runs for the residual sweep
     clean, corrupted = str(clean or ""), str(corrupted or "")
     # No text of more characters can be `limit` tokens: refused before tokenizing it.
     if max(len(clean), len(corrupted)) > limit * tokenizer.max_token_bytes:
@@ -481,7 +496,17 @@ def patching_section(ctx: AppContext, kind: str, what: str, button_label: str) -
             # Over the plot while the sweep runs: "98/170 runs of the trace graph".
             progress((done, total), desc="Patching", unit="runs of the trace graph")
 
-        patched = run_patching(model, service.tokenizer, kind, clean, corrupted, answer, wrong, runs_done)
+        patched = run_patching(
+            model,
+            service.tokenizer,
+            kind,
+            clean,
+            corrupted,
+            answer,
+            wrong,
+            runs_done,
+            service.settings.max_patch_tokens,
+        )
         return (*patching_figure(patched, service.tokenizer), patched)
 
     inputs.go.click(

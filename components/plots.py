@@ -211,8 +211,8 @@ class ColourLimits:
         if not self.clipped:
             return ""
         if self.diverging:
-            return f"clipped to ±{self.zmax:.3g}<br>(max |x| {max(-self.low, self.high):.3g})"
-        return f"clipped to {self.zmin:.3g}…{self.zmax:.3g}<br>(true {self.low:.3g}…{self.high:.3g})"
+            return f"clipped to ±{self.zmax:.3g} (max |x| {max(-self.low, self.high):.3g})"
+        return f"clipped to {self.zmin:.3g}…{self.zmax:.3g} (true {self.low:.3g}…{self.high:.3g})"
 
 
 def robust_limits(values: np.ndarray, *, diverging: bool, counted: np.ndarray | None = None) -> ColourLimits:
@@ -346,46 +346,94 @@ def decade_ticks(zmin: float, zmax: float, most: int = 4) -> dict:
     return dict(tickvals=powers, ticktext=[f"{10.0**k:g}" for k in powers])
 
 
-# A legend in a row between the title and the plot: at the right (Plotly's default) it took
-# ~150 px of a phone's 390 and left the plot ~70 px wide.
-LEGEND_ABOVE = dict(orientation="h", yanchor="bottom", y=1.0, x=0, xanchor="left")
-LEGEND_ROW_PX = 26  # the top margin's extra room for that row
-NOTE_LINE_PX = 22  # the top margin's room for each note line under the title
+# Legends and colour bars sit under the plot, across it (``LEGEND_BELOW``, ``colour_bar``): at
+# the right, Plotly's default, a legend took ~150 px and a colour bar ~90 px of a phone's 324-px
+# plot, leaving the data 70-120 px; above the plot a legend that wrapped to three rows covered
+# the title. Placed against the figure's bottom edge (``yref="container"``), Plotly reserves
+# the rows they need below the axes, however many a narrow screen wraps them into.
+LEGEND_BELOW = dict(orientation="h", yref="container", y=0.0, yanchor="bottom", x=0.0, xanchor="left")
+LEGEND_ROW_PX = 26  # one row of legend: the height a figure with a legend is given for it
+COLOUR_BAR_PX = 64  # a colour bar under the plot with its ticks and a one-line title
+# Titles are wrapped to lines that fit a phone's plot (~300 px for the text: 40 characters at
+# the title's 16 px, 56 at the notes' smaller size); a longer line was cut at the plot's edge,
+# on a phone and in the Mask tab's three side by side.
+TITLE_LINE_CHARS = 40
+NOTE_LINE_CHARS = 56
+TITLE_PAD_PX = 36  # above the title's first line: clear of the label Gradio draws over a plot's corner
+TOP_PX = 80  # the top margin under a one-line title
+LINE_PX = 21  # the top margin's room for each line of the title after the first (notes included)
 
 
-def layout_properties(
-    title: str, height: int = DEFAULT_HEIGHT, notes: Sequence[str] = (), legend_above: bool = False, **extra
-) -> dict:
-    """Title, height, margins and font of every figure (and any other layout properties), as the
-    dict a layout is built from; ``notes`` become a second, smaller title line; ``legend_above``
-    puts the legend in a row under the title (figures with several named series)."""
-    notes = [n for n in notes if n]
-    if notes:
-        # A line per note: joined on one line they ran past a narrow panel's edge (the Mask tab's three in a row).
-        title = title + "".join(f"<br><sup>{note}</sup>" for note in notes)
-    top = (68 + NOTE_LINE_PX * len(notes) if notes else 60) + (
-        LEGEND_ROW_PX if legend_above else 0
-    )  # room for the notes and the legend
+# Category labels (tokens, positions) lie level when they fit, else at 60°, which Plotly picks
+# only where labels are far enough apart for it, else upright (with tickangle left at its
+# default, "auto"): a fixed 45° ran labels into each other on a phone, where Plotly keeps one
+# label per ~17 px (and drops the others: it thins the ticks itself).
+LABEL_ANGLES = dict(autotickangles=[0, -60, -90])
+
+
+def wrap_lines(text: str, width: int) -> list[str]:
+    """``text`` (Plotly's pseudo-HTML, lines split at "<br>") in lines of at most ``width``
+    characters, broken at spaces only (a token's text or an entity such as "&lt;" stays whole)."""
+    return [
+        line
+        for part in str(text).split("<br>")
+        for line in textwrap.wrap(part, width, break_long_words=False, break_on_hyphens=False) or [""]
+    ]
+
+
+def thinned_ticks(values: Sequence, texts: Sequence[str], most: int) -> dict:
+    """Axis properties labelling every k-th of ``values`` (from the first) with its ``texts``, at
+    most ``most`` labels: for an axis whose every label is given (``tickmode="array"``, which
+    Plotly never thins), e.g. twelve heads across a third of a phone."""
+    step = max(1, -(-len(values) // most))
+    return dict(tickmode="array", tickvals=list(values)[::step], ticktext=list(texts)[::step])
+
+
+def colour_bar(title: str = "", **extra) -> dict:
+    """A colour bar under the plot, as wide as it (see ``LEGEND_BELOW``); ``title`` above the bar
+    ("<br>" between lines); ``extra``: other colour-bar properties (ticks)."""
+    return dict(
+        orientation="h",
+        yref="container",
+        y=0.0,
+        yanchor="bottom",
+        ypad=8,
+        x=0.5,
+        xanchor="center",
+        len=1.0,
+        thickness=12,
+        **({"title": dict(text=title, side="top", font=dict(size=12))} if title else {}),
+        **extra,
+    )
+
+
+def layout_properties(title: str, height: int = DEFAULT_HEIGHT, notes: Sequence[str] = (), **extra) -> dict:
+    """Title, height, margins, font and legend of every figure (and any other layout properties),
+    as the dict a layout is built from. The title is wrapped to ``TITLE_LINE_CHARS`` a line;
+    ``notes`` become smaller lines under it, each wrapped to ``NOTE_LINE_CHARS``. ``height`` is the
+    plot's and its axes' (a caller's ``margin`` top included): the lines after the title's first
+    are added to it, so a long title never takes the plot's room."""
+    lines = wrap_lines(title, TITLE_LINE_CHARS)
+    note_lines = [line for note in notes if note for line in wrap_lines(note, NOTE_LINE_CHARS)]
+    text = "<br>".join(lines) + "".join(f"<br><sup>{line}</sup>" for line in note_lines)
+    more = LINE_PX * (len(lines) - 1 + len(note_lines))
+    margin = {"l": 60, "r": 20, "t": TOP_PX, "b": 60, **extra.pop("margin", {})}
+    margin["t"] += more
     return {
-        "title": dict(text=title, font=dict(size=16)),
-        "height": height,
-        "margin": dict(l=60, r=20, t=top, b=60),
+        # From the top down (Plotly centres a title in the top margin by default, so a line more
+        # moved it down into what the margin holds below it, e.g. the all-heads grid's top axis).
+        "title": dict(text=text, font=dict(size=16), yref="container", y=1.0, yanchor="top", pad=dict(t=TITLE_PAD_PX)),
+        "height": height + more,
+        "margin": margin,
         "font": FONT,
-        **({"legend": LEGEND_ABOVE} if legend_above else {}),
+        "legend": LEGEND_BELOW,
         **extra,
     }
 
 
-def layout(
-    fig: go.Figure,
-    title: str,
-    height: int = DEFAULT_HEIGHT,
-    notes: Sequence[str] = (),
-    legend_above: bool = False,
-    **extra,
-) -> go.Figure:
+def layout(fig: go.Figure, title: str, height: int = DEFAULT_HEIGHT, notes: Sequence[str] = (), **extra) -> go.Figure:
     """Applies ``layout_properties`` to a figure that exists already."""
-    fig.update_layout(**layout_properties(title, height, notes, legend_above, **extra))
+    fig.update_layout(**layout_properties(title, height + legend_px(fig.data), notes, **extra))
     return fig
 
 
@@ -396,7 +444,18 @@ def figure(
     ``layout_properties``: several times faster than adding traces and then calling update_layout
     and update_xaxes one at a time (the same JSON), which matters where a class's 30 generations
     each redraw a chart every second."""
-    return go.Figure(data=list(data), layout=layout_properties(title, height, notes, **extra))
+    return go.Figure(data=list(data), layout=layout_properties(title, height + legend_px(data), notes, **extra))
+
+
+def legend_px(data: Sequence) -> int:
+    """The room a figure's legend row takes below its axes: a row when two or more traces are in
+    the legend (Plotly shows none for a single trace), else none."""
+    shown = [
+        trace
+        for trace in data
+        if trace["type"] != "heatmap" and (trace["showlegend"] if "showlegend" in trace else None) is not False
+    ]
+    return LEGEND_ROW_PX if len(shown) > 1 else 0
 
 
 def heatmap(
@@ -438,9 +497,7 @@ def heatmap(
         limits = robust_limits(z, diverging=diverging, counted=counted)
     if leave_out:
         notes.append(POSITION_0_LEFT_OUT)
-    kwargs = dict(zmin=limits.zmin, zmax=limits.zmax)
-    if limits.clipped:
-        kwargs["colorbar"] = dict(title=dict(text=limits.clip_note(), font=dict(size=12)))
+    kwargs = dict(zmin=limits.zmin, zmax=limits.zmax, colorbar=colour_bar(limits.clip_note()))
     if diverging:
         kwargs["zmid"] = 0.0
     hover = f"{y_title or 'row'}: %{{y}}<br>{x_title or 'column'}: %{{x}}<br>{value_name}: %{{z:.4g}}"
@@ -460,9 +517,9 @@ def heatmap(
     return figure(
         [trace],
         title,
-        height,
+        height + COLOUR_BAR_PX,
         notes,
-        xaxis=dict(title=x_title, type="category", tickangle=-45),
+        xaxis=dict(title=x_title, type="category", **LABEL_ANGLES),
         yaxis=dict(title=y_title, type="category", autorange="reversed"),
     )
 
@@ -550,7 +607,7 @@ def bars(
     if horizontal:
         axes = dict(yaxis=dict(type="category", autorange="reversed"), xaxis=value_axis)
     else:
-        axes = dict(xaxis=dict(type="category", tickangle=-45), yaxis=value_axis)
+        axes = dict(xaxis=dict(type="category", **LABEL_ANGLES), yaxis=value_axis)
     return figure([trace], title, height, **axes)
 
 
@@ -603,8 +660,7 @@ def lines(
         title,
         height,
         notes,
-        legend_above=len(traces) > 1,
-        xaxis=dict(title=x_title),
+        xaxis=dict(title=x_title, **LABEL_ANGLES),
         yaxis=log_axis([y for ys in series.values() for y in ys], y_title)
         if log_y
         else dict(title=y_title, type="linear"),
@@ -673,7 +729,8 @@ def attention_pattern(
             range=[0.0, 1.0],
             tickvals=[0.0, 1.0],
             ticktext=["0", "100%"],
-            title="on position 0",
+            # Two short lines: one line was wider than the bars' column on a phone and ran off the figure.
+            title=dict(text="share on<br>position 0", font=dict(size=12)),
             tickangle=0,
         ),
     )
@@ -689,6 +746,10 @@ def tiled_heatmap(
     *,
     hovertemplate: str,
     customdata: np.ndarray | None = None,
+    row_ticks: Sequence[str] | None = None,
+    col_ticks: Sequence[str] | None = None,
+    x_title: str = "",
+    y_title: str = "",
     layout_extra: dict,
 ) -> go.Figure:
     """A grid of R x C heatmaps, ``tiles`` [R, C, G, K], drawn as one heatmap of R(G+1)-1 x C(K+1)-1
@@ -698,7 +759,9 @@ def tiled_heatmap(
     (the axes' ticks); its rows by ``row_labels`` and columns by ``col_labels``. A cell's hover
     names its tile and its row and column (``%{y}`` is "row title · row label", ``%{x}`` the
     same for columns); ``customdata`` [R, C] is a number per tile for ``%{customdata}``
-    (unsigned 8-bit: 1 byte per cell on the wire). ``layout_extra``: the other layout
+    (unsigned 8-bit: 1 byte per cell on the wire). ``row_ticks`` / ``col_ticks``: shorter tick
+    labels than the titles, under the axis titles ``y_title`` / ``x_title`` ("0".."11" under
+    "head": twelve "head h" labels overlapped across a phone). ``layout_extra``: the other layout
     properties (e.g. ``layout_properties``); the trace takes ``coloraxis``."""
     R, C, G, K = tiles.shape
 
@@ -734,20 +797,21 @@ def tiled_heatmap(
     if customdata is not None:
         trace["customdata"] = laid_out(np.asarray(customdata)[:, :, None, None], 0, np.uint8)
 
-    def ticks(count: int, size: int, titles: Sequence[str]) -> dict:
+    def ticks(count: int, size: int, texts: Sequence[str], title: str) -> dict:
         # Category axes take tick positions as indices: each tile's middle.
         return dict(
             tickmode="array",
             tickvals=[t * (size + 1) + (size - 1) / 2 for t in range(count)],
-            ticktext=list(titles),
+            ticktext=list(texts),
+            title=dict(text=title),
             type="category",
             showgrid=False,
             zeroline=False,
         )
 
     axes = dict(
-        xaxis=dict(ticks(C, K, col_titles), side="top"),  # Plotly turns the titles when they would overlap (a phone)
-        yaxis=dict(ticks(R, G, row_titles), autorange="reversed"),
+        xaxis=dict(ticks(C, K, col_titles if col_ticks is None else col_ticks, x_title), side="top", tickangle=0),
+        yaxis=dict(ticks(R, G, row_titles if row_ticks is None else row_ticks, y_title), autorange="reversed"),
     )
     return go.Figure(data=[trace], layout={**axes, **layout_extra})
 

@@ -1,4 +1,4 @@
-"""Links that reopen a view: the model, the prompt, the open tab, every control of every tab
+"""Links that reopen a view: the model, the prompt and the compare prompt, the open tab, every control of every tab
 (sampling settings and seed, patching prompts and tokens included) and presenter mode, in one
 URL parameter, for any visitor, with nothing stored on the server.
 
@@ -41,7 +41,7 @@ LINK_VERSION = 1
 # (Chromium: 2 MB). The page's script reads both.
 QUERY_MAX_CHARS = 8000
 # The JSON keys of a view.
-VIEW_KEYS = ("v", "model", "prompt", "tab", "controls", "present")
+VIEW_KEYS = ("v", "model", "prompt", "compare", "tab", "controls", "present")
 TOKEN_CHARS = re.compile(r"^[A-Za-z0-9_-]*$")
 # Inputs that are wiring, not settings: the detector grid's click relay (components.interpret).
 NOT_SHARED_ELEM_IDS = frozenset({"head-pick"})
@@ -212,12 +212,12 @@ class ShareWiring:
     token_box: gr.Textbox  # hidden: the token between the server and the page's script
     note: gr.Markdown  # what a link or lesson set, and what it ignored
     open_tab: gr.Textbox  # hidden: the tab to open once a view is applied (the page's script clicks it)
-    start_run: Callable | None = (
-        None  # (text, model name) -> (the Run's request, the note under the prompt); set by ``wire``
-    )
+    # (text, model name, compare text) -> (the Run's request, B's request, the note under the prompt); set by ``wire``
+    start_run: Callable | None = None
     controls: list[SharedControl] = field(default_factory=list)  # found by ``wire`` once every tab is built
     demo_fns: list = field(default_factory=list)  # the page's events: a redrawn dropdown's handlers are found here
     demo_blocks: list = field(default_factory=list)
+    compare: gr.Textbox | None = None  # the compare prompt (components.compare), carried beside the prompt
 
     @property
     def settings(self):
@@ -231,8 +231,9 @@ class ShareWiring:
 
     # ---------------------------------------------------------------- making a link
 
-    def view_of(self, model_name, prompt_text, tab_id, present, *values) -> dict:
-        """The page's state as a view: only the controls that differ from their initial values."""
+    def view_of(self, model_name, prompt_text, tab_id, present, compare_text, *values) -> dict:
+        """The page's state as a view: only the controls that differ from their initial values (and
+        the compare prompt only when there is one)."""
         changed = {
             control.key: value
             for control, value in zip(self.controls, values, strict=True)
@@ -245,6 +246,8 @@ class ShareWiring:
             "tab": tab_id or "tokenize",
             "controls": changed,
         }
+        if isinstance(compare_text, str) and compare_text.strip():
+            view["compare"] = compare_text
         if present:
             view["present"] = True
         return view
@@ -256,10 +259,12 @@ class ShareWiring:
         blocks = [
             self.model_choice,
             self.prompt,
+            *([self.compare] if self.compare is not None else []),
             self.presenter,
             self.note,
             self.open_tab,
             self.ctx.state,
+            self.ctx.compare,
             self.ctx.visible,
             self.run_note,
             *(c.component for c in self.controls),
@@ -274,8 +279,8 @@ class ShareWiring:
         return unique
 
     def check(self, view: dict, notes: list[str]) -> dict:
-        """The valid part of ``view``: {"model", "prompt", "tab", "present", "controls": {key: value}};
-        what is left out is said in ``notes``."""
+        """The valid part of ``view``: {"model", "prompt", "compare", "tab", "present", "controls": {key:
+        value}}; what is left out is said in ``notes``."""
         service, valid = self.ctx.service, {}
         if view.get("v", LINK_VERSION) != LINK_VERSION:
             notes.append(
@@ -290,16 +295,22 @@ class ShareWiring:
                 valid["model"] = model
             else:
                 notes.append(f"model {_shown(model)} is not offered here; the page's model is used")
-        prompt = view.get("prompt")
-        if prompt is not None:
-            if not isinstance(prompt, str):
-                notes.append("the prompt is not text; the page's prompt is used")
-            elif len(prompt) > self.settings.max_prompt_chars:
+        # Bounded as the prompt box is: the Run checks the rest (its tokens) and says what it cut.
+        for key, name, otherwise in (
+            ("prompt", "the prompt", "the page's prompt is used"),
+            ("compare", "the compare prompt", "it is left empty"),
+        ):
+            text = view.get(key)
+            if text is None:
+                continue
+            if not isinstance(text, str):
+                notes.append(f"{name} is not text; {otherwise}")
+            elif len(text) > self.settings.max_prompt_chars:
                 notes.append(
-                    f"the prompt has {len(prompt):,} characters, over this page's {self.settings.max_prompt_chars:,}; the page's prompt is used"
+                    f"{name} has {len(text):,} characters, over this page's {self.settings.max_prompt_chars:,}; {otherwise}"
                 )
             else:
-                valid["prompt"] = prompt
+                valid[key] = text
         tab = view.get("tab")
         if tab is not None:
             if isinstance(tab, str) and tab in self.ctx.views:
@@ -332,8 +343,8 @@ class ShareWiring:
         return valid
 
     def apply(self, view: dict, notes: list[str], what: str = "This link") -> tuple:
-        """Sets the page to ``view`` (checked first): model, prompt, controls, presenter mode;
-        runs the prompt; draws the chosen tab with the link's controls, then sets the controls
+        """Sets the page to ``view`` (checked first): model, prompt and compare prompt, controls,
+        presenter mode; runs the prompts; draws the chosen tab with the link's controls, then sets the controls
         its drawing reset (positions) and redraws what they control. -> values of ``outputs()``."""
         valid = self.check(view, notes)
         ctx = self.ctx
@@ -348,6 +359,10 @@ class ShareWiring:
             put(self.model_choice, model_name)
         prompt_text = valid.get("prompt", self.prompt.value)
         put(self.prompt, prompt_text)
+        # A view without a compare prompt opens without one (as a link without a prompt opens the page's).
+        compare_text = valid.get("compare", "")
+        if self.compare is not None:
+            put(self.compare, compare_text)
         if "present" in valid:
             put(self.presenter, valid["present"])
         current = {id(c.component): c.component.value for c in self.controls}
@@ -356,16 +371,20 @@ class ShareWiring:
             current[id(control.component)] = value
             if not control.after_render:
                 put(control.component, value)
-        request, note_text = self.start_run(prompt_text, model_name)
+        request, compare_request, note_text = self.start_run(prompt_text, model_name, compare_text)
         put(self.run_note, note_text)
         tab_id = valid.get("tab", "tokenize" if "tokenize" in ctx.views else next(iter(ctx.views)))
         if isinstance(request, RunRequest):  # else the Run was refused, and the note says why
+            compare_request = compare_request if isinstance(compare_request, RunRequest) else None
             put(ctx.state, request)
+            put(ctx.compare, compare_request)
             put(ctx.visible, tab_id)
             current[id(ctx.state)] = request
+            current[id(ctx.compare)] = compare_request
             self._draw(tab_id, request, current, valid["controls"], settings_by_control, put, notes)
         put(self.open_tab, str(next(t.label for t in self._tabs() if str(t.label).lower() == tab_id)))
-        note = f"🔗 {what} set the page up: model, prompt, tab and {len(valid['controls'])} setting(s)."
+        prompts = "prompt and compare prompt" if valid.get("compare", "").strip() else "prompt"
+        note = f"🔗 {what} set the page up: model, {prompts}, tab and {len(valid['controls'])} setting(s)."
         if notes:
             note += " **Ignored:** " + "; ".join(md_text(n) for n in notes) + "."
         put(self.note, note)
@@ -468,8 +487,9 @@ body.presenter .prose { font-size: 1.15em; }
 """
 
 
-def build_share_row(ctx: AppContext, prompt, model_choice, run_note) -> ShareWiring:
-    """The link controls, placed where this is called (above the tabs)."""
+def build_share_row(ctx: AppContext, prompt, model_choice, run_note, compare=None) -> ShareWiring:
+    """The link controls, placed where this is called (above the tabs); ``compare``: the compare
+    prompt's box, which a link carries beside the prompt."""
     with gr.Row(elem_id="share-row"):
         gr.Button("🔗 Copy link to this view", size="sm", elem_id="copy-link", scale=0, min_width=220)
         presenter = gr.Checkbox(
@@ -491,19 +511,31 @@ def build_share_row(ctx: AppContext, prompt, model_choice, run_note) -> ShareWir
     token_box = gr.Textbox(visible=False, elem_id="share-token")
     open_tab = gr.Textbox(visible=False, elem_id="share-open-tab")
     note = gr.Markdown(elem_id="share-note")
-    return ShareWiring(ctx, prompt, model_choice, run_note, presenter, link_box, token_box, note, open_tab)
+    return ShareWiring(
+        ctx, prompt, model_choice, run_note, presenter, link_box, token_box, note, open_tab, compare=compare
+    )
 
 
 def wire(share: ShareWiring, demo: gr.Blocks, start_run: Callable, copy_button_id: str = "copy-link") -> None:
     """Finds the shared controls (call once every tab is built) and wires copying and restoring.
-    ``start_run(text, model name)`` -> (request, note): the app's Run, which a restored view runs."""
+    ``start_run(text, model name, compare text)`` -> (request, B's request, note): the app's Run,
+    which a restored view runs."""
     ctx = share.ctx
     share.start_run = start_run
     share.controls = shared_controls(demo, ctx)
     share.demo_fns = list(demo.fns.values())
     share.demo_blocks = list(demo.blocks.values())
     copy_button = next(b for b in demo.blocks.values() if isinstance(b, gr.Button) and b.elem_id == copy_button_id)
-    inputs = [share.model_choice, share.prompt, ctx.visible, share.presenter, *(c.component for c in share.controls)]
+    # The compare prompt's value is "" on a page without its box (a gr.State stands in for it).
+    compare_box = share.compare if share.compare is not None else gr.State("")
+    inputs = [
+        share.model_choice,
+        share.prompt,
+        ctx.visible,
+        share.presenter,
+        compare_box,
+        *(c.component for c in share.controls),
+    ]
 
     @guarded("text")
     def make_token(*values):

@@ -6,7 +6,7 @@ import gradio as gr
 import numpy as np
 import plotly.graph_objects as go
 
-from components import interpret
+from components import compare, interpret
 from components.common import (
     NO_RUN,
     AppContext,
@@ -21,11 +21,14 @@ from components.common import (
     unique_labels,
 )
 from components.plots import (
+    LABEL_ANGLES,
     SEQUENTIAL,
     attention_blocks,
     attention_pattern,
     bin_starts,
+    binned_heatmap,
     block_labels,
+    colour_bar,
     heatmap,
     layout,
     layout_properties,
@@ -55,9 +58,23 @@ AFTER_COLOUR = "#E69F00"
 NEEDS_MODEL = "Ablating a head runs the model again, which needs the live model; it is still loading (or unavailable)."
 
 # The tab's outputs, by name: one head's pattern, every head's pattern, the head's q/k/v and its ablation,
-# the summary, the three controls a Run resets, then the head detectors and their strongest heads.
+# the summary, the three controls a Run resets, then the head detectors and their strongest heads, then
+# the compare panel (shown with a compare prompt): B's pattern of the head, A − B, and its text.
 AttentionViews = named_outputs(
-    "pattern", "grid", "qkv", "ablation", "summary", "layer", "head", "position", "detectors", "detector_summary"
+    "pattern",
+    "grid",
+    "qkv",
+    "ablation",
+    "summary",
+    "layer",
+    "head",
+    "position",
+    "detectors",
+    "detector_summary",
+    "compare_panel",
+    "compare_pattern",
+    "difference",
+    "compare_summary",
 )
 
 INTRO = intro(
@@ -80,15 +97,91 @@ def _height(T: int) -> int:
     return max(360, min(800, 18 * T + 170))
 
 
-def pattern_figure(run: Run, layer: int, head: int) -> go.Figure:
+def pattern_figure(run: Run, layer: int, head: int, whose: str = "") -> go.Figure:
+    """One head's pattern; ``whose``: the run's name at the head of the title (the compare prompt's)."""
     pattern = run.trace[block_key(layer, "attn.hook_pattern")][head]
     displays = [t.display for t in run.tokens]
     return attention_pattern(
         pattern,
         run.labels,
         displays,
-        f"Attention pattern, layer {layer} head {head}: each row sums to 1",
+        (f"{whose}: " if whose else "") + f"Attention pattern, layer {layer} head {head}: each row sums to 1",
         height=_height(run.n_tokens),
+    )
+
+
+def pattern_difference(a: Run, b: Run, layer: int, head: int) -> np.ndarray | None:
+    """[T, T] float64: A's pattern of the head minus B's, or None when their token counts differ
+    (then no query and key of one is a query and key of the other)."""
+    if a.n_tokens != b.n_tokens:
+        return None
+    key = block_key(layer, "attn.hook_pattern")
+    return a.trace[key][head].astype(np.float64) - b.trace[key][head].astype(np.float64)
+
+
+def difference_figure(a: Run, b: Run, layer: int, head: int) -> go.Figure:
+    """A − B for one head on a colour scale centred on 0 (drawn in blocks as the patterns are, for
+    long inputs: the blocks of a difference are the difference of the blocks), or why not."""
+    diff = pattern_difference(a, b, layer, head)
+    if diff is None:
+        return message_figure(different_lengths(a, b))
+    labels = compare.position_labels(a, b)
+    return binned_heatmap(
+        diff,
+        labels,
+        labels,
+        f"A − B, layer {layer} head {head}",
+        subtitle="above 0 where A's head attends more than B's, below 0 where less",
+        x_title="key (read from)",
+        y_title="query (reading)",
+        value_name="A − B attention weight",
+        mean_name="A − B weight on the key block, mean over the query block",
+        attention=True,
+        diverging=True,
+        height=_height(a.n_tokens),
+    )
+
+
+def different_lengths(a: Run, b: Run) -> str:
+    return (
+        f"A has {a.n_tokens} tokens and B {b.n_tokens}: a difference needs the same positions. Change a word "
+        "for a word of one token to compare them cell by cell."
+    )
+
+
+def difference_markdown(a: Run, b: Run, layer: int, head: int) -> str:
+    diff = pattern_difference(a, b, layer, head)
+    if diff is None:
+        return different_lengths(a, b)
+    query, key = np.unravel_index(int(np.argmax(np.abs(diff))), diff.shape)
+    pattern = a.trace[block_key(layer, "attn.hook_pattern")][head]
+    readable = np.tril(np.ones_like(diff, dtype=bool)) if a.causal and b.causal else np.ones_like(diff, dtype=bool)
+    labels = compare.position_labels(a, b)
+    return (
+        f"**A − B, layer {layer} head {head}:** the largest change is query {md_text(labels[query])} reading key "
+        f"{md_text(labels[key])}: {pattern[query, key]:.3f} in A, {pattern[query, key] - diff[query, key]:.3f} in B. "
+        f"Mean |A − B| over the cells a query may read: {float(np.abs(diff[readable]).mean()):.4f}."
+    )
+
+
+def compare_views(run: Run | None, other, layer: int, head: int) -> AttentionViews:
+    """-> AttentionViews with the compare panel: hidden without a B (``other`` None), else B's
+    pattern of the head (drawn by ``pattern_figure``, as A's), A − B and the text; or why B cannot
+    be drawn (a Reason)."""
+    if run is None or other is None:
+        return AttentionViews(compare_panel=compare.panel(None))
+    if not isinstance(other, Run):
+        return AttentionViews(
+            compare_panel=compare.panel(other),
+            compare_pattern=message_figure(other),
+            difference=message_figure(other),
+            compare_summary=str(other),
+        )
+    return AttentionViews(
+        compare_panel=compare.panel(other),
+        compare_pattern=pattern_figure(other, layer, head, compare.B.name),
+        difference=difference_figure(run, other, layer, head),
+        compare_summary=difference_markdown(run, other, layer, head),
     )
 
 
@@ -146,22 +239,16 @@ def grid_figure(run: Run, values: np.ndarray, labels: list[str], shares: np.ndar
         title += (
             f"; queries averaged, keys summed over blocks of ~{(run.n_tokens - 1) / (G - 1):.0f} positions (0 alone)"
         )
-    colorbar = dict(
-        title=dict(text="attention weight", side="top"),
-        orientation="h",
-        x=0.5,
-        xanchor="center",
-        y=-0.01,
-        yanchor="top",
-        len=0.5,
-        thickness=12,
-    )
     return tiled_heatmap(
         values.astype(np.float32),
         [f"layer {layer}" for layer in range(L)],
         [f"head {h}" for h in range(H)],
         [f"query {label}" for label in labels],
         [f"key {label}" for label in labels],
+        row_ticks=[str(layer) for layer in range(L)],
+        col_ticks=[str(h) for h in range(H)],
+        x_title="head",
+        y_title="layer",
         hovertemplate=(
             f"%{{y}}<br>%{{x}}<br>{'weight on the key block, mean over the query block' if pooled else 'attention'}: %{{z:.3f}}<br>"
             # the tab's text says the share is over queries 1..T-1
@@ -171,8 +258,8 @@ def grid_figure(run: Run, values: np.ndarray, labels: list[str], shares: np.ndar
         layout_extra=layout_properties(
             title,
             height=L * cell + 190,
-            margin=dict(l=70, r=20, t=110, b=70),
-            coloraxis=dict(colorscale=SEQUENTIAL, cmin=0.0, cmax=1.0, colorbar=colorbar),
+            margin=dict(l=70, r=20, t=110, b=20),  # the colour bar reserves its own row below
+            coloraxis=dict(colorscale=SEQUENTIAL, cmin=0.0, cmax=1.0, colorbar=colour_bar("attention weight")),
         ),
     )
 
@@ -250,24 +337,32 @@ def ablation_figure(run: Run, tokens, layer: int, head: int, after: Run | None) 
         title,
         height=440,
         barmode="group",
-        legend=dict(orientation="h", y=1.0, x=1, xanchor="right", yanchor="bottom"),
     )
-    fig.update_layout(margin=dict(t=100))  # room for the legend between the title and the bars
-    fig.update_xaxes(type="category", tickangle=-45, title="next token")
+    fig.update_xaxes(type="category", **LABEL_ANGLES, title="next token")
     fig.update_yaxes(title="probability")
     return fig, markdown, arrays
 
 
 def render_head(
-    run: Run | None, tokens, layer: int = 0, head: int = 0, position: int | None = None, after: Run | None = None
+    run: Run | None,
+    tokens,
+    layer: int = 0,
+    head: int = 0,
+    position: int | None = None,
+    after: Run | None = None,
+    other: Run | str | None = None,
 ) -> tuple[AttentionViews, dict]:
-    """-> (AttentionViews of one head: its pattern, q/k/v, ablation and summary; the arrays behind them).
+    """-> (AttentionViews of one head: its pattern, q/k/v, ablation, summary and the compare
+    panel; the arrays behind them).
 
-    ``after`` is ``service.variant(run, ablate=[(layer, head)])``, or None to show only "before".
+    ``after`` is ``service.variant(run, ablate=[(layer, head)])``, or None to show only "before";
+    ``other``: the compare prompt's Run (``compare.compare_of``), or why it cannot be drawn, or None.
     """
     if run is None:
         blank = message_figure(NO_RUN)
-        return AttentionViews(pattern=blank, qkv=blank, ablation=blank, summary=NO_RUN), {}
+        return AttentionViews(
+            pattern=blank, qkv=blank, ablation=blank, summary=NO_RUN, compare_panel=compare.panel(None)
+        ), {}
     layer = clamp(layer, 0, run.config.n_layer - 1)
     head = clamp(head, 0, run.config.n_head - 1)
     T = run.n_tokens
@@ -293,16 +388,24 @@ def render_head(
         "v": qkv[2],
         **ablation_arrays,
     }
-    return AttentionViews(pattern=pattern_fig, qkv=qkv_fig, ablation=ablation_fig, summary=markdown), arrays
+    compared = compare_views(run, other, layer, head)
+    views = compared._replace(pattern=pattern_fig, qkv=qkv_fig, ablation=ablation_fig, summary=markdown)
+    return views, arrays
 
 
 def render(
-    run: Run | None, tokens, layer: int = 0, head: int = 0, position: int | None = None, after: Run | None = None
+    run: Run | None,
+    tokens,
+    layer: int = 0,
+    head: int = 0,
+    position: int | None = None,
+    after: Run | None = None,
+    other: Run | str | None = None,
 ) -> AttentionViews:
-    """-> AttentionViews: the head's pattern, the all-heads grid, q/k/v, the ablation and the summary
-    (the controls and the detectors unchanged). The arrays behind them: ``render_head``'s, and
-    ``grid_values`` and ``position_0_shares`` for the grid."""
-    views, _ = render_head(run, tokens, layer, head, position, after)
+    """-> AttentionViews: the head's pattern, the all-heads grid, q/k/v, the ablation, the summary
+    and the compare panel (the controls and the detectors unchanged). The arrays behind them:
+    ``render_head``'s, and ``grid_values`` and ``position_0_shares`` for the grid."""
+    views, _ = render_head(run, tokens, layer, head, position, after, other)
     if run is None:
         return views._replace(grid=message_figure(NO_RUN))
     values, labels = grid_values(run)
@@ -330,6 +433,11 @@ def build(ctx: AppContext) -> None:
             position = gr.Dropdown(label="q, k, v of the token at", choices=[], type="index", interactive=True)
             ablate = gr.Checkbox(label="Ablate this head (zero its output)", value=False)
         pattern_plot = gr.Plot(label="Attention pattern", elem_id="attention-pattern-plot")
+        with gr.Column(visible=False, elem_id="attention-compare") as compare_panel:
+            gr.Markdown(compare.PANEL_TITLE)
+            compare_text = gr.Markdown()
+            compare_pattern_plot = gr.Plot(label="B's attention pattern", elem_id="attention-compare-pattern")
+            difference_plot = gr.Plot(label="A − B", elem_id="attention-difference")
         qkv_plot = gr.Plot(label="Query, key and value")
         ablation_plot = gr.Plot(label="Ablation")
         text = gr.Markdown()
@@ -363,13 +471,14 @@ def build(ctx: AppContext) -> None:
         pair = (clamp(layer_value, 0, run.config.n_layer - 1), clamp(head_value, 0, run.config.n_head - 1))
         return service.variant(run, ablate=sorted(set(run.ablate) | {pair})), ""
 
-    def refresh(request, layer_value, head_value, on):
+    def refresh(request, layer_value, head_value, on, compare_request=None):
         run = ctx.current(request)
         detector_fig, detector_md, _ = detector_views(run)
         if run is None:
             return render(None, token_text)._replace(detectors=detector_fig, detector_summary=detector_md)
         after, notice = ablated_variant(run, layer_value, head_value, on)
-        views = render(run, token_text, layer_value, head_value, None, after)
+        other = compare.compare_of(service, run, compare_request)
+        views = render(run, token_text, layer_value, head_value, None, after, other)
         L, H = run.config.n_layer, run.config.n_head
         return views._replace(
             summary=notice + views.summary,
@@ -380,24 +489,27 @@ def build(ctx: AppContext) -> None:
             detector_summary=detector_md,
         )
 
-    def head_view(run: Run | None, layer_value, head_value, position_value, on) -> tuple[AttentionViews, dict]:
+    def head_view(
+        run: Run | None, layer_value, head_value, position_value, on, compare_request=None
+    ) -> tuple[AttentionViews, dict]:
         if run is None:
             return render_head(None, token_text)
         after, notice = ablated_variant(run, layer_value, head_value, on)
-        views, arrays = render_head(run, token_text, layer_value, head_value, position_value, after)
+        other = compare.compare_of(service, run, compare_request)
+        views, arrays = render_head(run, token_text, layer_value, head_value, position_value, after, other)
         return views._replace(summary=notice + views.summary), arrays
 
-    def update(request, layer_value, head_value, position_value, on):
-        """One head's views; the all-heads grid does not depend on the controls."""
-        return head_view(ctx.current(request), layer_value, head_value, position_value, on)[0]
+    def update(request, layer_value, head_value, position_value, on, compare_request):
+        """One head's views (A's and B's); the all-heads grid does not depend on the controls."""
+        return head_view(ctx.current(request), layer_value, head_value, position_value, on, compare_request)[0]
 
-    def picked(request, pick, position_value, on):
+    def picked(request, pick, position_value, on, compare_request):
         """A click on a detector cell: that head in the views above."""
         run = ctx.current(request)
         chosen = None if run is None else interpret.parse_head_pick(pick, run.config.n_layer, run.config.n_head)
         if chosen is None:
             return AttentionViews(layer=gr.update(), head=gr.update())
-        views, _ = head_view(run, *chosen, position_value, on)
+        views, _ = head_view(run, *chosen, position_value, on, compare_request)
         return views._replace(layer=chosen[0], head=chosen[1])
 
     def tensors(run: Run, layer_value, head_value, position_value, on, patched):
@@ -419,8 +531,12 @@ def build(ctx: AppContext) -> None:
         position=position,
         detectors=detectors_plot,
         detector_summary=detectors_text,
+        compare_panel=compare_panel,
+        compare_pattern=compare_pattern_plot,
+        difference=difference_plot,
+        compare_summary=compare_text,
     )
-    view = ctx.view(tab, refresh, [layer, head, ablate], outputs)
+    view = ctx.view(tab, refresh, [layer, head, ablate, ctx.compare], outputs)
     ctx.run_ids_on(
         induction_button.click,
         lambda: attribution.induction_test_ids(interpret.INDUCTION_TEST_LENGTH),
@@ -430,8 +546,8 @@ def build(ctx: AppContext) -> None:
         view,
         [head_pick.change],
         picked,
-        [ctx.state, head_pick, position, ablate],
-        ("layer", "head", "pattern", "qkv", "ablation", "summary"),
+        [ctx.state, head_pick, position, ablate, ctx.compare],
+        ("layer", "head", "pattern", "qkv", "ablation", "summary", "compare_pattern", "difference", "compare_summary"),
         **ctx.service.lanes.event(MODEL_LANE),
         trigger_mode="always_last",
     )
@@ -440,8 +556,8 @@ def build(ctx: AppContext) -> None:
         view,
         [slider_moved(layer), slider_moved(head), position.input, ablate.input],
         update,
-        [ctx.state, layer, head, position, ablate],
-        ("pattern", "qkv", "ablation", "summary"),
+        [ctx.state, layer, head, position, ablate, ctx.compare],
+        ("pattern", "qkv", "ablation", "summary", "compare_pattern", "difference", "compare_summary"),
         **ctx.service.lanes.event(MODEL_LANE),
         trigger_mode="always_last",
     )

@@ -6,7 +6,7 @@ import gradio as gr
 import numpy as np
 import plotly.graph_objects as go
 
-from components import interpret
+from components import compare, interpret
 from components.common import (
     NO_RUN,
     AppContext,
@@ -20,6 +20,8 @@ from components.common import (
 )
 from components.plots import (
     GROUPED,
+    LABEL_ANGLES,
+    colour_bar,
     counted_positions,
     decade_ticks,
     figure,
@@ -53,8 +55,20 @@ LENS_POSITION_CHOICES = [
 NO_WEIGHTS = "The logit lens needs the model's weights (ln_f and wte); they are still loading. Run again once the model is ready."
 
 # The tab's outputs, by name: the residual norms, the block additions, the logit lens, the final
-# prediction through the layers, the summary, and the position control a Run resets.
-BlocksViews = named_outputs("norms", "additions", "lens", "final", "summary", "position")
+# prediction through the layers, the summary, and the position control a Run resets; then the
+# compare panel (shown with a compare prompt): B's logit lens, where A's and B's top tokens part, its text.
+BlocksViews = named_outputs(
+    "norms",
+    "additions",
+    "lens",
+    "final",
+    "summary",
+    "position",
+    "compare_panel",
+    "compare_lens",
+    "parting",
+    "compare_summary",
+)
 
 INTRO = intro(
     "6 · Blocks",
@@ -189,16 +203,16 @@ def additions_figure(run: Run, position: int | None, leave_out_position_0: bool 
         f"How much each block's attention and MLP add, {where(run, position, leave_out_position_0)}",
         height=400,
         notes=notes,
-        legend_above=True,
         **GROUPED,
-        xaxis=dict(type="category", title="block"),
+        xaxis=dict(type="category", title="block", **LABEL_ANGLES),
         yaxis=log_axis(np.concatenate([attn_v, mlp_v]), "‖added vector‖"),
     )
 
 
-def lens_heatmap(run: Run, lens: Lens, display) -> go.Figure:
+def lens_heatmap(run: Run, lens: Lens, display, whose: str = "") -> go.Figure:
     """[L, T'] cells: each block's top next token (text) and its probability (colour, log scale:
-    top probabilities run from 1/V ≈ 2e-5 to ~1, and an early layer's 0.001 differs from 0.01)."""
+    top probabilities run from 1/V ≈ 2e-5 to ~1, and an early layer's 0.001 differs from 0.01).
+    ``whose``: the run's name at the head of the title (the compare prompt's lens)."""
     top_ids, top_probs = lens.top_ids, lens.top_probs
     L, T = top_ids.shape
     text = np.array([[display(int(t)) for t in row] for row in top_ids], dtype=object)
@@ -208,7 +222,8 @@ def lens_heatmap(run: Run, lens: Lens, display) -> go.Figure:
         log_probs,
         run.labels[lens.start :],
         [f"after block {i}" for i in range(L)],
-        "Logit lens: the top next token after each block (colour = its probability, log scale)"
+        (f"{whose}: " if whose else "")
+        + "Logit lens: the top next token after each block (colour = its probability, log scale)"
         + (f", last {T} positions" if lens.start else ""),
         x_title="position",
         y_title="layer",
@@ -238,7 +253,7 @@ def lens_heatmap(run: Run, lens: Lens, display) -> go.Figure:
             f"<br>next {lens.top_k_ids.shape[-1] - 1}: %{{customdata[3]}}"
             "<br>the final prediction here: p %{customdata[0]:.3g}, rank %{customdata[1]}<extra></extra>"
         ),
-        colorbar=dict(title=dict(text="probability<br>(log scale)"), **decade_ticks(min(lowest, -1.0), 0.0)),
+        colorbar=colour_bar("probability (log scale)", **decade_ticks(min(lowest, -1.0), 0.0)),
     )
     if T <= LENS_TEXT_MAX_POSITIONS:
         # Written in the cell only as far as it fits (the hover has it whole): 24 cells across a
@@ -279,6 +294,108 @@ def final_figure(run: Run, lens: Lens, display) -> go.Figure:
         log_y=True,  # from ~1/V in the first layers to ~1 at the end
     )
     return fig
+
+
+def parting_layer(top_a: np.ndarray, top_b: np.ndarray) -> int | None:
+    """The first block from which two runs' top tokens ([L] ids, one per block) differ to the end:
+    where they part. None when they agree after the last block (the same prediction); 0 when they
+    never agree."""
+    same = np.asarray(top_a) == np.asarray(top_b)
+    if same[-1]:
+        return None
+    agree = np.flatnonzero(same)
+    return 0 if agree.size == 0 else int(agree[-1]) + 1
+
+
+def parting_figure(a: Run, lens_a: Lens, b: Run, lens_b: Lens, display) -> go.Figure:
+    """Each block's top next token at A's and at B's last position (written at the points, the
+    probability on a log axis), with a dashed line where they part (``parting_layer``)."""
+    L = lens_a.top_ids.shape[0]
+    x = [f"after block {i}" for i in range(L)]
+    tops = {side: lens.top_ids[:, -1] for side, lens in ((compare.A, lens_a), (compare.B, lens_b))}
+    names = {
+        side: f"{side.letter}: top token at {plot_text(run.labels[-1])}"
+        for side, run in ((compare.A, a), (compare.B, b))
+    }
+    fig = lines(
+        x,
+        {names[compare.A]: lens_a.top_probs[:, -1], names[compare.B]: lens_b.top_probs[:, -1]},
+        "Where A's and B's predictions part",
+        x_title="layer",
+        y_title="probability of that top token",
+        height=420,
+        hover_text={names[side]: [plot_text(display(int(t))) for t in top] for side, top in tops.items()},
+        log_y=True,
+        notes=[
+            "the logit lens's top next token at each one's last position",
+            parting_note(tops[compare.A], tops[compare.B]),
+        ],
+    )
+    for trace, side, place in zip(fig.data, (compare.A, compare.B), ("top center", "bottom center")):
+        trace.update(
+            mode="lines+markers+text",
+            textposition=place,
+            line=dict(color=side.colour),
+            marker=dict(color=side.colour, symbol=side.symbol, size=9),
+        )
+    part = parting_layer(tops[compare.A], tops[compare.B])
+    if part is not None:
+        # Between the last block where they agree and the first where they part (categories are indices).
+        fig.add_vline(x=part - 0.5, line=dict(color="#555555", dash="dash", width=1))
+    return fig
+
+
+def parting_note(top_a: np.ndarray, top_b: np.ndarray) -> str:
+    part = parting_layer(top_a, top_b)
+    if part is None:
+        return "the same top token after the last block: they do not part"
+    if part == 0:
+        return "different top tokens after every block"
+    return f"the same top token through block {part - 1}, different from block {part} on (dashed line)"
+
+
+def parting_markdown(a: Run, lens_a: Lens, b: Run, lens_b: Lens, display) -> str:
+    top_a, top_b = lens_a.top_ids[:, -1], lens_b.top_ids[:, -1]
+    part = parting_layer(top_a, top_b)
+    final_a, final_b = md_text(repr(display(int(top_a[-1])))), md_text(repr(display(int(top_b[-1]))))
+    if part is None:
+        return (
+            f"**Where they part:** A and B end on the same prediction, {final_a}; "
+            f"their top tokens agree after {int(np.count_nonzero(top_a == top_b))} of the {top_a.size} blocks."
+        )
+    if part == 0:
+        agreed = "their top tokens differ after every block"
+    else:
+        shared = md_text(repr(display(int(top_a[part - 1]))))
+        agreed = f"their top tokens agree through block {part - 1} ({shared} there) and part from block {part} on"
+    return f"**Where they part:** {agreed}; A ends on {final_a}, B on {final_b}."
+
+
+def compare_views(run: Run | None, lens, other, other_lens, display) -> BlocksViews:
+    """-> BlocksViews with the compare panel: hidden without a B (``other`` None), else B's lens
+    (drawn by ``lens_heatmap``, as A's), where the two runs' top tokens part, and the text; or why
+    one of them cannot be drawn (a Reason, in the figures and the text)."""
+    if run is None or other is None:
+        return BlocksViews(compare_panel=compare.panel(None))
+    if not isinstance(other, Run):
+        why = other
+    elif not isinstance(other_lens, Lens) or not isinstance(lens, Lens):
+        why = (other_lens if not isinstance(other_lens, Lens) else lens) or NO_WEIGHTS
+    else:
+        why = None
+    if why is not None:
+        return BlocksViews(
+            compare_panel=compare.panel(other),
+            compare_lens=message_figure(why),
+            parting=message_figure(why),
+            compare_summary=str(why),
+        )
+    return BlocksViews(
+        compare_panel=compare.panel(other),
+        compare_lens=lens_heatmap(other, other_lens, display, compare.B.name),
+        parting=parting_figure(run, lens, other, other_lens, display),
+        compare_summary=parting_markdown(run, lens, other, other_lens, display),
+    )
 
 
 def summary_markdown(
@@ -326,15 +443,23 @@ def token_display(tokenizer):
 
 
 def render(
-    run: Run | None, lens: Lens | str, tokenizer, position=MEAN, leave_out_position_0: bool = True
+    run: Run | None,
+    lens: Lens | str,
+    tokenizer,
+    position=MEAN,
+    leave_out_position_0: bool = True,
+    other: Run | str | None = None,
+    other_lens: Lens | str | None = None,
 ) -> BlocksViews:
     """-> BlocksViews: the residual norms, the additions, the lens heatmap, the final-prediction line
-    and the summary (the position control unchanged).
+    and the summary (the position control unchanged), and the compare panel (``compare_views``).
 
     ``lens`` is the Run's logit lens from the MAX analysis graph, or why it is missing;
-    ``leave_out_position_0``: the means over positions count positions 1..T-1 only."""
+    ``leave_out_position_0``: the means over positions count positions 1..T-1 only; ``other``
+    and ``other_lens``: the compare prompt's Run and lens (or why they are missing), or None."""
+    compared = compare_views(run, lens, other, other_lens, token_display(tokenizer))
     if run is None:
-        return BlocksViews(
+        return compared._replace(
             norms=message_figure(NO_RUN),
             additions=message_figure(NO_RUN),
             lens=message_figure(NO_RUN),
@@ -352,7 +477,7 @@ def render(
         lens_fig, final_fig = lens_heatmap(run, lens, display), final_figure(run, lens, display)
     leave_out_position_0 = bool(leave_out_position_0)
     summary = summary_markdown(run, position, lens, display, leave_out_position_0)
-    return BlocksViews(
+    return compared._replace(
         norms=norms_figure(run, position, leave_out_position_0),
         additions=additions_figure(run, position, leave_out_position_0),
         lens=lens_fig,
@@ -407,6 +532,11 @@ def build(ctx: AppContext) -> None:
         norms_plot = gr.Plot(label="Residual stream norm")
         additions_plot = gr.Plot(label="What each block adds")
         lens_plot = gr.Plot(label="Logit lens")
+        with gr.Column(visible=False, elem_id="blocks-compare") as compare_panel:
+            gr.Markdown(compare.PANEL_TITLE)
+            compare_text = gr.Markdown()
+            compare_lens_plot = gr.Plot(label="B's logit lens", elem_id="blocks-compare-lens")
+            parting_plot = gr.Plot(label="Where A's and B's predictions part", elem_id="blocks-parting")
         final_plot = gr.Plot(label="The final prediction through the layers")
         source_block(
             Block, GPT2Analysis, label="MAX source of this stage (Block; the analysis graph that runs the lens)"
@@ -424,10 +554,22 @@ def build(ctx: AppContext) -> None:
         )
         return lens if lens is not None else why
 
-    def refresh(request, leave_out_position_0, positions):
+    def compared(run: Run | None, compare_request, positions):
+        """(B's Run or why not, B's lens or None) for a compare request beside ``run``."""
+        other = compare.compare_of(service, run, compare_request)
+        return other, lens_of(other, positions) if isinstance(other, Run) else None
+
+    def refresh(request, leave_out_position_0, positions, compare_request=None):
         run = ctx.current(request)
+        other, other_lens = compared(run, compare_request, positions)
         views = render(
-            run, lens_of(run, positions) if run is not None else NO_RUN, service.tokenizer, MEAN, leave_out_position_0
+            run,
+            lens_of(run, positions) if run is not None else NO_RUN,
+            service.tokenizer,
+            MEAN,
+            leave_out_position_0,
+            other,
+            other_lens,
         )
         choices = [("mean over positions", MEAN)]
         if run is not None:
@@ -451,17 +593,21 @@ def build(ctx: AppContext) -> None:
             ),
         )
 
-    def widen(request, positions):
-        """The lens's width changes its heatmap and nothing else (the final-prediction line and the
-        summary read the last position, which every width covers)."""
+    def widen(request, positions, compare_request):
+        """The lens's width changes its heatmaps (A's and B's) and nothing else (the final-prediction
+        line, where the two part and the summaries read the last position, which every width covers)."""
         run = ctx.current(request)
         if run is None:
             return BlocksViews(lens=message_figure(NO_RUN), final=message_figure(NO_RUN))
+        other, other_lens = compared(run, compare_request, positions)
         lens = lens_of(run, positions)
+        compare_lens = compare_views(run, lens, other, other_lens, token_display(service.tokenizer)).compare_lens
         if not isinstance(lens, Lens):
-            return BlocksViews(lens=message_figure(lens), final=message_figure(lens))
+            return BlocksViews(lens=message_figure(lens), final=message_figure(lens), compare_lens=compare_lens)
         display = token_display(service.tokenizer)
-        return BlocksViews(lens=lens_heatmap(run, lens, display), final=final_figure(run, lens, display))
+        return BlocksViews(
+            lens=lens_heatmap(run, lens, display), final=final_figure(run, lens, display), compare_lens=compare_lens
+        )
 
     outputs = BlocksViews(
         norms=norms_plot,
@@ -470,8 +616,12 @@ def build(ctx: AppContext) -> None:
         final=final_plot,
         summary=summary,
         position=position_control,
+        compare_panel=compare_panel,
+        compare_lens=compare_lens_plot,
+        parting=parting_plot,
+        compare_summary=compare_text,
     )
-    view = ctx.view(tab, refresh, [leave_out, lens_positions], outputs)
+    view = ctx.view(tab, refresh, [leave_out, lens_positions, ctx.compare], outputs)
     ctx.control(
         view,
         [position_control.input, leave_out.input],
@@ -484,8 +634,8 @@ def build(ctx: AppContext) -> None:
         view,
         [lens_positions.input],
         widen,
-        [ctx.state, lens_positions],
-        ("lens", "final"),
+        [ctx.state, lens_positions, ctx.compare],
+        ("lens", "final", "compare_lens"),
         trigger_mode="always_last",
     )
     ctx.export(

@@ -20,7 +20,7 @@ from components.common import (
     unique_labels,
     views_only,
 )
-from components.plots import MAX_CELLS_PER_AXIS, bars, binned_heatmap, lines, message_figure
+from components.plots import LABEL_ANGLES, MAX_CELLS_PER_AXIS, bars, binned_heatmap, lines, message_figure
 from explorer.runs import Run
 from gpt2_max.analysis import Nearest
 from gpt2_max.modules import Embedding, GPT2Analysis, GPT2Body
@@ -235,7 +235,7 @@ def render_embeddings(run: Run, leave_out_position_0: bool = True):
         log_y=True,
         **leave_out,
     )
-    norms_fig.update_xaxes(type="category", tickangle=-45)
+    norms_fig.update_xaxes(type="category", **LABEL_ANGLES)
     return token_fig, position_fig, sum_fig, norms_fig, summary_markdown(arrays), arrays
 
 

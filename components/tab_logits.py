@@ -6,7 +6,7 @@ import gradio as gr
 import numpy as np
 import plotly.graph_objects as go
 
-from components import interpret
+from components import compare, interpret
 from components.common import (
     NO_RUN,
     AppContext,
@@ -19,7 +19,19 @@ from components.common import (
     source_block,
     undo_button,
 )
-from components.plots import bars, brief, lines, message_figure
+from components.plots import (
+    GROUPED,
+    LABEL_ANGLES,
+    bars,
+    brief,
+    figure,
+    lines,
+    log_axis,
+    message_figure,
+    plot_text,
+    plot_texts,
+    value_marks,
+)
 from explorer.runs import Run
 from gpt2_max import attribution
 from gpt2_max.analysis import NextTokens
@@ -32,10 +44,25 @@ TYPED_MAX_CHARS = 200  # only the first token of the typed text is used
 CHOSEN_COLOUR = "#D55E00"  # Okabe-Ito vermillion
 TYPED_HINT = "Type a token above (for example ` mat`, with its leading space) to see its rank and probability here."
 
+# How many of one run's most likely next tokens the compare view shows with their probability after the other.
+TOP_COMPARED = 10
+
 # The tab's outputs, by name, in the order they are wired: its two figures and two texts, the
-# position control a Run resets, then the attribution's two figures and its summary.
+# position control a Run resets, then the attribution's two figures and its summary, then the
+# compare panel (shown with a compare prompt): A's top tokens under B, B's under A, and its text.
 LogitsViews = named_outputs(
-    "candidates", "entropy", "summary", "typed", "position", "contributors", "heads", "attribution_summary"
+    "candidates",
+    "entropy",
+    "summary",
+    "typed",
+    "position",
+    "contributors",
+    "heads",
+    "attribution_summary",
+    "compare_panel",
+    "a_under_b",
+    "b_under_a",
+    "compare_summary",
 )
 
 INTRO = intro(
@@ -129,7 +156,7 @@ def entropy_figure(run: Run, nxt: NextTokens, position: int) -> go.Figure:
             hovertemplate="chosen position %{x}<br>entropy %{y:.4g} bits<extra></extra>",
         )
     )
-    fig.update_xaxes(type="category", tickangle=-45)
+    fig.update_xaxes(type="category", **LABEL_ANGLES)
     fig.update_yaxes(rangemode="tozero")
     return fig
 
@@ -196,21 +223,116 @@ def typed_markdown(run: Run | None, nxt: NextTokens | str, tokenizer: Tokenizer,
     )
 
 
+def last_probabilities(run: Run) -> np.ndarray:
+    """[V] float64: the next-token distribution after a Run's last position, from its own trace
+    (which keeps that row of the logits), so comparing two prompts needs no analysis graph."""
+    return softmax(run.trace["logits"][-1])
+
+
+def cross_figure(top: Run, other: Run, tokenizer: Tokenizer, sides=(compare.A, compare.B)) -> go.Figure:
+    """The TOP_COMPARED most likely next tokens after ``top``'s last position, each with its
+    probability there and after ``other``'s: A's top tokens under B, and (the runs and ``sides``
+    swapped) B's under A, drawn by this one function. Points on a log axis, as the candidates."""
+    top_side, other_side = sides
+    p_top, p_other = last_probabilities(top), last_probabilities(other)
+    ids = np.argsort(-p_top, kind="stable")[:TOP_COMPARED]
+    labels = [f"{rank}. {token_display(tokenizer, int(t))}" for rank, t in enumerate(ids, start=1)]
+    data = [
+        value_marks(
+            plot_texts(labels),
+            probs[ids],
+            horizontal=True,
+            log=True,
+            colour=side.colour,
+            symbol=side.symbol,
+            name=f"after {side.name}",
+            customdata=[int(t) for t in ids],
+            hovertemplate=f"next token %{{y}} (id %{{customdata}})<br>after {side.name}: p %{{x:.4g}}<extra></extra>",
+        )
+        for side, probs in ((top_side, p_top), (other_side, p_other))
+    ]
+    title = f"{top_side.letter}'s top {ids.size} next tokens, and their probability after {other_side.letter}"
+    where = (
+        f"after {top_side.letter}'s last token {plot_text(repr(top.labels[-1]))} and "
+        f"{other_side.letter}'s {plot_text(repr(other.labels[-1]))}"
+    )
+    return figure(
+        data,
+        title,
+        max(360, 30 * ids.size + 160),
+        [where],
+        **GROUPED,
+        yaxis=dict(type="category", autorange="reversed"),
+        xaxis=log_axis(np.concatenate([p_top[ids], p_other[ids]]), "probability"),
+    )
+
+
+def compare_markdown(a: Run, b: Run, tokenizer: Tokenizer) -> str:
+    """What the two distributions say of each other: each top token's probability under the other,
+    and how far apart they are in total variation."""
+    pa, pb = last_probabilities(a), last_probabilities(b)
+    ta, tb = int(np.argmax(pa)), int(np.argmax(pb))
+
+    def shown(token_id: int) -> str:
+        return md_text(repr(token_display(tokenizer, token_id)))
+
+    distance = 0.5 * float(np.abs(pa - pb).sum())
+    parts = [
+        f"**A** predicts {shown(ta)} (p = {pa[ta]:.4g}), which has p = {pb[ta]:.4g} after **B**; "
+        f"**B** predicts {shown(tb)} (p = {pb[tb]:.4g}), which has p = {pa[tb]:.4g} after A."
+        + (" Both put the same token first." if ta == tb else ""),
+        f"The two next-token distributions differ by **{distance:.3f}** in total variation "
+        "(half the summed |p_A − p_B| over the vocabulary: 0 = the same, 1 = nothing in common).",
+    ]
+    return "\n\n".join(parts)
+
+
+def compare_views(run: Run | None, other, tokenizer: Tokenizer) -> LogitsViews:
+    """-> LogitsViews with the compare panel: hidden without a B (``other`` None), else A's top
+    tokens under B, B's under A and the text (or why B cannot be drawn: a Reason)."""
+    if run is None or other is None:
+        return LogitsViews(compare_panel=compare.panel(None))
+    if not isinstance(other, Run):
+        return LogitsViews(
+            compare_panel=compare.panel(other),
+            a_under_b=message_figure(other),
+            b_under_a=message_figure(other),
+            compare_summary=str(other),
+        )
+    return LogitsViews(
+        compare_panel=compare.panel(other),
+        a_under_b=cross_figure(run, other, tokenizer, (compare.A, compare.B)),
+        b_under_a=cross_figure(other, run, tokenizer, (compare.B, compare.A)),
+        compare_summary=compare_markdown(run, other, tokenizer),
+    )
+
+
 def render(
-    run: Run | None, nxt: NextTokens | str, tokenizer: Tokenizer, position=None, typed: str | None = ""
+    run: Run | None,
+    nxt: NextTokens | str,
+    tokenizer: Tokenizer,
+    position=None,
+    typed: str | None = "",
+    other: Run | str | None = None,
 ) -> LogitsViews:
     """-> LogitsViews: the candidates figure, the entropy figure, the summary and the typed-token
-    markdown (the control and the attribution unchanged).
+    markdown (the control and the attribution unchanged), and the compare panel (``compare_views``).
 
     ``nxt`` is the Run's next-token analysis from the MAX analysis graph (top-k, entropy and
-    the actual next token at every position), or why it is missing."""
+    the actual next token at every position), or why it is missing; ``other``: the compare
+    prompt's Run (``compare.compare_of``), or why it cannot be drawn, or None."""
+    compared = compare_views(run, other, tokenizer)
     if run is None:
-        return LogitsViews(candidates=message_figure(NO_RUN), entropy=message_figure(NO_RUN), summary=NO_RUN, typed="")
+        return compared._replace(
+            candidates=message_figure(NO_RUN), entropy=message_figure(NO_RUN), summary=NO_RUN, typed=""
+        )
     position = resolve(run, position)
     typed_md = typed_markdown(run, nxt, tokenizer, position, typed)
     if not isinstance(nxt, NextTokens):
-        return LogitsViews(candidates=message_figure(nxt), entropy=message_figure(nxt), summary=nxt, typed=typed_md)
-    return LogitsViews(
+        return compared._replace(
+            candidates=message_figure(nxt), entropy=message_figure(nxt), summary=nxt, typed=typed_md
+        )
+    return compared._replace(
         candidates=candidates_figure(run, nxt, tokenizer, position),
         entropy=entropy_figure(run, nxt, position),
         summary=summary_markdown(run, nxt, tokenizer, position),
@@ -298,6 +420,12 @@ def build(ctx: AppContext) -> None:
         summary = gr.Markdown()
         typed_text = gr.Markdown()
         candidates_plot = gr.Plot(label="Next-token candidates")
+        with gr.Column(visible=False, elem_id="logits-compare") as compare_panel:
+            gr.Markdown(compare.PANEL_TITLE)
+            compare_text = gr.Markdown()
+            with gr.Row():
+                a_under_b_plot = gr.Plot(label="A's top tokens under B", elem_id="logits-a-under-b")
+                b_under_a_plot = gr.Plot(label="B's top tokens under A", elem_id="logits-b-under-a")
         entropy_plot = gr.Plot(label="Entropy per position")
         source_block(
             GPT2Body.unembed,
@@ -336,14 +464,15 @@ def build(ctx: AppContext) -> None:
             run, next_of(run), service.model_for(run.model_name), tokenizer, position, target_text, minus_text
         )
 
-    def refresh(request, text, target_text, minus_text):
+    def refresh(request, text, target_text, minus_text, compare_request=None):
         run = ctx.current(request)
         if run is None:
             views = render(None, NO_RUN, tokenizer)
             position = gr.update(choices=[], value=None)
             attributed, _ = explained(None, None, "", "")
         else:
-            views = render(run, next_of(run), tokenizer, None, text)
+            other = compare.compare_of(service, run, compare_request)
+            views = render(run, next_of(run), tokenizer, None, text, other)
             choices = [(label, i) for i, label in enumerate(run.labels)]
             position = gr.update(choices=choices, value=run.n_tokens - 1)
             attributed, _ = explained(run, None, target_text, minus_text)
@@ -382,8 +511,12 @@ def build(ctx: AppContext) -> None:
         contributors=contributors_plot,
         heads=heads_plot,
         attribution_summary=attribution_text,
+        compare_panel=compare_panel,
+        a_under_b=a_under_b_plot,
+        b_under_a=b_under_a_plot,
+        compare_summary=compare_text,
     )
-    view = ctx.view(tab, refresh, [typed, target, minus], outputs)
+    view = ctx.view(tab, refresh, [typed, target, minus, ctx.compare], outputs)
     ctx.control(
         view,
         [position_control.input, target.submit, minus.submit, target.blur, minus.blur],

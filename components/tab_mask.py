@@ -22,7 +22,15 @@ from components.common import (
     source_block,
     views_only,
 )
-from components.plots import attention_pattern, binned_heatmap, lines, message_figure, position_0_cells, robust_limits
+from components.plots import (
+    LABEL_ANGLES,
+    attention_pattern,
+    binned_heatmap,
+    lines,
+    message_figure,
+    position_0_cells,
+    robust_limits,
+)
 from explorer.runs import Run
 from gpt2_max.hooks import block_key
 from gpt2_max.modules import Attention, GPT2Trace
@@ -167,7 +175,7 @@ def predictions(
     fig = lines(
         run.labels, series, title, x_title="position · token", y_title="probability", height=400, hover_text=hover
     )
-    fig.update_xaxes(type="category", tickangle=-45)
+    fig.update_xaxes(type="category", **LABEL_ANGLES)
     fig.update_yaxes(rangemode="tozero")
     # Collapsed: a row per position makes a long page on a projector.
     table = (

@@ -157,7 +157,6 @@ def gelu_figure(run: Run, layer: int, leave_out_position_0: bool = True) -> go.F
         f"Block {layer}: GELU, with {shown} of this input's {T} × {F} pre-activations",
         height=440,
         notes=notes,
-        legend=dict(x=0.01, y=0.99, bgcolor="rgba(255,255,255,0.8)"),
         xaxis=dict(title="pre-activation (mlp.hook_pre)", zeroline=True, range=[xs[0], xs[-1]]),
         yaxis=dict(title="activation (mlp.hook_post)", zeroline=True, range=[curve.min() - y_pad, curve.max() + y_pad]),
     )

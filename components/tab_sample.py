@@ -123,16 +123,15 @@ def prob_text(p: float) -> str:
     return f"{p:.3f}" if p >= 0.001 or p == 0 else f"{p:.1e}"
 
 
-def grouped_bars(data: Sequence[dict], title: str, n_rows: int, xaxis: dict) -> go.Figure:
+def grouped_bars(data: Sequence[dict], title: str, note: str, n_rows: int, xaxis: dict) -> go.Figure:
     """Horizontal grouped series (bars, or points on a log axis: ``value_marks``), one row per
-    token, legend below: both Sample charts."""
+    token, ``note`` under the title: both Sample charts."""
     return figure(
         data,
         title,
-        height=ROW_HEIGHT * n_rows + 190,
+        height=ROW_HEIGHT * n_rows + 160,
+        notes=[note],
         **GROUPED,
-        legend=dict(orientation="h", yanchor="top", y=-0.08, x=0),
-        margin=dict(l=60, r=20, t=90, b=90),
         yaxis=dict(type="category", autorange="reversed", automargin=True),
         xaxis=xaxis,
     )
@@ -210,13 +209,15 @@ def step_figure(tokenizer: Tokenizer, shown: Shown, context_ids: Sequence[int], 
     context = context_text(tokenizer, context_ids)
     drawn = plot_text(tokenizer.token(step.token_id).display)
     full_title = (
-        f"{title}: drew “{drawn}”, p = {prob_text(step.chosen_prob)} after the filters "
-        f"({step.kept:,} tokens kept)<br><sup>after “{context}” · ▶ = the drawn token, "
-        f"in vermilion · log scale: a token the filters removed has no orange diamond</sup>"
+        f"{title}: drew “{drawn}”, p = {prob_text(step.chosen_prob)} after the filters ({step.kept:,} tokens kept)"
+    )
+    note = (
+        f"after “{context}” · ▶ = the drawn token, in vermilion · log scale: a token the filters removed "
+        "has no orange diamond"
     )
     # Log: the probabilities span decades (0.9 for the top token, 1e-4 for the 20th), and on a
     # linear axis only the first bar or two would be visible.
-    return grouped_bars(data, full_title, len(ids), log_axis(raw + filtered, "probability"))
+    return grouped_bars(data, full_title, note, len(ids), log_axis(raw + filtered, "probability"))
 
 
 def step_title(index: int, total: int, position: int, generating: bool = False) -> str:
@@ -488,7 +489,7 @@ def histogram_figure(
     hover = [f"id {i} · p = {prob_text(float(probs[i]))}" for i in ids]
     others = int(np.count_nonzero(probs)) - len(ids)
     if others > 0:  # every other kept token, in one row, so both series sum to n
-        labels.append(f"(the other {others:,} kept tokens)")
+        labels.append(f"(the other {others:,}<br>kept tokens)")  # two lines: one took a phone's plot
         observed.append(n - sum(observed))
         expected.append(max(0.0, n * (1.0 - float(probs[ids].sum()))))
         hover.append("summed over them")
@@ -516,11 +517,14 @@ def histogram_figure(
             hovertemplate="%{y}<br>%{text}<br>expected %{x:.1f} times<extra></extra>",
         ),
     ]
-    title = (
-        f"{n} draws of the token after “{context_text(tokenizer, context_ids)}”"
-        f"<br><sup>{plot_text(settings_text(settings))}</sup>"
+    title = f"{n} draws of the token after “{context_text(tokenizer, context_ids)}”"
+    fig = grouped_bars(
+        data,
+        title,
+        plot_text(settings_text(settings)),
+        len(labels),
+        dict(title=dict(text="count"), rangemode="tozero"),
     )
-    fig = grouped_bars(data, title, len(labels), dict(title=dict(text="count"), rangemode="tozero"))
     frequencies = np.zeros_like(probs)
     frequencies[drawn_ids] = counts / n
     distance = 0.5 * float(np.abs(frequencies - probs).sum())

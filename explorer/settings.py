@@ -61,6 +61,9 @@ class Settings:
     long_jobs_at_once: int = 1
     # ... and each session may have this many queued or running (more are refused with a message).
     long_jobs_per_session: int = 1
+    # A patching sweep runs the model once per cell (L x T runs for the residual sweep): its prompts
+    # are kept to this many tokens, so one long job costs at most ~L x this many traces.
+    max_patch_tokens: int = 64
     trace_cache_mb: int = 2048  # server-side memory for cached traces (LRU; evicted ones are recomputed)
     examples_dir: str = "examples"  # precomputed example traces committed with the app
     cache_dir: str = field(default_factory=lambda: os.path.expanduser("~/.cache/gpt2-explorer"))
@@ -82,6 +85,7 @@ class Settings:
             max_replay_bytes=_int("GPT2_EXPLORER_MAX_REPLAY_BYTES", 32, 8, 128),
             long_jobs_at_once=_int("GPT2_EXPLORER_LONG_JOBS", 1, 1, 16),
             long_jobs_per_session=_int("GPT2_EXPLORER_LONG_JOBS_PER_SESSION", 1, 1, 16),
+            max_patch_tokens=_int("GPT2_EXPLORER_MAX_PATCH_TOKENS", 64, 2, 256),
             trace_cache_mb=_int("GPT2_EXPLORER_TRACE_CACHE_MB", 2048, 16, 65_536),
             examples_dir=os.environ.get("GPT2_EXPLORER_EXAMPLES_DIR", "examples"),
             cache_dir=os.environ.get("GPT2_EXPLORER_CACHE_DIR", os.path.expanduser("~/.cache/gpt2-explorer")),

@@ -393,8 +393,14 @@ class CompiledGPT2:
                     blocks.append(array[:, start:stop, start:stop])
                 else:  # [N, ...]
                     blocks.append(array[start:stop])
-            # Copies (the pack's buffers go back to MAX's allocator), into the arena when there is one.
-            traces.append(dict(zip(self._keys, copy_into(self.trace_arena, blocks), strict=True)))
+            if self.trace_arena is None:
+                # Views of MAX's buffers (numpy owns them now): copying a pack's traces out into
+                # fresh pages cost more than the execution (the benchmark's traces row).
+                traces.append(dict(zip(self._keys, blocks, strict=True)))
+            else:
+                # Copies into the arena, which the trace store's budget counts: a view would keep
+                # the whole pack's buffers alive behind a Run that accounts for its own part only.
+                traces.append(dict(zip(self._keys, copy_into(self.trace_arena, blocks), strict=True)))
             logit_start += len(rows)
         return traces
 

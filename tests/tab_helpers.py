@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 
@@ -45,3 +47,8 @@ def softmax(logits):
     values = np.asarray(logits, dtype=np.float64)
     exp = np.exp(values - values.max(axis=-1, keepdims=True))
     return exp / exp.sum(axis=-1, keepdims=True)
+
+
+def title_of(fig) -> str:
+    """A figure's title and notes as one line of text: the builders wrap them into lines that fit a phone."""
+    return re.sub(r"<br>(<sup>)?", " ", str(fig.layout.title.text)).replace("</sup>", "")

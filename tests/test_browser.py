@@ -24,6 +24,7 @@ from app_process import stop_app
 from pathological_checkpoint import PATHOLOGICAL_REPO_ID
 from tiny_checkpoint import TINY_REPO_ID
 
+from components.interpret import HEAD_VIEW_ID
 from gpt2_max.weights import DEMO_MODEL
 
 REPO = Path(__file__).resolve().parent.parent
@@ -224,13 +225,9 @@ def test_sample_tab_streams_a_generation(page):
     sync_api.expect(page.locator("#sample-status")).to_contain_text("tokens generated", timeout=PLOT_TIMEOUT_MS)
     # the generated text is marked, and the step chart is for the last step
     assert page.locator("#sample-text mark").count() >= 1
-    sync_api.expect(page.locator(".js-plotly-plot .gtitle").filter(has_text="Step")).not_to_have_count(
-        0, timeout=30_000
-    )
+    plot_title(page, ".js-plotly-plot", "Step")
     page.locator("#sample-n-button").click()
-    sync_api.expect(page.locator(".js-plotly-plot .gtitle").filter(has_text="draws of the token")).not_to_have_count(
-        0, timeout=30_000
-    )
+    plot_title(page, ".js-plotly-plot", "draws of the token")
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.wait_for_timeout(500)
     page.screenshot(path=str(SCREENSHOTS / "sample-generated.png"), full_page=True)
@@ -238,33 +235,127 @@ def test_sample_tab_streams_a_generation(page):
     assert not errors, f"error messages on the page: {errors}"
 
 
+# Every drawn plot of the tab on screen (not message figures: they have no drawing area): the
+# plot's width, its drawing areas' (one per subplot) and what lies outside the plot or on
+# something else. Axis labels collide when neighbours are closer than their font (measured
+# across the text's direction when Plotly turned them).
+PLOT_LAYOUT = """
+() => Array.from(document.querySelectorAll('.js-plotly-plot')).filter(p => p.offsetParent !== null).map(plot => {
+  const box = plot.getBoundingClientRect();
+  const rects = (sel) => Array.from(plot.querySelectorAll(sel)).map(e => e.getBoundingClientRect()).filter(r => r.width > 0);
+  const outside = (rs) => rs.some(r => r.left < box.left - 1 || r.right > box.right + 1 || r.top < box.top - 1 || r.bottom > box.bottom + 1);
+  const meet = (r, q) => r.left < q.right - 1 && q.left < r.right - 1 && r.top < q.bottom - 1 && q.top < r.bottom - 1;
+  const hit = (a, b) => a.some(r => b.some(q => meet(r, q)));
+  const crowded = (sel) => {
+    const texts = Array.from(plot.querySelectorAll(sel)).filter(t => t.getBoundingClientRect().width > 0);
+    if (texts.length < 2) return false;
+    const turn = (texts[0].getAttribute('transform') || '').match(/rotate\\((-?[0-9.]+)/);
+    const angle = turn ? Math.abs(parseFloat(turn[1])) : 0;
+    if (angle < 1) return texts.map(t => t.getBoundingClientRect()).some((r, i, all) => all.slice(0, i).some(q => meet(r, q)));
+    const size = parseFloat(getComputedStyle(texts[0]).fontSize) || 14;
+    const ends = texts.map(t => t.getBoundingClientRect().right).sort((a, b) => a - b);
+    return ends.some((x, i) => i > 0 && (x - ends[i - 1]) * Math.sin(angle * Math.PI / 180) < size);
+  };
+  const title = rects('.gtitle');
+  const legend = rects('.legend .bg');
+  const areas = Array.from(plot.querySelectorAll('.nsewdrag')).map(d => d.getBoundingClientRect().width);
+  return {
+    title: title.length ? plot.querySelector('.gtitle').textContent : '',
+    width: box.width,
+    area: areas.reduce((a, b) => a + b, 0),
+    problems: Object.entries({
+      'title cut off': outside(title),
+      'axis title cut off': outside(rects('.g-xtitle text, .g-ytitle text, .g-x2title text')),
+      'legend cut off': outside(legend),
+      'colour bar cut off': outside(rects('.colorbar .cbbg')),
+      'legend on the title': hit(legend, title),
+      'legend or colour bar on the axis labels': hit(legend.concat(rects('.colorbar .cbbg')), rects('.xtick text, .g-xtitle text')),
+      'x labels crowded': crowded('.xtick text'),
+      'y labels crowded': crowded('.ytick text'),
+    }).filter(([, bad]) => bad).map(([what]) => what),
+  };
+}).filter(plot => plot.area > 0)
+"""
+
+# Each dropdown's value: where its text ends (the text's own width, or where the box cuts it)
+# and where the arrow Gradio draws over the box's right end begins.
+DROPDOWNS = """
+() => Array.from(document.querySelectorAll('.wrap-inner')).filter(w => w.offsetParent !== null).map(wrap => {
+  const input = wrap.querySelector('input');
+  const arrow = wrap.querySelector('.icon-wrap');
+  if (!input || !arrow) return null;
+  const box = input.getBoundingClientRect();
+  const style = getComputedStyle(input);
+  const context = document.createElement('canvas').getContext('2d');
+  context.font = style.font;
+  const ends = box.left + parseFloat(style.paddingLeft) + context.measureText(input.value).width;
+  return {value: input.value, text_right: Math.min(ends, box.right - parseFloat(style.paddingRight)),
+          arrow_left: arrow.getBoundingClientRect().left};
+}).filter(Boolean)
+"""
+
+# The phone's tabs with plots, each plot's smallest share of its width left to the data: the
+# Attention pattern had 124 of 324 px beside its colour bar and position-0 bars, the
+# embeddings 109 beside their colour bars, a plot with a legend at the right 70.
+PHONE_TABS = ("Embed", "Mask", "Attention", "MLP", "Blocks", "Logits")
+PHONE_DATA_SHARE = 0.45
+
+
 def test_phone_width_page_fits_and_plots(browser, server):
-    """A phone (390 px wide): no sideways scrolling, and the plots still draw."""
+    """A phone (390 x 844): no sideways scrolling; the status line as wide as the page (it was a
+    ~50 px column beside the model picker); no dropdown's arrow over its value; and in every tab
+    with plots, each plot's data keeps at least PHONE_DATA_SHARE of its width, and no title, axis
+    title, legend or colour bar is cut off or lies on another, nor do axis labels run together."""
     phone = open_app(browser, server, 390, 844)
+    assert phone.locator("#model-status").bounding_box()["width"] >= 300
     text = "The cat sat on the mat. The cat sat on the"
     run_prompt(phone, text)
     sync_api.expect(phone.locator("#run-note")).to_contain_text("tokens", timeout=PLOT_TIMEOUT_MS)
-    for name in ("Attention", "Logits"):
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    faults = []
+    for name in PHONE_TABS:
         open_tab(phone, name)
         phone.wait_for_function(PLOT_WITH_WORD, arg=prompt_words(text), timeout=PLOT_TIMEOUT_MS, polling=250)
+        phone.wait_for_timeout(1500)  # the tab's other plots and Plotly's transitions
+        phone.screenshot(path=str(SCREENSHOTS / f"phone-{name.lower()}.png"), full_page=True)
         overflow = phone.evaluate("document.documentElement.scrollWidth - window.innerWidth")
         assert overflow <= 1, f"the {name} tab scrolls sideways by {overflow} px at phone width"
-    phone.wait_for_timeout(500)
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    phone.screenshot(path=str(SCREENSHOTS / "phone-logits.png"), full_page=True)
+        plots = phone.evaluate(PLOT_LAYOUT)
+        assert plots, f"no plot drawn in the {name} tab"
+        for plot in plots:
+            if plot["area"] < PHONE_DATA_SHARE * plot["width"]:
+                plot["problems"].append(f"data {plot['area']:.0f} of {plot['width']:.0f} px wide")
+            faults += [f"{name}: {plot['title'][:60]!r}: {what}" for what in plot["problems"]]
+        for box in phone.evaluate(DROPDOWNS):
+            if box["text_right"] > box["arrow_left"] + 1:
+                faults.append(f"{name}: the dropdown showing {box['value']!r} has its arrow over its text")
+    assert not faults, "at 390 px wide:\n" + "\n".join(faults)
     phone.context.close()
+
+
+# True when a plot at the selector has a title containing the text, its lines read as one (the
+# builders wrap titles into lines, each its own <tspan>, whose textContent runs them together).
+TITLE_HAS = """
+([selector, text]) => Array.from(document.querySelectorAll(selector + ' .gtitle')).some(title => {
+  const lines = title.querySelectorAll('tspan.line');
+  const read = lines.length ? Array.from(lines).map(line => line.textContent).join(' ') : title.textContent;
+  return read.replace(/\\s+/g, ' ').includes(text);
+})
+"""
 
 
 def plot_title(page, selector: str, text: str):
     """Waits until the plot at ``selector`` has a title containing ``text`` (a screenshot if not)."""
     try:
-        sync_api.expect(page.locator(f"{selector} .gtitle").filter(has_text=text)).not_to_have_count(
-            0, timeout=PLOT_TIMEOUT_MS
-        )
-    except AssertionError:
+        page.wait_for_function(TITLE_HAS, arg=[selector, text], timeout=PLOT_TIMEOUT_MS, polling=250)
+    except sync_api.TimeoutError:
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SCREENSHOTS / "why-failed.png"), full_page=True)
         raise
+
+
+# An element's top, in px from the window's top (negative: above it).
+ELEMENT_TOP = "(selector) => document.querySelector(selector).getBoundingClientRect().top"
 
 
 def test_why_views_detectors_patching_and_attribution(page):
@@ -278,6 +369,8 @@ def test_why_views_detectors_patching_and_attribution(page):
     detectors = page.locator("#detectors-plot")
     detectors.scroll_into_view_if_needed()
     page.wait_for_timeout(1500)  # the page script wires new plots every 0.7 s
+    # The head's view (its controls, its pattern under them) is far above the detectors: out of sight.
+    assert page.evaluate(ELEMENT_TOP, f"#{HEAD_VIEW_ID}") < 0
     # The third subplot (induction): click the centre of its drag layer, i.e. a middle cell.
     cells = detectors.locator(".nsewdrag")
     cells.nth(2).click()
@@ -288,6 +381,13 @@ def test_why_views_detectors_patching_and_attribution(page):
     )
     layer, head = (int(v) for v in pick.input_value().split(",")[:2])
     plot_title(page, ".js-plotly-plot", f"layer {layer} head {head}")
+    # ... and now scrolled into sight, at the top of the window (a pixel's rounding allowed).
+    page.wait_for_function(
+        f"(selector) => {{ const top = ({ELEMENT_TOP})(selector); return top > -2 && top < window.innerHeight / 2; }}",
+        arg=f"#{HEAD_VIEW_ID}",
+        timeout=30_000,
+        polling=200,
+    )
     page.screenshot(path=str(SCREENSHOTS / "attention-picked-head.png"))
     detectors.scroll_into_view_if_needed()
     detectors.screenshot(path=str(SCREENSHOTS / "attention-detectors.png"))
@@ -340,4 +440,38 @@ def test_a_run_pressed_while_the_model_loads_is_traced_when_it_is_ready(browser,
     sync_api.expect(page.locator("#run-note")).to_contain_text("Live", timeout=READY_TIMEOUT_S * 1000)
     sync_api.expect(page.locator("#run-note")).not_to_contain_text("loading")
     sync_api.expect(page.locator("#model-status")).to_contain_text("ready", timeout=READY_TIMEOUT_S * 1000)
+    page.context.close()
+
+
+def test_two_prompts_side_by_side_in_attention_blocks_and_logits(browser, server):
+    """A compare prompt (one word changed) and Run: the note names B, and Attention, Blocks and Logits
+    each draw B's figures beside A's (B's pattern and A − B; B's logit lens and where the two part;
+    each one's top tokens under the other), in a page of its own."""
+    page = open_app(browser, server, 1440, 900)
+    page.locator("#compare-prompt textarea").fill("The dog sat on the mat. The dog sat on the")
+    run_prompt(page, "The cat sat on the mat. The cat sat on the")
+    sync_api.expect(page.locator("#run-note")).to_contain_text("Compare with (B)", timeout=PLOT_TIMEOUT_MS)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    # (plot, a word of its title, whether B's tokens are on its axes) per tab.
+    shown = {
+        "Attention": (
+            ("#attention-pattern-plot", "Attention pattern", False),
+            ("#attention-compare-pattern", "B (compare", True),
+            ("#attention-difference", "A − B", True),
+        ),
+        "Blocks": (("#blocks-compare-lens", "B (compare", True), ("#blocks-parting", "predictions part", False)),
+        "Logits": (("#logits-a-under-b", "A's top", False), ("#logits-b-under-a", "B's top", False)),
+    }
+    for name, plots in shown.items():
+        open_tab(page, name)
+        page.wait_for_function(PLOT_WITH_WORD, arg=["cat"], timeout=PLOT_TIMEOUT_MS, polling=250)  # A's figures
+        for selector, title, b_tokens in plots:
+            plot_title(page, selector, title)
+            if b_tokens:
+                words = page.locator(f"{selector} svg text").filter(has_text="dog")
+                sync_api.expect(words).not_to_have_count(0)
+        page.wait_for_timeout(500)  # let Plotly finish its transitions before the picture
+        page.screenshot(path=str(SCREENSHOTS / f"compare-{name.lower()}.png"), full_page=True)
+    errors = page.locator(ERROR_TOASTS).all_inner_texts()
+    assert not errors, f"error messages on the page: {errors}"
     page.context.close()

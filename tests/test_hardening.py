@@ -67,9 +67,10 @@ def run(client, text, model=TINY_REPO_ID) -> str:
 
 def run_over_http(base_url: str, text: str) -> str:
     """Calls Run with hand-written JSON, as a browser may: ``\\ud800`` escapes (a lone
-    surrogate) are valid JSON, though no UTF-8 client library will send them."""
+    surrogate) are valid JSON, though no UTF-8 client library will send them. Run's data: the
+    prompt, the model and the compare prompt ("": none)."""
     with httpx.Client(base_url=base_url, timeout=30) as http:
-        return http_call(http, "run", [text, TINY_REPO_ID], "hand-written-json")[0][
+        return http_call(http, "run", [text, TINY_REPO_ID, ""], "hand-written-json")[0][
             -1
         ]  # outputs: state (never sent), note
 
@@ -468,7 +469,7 @@ def test_a_pasted_run_of_one_character_costs_bounded_time_and_bytes(app_client, 
     session = f"pasted-{ord(character)}"
     costs = {}
     with httpx.Client(base_url=app_client.src, timeout=300) as http:
-        note = http_call(http, "run", [prompt, TINY_REPO_ID], session)
+        note = http_call(http, "run", [prompt, TINY_REPO_ID, ""], session)
         assert note[0][-1].startswith(LIVE), note[0]
         costs["/run"] = note[1:]
         for endpoint in tab_endpoints(app_client):
@@ -561,7 +562,7 @@ def test_client_mistakes_get_a_4xx_never_a_500(app_client, explorer_service):
             "PUT": (http.put("gradio_api/queue/join", content=b"{}").status_code, 405),
         }
         assert post("gradio_api/run/load_example", {"data": [1]}) == 200  # a real example still loads
-        http_call(http, "run", [NORMAL_PROMPT, TINY_REPO_ID], "mistakes")
+        http_call(http, "run", [NORMAL_PROMPT, TINY_REPO_ID, ""], "mistakes")
         outputs, _, _ = http_call(http, "export_tokenize", [], "mistakes")
         files = [
             value.get("value", value) for value in outputs if isinstance(value, dict)
@@ -585,7 +586,7 @@ def test_a_lone_surrogate_prompt_draws_the_tokenize_tab(app_client):
     """``"\\ud800"`` in raw JSON: the Run was live, but the Tokenize tab said "Something went wrong"
     (UnicodeEncodeError in counts_markdown); the prompt's surrogates are replaced when it is read."""
     with httpx.Client(base_url=app_client.src, timeout=60) as http:
-        note = http_call(http, "run", ["half \ud800 a pair \udfff", TINY_REPO_ID], "surrogates")[0][-1]
+        note = http_call(http, "run", ["half \ud800 a pair \udfff", TINY_REPO_ID, ""], "surrogates")[0][-1]
         outputs = http_call(http, "render_tokenize", [], "surrogates")[0]
     assert note.startswith(LIVE), note
     assert "Something went wrong" not in str(outputs) and "UTF-8 bytes" in str(outputs), str(outputs)[:500]
@@ -644,7 +645,7 @@ def test_patching_sweeps_run_in_their_own_lane_and_tabs_open_in_their_normal_tim
     attention_inputs = endpoint_defaults(app_client, "/render_attention")
 
     def open_attention(http, session: str, prompt: str) -> float:
-        http_call(http, "run", [prompt, TINY_REPO_ID], session)
+        http_call(http, "run", [prompt, TINY_REPO_ID, ""], session)
         return http_call(http, "render_attention", attention_inputs, session)[2]
 
     sweeps_ended: list[float] = []

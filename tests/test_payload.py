@@ -13,6 +13,7 @@ import json
 
 import numpy as np
 import pytest
+from tab_helpers import title_of
 
 from benchmarks.payload import BUDGET_BYTES, figure_bytes, synthetic_run, tab_figures, tokenizer
 from components import tab_attention, tab_embed, tab_mask, tab_mlp
@@ -124,7 +125,7 @@ def test_binned_mask_tab_heatmaps_are_block_means_of_the_full_tensors(runs):
     tokens = run.tokens
     assert list(pattern_fig.data[0].y[:2]) == [run.labels[0], f"1–2 {tokens[1].display}…{tokens[2].display}"]
     for fig in (mask_fig, raw_fig, masked_fig, pattern_fig):
-        assert "over blocks of ~2 positions (0 alone)" in fig.layout.title.text
+        assert "over blocks of ~2 positions (0 alone)" in title_of(fig)
     # What the export keeps: the full tensors.
     assert arrays["pattern"].shape == arrays["masked_scores"].shape == arrays["allowed"].shape == (256, 256)
 
@@ -174,7 +175,7 @@ def test_embed_heatmaps_show_the_64_dimensions_with_the_largest_spread(runs):
         # Positions in blocks of 2: each cell the mean of its 2 rows, in that dimension.
         expected = rows[:, dims].astype(np.float64).reshape(128, 2, 64).mean(axis=1)
         np.testing.assert_allclose(fig.data[0].z, expected, rtol=1e-5, atol=1e-8)
-        title = fig.layout.title.text
+        title = title_of(fig)
         assert (
             "the 64 of 768 dimensions with the largest spread" in title
             and "averaged over blocks of ~2 positions" in title

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from tab_helpers import title_of
 
 from components.plots import (
     CLIP_ONLY_BEYOND,
@@ -34,7 +35,7 @@ def test_outliers_are_clipped_at_the_bulks_99th_percentile_of_abs():
     limits = robust_limits(values, diverging=True)
     assert limits.zmax == pytest.approx(np.percentile(np.abs(values), 99)) and limits.zmax < 1.0
     assert limits.clipped and (limits.low, limits.high) == (-138.0, 3010.0)
-    assert limits.clip_note() == f"clipped to ±{limits.zmax:.3g}<br>(max |x| 3.01e+03)"
+    assert limits.clip_note() == f"clipped to ±{limits.zmax:.3g} (max |x| 3.01e+03)"
 
 
 def test_masked_cells_do_not_count():
@@ -84,7 +85,7 @@ def test_the_heatmap_says_what_it_did():
     trace = left_out.data[0]
     np.testing.assert_array_equal(trace.z, values.astype(np.float32))  # drawn unclipped: the hover shows z
     assert "%{z" in trace.hovertemplate and trace.zmid == 0
-    assert POSITION_0_LEFT_OUT in left_out.layout.title.text
+    assert POSITION_0_LEFT_OUT in title_of(left_out)
     assert trace.colorbar.title.text.startswith(f"clipped to ±{trace.zmax:.3g}")
     fixed = heatmap(
         values,
@@ -97,7 +98,7 @@ def test_the_heatmap_says_what_it_did():
         leave_out_position_0=True,
     )
     assert (fixed.data[0].zmin, fixed.data[0].zmax) == (0.0, 1.0)  # absolute scales stay as asked
-    assert POSITION_0_LEFT_OUT not in fixed.layout.title.text and fixed.data[0].colorbar.title.text is None
+    assert POSITION_0_LEFT_OUT not in title_of(fixed) and fixed.data[0].colorbar.title.text is None
 
 
 @pytest.mark.parametrize(
@@ -186,7 +187,7 @@ def test_the_pattern_figure_draws_the_summed_blocks_and_says_so():
     np.testing.assert_allclose(z.sum(axis=1), 1.0, atol=1e-6)
     np.testing.assert_allclose(np.asarray(fig.data[1].x), z[:, 0], atol=1e-6)  # the bars beside it: column 0
     assert list(fig.data[0].y[:2]) == ["0", "1–2 1…2"]  # position 0 alone
-    assert "queries averaged, keys summed over blocks of ~2 positions (0 alone)" in fig.layout.title.text
+    assert "queries averaged, keys summed over blocks of ~2 positions (0 alone)" in title_of(fig)
 
 
 def tick_values(axis) -> list[float]:
@@ -268,7 +269,7 @@ def test_the_patching_view_does_not_rank_cells_when_the_prompts_are_too_close():
     np.testing.assert_allclose(
         np.asarray(fig.data[0].z, dtype=np.float64), metric + 1.644, rtol=1e-6
     )  # the move in logits, not shares
-    assert "Change of the metric (logits)" in fig.layout.title.text and (fig.data[0].zmin, fig.data[0].zmax) != (
+    assert "Change of the metric (logits)" in title_of(fig) and (fig.data[0].zmin, fig.data[0].zmax) != (
         -1.0,
         1.0,
     )
@@ -292,3 +293,142 @@ def test_the_placeholder_does_not_ask_for_the_run_just_pressed():
     from components.common import NO_RUN
 
     assert "press run" not in NO_RUN.lower() and "Run" in NO_RUN
+
+
+# -- issue 19, items 11 and 13: the shared layout on a phone's 324-px plot ------------------------
+
+
+@pytest.fixture(scope="module")
+def every_figure():
+    """{name: figure} for every figure the tabs draw after a Run of GPT-2 small's shape on 24 tokens
+    (no MAX: the numpy reference's trace), and the figures drawn later: the detectors, an
+    ablation's before and after, the next-token candidates."""
+    from benchmarks.payload import next_tokens, synthetic_run, tab_figures, tokenizer
+    from components import interpret, tab_attention, tab_blocks, tab_logits
+
+    run = synthetic_run(24)
+    tok = tokenizer()
+    figures = {f"{tab} {i}": fig for tab, figs in tab_figures(run).items() for i, fig in enumerate(figs)}
+    blocks = tab_blocks.render(run, "the lens is not computed here", tok)
+    figures.update({"blocks norms": blocks.norms, "blocks additions": blocks.additions})
+    scores = np.random.default_rng(0).uniform(0, 1, (12, 12))
+    figures["detectors"] = interpret.detector_figure({name: scores for name in interpret.DETECTOR_NAMES})
+    display = lambda token_id: tok.token(token_id).display  # noqa: E731
+    figures["ablation"] = tab_attention.ablation_figure(run, display, 0, 0, run)[0]
+    figures["candidates"] = tab_logits.candidates_figure(run, next_tokens(run), tok, run.n_tokens - 1)
+    return figures
+
+
+def colour_bars(fig) -> list:
+    """Every colour bar a figure draws: its heatmaps' own, and its colour axis' where they share one."""
+    heatmaps = [trace for trace in fig.data if trace.type == "heatmap" and trace.showscale is not False]
+    own = [trace.colorbar for trace in heatmaps if not trace.coloraxis]
+    return own + ([fig.layout.coloraxis.colorbar] if any(trace.coloraxis for trace in heatmaps) else [])
+
+
+def test_colour_bars_and_legends_lie_under_the_plot_not_beside_it(every_figure):
+    """At the right (Plotly's default) a colour bar took ~90 px and a legend ~150 px of a phone's
+    324-px plot: the Attention pattern kept 124 px beside its colour bar and bars, the GELU plot
+    64. Every colour bar and legend is now a row under the plot, placed against the figure's
+    bottom edge, where Plotly reserves the room it needs."""
+    seen = 0
+    for name, fig in every_figure.items():
+        for bar in colour_bars(fig):
+            assert (bar.orientation, bar.yref, bar.yanchor) == ("h", "container", "bottom"), name
+            seen += 1
+        legend = fig.layout.legend
+        assert (legend.orientation, legend.yref, legend.y, legend.yanchor) == ("h", "container", 0.0, "bottom"), name
+    assert seen >= 10
+
+
+def plain_lines(text: str) -> tuple[list[str], list[str]]:
+    """A title's lines as the reader sees them (tags gone, entities read): (title lines, note lines)."""
+    import html
+    import re
+
+    lines = [html.unescape(re.sub(r"</?\w+>", "", line)) for line in str(text).split("<br>")]
+    notes = ["<sup>" in line for line in str(text).split("<br>")]
+    return [line for line, note in zip(lines, notes) if not note], [line for line, note in zip(lines, notes) if note]
+
+
+def test_every_title_fits_a_phone_in_lines_with_room_for_them(every_figure):
+    """Titles ran past the plot's edge on a phone and in the Mask tab's three side by side ("Top 15
+    next-token candidates after '11 ␣the" ended there). Every title is wrapped at spaces into
+    lines of at most TITLE_LINE_CHARS characters (its notes NOTE_LINE_CHARS), and the top margin
+    and the height grow by a line's room for each line after the first."""
+    from components.plots import LINE_PX, NOTE_LINE_CHARS, TITLE_LINE_CHARS, TOP_PX
+
+    wrapped = 0
+    for name, fig in every_figure.items():
+        titles, notes = plain_lines(fig.layout.title.text)
+        for line, limit in [(t, TITLE_LINE_CHARS) for t in titles] + [(n, NOTE_LINE_CHARS) for n in notes]:
+            assert len(line) <= limit or " " not in line, (name, line)
+        wrapped += len(titles) > 1
+        assert fig.layout.margin.t >= TOP_PX + LINE_PX * (len(titles) + len(notes) - 1) - 30, (
+            name
+        )  # a caller may start lower
+    assert wrapped >= 5  # the premise: many titles are longer than a phone's line
+
+
+def test_a_wrapped_title_keeps_the_plot_its_height():
+    from components.plots import LINE_PX, TITLE_LINE_CHARS, TOP_PX, layout_properties, wrap_lines
+
+    assert wrap_lines("a b c &lt;|endoftext|&gt; d<br>e", 5) == ["a b c", "&lt;|endoftext|&gt;", "d", "e"]
+    one = layout_properties("Short", 400)
+    title = "A title of several words that needs three lines on a phone, if not more: one, two, three"
+    long = layout_properties(title, 400, ["a note"])
+    lines = len(wrap_lines(title, TITLE_LINE_CHARS)) + 1  # the title's and the note's
+    assert lines == 4
+    assert (one["height"], one["margin"]["t"]) == (400, TOP_PX)
+    assert long["height"] == 400 + LINE_PX * (lines - 1) and long["margin"]["t"] == TOP_PX + LINE_PX * (lines - 1)
+    assert long["height"] - long["margin"]["t"] == one["height"] - one["margin"]["t"]  # the plot's room unchanged
+
+
+def test_category_labels_turn_only_as_far_as_the_width_needs(every_figure):
+    """A fixed 45° ran position and token labels into each other on a phone (Embed's position
+    similarity, the lens at 24 positions), where Plotly keeps a label per ~17 px. Category axes
+    leave the angle to Plotly (level, else 60°, else upright) and Plotly thins their labels; an
+    axis whose every label is given is thinned by the builder (``thinned_ticks``)."""
+    from components.plots import LABEL_ANGLES
+
+    checked = 0
+    for name, fig in every_figure.items():
+        for axis_name in [key for key in fig.layout.to_plotly_json() if key.startswith("xaxis")]:
+            axis = fig.layout[axis_name]
+            if axis.type != "category" or axis.visible is False:
+                continue
+            if axis.tickmode == "array":
+                assert axis.tickangle == 0 and len(axis.tickvals) <= 12, (name, axis_name)
+            else:
+                assert axis.tickangle is None and list(axis.autotickangles) == LABEL_ANGLES["autotickangles"], name
+                checked += 1
+    assert checked >= 8
+
+
+def test_the_detectors_label_a_few_heads_and_wrap_their_names():
+    """Three 12-head panels side by side are ~70 px each on a phone: twelve head numbers and the
+    names "previous token" and "duplicate token" ran into each other."""
+    from components import interpret
+
+    scores = np.random.default_rng(0).uniform(0, 1, (12, 12))
+    fig = interpret.detector_figure({name: scores for name in interpret.DETECTOR_NAMES})
+    for axis in (fig.layout.xaxis, fig.layout.xaxis2, fig.layout.xaxis3):
+        assert list(axis.ticktext) == ["0", "3", "6", "9"] and list(axis.tickvals) == [
+            "head 0",
+            "head 3",
+            "head 6",
+            "head 9",
+        ]
+    names = [note.text for note in fig.layout.annotations]
+    assert names == ["previous<br>token", "duplicate<br>token", "induction"]
+    np.testing.assert_array_equal(fig.data[0].x, [f"head {h}" for h in range(12)])  # the click script reads these
+
+
+def test_the_pattern_bars_axis_title_fits_their_column():
+    """ "on position 0" under the position-0 bars, a sixth of a phone's plot, ran off the figure."""
+    from components.plots import attention_pattern
+
+    pattern = np.tril(np.ones((6, 6)))
+    pattern /= pattern.sum(axis=1, keepdims=True)
+    fig = attention_pattern(pattern, list("abcdef"), list("abcdef"), "t", height=400)
+    assert fig.layout.xaxis2.title.text == "share on<br>position 0"

@@ -92,9 +92,15 @@ def copy_link(demo, ctx, tab, **settings) -> str:
     fn = wired(demo, api_name="share_link")
     controls = share.shared_controls(demo, ctx)
     values = {id(c.component): settings.get(c.key, c.component.value) for c in controls}
-    model, prompt, visible, present = fn.inputs[:4]
-    args = [ctx.service.model_name, settings.get("prompt", app.EXAMPLES[0]), tab, settings.get("present", False)]
-    return fn.fn(*args, *[values[id(b)] for b in fn.inputs[4:]])
+    model, prompt, visible, present, compare = fn.inputs[:5]
+    args = [
+        ctx.service.model_name,
+        settings.get("prompt", app.EXAMPLES[0]),
+        tab,
+        settings.get("present", False),
+        settings.get("compare", ""),
+    ]
+    return fn.fn(*args, *[values[id(b)] for b in fn.inputs[5:]])
 
 
 def test_a_copied_link_reopens_the_attention_view_with_the_same_numbers(page, explorer_service):
@@ -190,6 +196,8 @@ HOSTILE = {
     "future version": share.encode_view({"v": 99, "prompt": "hi"}),
     "unknown top-level key": share.encode_view({"prompt": "hi", "__proto__": {"x": 1}}),
     "presenter not a bool": share.encode_view({"present": "1"}),
+    "compare prompt over the limit": share.encode_view({"prompt": "hi", "compare": "x" * 20_001}),
+    "compare prompt of a wrong type": share.encode_view({"prompt": "hi", "compare": ["<script>"]}),
     "too many controls": share.encode_view({"controls": {f"k{i}": i for i in range(5000)}}),
 }
 
@@ -212,6 +220,52 @@ def test_script_in_a_prompt_is_only_text(page):
     assert values[id(block(demo, "prompt"))] == script  # a textbox's value: shown as text
     assert values[id(ctx.state)].text == script
     assert "<script>" not in note_of(demo, values)
+
+
+def test_a_link_carries_the_compare_prompt_and_reopens_both_runs(page, explorer_service):
+    demo, ctx = page
+    prompt = "When Mary and John went to the store, John gave a drink to"
+    compare_text = "When Mary and John went to the store, Mary gave a drink to"
+    token = copy_link(
+        demo, ctx, "attention", prompt=prompt, compare=compare_text, **{"attention.layer": 1, "attention.head": 2}
+    )
+    view, _ = share.decode_view(
+        token, *share.ShareWiring.limits(type("S", (), {"settings": explorer_service.settings})())
+    )
+    assert view["prompt"] == prompt and view["compare"] == compare_text
+    values = restore(demo, token)
+    note = note_of(demo, values)
+    assert "Ignored" not in note and "compare prompt" in note, note
+    assert values[id(block(demo, "compare-prompt"))] == compare_text
+    request, other = values[id(ctx.state)], values[id(ctx.compare)]
+    assert request.text == prompt and other.text == compare_text and other.model == request.model
+    attention = ctx.views["attention"].outputs
+    assert values[id(attention.compare_panel)]["visible"] is True
+    expected = explorer_service.run(compare_text).trace[block_key(1, "attn.hook_pattern")][2]
+    np.testing.assert_array_equal(values[id(attention.compare_pattern)].data[0].z, expected)
+    assert "Compare with (B)" in values[id(block(demo, "run-note"))]
+    # A link without a compare prompt carries none and opens with none (a lesson's view too).
+    plain = copy_link(demo, ctx, "attention", prompt=prompt)
+    assert "compare" not in share.decode_view(plain, 10**6, 10**6)[0]
+    values = restore(demo, plain)
+    assert values[id(block(demo, "compare-prompt"))] == "" and values[id(ctx.compare)] is None
+    assert values[id(ctx.views["attention"].outputs.compare_panel)]["visible"] is False
+
+
+def test_the_longest_allowed_prompt_and_compare_prompt_fit_a_link_together(page, explorer_service):
+    limits = share.ShareWiring.limits(type("S", (), {"settings": explorer_service.settings})())
+    rng = random.Random(1)
+    longest = [
+        "".join(
+            chr(rng.choice([rng.randrange(0x20, 0xD800), rng.randrange(0x10000, 0x10FFFF)]))
+            for _ in range(explorer_service.settings.max_prompt_chars)
+        )
+        for _ in range(2)
+    ]
+    token = share.encode_view({"v": 1, "prompt": longest[0], "compare": longest[1], "tab": "logits"})
+    assert len(token) <= limits[0]
+    view, notes = share.decode_view(token, *limits)
+    assert (view["prompt"], view["compare"]) == tuple(longest) and not notes
 
 
 def test_a_page_opened_without_a_link_is_left_as_it_is(page):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from tab_helpers import build_view, softmax, token_text
+from tab_helpers import build_view, softmax, title_of, token_text
 
-from components import tab_attention
+from components import compare, tab_attention
 from components.plots import bin_starts
 
 
@@ -20,7 +20,7 @@ def test_pattern_is_the_chosen_heads_with_tokens_on_both_axes(tiny_run, explorer
     np.testing.assert_array_equal(pattern_fig.data[0].z, tiny_run.trace["blocks.1.attn.hook_pattern"][2])
     assert list(pattern_fig.data[0].x) == tiny_run.labels and list(pattern_fig.data[0].y) == tiny_run.labels
     assert (pattern_fig.data[0].zmin, pattern_fig.data[0].zmax) == (0.0, 1.0)
-    assert "layer 1 head 2" in pattern_fig.layout.title.text
+    assert "layer 1 head 2" in title_of(pattern_fig)
     assert pattern_fig.layout.height >= 360
 
 
@@ -44,7 +44,8 @@ def test_grid_has_every_head_on_one_colour_scale(tiny_run, explorer_service):
     assert trace.coloraxis == "coloraxis" and trace.hoverongaps is False
     assert "%{y}<br>%{x}<br>attention: %{z:.3f}" in trace.hovertemplate
     assert (grid_fig.layout.coloraxis.cmin, grid_fig.layout.coloraxis.cmax) == (0.0, 1.0)
-    assert grid_fig.layout.height == L * 150 + 190
+    # The tiles keep their height: the lines a title wraps to on top of the 110-px top margin are added to it.
+    assert grid_fig.layout.height - grid_fig.layout.margin.t == L * 150 + 190 - 110
 
 
 def test_grid_pools_long_inputs_into_block_means(tiny_run, explorer_service):
@@ -80,8 +81,13 @@ def test_grid_pools_long_inputs_into_block_means(tiny_run, explorer_service):
     assert list(trace.y[6:11]) == [f"layer 1 · query {label}" for label in labels]
     # The hover's share on position 0 is its head's, in whole percents, in every cell of its tile.
     assert (np.asarray(trace.customdata)[6:11, 18:23] == round(shares[1, 3] * 100)).all()
-    assert list(grid_fig.layout.xaxis.ticktext) == [f"head {h}" for h in range(H)]
-    assert "queries averaged, keys summed over blocks of ~3 positions (0 alone)" in grid_fig.layout.title.text
+    # Heads and layers by number under the axis' title: twelve "head h" labels overlapped on a phone.
+    assert (
+        list(grid_fig.layout.xaxis.ticktext) == [str(h) for h in range(H)]
+        and grid_fig.layout.xaxis.title.text == "head"
+    )
+    assert list(grid_fig.layout.yaxis.ticktext) == [str(layer) for layer in range(L)]
+    assert "queries averaged, keys summed over blocks of ~3 positions (0 alone)" in title_of(grid_fig)
 
 
 def test_pattern_beyond_a_screenful_averages_blocks_of_positions(tiny_run, explorer_service, monkeypatch):
@@ -101,7 +107,7 @@ def test_pattern_beyond_a_screenful_averages_blocks_of_positions(tiny_run, explo
     assert list(pattern_fig.data[0].y) == [tiny_run.labels[0]] + [
         f"{a}–{b - 1} {tokens[a]}…{tokens[b - 1]}" for a, b in zip(edges[1:-1], edges[2:])
     ]
-    assert "queries averaged, keys summed over blocks of ~2.8 positions (0 alone)" in pattern_fig.layout.title.text
+    assert "queries averaged, keys summed over blocks of ~2.8 positions (0 alone)" in title_of(pattern_fig)
     assert "weight on the key block, mean over the query block" in pattern_fig.data[0].hovertemplate
 
 
@@ -110,7 +116,7 @@ def test_qkv_are_the_heads_vectors_at_the_position(tiny_run, explorer_service):
     for row, name in enumerate("qkv"):
         np.testing.assert_array_equal(qkv_fig.data[0].z[row], tiny_run.trace[f"blocks.1.attn.hook_{name}"][4, 3])
     assert len(qkv_fig.data[0].x) == tiny_run.config.head_dim
-    assert repr(tiny_run.tokens[4].display) in qkv_fig.layout.title.text
+    assert repr(tiny_run.tokens[4].display) in title_of(qkv_fig)
     # The position is in the hovertemplate, not in a string per cell.
     assert qkv_fig.data[0].text is None
     assert f"position 4 {tiny_run.tokens[4].display!r}" in qkv_fig.data[0].hovertemplate
@@ -131,7 +137,7 @@ def test_ablation_moves_the_next_token_probabilities(tiny_run, explorer_service,
     assert not np.allclose(ablation_fig.data[0].y, ablation_fig.data[1].y, rtol=1e-4, atol=0)
     displays = [explorer_service.tokenizer.token(int(i)).display for i in ids]
     assert list(ablation_fig.data[0].x) == displays
-    assert "layer 1 head 2" in ablation_fig.layout.title.text
+    assert "layer 1 head 2" in title_of(ablation_fig)
     # The variant really is that head ablated: its output is zero, the other heads' are not.
     assert not ablated.trace["blocks.1.attn.hook_z"][:, 2].any()
     assert ablated.trace["blocks.1.attn.hook_z"][:, 1].any()
@@ -157,7 +163,7 @@ def test_out_of_range_controls_are_clamped(tiny_run, explorer_service):
 
 def test_tab_builds_and_its_handlers_clamp_and_export(tiny_run, explorer_service, ablated):
     view = build_view(tab_attention, explorer_service)
-    assert len(view.controls) == 3 and len(view.outputs) == 10
+    assert len(view.controls) == 4 and len(view.outputs) == 14  # layer, head, ablate and B's request
     result = view.render(tiny_run.request, 1, 99, True)  # head 99 -> the last head, 3
     assert not result.summary.startswith("⚠️")
     assert result.head["value"] == 3 and result.position["value"] == tiny_run.n_tokens - 1
@@ -166,3 +172,59 @@ def test_tab_builds_and_its_handlers_clamp_and_export(tiny_run, explorer_service
         assert saved["head"] == 3 and saved["grid"].shape[:2] == (2, 4)
         after = softmax(explorer_service.variant(tiny_run, ablate=[(1, 3)]).trace["logits"][-1])
         np.testing.assert_allclose(saved["prob_after"], after[saved["top_ids"]], rtol=1e-6)
+
+
+# -- two prompts side by side ---------------------------------------------------------------------
+
+COMPARE_TEXT = "The dog sat on the mat. The dog sat on the"  # the example with one word changed
+# A − B is computed in float64 from the two float32 patterns and drawn as float32 (plots.heatmap):
+# weights are at most 1, so the cast rounds each cell by at most half float32's spacing at 1 (6e-8).
+DIFFERENCE_ATOL = 1e-7
+
+
+@pytest.fixture(scope="module")
+def other_run(explorer_service, tiny_run):
+    run = explorer_service.run(COMPARE_TEXT)
+    assert run.n_tokens == tiny_run.n_tokens  # " dog" for " cat": one token for one
+    return run
+
+
+def test_compare_draws_bs_pattern_and_the_difference_of_the_two(tiny_run, other_run, explorer_service):
+    views = tab_attention.render(tiny_run, token_text(explorer_service), 1, 2, None, None, other_run)
+    assert views.compare_panel["visible"] is True
+    a = tiny_run.trace["blocks.1.attn.hook_pattern"][2]
+    b = other_run.trace["blocks.1.attn.hook_pattern"][2]
+    # B's pattern, drawn by A's function.
+    np.testing.assert_array_equal(views.compare_pattern.data[0].z, b)
+    assert title_of(views.compare_pattern).startswith(compare.B.name)
+    assert "layer 1 head 2" in title_of(views.compare_pattern)
+    heat = views.difference.data[0]
+    np.testing.assert_allclose(np.asarray(heat.z, dtype=np.float64), a.astype(np.float64) - b, atol=DIFFERENCE_ATOL)
+    # A diverging scale centred on 0; positions where the tokens differ name both.
+    assert heat.zmid == 0.0 and heat.zmin == -heat.zmax
+    assert "2 ␣sat" in list(heat.x) and any("|" in label for label in heat.x)
+    diff = a.astype(np.float64) - b
+    query, key = np.unravel_index(int(np.argmax(np.abs(diff))), diff.shape)
+    assert f"{a[query, key]:.3f} in A, {b[query, key]:.3f} in B" in views.compare_summary
+    assert f"{np.abs(diff[np.tril_indices(diff.shape[0])]).mean():.4f}" in views.compare_summary
+
+
+def test_prompts_of_different_lengths_get_both_patterns_and_no_difference(tiny_run, explorer_service):
+    shorter = explorer_service.run("The dog sat.")
+    views = tab_attention.render(tiny_run, token_text(explorer_service), 0, 1, None, None, shorter)
+    np.testing.assert_array_equal(views.compare_pattern.data[0].z, shorter.trace["blocks.0.attn.hook_pattern"][1])
+    said = f"A has {tiny_run.n_tokens} tokens and B {shorter.n_tokens}"
+    assert said in views.difference.layout.annotations[0].text.replace("<br>", " ")
+    assert views.compare_summary.startswith(said)
+
+
+def test_the_head_controls_redraw_bs_pattern_and_the_difference(tiny_run, other_run, explorer_service):
+    view = build_view(tab_attention, explorer_service)
+    update = next(h for h, _ in view.handlers if h.__name__ == "update")
+    # Inputs: state, layer, head, position, ablate, B's request.
+    out = update(tiny_run.request, 0, 3, None, False, other_run.request)
+    assert {"compare_pattern", "difference", "compare_summary"} <= set(out._fields)
+    np.testing.assert_array_equal(out.compare_pattern.data[0].z, other_run.trace["blocks.0.attn.hook_pattern"][3])
+    assert out.rendered_key == view.key(tiny_run.request, [0, 3, False, other_run.request])
+    alone = view.render(tiny_run.request, 0, 3, False)  # no B: the panel hidden
+    assert alone.compare_panel["visible"] is False

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import gradio as gr
 import numpy as np
 import pytest
-from tab_helpers import export_with_defaults, refresh_with_defaults
+from tab_helpers import build_view, export_with_defaults, refresh_with_defaults, title_of
 
-from components import tab_blocks
+from components import compare, tab_blocks
 from components.common import NO_RUN
 from components.plots import plot_text
 from explorer.analyses import LENS_DEFAULT_POSITIONS
@@ -248,3 +249,101 @@ def test_the_lens_covers_the_width_asked_for_and_each_width_once(explorer_servic
         for cell in written.ravel()
     )
     assert f"last {LENS_DEFAULT_POSITIONS} positions" in heat.layout.title.text
+
+
+# -- two prompts side by side ---------------------------------------------------------------------
+
+COMPARE_TEXT = "The dog sat on the mat. The dog sat on the"
+
+
+@pytest.fixture(scope="module")
+def other_run(explorer_service):
+    """B: the example with one word changed, a live Run through the same service."""
+    return explorer_service.run(COMPARE_TEXT)
+
+
+@pytest.fixture(scope="module")
+def other_lens(explorer_service, other_run):
+    result, why = explorer_service.analysis(other_run, "lens")
+    assert result is not None, why
+    return result
+
+
+def test_compare_draws_bs_lens_with_as_function_from_bs_own_stream(
+    tiny_run, lens, other_run, other_lens, weights, tokenizer
+):
+    views = tab_blocks.render(tiny_run, lens, tokenizer, tab_blocks.MEAN, True, other_run, other_lens)
+    assert views.compare_panel["visible"] is True
+    display = tab_blocks.token_display(tokenizer)
+    assert (
+        views.compare_lens.to_json()
+        == tab_blocks.lens_heatmap(other_run, other_lens, display, compare.B.name).to_json()
+    )
+    assert title_of(views.compare_lens).startswith(compare.B.name)
+    heat = views.compare_lens.data[0]
+    assert list(heat.x) == other_run.labels
+    probability = np.asarray(heat.customdata)[..., 2].astype(np.float64)
+    # Each row against an independent float64 lens of B's own residual stream (LENS_RTOL, as A's).
+    eps = other_run.config.layer_norm_epsilon
+    for layer in range(other_run.config.n_layer):
+        probs = float64_softmax(float64_lens(other_run.trace[f"blocks.{layer}.hook_resid_post"], weights, eps))
+        np.testing.assert_allclose(probability[layer], probs.max(axis=-1), rtol=LENS_RTOL, atol=0)
+
+
+@pytest.mark.parametrize(
+    "top_a, top_b, part",
+    [
+        ([5, 5, 5], [5, 5, 5], None),  # the same prediction: they do not part
+        ([5, 5, 7], [5, 5, 8], 2),  # agree through block 1, part at block 2
+        ([5, 6, 7], [5, 9, 8], 1),
+        ([5, 5, 7], [4, 5, 8], 2),  # an early disagreement that comes back together does not count
+        ([1, 2, 3], [4, 5, 6], 0),  # never the same
+        ([1, 5, 5], [2, 5, 5], None),  # apart at first, the same at the end
+    ],
+)
+def test_parting_layer_is_where_the_top_tokens_differ_to_the_end(top_a, top_b, part):
+    assert tab_blocks.parting_layer(np.array(top_a), np.array(top_b)) == part
+
+
+def test_parting_figure_shows_both_runs_top_tokens_at_their_last_position(
+    tiny_run, lens, other_run, other_lens, tokenizer
+):
+    views = tab_blocks.render(tiny_run, lens, tokenizer, tab_blocks.MEAN, True, other_run, other_lens)
+    fig = views.parting
+    a_line, b_line = fig.data
+    L = tiny_run.config.n_layer
+    assert list(a_line.x) == [f"after block {i}" for i in range(L)]
+    for line, run, run_lens in ((a_line, tiny_run, lens), (b_line, other_run, other_lens)):
+        np.testing.assert_array_equal(np.asarray(line.y, dtype=np.float64), run_lens.top_probs[:, -1])
+        assert list(line.text) == [plot_text(tokenizer.token(int(t)).display) for t in run_lens.top_ids[:, -1]]
+        assert run.labels[-1] in line.name and "text" in line.mode
+    # The lens after the last block is the model's output: each run's own final prediction.
+    assert int(lens.top_ids[-1, -1]) == int(np.argmax(tiny_run.trace["logits"][-1]))
+    assert int(other_lens.top_ids[-1, -1]) == int(np.argmax(other_run.trace["logits"][-1]))
+    part = tab_blocks.parting_layer(lens.top_ids[:, -1], other_lens.top_ids[:, -1])
+    lines_drawn = [shape for shape in fig.layout.shapes if shape.type == "line"]
+    assert (len(lines_drawn) == 1) == (part is not None)
+    if part is not None:
+        assert lines_drawn[0].x0 == part - 0.5
+    assert tab_blocks.parting_note(lens.top_ids[:, -1], other_lens.top_ids[:, -1]) in title_of(fig)
+    assert views.compare_summary.startswith("**Where they part:**")
+
+
+def test_without_a_compare_prompt_the_panel_is_hidden(tiny_run, lens, tokenizer):
+    views = tab_blocks.render(tiny_run, lens, tokenizer)
+    assert views.compare_panel["visible"] is False
+    assert all(v == gr.skip() for v in (views.compare_lens, views.parting, views.compare_summary))
+    why = "the analysis graph is compiling"
+    waiting = tab_blocks.render(tiny_run, lens, tokenizer, tab_blocks.MEAN, True, tiny_run, why)
+    assert waiting.compare_lens.layout.annotations[0].text == why and waiting.compare_summary == why
+
+
+def test_built_tab_draws_the_compare_prompt_and_widening_redraws_bs_lens(explorer_service, tiny_run, other_run):
+    view = build_view(tab_blocks, explorer_service)
+    views = view.render(tiny_run.request, True, LENS_DEFAULT_POSITIONS, other_run.request)
+    assert views.compare_panel["visible"] is True and title_of(views.compare_lens).startswith(compare.B.name)
+    _, widen = view.handlers
+    widened = widen[0](tiny_run.request, 64, other_run.request, True)
+    assert widened._fields == ("lens", "final", "compare_lens", "rendered_key")
+    assert title_of(widened.compare_lens).startswith(compare.B.name)
+    assert widened.rendered_key == view.key(tiny_run.request, [True, 64, other_run.request])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from tab_helpers import build_view
+from tab_helpers import build_view, title_of
 
 from components import tab_embed
 
@@ -67,9 +67,7 @@ def test_wide_embeddings_show_the_dimensions_with_the_largest_spread(tiny_run, e
         assert spread[dims].min() >= np.delete(spread, dims).max()
         np.testing.assert_array_equal(fig.data[0].z, rows[:, dims])  # the trace's own values
         assert list(fig.data[0].y) == tiny_run.labels
-        assert (
-            f"the 16 of {E} dimensions with the largest spread (std over these {T} positions)" in fig.layout.title.text
-        )
+        assert f"the 16 of {E} dimensions with the largest spread (std over these {T} positions)" in title_of(fig)
     # Different matrices vary along different dimensions: each heatmap picks its own.
     assert list(figures[0].data[0].x) != list(figures[1].data[0].x)
 
@@ -85,7 +83,7 @@ def test_long_inputs_average_the_embedding_rows_and_similarity_over_blocks(tiny_
     assert len(token_fig.data[0].x) == tiny_run.config.n_embd  # dimensions are chosen, never averaged
     tokens = [t.display for t in tiny_run.tokens]
     assert list(token_fig.data[0].y) == [f"{a}–{b - 1} {tokens[a]}…{tokens[b - 1]}" for a, b in blocks]
-    assert "averaged over blocks of ~2.4 positions" in token_fig.layout.title.text
+    assert "averaged over blocks of ~2.4 positions" in title_of(token_fig)
     cosine = arrays["position_cosine"]  # the export keeps the full [T, T] matrix
     assert cosine.shape == (tiny_run.n_tokens, tiny_run.n_tokens)
     np.testing.assert_allclose(
@@ -108,7 +106,7 @@ def test_norms_are_the_l2_norms_per_position(tiny_run, explorer_service, leave_o
         assert trace.name.startswith(name)
         assert list(trace.x) == tiny_run.labels[first:]
         np.testing.assert_allclose(trace.y, values[first:], rtol=1e-5)
-        assert (f"{trace.name} {values[0]:.4g}" in norms_fig.layout.title.text) == leave_out_position_0
+        assert (f"{trace.name} {values[0]:.4g}" in title_of(norms_fig)) == leave_out_position_0
     assert norms_fig.layout.yaxis.type == "log"  # norms span decades on the real GPT-2
 
 
@@ -123,7 +121,7 @@ def test_nearest_tokens_match_an_independent_cosine_search(tiny_run, explorer_se
     np.testing.assert_allclose(nearest_fig.data[0].x, cosines, rtol=1e-5, atol=1e-6)
     displays = [explorer_service.tokenizer.token(int(i)).display for i in ids]
     assert list(nearest_fig.data[0].y) == displays
-    assert tiny_run.tokens[chosen].display in nearest_fig.layout.title.text
+    assert tiny_run.tokens[chosen].display in title_of(nearest_fig)
     assert token_id not in arrays["nearest_ids"]  # the token itself is left out
 
 

@@ -62,10 +62,10 @@ def test_logits_attribution_handles_bad_tokens_with_a_message(tiny_run, explorer
     view = build_view(tab_logits, explorer_service)
     explain = next(h for h, _ in view.handlers if h.__name__ == "explain")
     # A target of only spaces is "none given" (the top prediction); an empty encode is a message.
-    # Handlers take their inputs, then the view's other controls (here the typed token).
-    figures = explain(None, 0, "", "", "")
+    # Handlers take their inputs, then the view's other controls (here the typed token and B's request).
+    figures = explain(None, 0, "", "", "", None)
     assert "Run" in figures.attribution_summary
-    out = explain(tiny_run.request, 10_000, "   ", "", "")
+    out = explain(tiny_run.request, 10_000, "   ", "", "", None)
     assert not out.attribution_summary.startswith("⚠️")
 
 
@@ -81,11 +81,11 @@ def test_attention_tab_shows_the_detector_scores_and_a_click_opens_the_head(tiny
     assert detector_fig.layout.coloraxis.cmin == 0.0 and detector_fig.layout.coloraxis.cmax == 1.0
     assert "induction" in detector_md
     picked = next(h for h, _ in view.handlers if h.__name__ == "picked")
-    # Inputs: the pick, the position, the ablate box, then the view's layer and head controls.
-    out = picked(run.request, "1,3,1700000000", None, False, 0, 0)
+    # Inputs: the pick, the position, the ablate box, B's request, then the view's layer and head controls.
+    out = picked(run.request, "1,3,1700000000", None, False, None, 0, 0)
     assert (out.layer, out.head) == (1, 3)
     assert "layer 1 head 3" in out.pattern.layout.title.text
-    nothing = picked(run.request, "not a cell", None, False, 0, 0)  # a stray value changes nothing
+    nothing = picked(run.request, "not a cell", None, False, None, 0, 0)  # a stray value changes nothing
     assert nothing.layer == gr.update() and isinstance(nothing.pattern, type(gr.skip()))
 
 

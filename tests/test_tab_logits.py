@@ -6,12 +6,15 @@ at every position first, then the tab's numbers against a float64 softmax of the
 
 from __future__ import annotations
 
+import gradio as gr
 import numpy as np
 import pytest
-from tab_helpers import export_with_defaults, refresh_with_defaults
+from conftest import EXAMPLE_TEXT as EXAMPLE
+from tab_helpers import build_view, export_with_defaults, refresh_with_defaults, title_of
 
-from components import tab_logits
+from components import compare, tab_logits
 from components.common import NO_RUN
+from components.plots import plot_text
 
 
 def float64_softmax(logits):
@@ -70,7 +73,7 @@ def test_candidates_are_the_sorted_softmax_of_that_positions_logits(tiny_run, to
     assert np.all(np.diff(np.asarray(bar.x)) <= 0)
     assert list(bar.y) == [f"{r}. {tokenizer.token(int(t)).display}" for r, t in enumerate(order, start=1)]
     assert [f"token id {t}<br>" in text for t, text in zip(order, bar.text)] == [True] * 15
-    assert tiny_run.labels[p] in fig.layout.title.text
+    assert tiny_run.labels[p] in title_of(fig)
     assert fig.layout.height
 
 
@@ -166,3 +169,83 @@ def test_built_tab_refreshes_after_a_run(explorer_service, tiny_run):
     assert str(path).endswith(".npz")
     with np.load(path) as data:
         assert list(data["token_ids"]) == list(tiny_run.token_ids)
+
+
+# -- two prompts side by side ---------------------------------------------------------------------
+
+COMPARE_TEXT = "The dog sat on the mat. The dog sat on the"
+# The compare view's probabilities are a float64 softmax of each Run's own last logits row (float32,
+# from the trace); the reference is another float64 softmax of the same row. Only the order of the
+# sum over the V = 50,257 terms differs (~1e-16 relative each), far inside 1e-12.
+CROSS_RTOL = 1e-12
+
+
+@pytest.fixture(scope="module")
+def other_run(explorer_service):
+    """B: the example with one word changed, a live Run through the same service."""
+    return explorer_service.run(COMPARE_TEXT)
+
+
+def test_compare_shows_each_runs_top_tokens_with_their_probability_under_the_other(tiny_run, other_run, tokenizer, nxt):
+    views = tab_logits.render(tiny_run, nxt, tokenizer, None, "", other_run)
+    assert views.compare_panel["visible"] is True
+    pa, pb = float64_softmax(tiny_run.trace["logits"][-1]), float64_softmax(other_run.trace["logits"][-1])
+    n = tab_logits.TOP_COMPARED
+    for fig, (top, other), names in (
+        (views.a_under_b, (pa, pb), ("A", "B")),
+        (views.b_under_a, (pb, pa), ("B", "A")),
+    ):
+        own, under = fig.data
+        ids = np.asarray(own.customdata)
+        assert list(under.customdata) == list(ids)  # the same tokens in both series
+        # The top run's n most likely tokens in order, with their probability there and under the other.
+        np.testing.assert_allclose(np.asarray(own.x), np.sort(top)[::-1][:n], rtol=CROSS_RTOL)
+        np.testing.assert_allclose(np.asarray(own.x), top[ids], rtol=CROSS_RTOL)
+        np.testing.assert_allclose(np.asarray(under.x), other[ids], rtol=CROSS_RTOL)
+        assert list(own.y) == [plot_text(f"{r}. {tokenizer.token(int(t)).display}") for r, t in enumerate(ids, 1)]
+        assert own.name.startswith(f"after {names[0]}") and under.name.startswith(f"after {names[1]}")
+        assert title_of(fig).startswith(f"{names[0]}'s top {n} next tokens")
+        assert fig.layout.xaxis.type == "log"
+    summary = views.compare_summary
+    ta, tb = int(np.argmax(pa)), int(np.argmax(pb))
+    assert f"(p = {pa[ta]:.4g}), which has p = {pb[ta]:.4g} after **B**" in summary
+    assert f"(p = {pb[tb]:.4g}), which has p = {pa[tb]:.4g} after A" in summary
+    assert f"**{0.5 * np.abs(pa - pb).sum():.3f}** in total variation" in summary
+
+
+def test_without_a_compare_prompt_the_panel_is_hidden_and_nothing_is_drawn(tiny_run, tokenizer, nxt):
+    views = tab_logits.render(tiny_run, nxt, tokenizer)
+    assert views.compare_panel["visible"] is False
+    assert all(v == gr.skip() for v in (views.a_under_b, views.b_under_a, views.compare_summary))
+    waiting = tab_logits.render(tiny_run, nxt, tokenizer, None, "", compare.WAITS_FOR_MODEL)
+    assert waiting.compare_panel["visible"] is True and waiting.compare_summary == str(compare.WAITS_FOR_MODEL)
+    assert compare.WAITS_FOR_MODEL.brief in waiting.a_under_b.layout.annotations[0].text.replace("<br>", " ")
+
+
+def test_a_compare_run_is_one_more_trace_through_the_same_batched_path(explorer_service):
+    """A and B go through ExplorerService.run together: one trace-graph execution serves both
+    (the scheduler's batch), and both are in the trace store for the views."""
+    a, b, why = compare.run_both(explorer_service, "A prompt of its own, never run before", None, "And its B, also new")
+    assert why == "" and b is not None
+    assert (a.batched, b.batched) == (2, 2)  # one execution for the two Runs
+    assert explorer_service.store.get(a.request.key) is a and explorer_service.store.get(b.request.key) is b
+    assert compare.compare_of(explorer_service, a, b.request) is b
+    alone, none, why = compare.run_both(explorer_service, "A prompt of its own, never run before", None, "  \n")
+    assert none is None and why == "" and alone is a  # an empty compare prompt: A alone, from the store
+
+
+@pytest.mark.parametrize(
+    "bad, said",
+    [("x" * 20_001, "the compare prompt has 20,001 characters"), (["a list"], "the compare prompt must be text")],
+)
+def test_a_bad_compare_prompt_is_left_out_with_a_message_and_a_still_runs(explorer_service, bad, said):
+    a, b, why = compare.run_both(explorer_service, EXAMPLE, None, bad)
+    assert b is None and why.startswith(said) and a.text == EXAMPLE
+
+
+def test_built_tab_draws_the_compare_prompt_from_its_request(explorer_service, tiny_run, other_run):
+    view = build_view(tab_logits, explorer_service)
+    assert view.controls[-1] is not None  # the page's compare state, a control of this view
+    views = view.render(tiny_run.request, "", "", "", other_run.request)
+    assert views.compare_panel["visible"] is True and "total variation" in views.compare_summary
+    assert view.key(tiny_run.request, ["", "", "", None]) != view.key(tiny_run.request, ["", "", "", other_run.request])

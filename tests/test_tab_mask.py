@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 import pytest
-from tab_helpers import build_view, softmax, token_text
+from tab_helpers import build_view, softmax, title_of, token_text
 
 from components import tab_mask
 from components.plots import finite
@@ -41,9 +41,7 @@ def test_mask_scores_and_pattern_come_from_the_chosen_layer_and_head(tiny_run, e
     scores = tiny_run.trace["blocks.1.attn.hook_attn_scores"][2]
     # The mask: 1 on and below the diagonal (allowed), 0 above (blocked).
     np.testing.assert_array_equal(mask_fig.data[0].z, np.tril(np.ones((T, T))))
-    assert "blocked" in mask_fig.layout.title.text and list(mask_fig.data[0].colorbar.ticktext)[0].startswith(
-        "0 blocked"
-    )
+    assert "blocked" in title_of(mask_fig) and list(mask_fig.data[0].colorbar.ticktext)[0].startswith("0 blocked")
     # The masked scores: the trace's, with -inf as a gap (NaN).
     np.testing.assert_array_equal(masked_fig.data[0].z, finite(scores))
     assert np.isnan(masked_fig.data[0].z[0, 1]) and not np.isnan(masked_fig.data[0].z[1, 0])
@@ -58,7 +56,7 @@ def test_mask_scores_and_pattern_come_from_the_chosen_layer_and_head(tiny_run, e
     assert np.isfinite(raw_fig.data[0].z).all()
     allowed = np.isfinite(scores)
     np.testing.assert_allclose(raw_fig.data[0].z[allowed], scores[allowed], atol=1e-5)
-    assert "layer 1, head 2" in raw_fig.layout.title.text
+    assert "layer 1, head 2" in title_of(raw_fig)
     for fig in (mask_fig, raw_fig, masked_fig, pattern_fig):
         assert list(fig.data[0].x) == tiny_run.labels and list(fig.data[0].y) == tiny_run.labels
         assert fig.layout.height >= 340
@@ -163,7 +161,7 @@ def test_beyond_a_screenful_the_heatmaps_average_blocks_of_positions(tiny_run, e
     for fig in (mask_fig, raw_fig, masked_fig, pattern_fig):
         trace = fig.data[0]
         assert trace.z.shape == (5, 5) and list(trace.x) == labels and list(trace.y) == labels
-        assert "over blocks of ~2.8 positions (0 alone)" in fig.layout.title.text
+        assert "over blocks of ~2.8 positions (0 alone)" in title_of(fig)
         assert (
             trace.text is None and "%{x}" in trace.hovertemplate and "%{z" in trace.hovertemplate
         )  # no string per cell

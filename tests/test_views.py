@@ -71,24 +71,35 @@ def test_a_control_rerenders_its_figures_and_reopening_computes_nothing(ui, tiny
     view = ui.views["blocks"]
     request = tiny_run.request
     width = LENS_DEFAULT_POSITIONS
-    key = view.open(request, None, True, width)[-1]  # (tab id, *outputs, key)
+    key = view.open(request, None, True, width, None)[-1]  # (tab id, *outputs, key); no compare prompt
     (handler, inputs), (widen, _) = view.handlers  # the position and the position-0 switch: one handler; the lens width
-    position_figures = handler(request, 3, True, width)
+    position_figures = handler(request, 3, True, width, None)
     assert position_figures._fields == ("norms", "additions", "summary", "rendered_key")
     assert position_figures.rendered_key == key
     assert view.renders == 1
-    view.open(request, position_figures.rendered_key, True, width)
+    view.open(request, position_figures.rendered_key, True, width, None)
     assert view.renders == 1
-    switched = handler(request, 3, False, width)  # the switch redraws the same figures, under a new key
-    assert switched.rendered_key == view.key(request, [False, width]) != key
-    view.open(request, switched.rendered_key, False, width)
+    switched = handler(request, 3, False, width, None)  # the switch redraws the same figures, under a new key
+    assert switched.rendered_key == view.key(request, [False, width, None]) != key
+    view.open(request, switched.rendered_key, False, width, None)
     assert view.renders == 1
-    # Inputs: state, width, then the view's other control; the lens heatmap and the final-prediction line, under a new key.
-    widened = widen(request, 64, False)
-    assert widened._fields == ("lens", "final", "rendered_key")
-    assert widened.rendered_key == view.key(request, [False, 64]) not in (key, switched.rendered_key)
-    view.open(request, widened.rendered_key, False, 64)
+    # Inputs: state, width, B's request, then the view's other control; the lens heatmaps (A's, B's) and the
+    # final-prediction line, under a new key.
+    widened = widen(request, 64, None, False)
+    assert widened._fields == ("lens", "final", "compare_lens", "rendered_key")
+    assert widened.rendered_key == view.key(request, [False, 64, None]) not in (key, switched.rendered_key)
+    view.open(request, widened.rendered_key, False, 64, None)
     assert view.renders == 1
+
+
+def test_the_compare_prompt_is_a_setting_of_the_tabs_that_draw_it_and_of_no_other(ui, tiny_run, explorer_service):
+    """B's request is a control of Attention, Blocks and Logits: their view keys follow it (they
+    redraw when B changes), and the other tabs' keys do not (they draw nothing of B)."""
+    other = explorer_service.run("The dog sat on the mat. The dog sat on the").request
+    for view in ui.views.values():
+        with_b = [other if c is ui.compare else value for c, value in zip(view.controls, defaults(view))]
+        follows = view.key(tiny_run.request, defaults(view)) != view.key(tiny_run.request, with_b)
+        assert follows == (view.tab_id in ("attention", "blocks", "logits")), view.tab_id
 
 
 def test_runs_write_no_exports_and_exports_stay_bounded(ui, explorer_service, tmp_path, monkeypatch):
@@ -231,7 +242,7 @@ def test_a_run_pressed_while_the_model_loads_shows_its_tokens_and_is_traced_when
     service = loading_service
     demo, ui = app.build_ui(service)
     text = "A prompt typed while the model loads"
-    request, note = event_fn(demo, "start_run")(text, service.model_name)
+    request, _, note = event_fn(demo, "start_run")(text, service.model_name)  # (A, B: none, note)
     assert common.is_pending(request) and "waits for the model" in note and not note.startswith("⚠️")
     tokenize = ui.views["tokenize"].open(request, None)
     grid = tokenize[1]
