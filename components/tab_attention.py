@@ -235,10 +235,11 @@ def grid_figure(run: Run, values: np.ndarray, labels: list[str], shares: np.ndar
     pooled = G < run.n_tokens
     cell = 90 if L > 4 else 150
     title = "Every head's pattern (rows = queries, columns = keys)"
-    if pooled:
-        title += (
-            f"; queries averaged, keys summed over blocks of ~{(run.n_tokens - 1) / (G - 1):.0f} positions (0 alone)"
-        )
+    note = (
+        f"queries averaged, keys summed over blocks of ~{(run.n_tokens - 1) / (G - 1):.0f} positions (0 alone)"
+        if pooled
+        else ""
+    )
     return tiled_heatmap(
         values.astype(np.float32),
         [f"layer {layer}" for layer in range(L)],
@@ -258,6 +259,7 @@ def grid_figure(run: Run, values: np.ndarray, labels: list[str], shares: np.ndar
         layout_extra=layout_properties(
             title,
             height=L * cell + 190,
+            notes=[note],
             margin=dict(l=70, r=20, t=110, b=20),  # the colour bar reserves its own row below
             coloraxis=dict(colorscale=SEQUENTIAL, cmin=0.0, cmax=1.0, colorbar=colour_bar("attention weight")),
         ),
@@ -309,7 +311,7 @@ def ablation_figure(run: Run, tokens, layer: int, head: int, after: Run | None) 
     )
     arrays = {"top_ids": ids, "prob_before": before[ids]}
     if after_probs is None:
-        title = f"Top {TOP_NEXT} next tokens after {last} (tick “Ablate this head” to compare)"
+        title, note = f"Top {TOP_NEXT} next tokens after {last}", "tick “Ablate this head” to compare"
         markdown = f"Tick **Ablate this head** to zero layer {layer} head {head}'s output and rerun the same graph."
     else:
         fig.add_trace(
@@ -324,6 +326,7 @@ def ablation_figure(run: Run, tokens, layer: int, head: int, after: Run | None) 
         )
         arrays["prob_after"] = after_probs[ids]
         title = f"Next-token probabilities after {last}, before vs after ablating layer {layer} head {head}"
+        note = ""
         top_before, top_after = int(np.argmax(before)), int(np.argmax(after_probs))
         kl = float(np.sum(before * (np.log(np.maximum(before, 1e-300)) - np.log(np.maximum(after_probs, 1e-300)))))
         markdown = (
@@ -332,12 +335,7 @@ def ablation_figure(run: Run, tokens, layer: int, head: int, after: Run | None) 
             f"**{md_text(tokens(top_after))}** ({fmt_p(after_probs[top_after])}). "
             f"KL(before ‖ after) = {kl:.4g} nats over the whole vocabulary."
         )
-    layout(
-        fig,
-        title,
-        height=440,
-        barmode="group",
-    )
+    layout(fig, title, height=440, notes=[note], barmode="group")
     fig.update_xaxes(type="category", **LABEL_ANGLES, title="next token")
     fig.update_yaxes(title="probability")
     return fig, markdown, arrays

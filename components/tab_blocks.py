@@ -222,9 +222,8 @@ def lens_heatmap(run: Run, lens: Lens, display, whose: str = "") -> go.Figure:
         log_probs,
         run.labels[lens.start :],
         [f"after block {i}" for i in range(L)],
-        (f"{whose}: " if whose else "")
-        + "Logit lens: the top next token after each block (colour = its probability, log scale)"
-        + (f", last {T} positions" if lens.start else ""),
+        (f"{whose}: " if whose else "") + "Logit lens: the top next token after each block",
+        notes=["colour = its probability, log scale" + (f", last {T} positions" if lens.start else "")],
         x_title="position",
         y_title="layer",
         value_name="log10 probability",
@@ -244,12 +243,14 @@ def lens_heatmap(run: Run, lens: Lens, display, whose: str = "") -> go.Figure:
         ],
         dtype=object,
     )
+    whole = np.array([[plot_text(t) for t in row] for row in text], dtype=object)
     fig.update_traces(
-        # customdata [L, T', 4]: the final prediction's probability and rank in that cell, the
-        # cell's own (top) probability, which the colour shows as log10, and the runners-up.
-        customdata=np.stack([lens.final_probs, lens.final_ranks, top_probs, runners_up], axis=-1),
+        # customdata [L, T', 5]: the final prediction's probability and rank in that cell, the
+        # cell's own (top) probability, which the colour shows as log10, the runners-up, and the
+        # top token whole (the cell may write it cut).
+        customdata=np.stack([lens.final_probs, lens.final_ranks, top_probs, runners_up, whole], axis=-1),
         hovertemplate=(
-            "%{y}<br>position %{x}<br>top next token: %{text}<br>probability %{customdata[2]:.4g}"
+            "%{y}<br>position %{x}<br>top next token: %{customdata[4]}<br>probability %{customdata[2]:.4g}"
             f"<br>next {lens.top_k_ids.shape[-1] - 1}: %{{customdata[3]}}"
             "<br>the final prediction here: p %{customdata[0]:.3g}, rank %{customdata[1]}<extra></extra>"
         ),
@@ -265,11 +266,8 @@ def lens_heatmap(run: Run, lens: Lens, display, whose: str = "") -> go.Figure:
             ],
             dtype=object,
         )
-        fig.update_traces(
-            texttemplate="%{customdata[4]}",
-            textfont=dict(size=11),
-            customdata=np.concatenate([np.asarray(fig.data[0].customdata, dtype=object), cut[..., None]], axis=-1),
-        )
+        # A heatmap's texttemplate reads only x, y, z and text (customdata shows "-" in the cell).
+        fig.update_traces(text=cut, texttemplate="%{text}", textfont=dict(size=11))
     return fig
 
 

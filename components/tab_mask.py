@@ -161,11 +161,11 @@ def predictions(
             row += f" {md_text(off_text[t])} ({fmt_p(off_probs[t])}){changed} | {fmt_p(off_of_on[t])} |"
         rows.append(row)
     if unmasked_logits is None:
-        title = "Probability of the top next token at each position (tick “Turn the causal mask off” to compare)"
+        title, note = "Probability of the top next token at each position", "tick “Turn the causal mask off” to compare"
         summary = "Tick **Turn the causal mask off** to rerun the same graph without the mask and compare."
     else:
         changed = int(np.sum(off_ids != on_ids))
-        title = "Next-token probability at each position, mask on vs off"
+        title, note = "Next-token probability at each position, mask on vs off", ""
         summary = (
             f"Without the mask the top next token changes at **{changed} of {run.n_tokens}** positions (⚠️ below). "
             "Earlier positions now also read later tokens, including the very token they should predict; "
@@ -173,7 +173,14 @@ def predictions(
             "which were themselves computed without the mask."
         )
     fig = lines(
-        run.labels, series, title, x_title="position · token", y_title="probability", height=400, hover_text=hover
+        run.labels,
+        series,
+        title,
+        x_title="position · token",
+        y_title="probability",
+        height=400,
+        hover_text=hover,
+        notes=[note],
     )
     fig.update_xaxes(type="category", **LABEL_ANGLES)
     fig.update_yaxes(rangemode="tozero")

@@ -130,7 +130,8 @@ def test_lens_heatmap_shows_each_layers_top_token_and_probability(tiny_run, lens
         np.testing.assert_allclose(probability[layer], probs.max(axis=-1), rtol=LENS_RTOL, atol=0)
         np.testing.assert_allclose(z[layer], np.log10(probs.max(axis=-1)), rtol=0, atol=LENS_RTOL)
         tops = probs.argmax(axis=-1)
-        assert list(heat.text[layer]) == [tokenizer.token(int(t)).display for t in tops]
+        whole = np.asarray(heat.customdata)[layer, :, 4]  # the hover's top token, whole
+        assert list(whole) == [plot_text(tokenizer.token(int(t)).display) for t in tops]
         # The runners-up start with the reference's second token wherever it is clear of the third.
         order = np.argsort(-probs, axis=-1)[:, :3]
         second, third = (
@@ -143,9 +144,10 @@ def test_lens_heatmap_shows_each_layers_top_token_and_probability(tiny_run, lens
         assert all(cell.count(" · ") == LENS_TOP_K - 2 for cell in runners_up[layer])
     final = float64_softmax(full_logits)
     np.testing.assert_allclose(probability[-1], final.max(axis=-1), rtol=LENS_RTOL, atol=0)
-    assert list(heat.text[-1]) == [tokenizer.token(int(t)).display for t in final.argmax(axis=-1)]
+    whole = np.asarray(heat.customdata)[-1, :, 4]
+    assert list(whole) == [plot_text(tokenizer.token(int(t)).display) for t in final.argmax(axis=-1)]
     assert (
-        "%{text}" in heat.hovertemplate
+        "top next token: %{customdata[4]}" in heat.hovertemplate
         and "%{x}" in heat.hovertemplate
         and "probability %{customdata[2]" in heat.hovertemplate
     )
@@ -240,10 +242,11 @@ def test_the_lens_covers_the_width_asked_for_and_each_width_once(explorer_servic
     again, _ = explorer_service.analysis(run, "lens", positions=64)
     assert again is wide  # kept with the Run
     heat = tab_blocks.render(run, narrow, tokenizer).lens
-    assert len(heat.data[0].x) == LENS_DEFAULT_POSITIONS and heat.data[0].texttemplate == "%{customdata[4]}"
+    # The cell's text is what texttemplate can read (it reads no customdata: the cells showed "-").
+    assert len(heat.data[0].x) == LENS_DEFAULT_POSITIONS and heat.data[0].texttemplate == "%{text}"
     # A cell writes its top token as far as it fits (longer ones ran into their neighbours at 24
     # positions); the hover keeps it whole.
-    written = np.asarray(heat.data[0].customdata)[..., 4]
+    written = np.asarray(heat.data[0].text)
     assert all(
         len(cell.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")) <= tab_blocks.LENS_CELL_CHARS
         for cell in written.ravel()
