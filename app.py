@@ -95,12 +95,14 @@ def model_label(name: str) -> str:
 
 
 # The page's layout on a phone (390 px wide): the status line above the model picker, not in a
-# column beside it; dropdown values clear of the arrow Gradio draws over the right end of their
-# box (cut with an ellipsis before it).
+# column beside it; no tokens written in heatmap cells too narrow for them (the logit lens's 24
+# cells are ~12 px each there and their tokens ran into each other: the hover has them); dropdown
+# values clear of the arrow Gradio draws over the right end of their box (cut with an ellipsis).
 PAGE_CSS = """
 @media (max-width: 640px) {
   #status-row { flex-direction: column; }
   #status-row > * { width: 100%; min-width: 0 !important; }
+  .cell-text-wide-only .heatmap-label { display: none; }
 }
 .wrap-inner .secondary-wrap input { padding-right: 28px; text-overflow: ellipsis; }
 """

@@ -390,8 +390,8 @@ def thinned_ticks(values: Sequence, texts: Sequence[str], most: int) -> dict:
 
 
 def colour_bar(title: str = "", **extra) -> dict:
-    """A colour bar under the plot, as wide as it (see ``LEGEND_BELOW``); ``title`` above the bar
-    ("<br>" between lines); ``extra``: other colour-bar properties (ticks)."""
+    """A colour bar under the plot, as wide as it (see ``LEGEND_BELOW``); ``title`` under its tick
+    labels (above the bar Plotly drew it over the bar); ``extra``: other colour-bar properties (ticks)."""
     return dict(
         orientation="h",
         yref="container",
@@ -402,7 +402,7 @@ def colour_bar(title: str = "", **extra) -> dict:
         xanchor="center",
         len=1.0,
         thickness=12,
-        **({"title": dict(text=title, side="top", font=dict(size=12))} if title else {}),
+        **({"title": dict(text=title, side="bottom", font=dict(size=12))} if title else {}),
         **extra,
     )
 

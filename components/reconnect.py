@@ -15,15 +15,15 @@ for every request):
 - an event stream (``queue/data``) that breaks, ends early, or that the new server answers with
   "session not found" ends the events it carried as failed (no toast: the banner below explains)
   and closes as a finished stream does, so the page stays usable and keeps what it holds;
-- when the page's heartbeat stream (held open to its server all the time) or an event stream
-  breaks, it asks the balancer which server answers now (``/gradio_api/app_id``, a number each
-  process draws at start) and reopens the heartbeat there. A new server: a banner at the bottom of
-  the window says so and what to do (``MOVED``), and the first tab and then the tab on screen are
-  opened again, so the new server knows which tab to draw after the next Run. The same server (a
-  network blip): the banner says so only if an event was lost (``INTERRUPTED``). No server (all
-  down): the banner says the page is retrying, every 2 s;
-- the banner goes once a Run finishes on the new server (``DONE`` for a few seconds), or, after a
-  blip, once any event finishes.
+- it holds a stream of its own open to the session's server (Gradio's heartbeat route). When that
+  stream or an event stream breaks, it asks the balancer which server answers now
+  (``/gradio_api/app_id``, a number each process draws at start) and reopens its stream there. A
+  new server: a banner at the bottom of the window says so and what to do (``MOVED``). The same
+  server (a network blip): the banner says so only if an event was lost (``INTERRUPTED``). No
+  server (all down): the banner says the page is retrying, every 2 s;
+- once a Run finishes on the new server, the banner says so (``DONE``, for a few seconds), and the
+  first tab and then the tab on screen are opened again: the new server then knows which tab is on
+  screen and draws it from that Run. After a blip the banner goes once any event finishes.
 """
 
 from __future__ import annotations
@@ -132,6 +132,7 @@ RECONNECT_JS = """
     if (moved && runFns.has(fn)) {
       moved = broke = false;
       banner(TEXT.done);
+      retellTab();
       setTimeout(() => { if (!moved && !broke && !recovering) banner(null); }, TEXT.done_seconds * 1000);
     } else if (broke && !moved) {
       broke = false;
@@ -143,7 +144,6 @@ RECONNECT_JS = """
     const reader = body.getReader();
     const decoder = new TextDecoder();
     let text = '';
-    let closed = false;
     const finish = (controller) => {
       lost();
       failures().forEach((x) => controller.enqueue(x));
@@ -162,7 +162,7 @@ RECONNECT_JS = """
             finish(controller);
             return;
           }
-          if (chunk.done) { if (closed) controller.close(); else finish(controller); return; }
+          if (chunk.done) { finish(controller); return; }  // ended before close_stream
           text += decoder.decode(chunk.value, { stream: true });
           const blocks = text.split('\\n\\n');
           text = blocks.pop();
@@ -175,11 +175,16 @@ RECONNECT_JS = """
               finish(controller);
               return;
             }
-            console.log('SSE', message && message.msg, message && message.event_id, message && message.success, block.length, message && message.output && message.output.data ? JSON.stringify(message.output.data.map((d) => (d && d.__type__ === 'update' && Object.keys(d).length === 1 ? 0 : d === null ? 'n' : 1))) : '');
             if (message && message.msg === 'process_completed') completed(message);
-            if (message && message.msg === 'close_stream') closed = true;
             controller.enqueue(encoder.encode(block + '\\n\\n'));
             passed += 1;
+            // The server's last message: the stream ends here, as a finished stream (Gradio aborts
+            // it on reading this, and an abort that reached it still open would read as broken).
+            if (message && message.msg === 'close_stream') {
+              reader.cancel().catch(() => {});
+              controller.close();
+              return;
+            }
           }
         }
       },
@@ -202,8 +207,10 @@ RECONNECT_JS = """
     lost();
   };
 
-  // The new server holds this session afresh, with the first tab as the one on screen: opening the
-  // first tab, then the one on screen again, tells it (its next Run then draws the right tab).
+  // The new server holds this session afresh, with the first tab as the one on screen, so the Run
+  // there draws the first tab. Once that Run is in, opening the first tab and then the one on screen
+  // again tells it, and draws the tab on screen from the Run. (Done before the Run instead, the tab
+  // drew "nothing yet" over its old figures, and Gradio then left its plots "processing" for good.)
   const retellTab = async () => {
     const tabs = [...document.querySelectorAll('[role="tab"]')];
     const selected = tabs.find((t) => t.getAttribute('aria-selected') === 'true');
@@ -232,7 +239,6 @@ RECONNECT_JS = """
         appId = answer;
         moved = true;
         banner(TEXT.moved);
-        await retellTab();
       } else {
         banner(moved ? TEXT.moved : broke ? TEXT.interrupted : null);
       }
@@ -256,7 +262,6 @@ RECONNECT_JS = """
           try { body = JSON.parse(init && typeof init.body === 'string' ? init.body : '{}'); } catch (e) {}
           const answer = await response.clone().json().catch(() => ({}));
           if (answer.event_id && !early.delete(answer.event_id)) pending.set(answer.event_id, body.fn_index);
-          console.log('JOIN', body.fn_index, answer.event_id);
           if (!heartbeat && body.session_hash) {
             heartbeat = apiBase + '/heartbeat/' + encodeURIComponent(body.session_hash);
             watchServer();

@@ -529,11 +529,14 @@ def build(ctx: AppContext) -> None:
         summary = gr.Markdown()
         norms_plot = gr.Plot(label="Residual stream norm")
         additions_plot = gr.Plot(label="What each block adds")
-        lens_plot = gr.Plot(label="Logit lens")
+        # Its cells' tokens only where cells are wide enough to read them (PAGE_CSS): a phone's are ~12 px.
+        lens_plot = gr.Plot(label="Logit lens", elem_classes=["cell-text-wide-only"])
         with gr.Column(visible=False, elem_id="blocks-compare") as compare_panel:
             gr.Markdown(compare.PANEL_TITLE)
             compare_text = gr.Markdown()
-            compare_lens_plot = gr.Plot(label="B's logit lens", elem_id="blocks-compare-lens")
+            compare_lens_plot = gr.Plot(
+                label="B's logit lens", elem_id="blocks-compare-lens", elem_classes=["cell-text-wide-only"]
+            )
             parting_plot = gr.Plot(label="Where A's and B's predictions part", elem_id="blocks-parting")
         final_plot = gr.Plot(label="The final prediction through the layers")
         source_block(

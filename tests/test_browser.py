@@ -246,12 +246,13 @@ PLOT_LAYOUT = """
   const outside = (rs) => rs.some(r => r.left < box.left - 1 || r.right > box.right + 1 || r.top < box.top - 1 || r.bottom > box.bottom + 1);
   const meet = (r, q) => r.left < q.right - 1 && q.left < r.right - 1 && r.top < q.bottom - 1 && q.top < r.bottom - 1;
   const hit = (a, b) => a.some(r => b.some(q => meet(r, q)));
+  const overlapping = (rs) => rs.some((r, i) => rs.slice(0, i).some(q => meet(r, q)));
   const crowded = (sel) => {
     const texts = Array.from(plot.querySelectorAll(sel)).filter(t => t.getBoundingClientRect().width > 0);
     if (texts.length < 2) return false;
     const turn = (texts[0].getAttribute('transform') || '').match(/rotate\\((-?[0-9.]+)/);
     const angle = turn ? Math.abs(parseFloat(turn[1])) : 0;
-    if (angle < 1) return texts.map(t => t.getBoundingClientRect()).some((r, i, all) => all.slice(0, i).some(q => meet(r, q)));
+    if (angle < 1) return overlapping(texts.map(t => t.getBoundingClientRect()));
     const size = parseFloat(getComputedStyle(texts[0]).fontSize) || 14;
     const ends = texts.map(t => t.getBoundingClientRect().right).sort((a, b) => a - b);
     return ends.some((x, i) => i > 0 && (x - ends[i - 1]) * Math.sin(angle * Math.PI / 180) < size);
@@ -272,6 +273,7 @@ PLOT_LAYOUT = """
       'legend or colour bar on the axis labels': hit(legend.concat(rects('.colorbar .cbbg')), rects('.xtick text, .g-xtitle text')),
       'x labels crowded': crowded('.xtick text'),
       'y labels crowded': crowded('.ytick text'),
+      'cell texts run together': overlapping(rects('.heatmap-label text')),
     }).filter(([, bad]) => bad).map(([what]) => what),
   };
 }).filter(plot => plot.area > 0)
@@ -297,7 +299,7 @@ DROPDOWNS = """
 # The phone's tabs with plots, each plot's smallest share of its width left to the data: the
 # Attention pattern had 124 of 324 px beside its colour bar and position-0 bars, the
 # embeddings 109 beside their colour bars, a plot with a legend at the right 70.
-PHONE_TABS = ("Embed", "Mask", "Attention", "MLP", "Blocks", "Logits")
+PHONE_TABS = ("Tokenize", "Embed", "Mask", "Attention", "MLP", "Blocks", "Logits")
 PHONE_DATA_SHARE = 0.45
 
 

@@ -330,11 +330,12 @@ def test_colour_bars_and_legends_lie_under_the_plot_not_beside_it(every_figure):
     """At the right (Plotly's default) a colour bar took ~90 px and a legend ~150 px of a phone's
     324-px plot: the Attention pattern kept 124 px beside its colour bar and bars, the GELU plot
     64. Every colour bar and legend is now a row under the plot, placed against the figure's
-    bottom edge, where Plotly reserves the room it needs."""
+    bottom edge, where Plotly reserves the room it needs, its title under it."""
     seen = 0
     for name, fig in every_figure.items():
         for bar in colour_bars(fig):
             assert (bar.orientation, bar.yref, bar.yanchor) == ("h", "container", "bottom"), name
+            assert bar.title.text is None or bar.title.side == "bottom", name  # above the bar Plotly drew it on the bar
             seen += 1
         legend = fig.layout.legend
         assert (legend.orientation, legend.yref, legend.y, legend.yanchor) == ("h", "container", 0.0, "bottom"), name
