@@ -189,7 +189,7 @@ def attribution_arrays(result: Attribution) -> dict[str, np.ndarray]:
 
 
 DETECTOR_NAMES = {"previous_token": "previous token", "duplicate_token": "duplicate token", "induction": "induction"}
-DETECTOR_NAME_PX = 24  # the top margin's room for a panel name's second line
+DETECTOR_NAME_PX = 30  # the room above the panels for their names, two lines each
 DETECTOR_HEAD_LABELS = 4  # head numbers labelled per panel (0, 3, 6, 9 of 12): a panel is ~70 px on a phone
 
 

@@ -360,8 +360,11 @@ COLOUR_BAR_PX = 64  # a colour bar under the plot with its ticks and a one-line 
 TITLE_LINE_CHARS = 40
 NOTE_LINE_CHARS = 56
 TITLE_PAD_PX = 36  # above the title's first line: clear of the label Gradio draws over a plot's corner
-TOP_PX = 80  # the top margin under a one-line title
-LINE_PX = 21  # the top margin's room for each line of the title after the first (notes included)
+LINE_PX = 21  # the room each line of the title takes after the first (notes included)
+TOP_PX = 60  # the top margin a caller's height counts on: a one-line title's (TITLE_PAD_PX + its line)
+# gr.Plot raises a titled figure's top margin to at least this (its label sits over the corner):
+# a figure given 60 lost 40 px of its plot, a one-row token grid all but 20 of its 60.
+GRADIO_TOP_PX = 100
 
 
 # Category labels (tokens, positions) lie level when they fit, else at 60°, which Plotly picks
@@ -410,20 +413,22 @@ def colour_bar(title: str = "", **extra) -> dict:
 def layout_properties(title: str, height: int = DEFAULT_HEIGHT, notes: Sequence[str] = (), **extra) -> dict:
     """Title, height, margins, font and legend of every figure (and any other layout properties),
     as the dict a layout is built from. The title is wrapped to ``TITLE_LINE_CHARS`` a line;
-    ``notes`` become smaller lines under it, each wrapped to ``NOTE_LINE_CHARS``. ``height`` is the
-    plot's and its axes' (a caller's ``margin`` top included): the lines after the title's first
-    are added to it, so a long title never takes the plot's room."""
+    ``notes`` become smaller lines under it, each wrapped to ``NOTE_LINE_CHARS``. ``height`` counts
+    a top margin of ``TOP_PX`` (or the caller's ``margin`` top, room for a one-line title and what
+    lies above the plot): the title's further lines, and what ``GRADIO_TOP_PX`` adds, are added to
+    it, so the plot keeps the height it was given."""
     lines = wrap_lines(title, TITLE_LINE_CHARS)
     note_lines = [line for note in notes if note for line in wrap_lines(note, NOTE_LINE_CHARS)]
     text = "<br>".join(lines) + "".join(f"<br><sup>{line}</sup>" for line in note_lines)
     more = LINE_PX * (len(lines) - 1 + len(note_lines))
     margin = {"l": 60, "r": 20, "t": TOP_PX, "b": 60, **extra.pop("margin", {})}
-    margin["t"] += more
+    asked = margin["t"]
+    margin["t"] = max(GRADIO_TOP_PX, asked + more + 12)  # 12: a gap between the title and the plot
     return {
         # From the top down (Plotly centres a title in the top margin by default, so a line more
         # moved it down into what the margin holds below it, e.g. the all-heads grid's top axis).
         "title": dict(text=text, font=dict(size=16), yref="container", y=1.0, yanchor="top", pad=dict(t=TITLE_PAD_PX)),
-        "height": height + more,
+        "height": height + margin["t"] - asked,
         "margin": margin,
         "font": FONT,
         "legend": LEGEND_BELOW,

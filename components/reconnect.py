@@ -9,8 +9,8 @@ typed prompt, every setting and the tab. A replica that died while the page was 
 noticed at all, and the next Run then leaves the tab on screen undrawn (the new server takes the
 first tab for the one on screen).
 
-This script, run before the page's first event, wraps ``window.fetch`` (Gradio's client calls it
-for every request):
+This script (the page's js, run as the page loads, before its load events) wraps ``window.fetch``
+(Gradio's client calls it for every request):
 
 - an event stream (``queue/data``) that breaks, ends early, or that the new server answers with
   "session not found" ends the events it carried as failed (no toast: the banner below explains)
@@ -23,7 +23,8 @@ for every request):
   server (all down): the banner says the page is retrying, every 2 s;
 - once a Run finishes on the new server, the banner says so (``DONE``, for a few seconds), and the
   first tab and then the tab on screen are opened again: the new server then knows which tab is on
-  screen and draws it from that Run. After a blip the banner goes once any event finishes.
+  screen and draws it from that Run (on a phone, whose tabs may sit in Gradio's "More tabs" menu, the
+  page may stay on the first tab). After a blip the banner goes once any event finishes.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ RECONNECT_JS = """
   const encoder = new TextEncoder();
   const config = window.gradio_config || {};
   let appId = config.app_id;
-  // The events that end in a new Run's note: the Run, its variants and their redraws.
+  // The events that write a new Run's note: the Run and its variants (a token-id Run, a restored prompt).
   const note = (config.components || []).find((c) => c.props && c.props.elem_id === 'run-note');
   const runFns = new Set((config.dependencies || [])
     .filter((d) => note && (d.outputs || []).includes(note.id)).map((d) => d.id));

@@ -48,25 +48,47 @@ INTRO = intro(
 )
 
 
-def coloured_cells(colour_index: np.ndarray, text: np.ndarray, hover: np.ndarray, y_labels=None) -> dict:
-    """Cells coloured by ``colour_index`` (a PALETTE index, NaN = empty) and labelled with ``text``."""
-    top = len(PALETTE) - 1
+def coloured_cells(colour_index: np.ndarray, text: np.ndarray, hover: np.ndarray) -> dict:
+    """Cells coloured by ``colour_index`` [rows, columns] (a PALETTE index, NaN = no colour) and
+    labelled with ``text``, as one bar per cell that has a colour or a text, in reading order, row
+    ``r`` spanning ``r`` to ``r + 1`` on the y axis. Bars, not a heatmap: Plotly shrinks a bar's text
+    to fit its bar (on a phone a 12-token row has ~30 px a cell), where a heatmap's labels ran into
+    each other on a narrow screen."""
+    rows, columns = np.nonzero(~np.isnan(colour_index) | (text != ""))
+    colours = [
+        "rgba(0,0,0,0)" if np.isnan(colour_index[r, c]) else PALETTE[int(colour_index[r, c])]
+        for r, c in zip(rows, columns)
+    ]
     return dict(
-        type="heatmap",
-        z=colour_index,
-        y=y_labels,
-        text=text,
-        texttemplate="%{text}",
+        type="bar",
+        x=columns.tolist(),
+        y=[0.92] * len(rows),  # the gap between rows
+        base=(rows + 0.04).tolist(),
+        width=0.94,
+        marker=dict(color=colours, line=dict(width=0)),
+        text=text[rows, columns].tolist(),
+        textposition="inside",
+        insidetextanchor="middle",
+        textangle=0,
         textfont=dict(size=14),
-        customdata=hover,
+        constraintext="inside",
+        customdata=hover[rows, columns].tolist(),
         hovertemplate="%{customdata}<extra></extra>",
-        colorscale=[[i / top, colour] for i, colour in enumerate(PALETTE)],
-        zmin=0,
-        zmax=top,
-        showscale=False,
-        xgap=3,
-        ygap=3,
-        hoverongaps=False,
+        showlegend=False,
+    )
+
+
+def cell_layout(rows: int, row_labels: list[str] | None = None) -> dict:
+    """The axes of a figure of ``coloured_cells``: row 0 at the top, a row label (if any) beside each row."""
+    y_axis = dict(range=[rows, 0], showgrid=False, zeroline=False, fixedrange=True)
+    if row_labels is None:
+        y_axis["visible"] = False
+    else:
+        y_axis |= dict(tickvals=[r + 0.5 for r in range(rows)], ticktext=row_labels, ticks="")
+    return dict(
+        xaxis=dict(visible=False, fixedrange=True),
+        yaxis=y_axis,
+        bargap=0,
     )
 
 
@@ -90,8 +112,7 @@ def token_grid(run: Run) -> go.Figure:
         f"{n} tokens (text and id per cell)",
         height=TOKEN_ROW_PX * rows + 80,
         margin=dict(l=20, r=20, t=60, b=20),  # no axes to label: the height is the cells'
-        xaxis=dict(visible=False),
-        yaxis=dict(visible=False, autorange="reversed"),
+        **cell_layout(rows),
     )
 
 
@@ -184,14 +205,12 @@ def merge_figure(tokenizer: Tokenizer, replay: MergeReplay, rows: list[ShownStep
                 np.array(colour_rows, dtype=float),
                 np.array(text_rows, dtype=object),
                 np.array(hover_rows, dtype=object),
-                labels,
             )
         ],
         f"Byte-pair merges of {plot_text(repr(chunk_text(replay.data)))}",
         height=max(220, 64 * len(labels) + 110),
         notes=[plot_text(note)] if note else (),
-        xaxis=dict(visible=False),
-        yaxis=dict(type="category", autorange="reversed"),
+        **cell_layout(len(labels), labels),
     )
 
 
@@ -269,7 +288,7 @@ def build(ctx: AppContext) -> None:
     with gr.Tab("Tokenize", elem_id="tab-tokenize") as tab:
         gr.Markdown(INTRO)
         counts = gr.Markdown()
-        grid = gr.Plot(label="Tokens")
+        grid = gr.Plot(label="Tokens", elem_id="token-grid")
         with gr.Row():
             chunk_choice = gr.Dropdown(
                 label="Replay the merges of this chunk", choices=[], type="index", interactive=True

@@ -15,9 +15,11 @@ the replicas file go to --workdir (default: a new temporary directory, printed).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -47,6 +49,25 @@ class Replica:
 
     def log_tail(self, characters: int = 3000) -> str:
         return self.log_path.read_text(errors="replace")[-characters:]
+
+
+def free_ports(count: int) -> int:
+    """The first of ``count`` consecutive free ports on loopback: HAProxy's, then its replicas' (a
+    school on free ports, as the tests and the classroom benchmark start one)."""
+    for _ in range(100):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            first = probe.getsockname()[1]
+        if first + count > 65536:
+            continue
+        try:
+            with contextlib.ExitStack() as taken:
+                for port in range(first, first + count):
+                    taken.enter_context(socket.socket()).bind(("127.0.0.1", port))
+            return first
+        except OSError:
+            continue
+    raise RuntimeError(f"no {count} consecutive free ports on loopback")
 
 
 def replicas_config(replicas: list[tuple[str, int]]) -> str:

@@ -273,7 +273,7 @@ PLOT_LAYOUT = """
       'legend or colour bar on the axis labels': hit(legend.concat(rects('.colorbar .cbbg')), rects('.xtick text, .g-xtitle text')),
       'x labels crowded': crowded('.xtick text'),
       'y labels crowded': crowded('.ytick text'),
-      'cell texts run together': overlapping(rects('.heatmap-label text')),
+      'cell texts run together': overlapping(rects('.heatmap-label text, .bartext')),
     }).filter(([, bad]) => bad).map(([what]) => what),
   };
 }).filter(plot => plot.area > 0)
@@ -477,3 +477,4 @@ def test_two_prompts_side_by_side_in_attention_blocks_and_logits(browser, server
     errors = page.locator(ERROR_TOASTS).all_inner_texts()
     assert not errors, f"error messages on the page: {errors}"
     page.context.close()
+

@@ -4,18 +4,23 @@
   afterwards on that cache has every graph ready within seconds. It is given a copy of this
   machine's cache (where the suite's own compiles put the tiny graphs): into an empty cache it would
   compile three graphs cold, minutes each here; deploy/dockerfile_dry_run.py does that (docs/deploy.md).
-- Two replicas and HAProxy on loopback (deploy/replicas.py, what `bash run.sh replicas 2` starts):
-  both replicas pass their health checks and take browsers, each browser's requests stay on the
-  replica that holds its session (the affinity cookie), a Run and a tab view work through the proxy
-  and show that browser's own text, and when one replica is killed its browsers' next Run works on
-  the other while the other's browsers go on.
+- Two replicas and HAProxy on loopback (deploy/replicas.py, what `bash run.sh replicas 2` starts),
+  at the API level (gradio_client sessions): both replicas take students, each student's Run and
+  Tokenize view are its own and stay on its replica (the affinity cookie); a replica dies as a
+  student presses Run (that Run gets HAProxy's 502 in words, or is sent again to the other
+  replica), its students' next Run works on the other replica with their own text, and the other
+  replica's students keep their Runs and go on.
+- The same in Chromium: the pages of the dead replica's students (one pressing Run, one idle) say
+  what happened and what to do (components/reconnect.py), keep the typed prompt and are not
+  reloaded; their next Run works on the other replica and every tab draws it; the other replica's
+  page shows nothing of it.
 
-Needs Debian's haproxy (`bash run.sh test` installs it); without it the HAProxy tests skip.
+Needs Debian's haproxy (`bash run.sh test` installs it); without it the HAProxy tests skip, and the
+browser one without Chromium and Playwright.
 """
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import os
@@ -39,7 +44,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "deploy"))
 
 import replica_ready  # noqa: E402
-from replicas import LocalSchool, replicas_config  # noqa: E402
+from replicas import LocalSchool, free_ports, replicas_config  # noqa: E402
 
 PYTHON = str(REPO / ".venv" / "bin" / "python") if (REPO / ".venv" / "bin" / "python").exists() else sys.executable
 HAPROXY = shutil.which("haproxy")
@@ -60,23 +65,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def free_port_run(count: int) -> int:
-    """The first of ``count`` consecutive free ports (HAProxy's, then its replicas')."""
-    for _ in range(100):
-        first = free_port()
-        if first + count > 65535:
-            continue
-        try:
-            with contextlib.ExitStack() as stack:
-                for port in range(first, first + count):
-                    sock = stack.enter_context(socket.socket())
-                    sock.bind(("127.0.0.1", port))
-            return first
-        except OSError:
-            continue
-    raise RuntimeError(f"no {count} consecutive free ports")
 
 
 def modular_cache_root() -> Path:
@@ -269,7 +257,7 @@ def start_school(tmp_path: Path, monkeypatch) -> LocalSchool:
     """Two replicas of the tiny model and HAProxy on free loopback ports (a context manager)."""
     for name, value in app_env(modular_cache_root(), tmp_path).items():
         monkeypatch.setenv(name, value)
-    port = free_port_run(4)  # HAProxy, its replicas, its status page
+    port = free_ports(4)  # HAProxy, its two replicas, its status page
     return LocalSchool(
         2, port=port, stats_port=port + 3, model=TINY_REPO_ID, workdir=tmp_path / "school", python=PYTHON
     )
@@ -323,9 +311,9 @@ CLASS = {
 def test_two_replicas_keep_each_student_on_its_replica(tmp_path, monkeypatch):
     """API level (gradio_client sessions, which keep the affinity cookie as a browser does): both
     replicas take students, each student's Run and Tokenize view are its own and stay on its
-    replica; one replica dies as a student presses Run (HAProxy sends that Run again to the other
-    replica, where it works at once), its other student's next Run works there too, and the other
-    replica's students see their own views as before and Run on."""
+    replica; one replica dies as a student presses Run (that Run gets HAProxy's 502 in words, or is
+    sent again to the other replica and works there), its students' next Run works on the other
+    replica with their own text, and the other replica's students keep their Runs and Run on."""
     from gradio_client import Client
 
     with start_school(tmp_path, monkeypatch) as school:

@@ -74,17 +74,13 @@ def test_every_heatmap_is_at_most_a_screenful_of_float32_cells(figures, n_tokens
                 limit = 12 * (tab_attention.GRID_BINS + 1) - 1 if tiled else MAX_CELLS_PER_AXIS
                 assert z.ndim == 2 and max(z.shape) <= limit, (tab, fig.layout.title.text, z.shape)
                 assert not tiled or fig.layout.height >= 8 * z.shape[0]
-                if tab == "tokenize":  # its cells are the tokens themselves, each printed with its text
-                    continue
                 # Values as a base64 float32 typed array; hover from the template, never a string per cell.
                 assert wire["z"]["dtype"] == "f4" and "bdata" in wire["z"], (tab, fig.layout.title.text)
                 assert "text" not in wire, (tab, fig.layout.title.text)
                 # customdata only as a typed array of small numbers (the grid's per-head shares)
                 assert "customdata" not in wire or wire["customdata"]["dtype"] == "u1", (tab, fig.layout.title.text)
                 assert "%{z" in trace.hovertemplate
-    assert (
-        count >= 1 + 3 + 1 + 4 + 1 + 1 + 1 + 1
-    )  # tokenize, embed (3 + similarity), mask, attention (pattern, grid, q/k/v), mlp
+    assert count >= 3 + 1 + 4 + 1 + 1 + 1 + 1  # embed (3 + similarity), mask, attention (pattern, grid, q/k/v), mlp
 
 
 def blocks_of(values: np.ndarray, edges, keys_summed: bool = False) -> np.ndarray:

@@ -227,15 +227,19 @@ def test_values_on_a_log_axis_are_points_not_bars():
 
 def test_notes_each_get_their_own_title_line():
     """Joined on one line, a figure's notes ran past a narrow panel's edge (the Mask tab's three in a row)."""
-    from components.plots import layout_properties
+    from components.plots import LINE_PX, TITLE_PAD_PX, layout_properties
 
     props = layout_properties("Title", notes=["first note", "", "second note"])
     assert props["title"]["text"] == "Title<br><sup>first note</sup><br><sup>second note</sup>"
-    assert (
-        props["margin"]["t"]
-        > layout_properties("Title", notes=["first note"])["margin"]["t"]
-        > layout_properties("Title")["margin"]["t"]
-    )
+    for notes in (
+        [],
+        ["a note"],
+        ["a note"] * 3,
+        ["a note"] * 6,
+    ):  # each line has room above the plot, which keeps its own
+        shown = layout_properties("Title", 400, notes)
+        assert shown["margin"]["t"] >= TITLE_PAD_PX + 20 + LINE_PX * len(notes) + 12
+        assert shown["height"] - shown["margin"]["t"] == 400 - 60
 
 
 def test_a_patching_sweep_of_prompts_too_close_to_compare_says_so():
@@ -355,9 +359,9 @@ def plain_lines(text: str) -> tuple[list[str], list[str]]:
 def test_every_title_fits_a_phone_in_lines_with_room_for_them(every_figure):
     """Titles ran past the plot's edge on a phone and in the Mask tab's three side by side ("Top 15
     next-token candidates after '11 ␣the" ended there). Every title is wrapped at spaces into
-    lines of at most TITLE_LINE_CHARS characters (its notes NOTE_LINE_CHARS), and the top margin
-    and the height grow by a line's room for each line after the first."""
-    from components.plots import LINE_PX, NOTE_LINE_CHARS, TITLE_LINE_CHARS, TOP_PX
+    lines of at most TITLE_LINE_CHARS characters (its notes NOTE_LINE_CHARS), and the plot starts
+    below its last line."""
+    from components.plots import LINE_PX, NOTE_LINE_CHARS, TITLE_LINE_CHARS, TITLE_PAD_PX
 
     wrapped = 0
     for name, fig in every_figure.items():
@@ -365,14 +369,16 @@ def test_every_title_fits_a_phone_in_lines_with_room_for_them(every_figure):
         for line, limit in [(t, TITLE_LINE_CHARS) for t in titles] + [(n, NOTE_LINE_CHARS) for n in notes]:
             assert len(line) <= limit or " " not in line, (name, line)
         wrapped += len(titles) > 1
-        assert fig.layout.margin.t >= TOP_PX + LINE_PX * (len(titles) + len(notes) - 1) - 30, (
-            name
-        )  # a caller may start lower
+        last_line_ends = TITLE_PAD_PX + 20 + LINE_PX * (len(titles) + len(notes) - 1)
+        assert fig.layout.margin.t >= last_line_ends + 12, name
     assert wrapped >= 5  # the premise: many titles are longer than a phone's line
 
 
 def test_a_wrapped_title_keeps_the_plot_its_height():
-    from components.plots import LINE_PX, TITLE_LINE_CHARS, TOP_PX, layout_properties, wrap_lines
+    """A figure's height counts a one-line title's top margin (TOP_PX); what more its title takes,
+    and the 100 px that gr.Plot gives a titled plot at least (a one-row token grid kept 20 px of
+    its 60 for its cells), is added to the height: the plot keeps the height it was given."""
+    from components.plots import GRADIO_TOP_PX, LINE_PX, TITLE_LINE_CHARS, TOP_PX, layout_properties, wrap_lines
 
     assert wrap_lines("a b c &lt;|endoftext|&gt; d<br>e", 5) == ["a b c", "&lt;|endoftext|&gt;", "d", "e"]
     one = layout_properties("Short", 400)
@@ -380,9 +386,10 @@ def test_a_wrapped_title_keeps_the_plot_its_height():
     long = layout_properties(title, 400, ["a note"])
     lines = len(wrap_lines(title, TITLE_LINE_CHARS)) + 1  # the title's and the note's
     assert lines == 4
-    assert (one["height"], one["margin"]["t"]) == (400, TOP_PX)
-    assert long["height"] == 400 + LINE_PX * (lines - 1) and long["margin"]["t"] == TOP_PX + LINE_PX * (lines - 1)
-    assert long["height"] - long["margin"]["t"] == one["height"] - one["margin"]["t"]  # the plot's room unchanged
+    assert one["margin"]["t"] == GRADIO_TOP_PX and long["margin"]["t"] == TOP_PX + LINE_PX * (lines - 1) + 12
+    assert long["height"] - long["margin"]["t"] == one["height"] - one["margin"]["t"] == 400 - TOP_PX
+    room = layout_properties("Every head", 400, margin=dict(t=110))  # a caller's room for labels above the plot
+    assert room["margin"]["t"] == 110 + 12 and room["height"] - room["margin"]["t"] == 400 - 110
 
 
 def test_category_labels_turn_only_as_far_as_the_width_needs(every_figure):

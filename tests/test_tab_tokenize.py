@@ -13,12 +13,22 @@ from components.common import NO_RUN
 from gpt2_max.tokenizer import Tokenizer
 
 
+def cell_rows(fig, key: str = "text") -> list[list[str]]:
+    """A figure of coloured cells read back as rows of ``key`` (text or customdata), left to right;
+    cells with no bar are missing from their row."""
+    cells = fig.data[0]
+    rows: dict[int, list[tuple[int, str]]] = {}
+    for x, base, value in zip(cells.x, cells.base, getattr(cells, key)):
+        rows.setdefault(int(base), []).append((x, value))
+    return [[value for _, value in sorted(rows[r])] for r in sorted(rows)]
+
+
 def test_token_grid_shows_every_token_with_its_id_in_reading_order(tiny_run, explorer_service):
     views, chunks = tab_tokenize.render_with_chunks(tiny_run, explorer_service.tokenizer)
     grid, counts = views.grid, views.counts
-    cells = [t for row in grid.data[0].text for t in row if t]
+    cells = [t for row in cell_rows(grid) for t in row]
     assert cells == [f"{t.display}<br>{t.id}" for t in tiny_run.tokens]
-    hovers = [h for row in grid.data[0].customdata for h in row if h]
+    hovers = [h for row in cell_rows(grid, "customdata") for h in row]
     assert all(f"position {i}<br>" in h and f"id {t.id}" in h for i, (h, t) in enumerate(zip(hovers, tiny_run.tokens)))
     n_bytes = len(tiny_run.text.encode("utf-8"))
     assert f"{len(tiny_run.text):,} characters · {n_bytes:,} UTF-8 bytes · {tiny_run.n_tokens:,} tokens" in counts
@@ -31,7 +41,7 @@ def test_merge_replay_of_a_chosen_chunk_ends_at_its_tokens(tiny_run, explorer_se
     index = chunks.index(" cat")
     views = tab_tokenize.render(tiny_run, tokenizer, index)
     merges, table = views.merges, views.table
-    rows = merges.data[0].text
+    rows = cell_rows(merges)
     final = [cell for cell in rows[-1] if cell]
     assert final == [f"␣cat<br>{tokenizer.encode(' cat')[0]}"]
     assert [cell.split("<br>")[0] for cell in rows[0]] == ["␣", "c", "a", "t"]
@@ -46,7 +56,7 @@ def test_the_merge_table_writes_bytes_as_the_chart_does(explorer_service):
     chunks = tokenizer.pretokenize(run.text)
     views = tab_tokenize.render(run, tokenizer, len(chunks) - 1)
     merges, table = views.merges, views.table
-    chart_parts = [cell.split("<br>")[0] for cell in merges.data[0].text[0] if cell]
+    chart_parts = [cell.split("<br>")[0] for cell in cell_rows(merges)[0] if cell]
     assert "&lt;0xC3&gt;" in chart_parts and "&lt;0xA9&gt;" in chart_parts
     bytes_row = next(line for line in table.splitlines() if line.startswith("| bytes |"))
     assert "\\<0xC3\\>" in bytes_row and "Ã" not in bytes_row
@@ -56,7 +66,7 @@ def test_the_merge_table_writes_bytes_as_the_chart_does(explorer_service):
 def test_token_cells_are_tall_enough_for_their_two_lines(tiny_run):
     """A one-row grid was 160 px with 120 px of margins: 40 px for a token and its id."""
     grid = tab_tokenize.token_grid(tiny_run)
-    rows = len(grid.data[0].z)
+    rows = len(cell_rows(grid))
     margin = grid.layout.margin
     assert (grid.layout.height - margin.t - margin.b) / rows >= tab_tokenize.TOKEN_ROW_PX >= 56
 
@@ -78,7 +88,7 @@ def test_partial_utf8_and_special_tokens_survive_plotly_markup(explorer_service)
     """Plotly reads '<...>' in labels as markup; token text like '<0xF0>' must be escaped."""
     run = explorer_service.run("🤗 <|endoftext|>")
     grid = tab_tokenize.render(run, explorer_service.tokenizer).grid
-    cells = [t for row in grid.data[0].text for t in row if t]
+    cells = [t for row in cell_rows(grid) for t in row]
     assert any(c.startswith("&lt;0xF0&gt;") for c in cells), cells
     assert "<0x" not in "".join(cells).replace("<br>", "")
     from components.plots import heatmap
@@ -128,9 +138,9 @@ def test_a_long_chunk_replays_its_first_and_last_steps_within_bounds(character):
         f"\n{character!r}: chunk of {len(replay.data):,} bytes, {replay.steps:,} merges: {seconds:.2f} s, {size / 1e3:.0f} kB"
     )
     assert len(replay.data) > 4000 and seconds < 2.0 and size < 1_000_000
-    cells = np.asarray(merges.data[0].z)
-    assert cells.shape[0] <= bound + 1 and cells.shape[1] <= bound + 2  # + the "⋮" row and the "…" columns
-    labels = list(merges.data[0].y)
+    rows = cell_rows(merges)
+    assert len(rows) <= bound + 1 and max(map(len, rows)) <= bound + 2  # + the "⋮" row and the "…" columns
+    labels = list(merges.layout.yaxis.ticktext)
     assert (
         labels[0] == "bytes"
         and labels[-1] == f"merge {replay.steps}"
