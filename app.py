@@ -49,6 +49,9 @@ from gpt2_max.sampling import softmax  # noqa: E402
 from gpt2_max.scheduling import MODEL_LANE, RUN_LANE, STATUS_LANE  # noqa: E402
 from gpt2_max.weights import DEMO_MODEL  # noqa: E402
 
+# The status line's poll: first soon after the page opens, then every STATUS_POLL_S while a model loads.
+STATUS_FIRST_POLL_S = 0.5
+STATUS_POLL_S = 2.0
 TABS = (tab_tokenize, tab_embed, tab_mask, tab_attention, tab_mlp, tab_blocks, tab_logits, tab_sample)
 
 # Chosen for teaching: each shows one behaviour clearly, on GPT-2 and on the bundled demo model
@@ -221,7 +224,9 @@ def build_ui(service: ExplorerService) -> tuple[gr.Blocks, AppContext]:
         )
 
         # The status line follows the chosen model's background load (every graph), then stops polling.
-        timer = gr.Timer(2.0)
+        # Its first tick comes soon: the page's first status is the one written when the page was built
+        # (a model still loading then), which a page opened later would show until that tick.
+        timer = gr.Timer(STATUS_FIRST_POLL_S)
         # What the chosen model can compute now (ExplorerService.readiness): when it changes, a Run
         # pressed during loading is traced, and the tab on screen redraws what was waiting.
         readiness = gr.State(None)
@@ -231,7 +236,7 @@ def build_ui(service: ExplorerService) -> tuple[gr.Blocks, AppContext]:
             ready_now = service.loader.readiness(model_name)
             return (
                 service.status_markdown(model_name),
-                gr.Timer(active=not service.loader.wait_until_ready(0, model_name)),
+                gr.Timer(STATUS_POLL_S, active=not service.loader.wait_until_ready(0, model_name)),
                 ready_now,
             )
 

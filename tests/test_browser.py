@@ -478,3 +478,128 @@ def test_two_prompts_side_by_side_in_attention_blocks_and_logits(browser, server
     assert not errors, f"error messages on the page: {errors}"
     page.context.close()
 
+
+# Every drawn plot of the tab on screen, in page order, as text to compare: its title and each
+# trace's data (Plotly's typed arrays as lists): what a student sees, number for number.
+PLOTS_SNAPSHOT = """
+() => JSON.stringify(Array.from(document.querySelectorAll('.js-plotly-plot'))
+  .filter(p => p.offsetParent !== null && p.data && p.data.length)
+  .map(p => ({
+    title: ((p.layout || {}).title || {}).text || '',
+    data: p.data.map(t => Object.fromEntries(['type', 'x', 'y', 'z', 'text', 'customdata', 'base']
+      .filter(k => t[k] !== undefined)
+      .map(k => [k, ArrayBuffer.isView(t[k]) ? Array.from(t[k]) : t[k]]))),
+  })))
+"""
+
+
+def copied_link(page) -> str:
+    """Clicks "Copy link" and returns the new link the page wrote in its (read-only) box."""
+    box = page.locator("#share-link textarea, #share-link input").first
+    before = box.input_value()
+    page.locator("#copy-link").click()
+    page.wait_for_function(
+        "(before) => { const b = document.querySelector('#share-link textarea, #share-link input');"
+        " return b && b.value.includes('view=') && b.value !== before; }",
+        arg=before,
+        timeout=30_000,
+    )
+    return box.input_value()
+
+
+def settled_plots(page) -> str:
+    """PLOTS_SNAPSHOT once two readings a second apart agree (the tab's plots drawn)."""
+    shown = page.evaluate(PLOTS_SNAPSHOT)
+    for _ in range(30):
+        page.wait_for_timeout(1000)
+        again = page.evaluate(PLOTS_SNAPSHOT)
+        if again == shown:
+            return shown
+        shown = again
+    raise AssertionError("the tab's plots kept changing for 30 s")
+
+
+def test_a_copied_link_opens_the_same_view_in_another_browser(browser, server):
+    """For every tab: a student Runs a prompt, opens the tab (Attention and MLP with a slider moved),
+    copies the link; a second browser context opens it and, with no other action, shows that tab with
+    the same figures, title and data of every plot equal. Then presenter mode comes back through a
+    link (screenshot: artifacts/screenshots/presenter.png), under a status line that says ready."""
+    text = "The cat sat on the mat. The cat sat on the"
+    teacher = open_app(browser, server, 1440, 900)
+    run_prompt(teacher, text)
+    sync_api.expect(teacher.locator("#run-note")).to_contain_text("Live", timeout=PLOT_TIMEOUT_MS)
+    # A slider moved in these tabs, and the plot whose title then names the new layer.
+    moved = {
+        "Attention": ("#attention-layer", "#attention-pattern-plot", "layer 1 "),
+        "MLP": ("#mlp-layer", ".js-plotly-plot", "Block 1:"),
+    }
+    for name in TABS:
+        open_tab(teacher, name)
+        if name != "Sample":  # its plots come from a generation, which a link does not start
+            teacher.wait_for_function(PLOT_WITH_WORD, arg=prompt_words(text), timeout=PLOT_TIMEOUT_MS, polling=250)
+        if name in moved:
+            control, plot, title = moved[name]
+            slider = teacher.locator(f"{control} input[type=range]")
+            slider.focus()
+            slider.press("ArrowRight")
+            plot_title(teacher, plot, title)
+        shown = settled_plots(teacher)
+        link = copied_link(teacher)
+        student = teacher.context.browser.new_context(viewport={"width": 1440, "height": 900}).new_page()
+        student.goto(link, timeout=60_000)
+        sync_api.expect(student.locator("#run-note")).to_contain_text("Live", timeout=PLOT_TIMEOUT_MS)
+        sync_api.expect(student.get_by_role("tab", name=name, exact=True)).to_have_attribute(
+            "aria-selected", "true", timeout=PLOT_TIMEOUT_MS
+        )
+        try:
+            student.wait_for_function(f"(want) => ({PLOTS_SNAPSHOT})() === want", arg=shown, timeout=PLOT_TIMEOUT_MS)
+        except sync_api.TimeoutError:
+            SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+            student.screenshot(path=str(SCREENSHOTS / f"link-{name.lower()}-failed.png"), full_page=True)
+            got = student.evaluate(PLOTS_SNAPSHOT)
+            pytest.fail(f"the link to {name} drew other figures: {got[:300]} ... against {shown[:300]} ...")
+        assert not student.locator(ERROR_TOASTS).all_inner_texts()
+        student.context.close()
+    teacher.locator("#presenter-mode input").check()
+    student = browser.new_context(viewport={"width": 1440, "height": 900}).new_page()
+    student.goto(copied_link(teacher), timeout=60_000)
+    sync_api.expect(student.locator("#run-note")).to_contain_text("Live", timeout=PLOT_TIMEOUT_MS)
+    assert student.evaluate("document.body.classList.contains('presenter')")
+    # A page opened once the model is ready says so at once (not the status of when the page was built).
+    sync_api.expect(student.locator("#model-status")).to_contain_text("ready", timeout=3_000)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    student.wait_for_timeout(1500)
+    student.screenshot(path=str(SCREENSHOTS / "presenter.png"))
+    student.context.close()
+    teacher.context.close()
+
+
+def test_each_lesson_walked_through_with_a_right_and_a_wrong_answer(browser, server, tiny_model, explorer_service):
+    """On the tiny model (its answers computed independently, as tests/test_lessons.py does): every
+    lesson is chosen, set up (its prompt Run live), and each question answered once right (✅) and
+    once wrong (❌ with the hint) by typing and pressing Check."""
+    from test_lessons import LESSONS, independent_answer
+
+    page = open_app(browser, server, 1440, 900)
+    page.locator("#model-choice input").click()
+    page.get_by_role("option", name=TINY_REPO_ID).click()
+    sync_api.expect(page.locator("#model-status")).to_contain_text(TINY_REPO_ID, timeout=READY_TIMEOUT_S * 1000)
+    sync_api.expect(page.locator("#model-status")).to_contain_text("ready", timeout=READY_TIMEOUT_S * 1000)
+    page.locator("#lessons").get_by_text("Lessons:").click()
+    for lesson in LESSONS:
+        page.locator("#lesson-choice input").click()
+        page.get_by_role("option", name=lesson.title, exact=True).click()
+        sync_api.expect(page.locator("#lesson-text")).to_contain_text(lesson.title[:30])
+        page.locator("#lesson-setup").click()
+        sync_api.expect(page.locator("#run-note")).to_contain_text("Live", timeout=PLOT_TIMEOUT_MS)
+        sync_api.expect(page.locator("#prompt textarea")).to_have_value(lesson.prompt, timeout=PLOT_TIMEOUT_MS)
+        for slot, question in enumerate(lesson.questions):
+            right, wrong = independent_answer(tiny_model, explorer_service, lesson, question)
+            feedback = page.locator(f"#lesson-feedback-{slot}")
+            for typed, mark in ((right, "✅"), (wrong, "❌")):
+                page.locator(f"#lesson-answer-{slot} textarea, #lesson-answer-{slot} input").first.fill(typed)
+                page.locator(f"#lesson-check-{slot}").click()
+                sync_api.expect(feedback).to_contain_text(mark, timeout=60_000)
+            assert "Hint:" in feedback.inner_text(), (lesson.title, question.check)  # the wrong answer's
+    assert not page.locator(ERROR_TOASTS).all_inner_texts()
+    page.context.close()
