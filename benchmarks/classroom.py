@@ -1,7 +1,7 @@
 """Classroom benchmark: N students on one explorer server at once, through its HTTP API.
 
     .venv/bin/python -m benchmarks classroom --students 30 [--prompt-tokens 64] [--new-tokens 20]
-        [--timeout 900] [--model DIR] [--app-dir PATH] [--port N] [--out FILE]
+        [--timeout 900] [--model DIR] [--app-dir PATH] [--port N] [--replicas N] [--out FILE]
 
 Starts ``app.py`` from ``--app-dir`` (default: this checkout; point it at a worktree of an
 older commit to compare) on 127.0.0.1 around GPT-2 small's shape with random weights
@@ -28,6 +28,16 @@ nearest-rank. Also the server's peak resident memory (``VmHWM``, and ``VmRSS`` s
 0.5 s while the students work). The benchmark process runs on the same machine as the
 server, so on a small host the clients' own CPU use is part of what is measured.
 Prints a table and writes JSON (default ``benchmarks/classroom-results.json``).
+
+``--replicas N`` measures a school instead: N ``app.py`` of this checkout behind HAProxy
+(deploy/replicas.py, as ``bash run.sh replicas N`` starts them), the students sent to HAProxy,
+which spreads them over the replicas and keeps each on its own; the memory rows are the replicas'
+sums, and the report says how many sessions each replica held. ``--kill-replica-after S`` (with
+``--replicas`` 2 or more) kills the first replica (SIGKILL) S seconds after the students start: a
+student whose session was on it and whose call fails then presses Run again, which must work on
+another replica (the row "run again after the kill"), and the report says whether the other
+replicas' students all finished untouched. With replicas, each student's first tab must show its
+own prompt's number ("Student 17" is the token " 17"), else the student errors.
 """
 
 from __future__ import annotations
@@ -37,13 +47,14 @@ import json
 import math
 import os
 import platform
+import re
 import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -69,6 +80,7 @@ POLL_S = 0.005  # how often a student checks for its first streamed token
 STUDENT_HEADER = "x-classroom-client"  # tells the byte counter whose response it is
 
 RUN_VISIBLE = "run → visible tab"
+RUN_AGAIN = "run again after the kill"
 RUN_ALL = "run → all tabs"
 FIRST_TOKEN = "generate: first token"
 
@@ -216,6 +228,9 @@ class Server:
         if self.process.poll() is not None:
             raise RuntimeError(f"the app exited with code {self.process.returncode}")
 
+    def exit_code(self) -> int | None:
+        return self.process.poll()
+
     def log_tail(self, lines: int = 40) -> str:
         self._log.flush()
         return "\n".join(SERVER_LOG.read_text(errors="replace").splitlines()[-lines:])
@@ -257,10 +272,100 @@ class Server:
         self._log.close()
 
 
+def deploy_scripts():
+    """deploy/replicas.py as a module (deploy/ holds scripts, not a package)."""
+    if str(REPO / "deploy") not in sys.path:
+        sys.path.insert(0, str(REPO / "deploy"))
+    import replicas
+
+    return replicas
+
+
+class School:
+    """``--replicas N``: N ``app.py`` of this checkout behind HAProxy on loopback (deploy/replicas.py's
+    LocalSchool), with Server's interface: the students go to HAProxy, memory is summed over the
+    replicas."""
+
+    def __init__(self, model: str, port: int, workdir: str, replicas: int) -> None:
+        # The replicas take their settings from this environment, as Server's app does from its own.
+        os.environ.update(
+            {"HF_HUB_OFFLINE": "1", "MODULAR_TELEMETRY_ENABLED": "0", "GPT2_EXPLORER_ALLOWED_MODELS": model}
+        )
+        self.school = deploy_scripts().LocalSchool(
+            replicas, port, port + replicas + 1, model, workdir=Path(workdir), python=sys.executable
+        )
+        self.school.start()
+        self.url = self.school.url
+        self.rss_samples: list[tuple[float, float]] = []  # (time.perf_counter(), MB of all the replicas)
+        self._stop_sampling = threading.Event()
+        threading.Thread(target=self._sample_rss, daemon=True).start()
+
+    def _pids(self) -> list[int]:
+        return [replica.process.pid for replica in self.school.replicas]
+
+    def _sample_rss(self) -> None:
+        while not self._stop_sampling.wait(RSS_INTERVAL_S):
+            mbs = [read_status_mb(pid, "VmRSS") for pid in self._pids()]
+            if None not in mbs:
+                self.rss_samples.append((time.perf_counter(), sum(mbs)))
+
+    def peak_rss_mb(self) -> float | None:
+        """The replicas' VmHWM, summed (each one's peak: an upper bound of their peak together)."""
+        mbs = [read_status_mb(pid, "VmHWM") for pid in self._pids()]
+        return None if None in mbs else sum(mbs)
+
+    def exit_code(self) -> int | None:
+        return next((r.process.poll() for r in self.school.replicas if r.process.poll() is not None), None)
+
+    def wait_until_ready(self, model: str, counter: WireCounter) -> Client:
+        """Every replica's model ready and its background work done; returns a client (key "probe")."""
+        from replica_ready import status
+
+        started = time.monotonic()
+        self.school.wait_until_ready(LOAD_TIMEOUT_S)
+        for replica in self.school.replicas:
+            while "In the background" in status(replica.url):
+                if time.monotonic() - started > LOAD_TIMEOUT_S:
+                    raise RuntimeError(f"{replica.name} still busy after {LOAD_TIMEOUT_S:.0f} s: {status(replica.url)}")
+                time.sleep(1.0)
+        print(f"{len(self.school.replicas)} replicas ready after {time.monotonic() - started:.1f} s", flush=True)
+        return new_client(self.url, counter, "probe")
+
+    def replicas_of_sessions(self) -> dict[str, set[str]]:
+        """session hash -> the replicas whose event streams it used (HAProxy's log)."""
+        replicas: dict[str, set[str]] = {}
+        for name, session in re.findall(r"replicas/(\w+) .*session_hash=([\w-]+)", self.school.haproxy_log.read_text()):
+            replicas.setdefault(session, set()).add(name)
+        return replicas
+
+    def sessions_per_replica(self) -> dict[str, int]:
+        """How many sessions' event streams each replica served (HAProxy's log), the probe's included."""
+        counts = {replica.name: 0 for replica in self.school.replicas}
+        for names in self.replicas_of_sessions().values():
+            for name in names:
+                counts[name] = counts.get(name, 0) + 1
+        return counts
+
+    def kill_first(self) -> str:
+        """SIGKILL to the first replica (mid-class); returns its name."""
+        replica = self.school.replicas[0]
+        replica.process.kill()
+        replica.process.wait()
+        return replica.name
+
+    def log_tail(self, lines: int = 40) -> str:
+        logs = [self.school.haproxy_log] + [replica.log_path for replica in self.school.replicas]
+        return "\n".join(f"{log}:\n" + "\n".join(log.read_text(errors="replace").splitlines()[-lines:]) for log in logs)
+
+    def stop(self) -> None:
+        self._stop_sampling.set()
+        self.school.stop()
+
+
 @contextmanager
-def serving(app_dir: Path, model: str, port: int) -> Iterator[Server]:
+def serving(app_dir: Path, model: str, port: int, replicas: int = 0) -> Iterator[Server | School]:
     with tempfile.TemporaryDirectory(prefix="classroom-cache-") as cache_dir:
-        server = Server(app_dir, model, port, cache_dir)
+        server = School(model, port, cache_dir, replicas) if replicas else Server(app_dir, model, port, cache_dir)
         try:
             yield server
         except BaseException:
@@ -331,7 +436,7 @@ class Plan:
             after_run = ("/render_visible",)
         else:
             after_run = tuple(f"/render_{tab}" for tab in TAB_ORDER if f"/render_{tab}" in endpoints)
-        needed = {*after_run, *(f"/render_{tab}" for tab in OPENED_TABS), "/change_mlp", "/generate"}
+        needed = {"/run", *after_run, *(f"/render_{tab}" for tab in OPENED_TABS), "/change_mlp", "/generate"}
         missing = needed - set(endpoints)
         if missing:
             raise RuntimeError(f"the app has no {sorted(missing)}; it has {sorted(endpoints)}")
@@ -341,6 +446,10 @@ class Plan:
         args["/generate"][-1] = new_tokens  # (temperature, top_k, top_p, seed, max_new_tokens)
         return cls(model, mlp_layer, after_run, after_run != ("/render_visible",), args, new_tokens)
 
+    def run_args(self, prompt: str) -> list[Any]:
+        """A Run of ``prompt``: (text, model), the Run's later inputs (a compare prompt) as the page starts them."""
+        return [prompt, self.model, *self.args["/run"][2:]]
+
     def actions(self) -> list[str]:
         return [
             RUN_VISIBLE,
@@ -349,6 +458,7 @@ class Plan:
             self.slider(),
             FIRST_TOKEN,
             self.last_token(),
+            RUN_AGAIN,
         ]
 
     def slider(self) -> str:
@@ -379,16 +489,27 @@ class StudentResult:
     error: str | None = None
     timed_out: bool = False
     done: bool = False
+    recovered: bool = False  # its replica was killed and its Run after that worked
 
 
 class Student:
     """One student's session: the calls in order, each one's latency and bytes recorded."""
 
     def __init__(
-        self, key: str, client: Client, counter: WireCounter, prompt: str, plan: Plan, deadline: float
+        self,
+        key: str,
+        client: Client,
+        counter: WireCounter,
+        prompt: str,
+        plan: Plan,
+        deadline: float,
+        number: int = 0,
+        killed: threading.Event | None = None,
     ) -> None:
         self.key, self.client, self.counter, self.prompt, self.plan = key, client, counter, prompt, plan
         self.deadline = deadline  # time.perf_counter() after which no new call starts
+        self.number = number  # the "Student {n}" woven into the prompt; 0: not checked
+        self.killed = killed  # set once a replica was killed (--kill-replica-after)
         self.result = StudentResult()
 
     def mark(self) -> tuple[float, int]:
@@ -409,37 +530,60 @@ class Student:
         self.call(api_name, *self.plan.args[api_name])
         self.record(action, since)
 
+    def run_and_show(self, action: str) -> tuple[float, int]:
+        """A Run and the first tab drawn from it (``action`` recorded then); checks that the tab shows
+        this student's own prompt (its number's token in the Tokenize grid, the tab a session starts on)."""
+        plan = self.plan
+        since = self.mark()
+        note = str(self.call("/run", *plan.run_args(self.prompt)))
+        if "Live" not in note:
+            raise RuntimeError(f"/run gave no live trace: {note[:200]}")
+        shown = self.call(plan.after_run[0], *plan.args[plan.after_run[0]])
+        self.record(action, since)
+        text = json.dumps(shown, ensure_ascii=False, default=str)
+        if self.number and f"␣{self.number}<br>" not in text:  # the Tokenize grid's cell of " {n}"
+            raise RuntimeError(f"student {self.number}'s first tab does not show its own prompt")
+        return since
+
     def work(self, barrier: threading.Barrier) -> None:
         barrier.wait()
-        plan = self.plan
         try:
-            since = self.mark()
-            note = str(self.call("/run", self.prompt, plan.model))
-            if "Live" not in note:
-                raise RuntimeError(f"/run gave no live trace: {note[:200]}")
-            for name in plan.after_run:
-                self.call(name, *plan.args[name])
-                if name == plan.after_run[0]:
-                    self.record(RUN_VISIBLE, since)
-            if plan.renders_every_tab:
-                self.record(RUN_ALL, since)
-            for tab in OPENED_TABS:
-                self.timed(f"open {tab}", f"/render_{tab}")
-            self.timed(plan.slider(), "/change_mlp")
-            since = self.mark()
-            job = self.client.submit(*plan.args["/generate"], api_name="/generate")
-            while not job.outputs() and not job.done():  # Job's own iterator polls every 1 ms
-                time.sleep(POLL_S)
-            if job.outputs():
-                self.record(FIRST_TOKEN, since)
-            job.result()  # raises the endpoint's error, if any
-            self.record(plan.last_token(), since)
+            self.session()
         except OutOfTime:
             self.result.timed_out = True
         except Exception as error:  # noqa: BLE001 - reported, and the others go on
             self.result.error = f"{type(error).__name__}: {error}"
+            if self.killed is not None and self.killed.wait(0.5):
+                # Its replica died under it: the student presses Run again, as its page asks.
+                try:
+                    self.run_and_show(RUN_AGAIN)
+                    self.result.error = f"lost in the kill, then ran again: {self.result.error}"
+                    self.result.recovered = True
+                except OutOfTime:
+                    self.result.timed_out = True
+                except Exception as again:  # noqa: BLE001
+                    self.result.error += f"; the Run after the kill failed too: {type(again).__name__}: {again}"
         finally:
             self.result.done = True
+
+    def session(self) -> None:
+        plan = self.plan
+        since = self.run_and_show(RUN_VISIBLE)
+        for name in plan.after_run[1:]:
+            self.call(name, *plan.args[name])
+        if plan.renders_every_tab:
+            self.record(RUN_ALL, since)
+        for tab in OPENED_TABS:
+            self.timed(f"open {tab}", f"/render_{tab}")
+        self.timed(plan.slider(), "/change_mlp")
+        since = self.mark()
+        job = self.client.submit(*plan.args["/generate"], api_name="/generate")
+        while not job.outputs() and not job.done():  # Job's own iterator polls every 1 ms
+            time.sleep(POLL_S)
+        if job.outputs():
+            self.record(FIRST_TOKEN, since)
+        job.result()  # raises the endpoint's error, if any
+        self.record(plan.last_token(), since)
 
 
 def warm_up(client: Client, counter: WireCounter, plan: Plan) -> str:
@@ -448,7 +592,7 @@ def warm_up(client: Client, counter: WireCounter, plan: Plan) -> str:
     Checks the byte counter on that render (it must have seen at least the result's JSON)
     and returns what it saw.
     """
-    client.predict("A warm-up prompt, unlike any student's.", plan.model, api_name="/run")
+    client.predict(*plan.run_args("A warm-up prompt, unlike any student's."), api_name="/run")
     before = counter.total("probe")
     result = client.predict(*plan.args[plan.after_run[0]], api_name=plan.after_run[0])
     received = counter.total("probe") - before
@@ -460,8 +604,14 @@ def warm_up(client: Client, counter: WireCounter, plan: Plan) -> str:
 
 
 def run_students(
-    url: str, counter: WireCounter, plan: Plan, prompts: list[str], timeout_s: float
-) -> tuple[list[StudentResult], float, float, list[threading.Thread]]:
+    url: str,
+    counter: WireCounter,
+    plan: Plan,
+    prompts: list[str],
+    timeout_s: float,
+    check_own: bool = False,
+    kill: tuple[float, Callable[[], str]] | None = None,
+) -> tuple[list[StudentResult], float, float, list[threading.Thread], list[Client], str | None]:
     """All students at once; returns their results, the start time, the wall time and the
         threads of students still busy at the deadline.
 
@@ -469,6 +619,9 @@ def run_students(
     status timer does when it opens), then all start at one barrier.
         A student still busy at the deadline is reported as timed out with what it has done;
         its call ends when the server is stopped.
+        ``check_own``: each student checks that its first tab shows its own prompt. ``kill``: (seconds
+        after the start, a function that kills a replica and names it); also returns the clients
+        (their session hashes) and the name of the replica killed.
     """
     clients = [new_client(url, counter, f"student-{i}") for i in range(len(prompts))]
     for client in clients:
@@ -476,15 +629,27 @@ def run_students(
         # (every 2 s from load, until the model is ready), which also starts the session's state.
         client.predict(plan.model, api_name="/status")
     deadline = time.perf_counter() + timeout_s
+    killed = threading.Event() if kill else None
     students = [
-        Student(f"student-{i}", clients[i], counter, prompt, plan, deadline) for i, prompt in enumerate(prompts)
+        Student(f"student-{i}", clients[i], counter, prompt, plan, deadline, i + 1 if check_own else 0, killed)
+        for i, prompt in enumerate(prompts)
     ]
+    victim: list[str] = []
+
+    def kill_a_replica() -> None:
+        time.sleep(kill[0])
+        killed.set()  # first: the calls it breaks fail as soon as it is killed
+        victim.append(kill[1]())
+        print(f"killed {victim[0]} {kill[0]:.1f} s after the students started", flush=True)
+
     barrier = threading.Barrier(len(students) + 1, timeout=120)
     threads = [threading.Thread(target=s.work, args=(barrier,), daemon=True) for s in students]
     for thread in threads:
         thread.start()
     barrier.wait()
     started = time.perf_counter()
+    if kill:
+        threading.Thread(target=kill_a_replica, daemon=True).start()
     for thread in threads:
         thread.join(max(0.0, deadline - time.perf_counter()))
     wall = time.perf_counter() - started
@@ -498,7 +663,8 @@ def run_students(
         )
         if done:
             student.client.close()
-    return results, started, wall, [thread for thread in threads if thread.is_alive()]
+    busy = [thread for thread in threads if thread.is_alive()]
+    return results, started, wall, busy, clients, victim[0] if victim else None
 
 
 # -- the report -------------------------------------------------------------
@@ -564,8 +730,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--app-dir", type=Path, default=REPO, help="the checkout whose app.py is measured")
     parser.add_argument("--port", type=int, default=None, help="default: a free port")
+    parser.add_argument(
+        "--replicas", type=int, default=0, help="N replicas of this checkout behind HAProxy (deploy/), not one app"
+    )
+    parser.add_argument(
+        "--kill-replica-after",
+        type=float,
+        default=None,
+        metavar="S",
+        help="with --replicas 2 or more: kill the first replica S seconds after the students start",
+    )
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "classroom-results.json"))
     args = parser.parse_args(argv)
+    if args.kill_replica_after is not None and args.replicas < 2:
+        parser.error("--kill-replica-after needs --replicas 2 or more (the students move to another replica)")
 
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # gradio_client reads it too
     os.environ["HF_HUB_OFFLINE"] = "1"  # before huggingface_hub is imported: locate() only reads the cache
@@ -574,13 +752,16 @@ def main(argv: list[str] | None = None) -> int:
     app_dir = args.app_dir.resolve()
     if not (app_dir / "app.py").is_file():
         parser.error(f"--app-dir {app_dir} has no app.py")
+    if args.replicas and app_dir != REPO:
+        parser.error("--replicas starts this checkout's app.py (deploy/replicas.py); leave --app-dir out")
     machine = (
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     )
     print(f"machine: {machine}\napp: {app_dir / 'app.py'}\nserver log: {SERVER_LOG}", flush=True)
     prompts = student_prompts(args.students, args.prompt_tokens)
     counter = WireCounter()
-    with checkpoint(args.model) as model, serving(app_dir, model, args.port or free_port()) as server:
+    port = args.port or (deploy_scripts().free_ports(args.replicas + 2) if args.replicas else free_port())
+    with checkpoint(args.model) as model, serving(app_dir, model, port, args.replicas) as server:
         probe = server.wait_until_ready(model, counter)
         n_layer = locate(model).config.n_layer
         plan = Plan.from_api(probe.view_api(return_format="dict", print_info=False), model, n_layer, args.new_tokens)
@@ -592,29 +773,56 @@ def main(argv: list[str] | None = None) -> int:
             f"after a Run: {', '.join(plan.after_run)}\nbyte count check: {byte_check}",
             flush=True,
         )
-        results, started, wall, busy = run_students(server.url, counter, plan, prompts, args.timeout)
+        kill = (args.kill_replica_after, server.kill_first) if args.kill_replica_after is not None else None
+        results, started, wall, busy, clients, victim = run_students(
+            server.url, counter, plan, prompts, args.timeout, check_own=bool(args.replicas), kill=kill
+        )
         during = [mb for t, mb in server.rss_samples if started <= t <= started + wall]
         rss = {
             "before_students_mb": next((mb for t, mb in reversed(server.rss_samples) if t < started), None),
             "peak_sampled_during_students_mb": max(during, default=None),
             "peak_vmhwm_mb": server.peak_rss_mb(),
         }
-        server_exit = server.process.poll()
+        server_exit = server.exit_code()
+        sessions = server.sessions_per_replica() if args.replicas else None
+        if args.replicas:
+            placed = server.replicas_of_sessions()
+            where = [sorted(placed.get(client.session_hash, ())) for client in clients]
         if busy:
             print(f"{len(busy)} students timed out; stopping the server ends their calls", flush=True)
     for thread in busy:  # so that what gradio_client prints about them comes before the report
         thread.join(10)
 
-    rows = summarise(plan, results)
-    errors = [r.error for r in results if r.error]
+    rows = [row for row in summarise(plan, results) if row["action"] != RUN_AGAIN or victim]
+    kill_lines = []
+    if victim:
+        theirs = [r for r, names in zip(results, where) if victim in names]
+        others = [r for r, names in zip(results, where) if victim not in names]
+        untouched = sum(
+            not r.error and not r.timed_out and any(x.action == plan.last_token() for x in r.samples) for r in others
+        )
+        lost = [r for r in theirs if r.error]
+        kill_lines = [
+            f"killed {victim} {args.kill_replica_after:.1f} s after the start: {len(theirs)} students had used it, "
+            f"{len(lost)} of them lost a call, {sum(r.recovered for r in lost)} of those ran again on another "
+            f"replica (the rest of its students had finished); the other {len(others)} students: {untouched} "
+            "finished every action with no error"
+        ]
+    errors = [r.error for r in results if r.error and not r.recovered]
     timed_out = sum(r.timed_out for r in results)
     model_note = args.model or "GPT-2 small shape, random weights N(0, 0.02)"
     totals = [
         f"students: {args.students}; prompt tokens: {args.prompt_tokens}; new tokens: {args.new_tokens}; model: {model_note}",
+        *kill_lines,
         f"total wall time: {wall:.1f} s; timed out: {timed_out}; errored: {len(errors)}"
         + (f"; first error: {errors[0]}" if errors else "")
-        + (f"; the server exited with code {server_exit}" if server_exit is not None else ""),
-        f"server RSS MB: {fmt_mb(rss['before_students_mb'])} before the students, "
+        + (f"; the server exited with code {server_exit}" if server_exit is not None and not victim else ""),
+        *(
+            [f"{args.replicas} replicas behind HAProxy; sessions per replica (the probe's included): {sessions}"]
+            if sessions
+            else []
+        ),
+        f"server RSS MB{' (the replicas together)' if sessions else ''}: {fmt_mb(rss['before_students_mb'])} before the students, "
         f"{fmt_mb(rss['peak_sampled_during_students_mb'])} peak sampled during, {fmt_mb(rss['peak_vmhwm_mb'])} peak (VmHWM)",
         "latency: wall seconds per call, nearest-rank percentiles; MB: response bodies received "
         "(httpx transport, SSE stream included, headers not), 1 MB = 10^6 B",
@@ -647,6 +855,10 @@ def main(argv: list[str] | None = None) -> int:
                 "first_error": errors[0] if errors else None,
                 "server_rss": rss,
                 "server_exit_code": server_exit,
+                "replicas": args.replicas,
+                "sessions_per_replica": sessions,
+                "killed_replica": victim,
+                "kill": kill_lines,
                 "rows": rows,
                 # Each sample's "ended": seconds after the students started.
                 "students_detail": [
