@@ -288,7 +288,7 @@ def build(ctx: AppContext) -> None:
     with gr.Tab("Tokenize", elem_id="tab-tokenize") as tab:
         gr.Markdown(INTRO)
         counts = gr.Markdown()
-        grid = gr.Plot(label="Tokens", elem_id="token-grid")
+        grid = gr.Plot(label="Tokens")
         with gr.Row():
             chunk_choice = gr.Dropdown(
                 label="Replay the merges of this chunk", choices=[], type="index", interactive=True
