@@ -41,6 +41,7 @@ from components.common import AppContext, ExplorerBlocks, fmt_p, guarded, is_pen
 from components.interpret import HEAD_PICK_JS, HIDDEN_CSS  # noqa: E402
 from components.reconnect import page_script  # noqa: E402
 from explorer.loading import start_model  # noqa: E402
+from explorer.parts import ServerParts  # noqa: E402
 from explorer.runs import PENDING, PRECOMPUTED, Run  # noqa: E402
 from explorer.service import ExplorerService  # noqa: E402
 from explorer.settings import Settings  # noqa: E402
@@ -150,13 +151,13 @@ def build_ui(service: ExplorerService) -> tuple[gr.Blocks, AppContext]:
         gr.Examples(EXAMPLES, inputs=prompt, label="Examples for teaching")
         note = gr.Markdown(elem_id="run-note")
         state = gr.State(None)
-        ctx = AppContext(service=service, state=state)
-        share_row = share.build_share_row(ctx, prompt, model_choice, note, compare_box)
+        ctx = AppContext(parts=ServerParts.of(service), state=state)
+        share_row = ctx.build(share.build_share_row, prompt, model_choice, note, compare_box)
         lesson_list = lessons.load_lessons()
         lesson_panel = lessons.build_panel(lesson_list)
         with gr.Tabs():
             for tab in TABS:
-                tab.build(ctx)
+                ctx.build(tab.build)
 
         def compare_note(other, why: str) -> str:
             """The note's line on B, the compare prompt: its Run, or why it was left out."""
@@ -170,7 +171,7 @@ def build_ui(service: ExplorerService) -> tuple[gr.Blocks, AppContext]:
 
         @guarded(state, ctx.compare, note)
         def start_run(text, model_name, compare_text=None):
-            run, other, why = compare.run_both(service, text, model_name, compare_text)
+            run, other, why = compare.run_both(text, model_name, compare_text, run=service.run, settings=settings)
             note_text = run_note(run, service.tokenizer) + compare_note(other, why)
             return run.request, None if other is None else other.request, note_text
 
@@ -196,7 +197,7 @@ def build_ui(service: ExplorerService) -> tuple[gr.Blocks, AppContext]:
                 text = service.tokenizer.decode(ids)
                 run = service.run_ids(text, ids, model_name)
                 # B stays what it was: the preset's sentence against the student's compare prompt.
-                other = compare.compare_of(service, run, compare_request)
+                other = compare.compare_of(service.from_request, run, compare_request)
                 note_text = run_note(run, service.tokenizer) + compare_note(
                     other if isinstance(other, Run) else None, ""
                 )
@@ -284,7 +285,7 @@ def build_ui(service: ExplorerService) -> tuple[gr.Blocks, AppContext]:
         gr.api(status_text, api_name="status", queue=False)
         model_choice.change(choose_model, [model_choice], [status, timer], queue=False, api_name="choose_model")
         share.wire(share_row, demo, start_run)  # last: it finds every tab's controls and events
-        lessons.wire(lesson_panel, lesson_list, share_row)
+        ctx.build(lessons.wire, lesson_panel, lesson_list, share_row)
     demo.queue(default_concurrency_limit=settings.concurrency_limit, max_size=settings.max_queue)
     return demo, ctx
 

@@ -26,8 +26,8 @@ from starlette.middleware import Middleware
 from components.guard import RequestGuard
 from components.plots import figure_json, message_figure
 from explorer.analyses import Reason
+from explorer.parts import ServerParts, parts_for
 from explorer.runs import PENDING, Run, RunRequest
-from explorer.service import ExplorerService
 from explorer.settings import MAX_UPLOAD_BYTES, Settings
 from gpt2_max.errors import ExplorerError
 from gpt2_max.scheduling import MODEL_LANE, VISIBLE_LANE
@@ -262,15 +262,17 @@ def returning(named: type, fn: Callable) -> Callable:
 
 @dataclass
 class AppContext:
-    """Handed to every tab's ``build``: the service, the shared state and the tab views.
+    """Handed to every tab's ``build``: the shared state, the tab views and their wiring.
 
     A tab declares its view once (``view``); the context wires it so that a Run
     renders only the tab on screen, opening a tab renders it when what it shows is
     stale, and a control re-renders only the figures its handler returns
-    (``control``). One mechanism for all eight tabs.
+    (``control``). One mechanism for all eight tabs. The server's parts a tab uses reach it as
+    the keyword arguments its ``build`` names (``build``; explorer.parts); ``parts`` is for this
+    wiring alone.
     """
 
-    service: ExplorerService
+    parts: ServerParts
     state: gr.State  # the current Run's request (plain data)
     visible: gr.State = None  # the id of the tab on screen
     # The compare prompt's Run request (components.compare), None without one: a control of the
@@ -286,6 +288,15 @@ class AppContext:
             self.visible = gr.State(None)
         if self.compare is None:
             self.compare = gr.State(None)
+
+    def build(self, build: Callable, *args) -> object:
+        """Calls a tab's (or a section's) ``build(self, *args, **parts)`` with the server's parts its
+        keyword-only parameters name, and only those."""
+        return build(self, *args, **parts_for(build, self.parts))
+
+    def lane(self, name: str) -> dict:
+        """The arguments that put an event in the queue lane ``name`` (gpt2_max.scheduling)."""
+        return self.parts.lanes.event(name)
 
     def view(self, tab: gr.Tab, render: Callable, controls: list, outputs: tuple, needs_trace: bool = True) -> TabView:
         """Registers a tab's render; opening the tab (API name ``render_<tab>``) renders it if stale.
@@ -307,16 +318,14 @@ class AppContext:
             )
 
         draw.__name__ = render.__name__
-        view = TabView(
-            tab_id, draw, list(controls), outputs, rendered, self.service.loader.readiness, needs_trace=needs_trace
-        )
+        view = TabView(tab_id, draw, list(controls), outputs, rendered, self.parts.readiness, needs_trace=needs_trace)
         self.views[tab_id] = view
         if self.visible.value is None:
             self.visible.value = tab_id  # the first tab is the one on screen when the page opens
 
         @guarded(*(["keep"] * (len(view.outputs) + 2)))
         def open_tab(request, rendered_key, *control_values):
-            self.service.yield_to_runs()  # Runs being traced go first
+            self.parts.yield_to_runs()  # Runs being traced go first
             return (tab_id, *view.render_if_stale(request, rendered_key, *control_values))
 
         view.open = open_tab
@@ -325,7 +334,7 @@ class AppContext:
             [self.state, view.rendered, *view.controls],
             [self.visible, *view.outputs, view.rendered],
             api_name=f"render_{tab_id}",
-            **self.service.lanes.event(MODEL_LANE),
+            **self.lane(MODEL_LANE),
         )
         return view
 
@@ -349,7 +358,7 @@ class AppContext:
         at = [next(k for k, c in enumerate(event_inputs) if c is wanted) for wanted in [self.state, *view.controls]]
 
         def handler(*args):
-            self.service.yield_to_runs()  # Runs being traced go first
+            self.parts.yield_to_runs()  # Runs being traced go first
             if view.waits_for_model(args[at[0]]):
                 values = waiting_outputs(outputs)
             else:
@@ -398,7 +407,7 @@ class AppContext:
                 api_name="render_visible" if index == 0 else False,
                 # Its own lane: a student's first view after a Run does not queue behind the tabs
                 # other students open (the CPU is shared; the queue position is not).
-                **self.service.lanes.event(VISIBLE_LANE),
+                **self.lane(VISIBLE_LANE),
             )
 
     def export(self, view: TabView, export: ExportControls, arrays: Callable, inputs: list | None = None) -> None:
@@ -419,7 +428,7 @@ class AppContext:
         export.button.click(write, [self.state, *inputs], [export.note, export.file], api_name=f"export_{view.tab_id}")
 
     def current(self, request: RunRequest | None) -> Run | None:
-        return self.service.from_request(request)
+        return self.parts.from_request(request)
 
 
 def user_message(error: BaseException) -> str:

@@ -11,6 +11,7 @@ Each tab draws B with the function that draws A.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import gradio as gr
@@ -18,6 +19,7 @@ import gradio as gr
 from components.common import user_message
 from explorer.analyses import Reason
 from explorer.runs import PENDING, Run, RunRequest
+from explorer.settings import Settings
 from gpt2_max.errors import ExplorerError
 
 
@@ -56,29 +58,32 @@ def build_box() -> gr.Textbox:
     return gr.Textbox(label=BOX_LABEL, placeholder=BOX_PLACEHOLDER, lines=1, max_lines=6, elem_id="compare-prompt")
 
 
-def run_both(service, text: str, model_name: str | None, compare_text) -> tuple[Run, Run | None, str]:
+def run_both(
+    text: str, model_name: str | None, compare_text, *, run: Callable, settings: Settings
+) -> tuple[Run, Run | None, str]:
     """-> (A's Run, B's Run or None, why B was left out): the Run of ``text`` and, when
     ``compare_text`` has text, the Run of that, traced beside it so that the scheduler packs both
-    into one execution. A bad compare prompt leaves B out with the reason; it never stops A."""
+    into one execution. A bad compare prompt leaves B out with the reason; it never stops A.
+    ``run`` and ``settings``: the server's parts (explorer.parts)."""
     if compare_text is None or (isinstance(compare_text, str) and not compare_text.strip()):
-        return service.run(text, model_name=model_name), None, ""
+        return run(text, model_name=model_name), None, ""
     if not isinstance(compare_text, str):
-        return service.run(text, model_name=model_name), None, "the compare prompt must be text"
-    limit = service.settings.max_prompt_chars
+        return run(text, model_name=model_name), None, "the compare prompt must be text"
+    limit = settings.max_prompt_chars
     if len(compare_text) > limit:
         why = (
             f"the compare prompt has {len(compare_text):,} characters; this explorer takes up to {limit:,}. "
             "Paste a shorter passage."
         )
-        return service.run(text, model_name=model_name), None, why
+        return run(text, model_name=model_name), None, why
     if compare_text == text:  # the same Run twice: traced once
-        run = service.run(text, model_name=model_name)
-        return run, run, ""
+        same = run(text, model_name=model_name)
+        return same, same, ""
     got: dict = {}
 
     def trace_b() -> None:
         try:
-            got["run"] = service.run(compare_text, model_name=model_name)
+            got["run"] = run(compare_text, model_name=model_name)
         except Exception as error:  # noqa: BLE001 - said in the note under the prompt, never a traceback
             got["error"] = error
 
@@ -86,23 +91,24 @@ def run_both(service, text: str, model_name: str | None, compare_text) -> tuple[
     worker = threading.Thread(target=trace_b, name="compare-run", daemon=True)
     worker.start()
     try:
-        run = service.run(text, model_name=model_name)
+        a = run(text, model_name=model_name)
     finally:
         worker.join()
     if "error" in got:
-        return run, None, user_message(got["error"])
-    return run, got["run"], ""
+        return a, None, user_message(got["error"])
+    return a, got["run"], ""
 
 
-def compare_of(service, run: Run | None, request) -> Run | Reason | None:
-    """B's Run to draw beside A's ``run``: None when there is no B (or no A), a Reason when B
-    cannot be drawn yet (its model is loading) or beside this A (another model)."""
+def compare_of(from_request: Callable, run: Run | None, request) -> Run | Reason | None:
+    """B's Run to draw beside A's ``run`` (``from_request``: RunRequest -> Run, a tab's
+    ``ctx.current``): None when there is no B (or no A), a Reason when B cannot be drawn yet (its
+    model is loading) or beside this A (another model)."""
     if run is None or not isinstance(request, RunRequest):
         return None
     if request.model != run.model_name:
         return OTHER_MODEL
     try:
-        other = service.from_request(request)
+        other = from_request(request)
     except ExplorerError as error:
         return Reason(f"B, the compare prompt, could not be traced: {error}", "B could not be traced (see the text)")
     if other.source == PENDING or not other.trace:

@@ -475,12 +475,21 @@ class PatchingSection:
     result: gr.State  # the last PatchingRun of this session (for the export)
 
 
-def patching_section(ctx: AppContext, kind: str, what: str, button_label: str) -> PatchingSection:
+def patching_section(
+    ctx: AppContext,
+    kind: str,
+    what: str,
+    button_label: str,
+    *,
+    tokenizer: Tokenizer,
+    model_for: Callable,
+    settings: Settings,
+) -> PatchingSection:
     """The patching view of one sweep ``kind`` ("heads" or "residual"), built where it is called
-    (inside a tab) and wired: its button runs the sweep on the live model (API ``patch_<kind>``)."""
-    service = ctx.service
+    (inside a tab, through ``ctx.build``) and wired: its button runs the sweep on the live model
+    (API ``patch_<kind>``)."""
     gr.Markdown(PATCHING_TEXT.format(what=what))
-    inputs = patching_inputs(f"patch-{kind}", button_label, service.tokenizer)
+    inputs = patching_inputs(f"patch-{kind}", button_label, tokenizer)
     plot = gr.Plot(label=f"Patching: {kind}", elem_id=f"patch-{kind}-plot")
     text = gr.Markdown()
     result = gr.State(None)
@@ -488,7 +497,7 @@ def patching_section(ctx: AppContext, kind: str, what: str, button_label: str) -
     @guarded(plot, text, result)
     def sweep(request, clean, corrupted, answer, wrong, progress=gr.Progress()):  # noqa: B008 - Gradio's way to ask for a progress bar
         run = ctx.current(request)
-        model = service.model_for(None if run is None else run.model_name)
+        model = model_for(None if run is None else run.model_name)
         if model is None:
             raise InputError("patching runs the model once per cell, which needs the live model; it is still loading")
 
@@ -498,16 +507,16 @@ def patching_section(ctx: AppContext, kind: str, what: str, button_label: str) -
 
         patched = run_patching(
             model,
-            service.tokenizer,
+            tokenizer,
             kind,
             clean,
             corrupted,
             answer,
             wrong,
             runs_done,
-            service.settings.max_patch_tokens,
+            settings.max_patch_tokens,
         )
-        return (*patching_figure(patched, service.tokenizer), patched)
+        return (*patching_figure(patched, tokenizer), patched)
 
     inputs.go.click(
         sweep,
@@ -516,7 +525,7 @@ def patching_section(ctx: AppContext, kind: str, what: str, button_label: str) -
         # The long jobs' lane: opening a tab or moving a control never queues behind a sweep, and the
         # guard admits settings.long_jobs_per_session of them per session (components.guard).
         api_name=f"patch_{kind}",
-        **service.lanes.event(LONG_LANE),
+        **ctx.lane(LONG_LANE),
     )
     return PatchingSection(inputs, plot, text, result)
 

@@ -18,10 +18,11 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 
-from components.common import guarded, md_text
+from components.common import AppContext, guarded, md_text
 from components.share import OPEN_TAB_JS, ShareWiring
 from gpt2_max import analysis, attribution
 from gpt2_max.scheduling import MODEL_LANE, RUN_LANE
+from gpt2_max.tokenizer import Tokenizer
 
 LESSONS_FILE = Path(__file__).resolve().parent.parent / "lessons" / "lessons.json"
 MAX_QUESTIONS = 3  # question slots on the page; a lesson with more is refused when the file is read
@@ -202,26 +203,29 @@ def accepts(expected: Expected, typed: str) -> bool:
     raise ValueError(f"unknown answer kind {expected.kind!r}")
 
 
-def context_for(service, lesson: Lesson, model_name: str | None) -> Context | None:
+def context_for(
+    lesson: Lesson, model_name: str | None, *, model_for: Callable, run: Callable, tokenizer: Tokenizer
+) -> Context | None:
     """The lesson's prompt traced by the chosen model (a Run through the app's own path), or None
     while that model loads."""
-    model = service.model_for(model_name)
+    model = model_for(model_name)
     if model is None:
         return None
-    run = service.run(lesson.prompt, model_name=model_name)
-    return Context(model, service.tokenizer, tuple(run.token_ids), model.trace(list(run.token_ids)))
+    ids = list(run(lesson.prompt, model_name=model_name).token_ids)
+    return Context(model, tokenizer, tuple(ids), model.trace(ids))
 
 
-def expected_answer(service, lesson: Lesson, question: Question, model_name: str | None) -> Expected | None:
-    context = context_for(service, lesson, model_name)
-    return None if context is None else CHECKS[question.check](context, **question.args)
+def expected_answer(context: Callable, lesson: Lesson, question: Question, model_name: str | None) -> Expected | None:
+    """``context``: (lesson, model name) -> its Context or None (``context_for`` with the server's parts)."""
+    traced = context(lesson, model_name)
+    return None if traced is None else CHECKS[question.check](traced, **question.args)
 
 
-def feedback(service, lesson: Lesson, question: Question, model_name: str | None, typed: str) -> str:
+def feedback(context: Callable, lesson: Lesson, question: Question, model_name: str | None, typed: str) -> str:
     """Right or not, checked against the model's own answer; a wrong answer gets the hint."""
     if not str(typed or "").strip():
         return "Type your answer first."
-    expected = expected_answer(service, lesson, question, model_name)
+    expected = expected_answer(context, lesson, question, model_name)
     if expected is None:
         return "⏳ The check runs the model, which is still loading (see the status line); try again in a moment."
     if accepts(expected, typed):
@@ -281,9 +285,21 @@ def build_panel(lessons: list[Lesson]) -> LessonPanel:
     return LessonPanel(choice, text, setup, tuple(slots))
 
 
-def wire(panel: LessonPanel, lessons: list[Lesson], share: ShareWiring) -> None:
-    """Wires the panel (after ``share.wire``: it applies views through the link's path)."""
-    service = share.ctx.service
+def wire(
+    ctx: AppContext,
+    panel: LessonPanel,
+    lessons: list[Lesson],
+    share: ShareWiring,
+    *,
+    model_for: Callable,
+    run: Callable,
+    tokenizer: Tokenizer,
+) -> None:
+    """Wires the panel (after ``share.wire``: it applies views through the link's path; called as
+    ``ctx.build(wire, panel, lessons, share)``)."""
+
+    def context(lesson: Lesson, model_name: str | None) -> Context | None:
+        return context_for(lesson, model_name, model_for=model_for, run=run, tokenizer=tokenizer)
 
     def lesson_at(index) -> Lesson:
         return lessons[index if isinstance(index, int) and 0 <= index < len(lessons) else 0]
@@ -303,7 +319,7 @@ def wire(panel: LessonPanel, lessons: list[Lesson], share: ShareWiring) -> None:
     panel.choice.change(choose, [panel.choice], choose_outputs, queue=False)
 
     outputs = share.outputs()
-    event = service.lanes.event(RUN_LANE)
+    event = ctx.lane(RUN_LANE)
 
     def apply(view: dict, what: str) -> tuple:
         return share.apply(view, [], what)
@@ -321,20 +337,20 @@ def wire(panel: LessonPanel, lessons: list[Lesson], share: ShareWiring) -> None:
             lesson = lesson_at(index)
             if n >= len(lesson.questions):
                 return ""
-            return feedback(service, lesson, lesson.questions[n], model_name, typed)
+            return feedback(context, lesson, lesson.questions[n], model_name, typed)
 
         check.click(
             check_answer,
             [panel.choice, answer, share.model_choice],
             [result],
             api_name=f"lesson_check_{n}",
-            **service.lanes.event(MODEL_LANE),
+            **ctx.lane(MODEL_LANE),
         )
         answer.submit(
             check_answer,
             [panel.choice, answer, share.model_choice],
             [result],
-            **service.lanes.event(MODEL_LANE),
+            **ctx.lane(MODEL_LANE),
         )
 
         def show_me(index, n=n):

@@ -31,6 +31,7 @@ import gradio as gr
 
 from components.common import AppContext, guarded, md_text, user_message
 from explorer.runs import RunRequest
+from explorer.settings import Settings
 from gpt2_max.scheduling import RUN_LANE
 
 LINK_PARAM = "view"
@@ -212,16 +213,14 @@ class ShareWiring:
     token_box: gr.Textbox  # hidden: the token between the server and the page's script
     note: gr.Markdown  # what a link or lesson set, and what it ignored
     open_tab: gr.Textbox  # hidden: the tab to open once a view is applied (the page's script clicks it)
+    settings: Settings = None  # the host's limits (the request size bounds a link's token)
+    allowed_models: tuple[str, ...] = ()  # what a link's model may be
     # (text, model name, compare text) -> (the Run's request, B's request, the note under the prompt); set by ``wire``
     start_run: Callable | None = None
     controls: list[SharedControl] = field(default_factory=list)  # found by ``wire`` once every tab is built
     demo_fns: list = field(default_factory=list)  # the page's events: a redrawn dropdown's handlers are found here
     demo_blocks: list = field(default_factory=list)
     compare: gr.Textbox | None = None  # the compare prompt (components.compare), carried beside the prompt
-
-    @property
-    def settings(self):
-        return self.ctx.service.settings
 
     def limits(self) -> tuple[int, int]:
         """(longest token, longest JSON): the token travels in a request body (max_request_bytes),
@@ -281,7 +280,7 @@ class ShareWiring:
     def check(self, view: dict, notes: list[str]) -> dict:
         """The valid part of ``view``: {"model", "prompt", "compare", "tab", "present", "controls": {key:
         value}}; what is left out is said in ``notes``."""
-        service, valid = self.ctx.service, {}
+        valid: dict = {}
         if view.get("v", LINK_VERSION) != LINK_VERSION:
             notes.append(
                 f"the link was made by another version of this page (format {_shown(view.get('v'))}); what still fits is used"
@@ -291,7 +290,7 @@ class ShareWiring:
             notes.append("unknown parts left out: " + ", ".join(_shown(k) for k in unknown[:8]))
         model = view.get("model")
         if model is not None:
-            if isinstance(model, str) and model in service.allowed_models:
+            if isinstance(model, str) and model in self.allowed_models:
                 valid["model"] = model
             else:
                 notes.append(f"model {_shown(model)} is not offered here; the page's model is used")
@@ -487,9 +486,11 @@ body.presenter .prose { font-size: 1.15em; }
 """
 
 
-def build_share_row(ctx: AppContext, prompt, model_choice, run_note, compare=None) -> ShareWiring:
-    """The link controls, placed where this is called (above the tabs); ``compare``: the compare
-    prompt's box, which a link carries beside the prompt."""
+def build_share_row(
+    ctx: AppContext, prompt, model_choice, run_note, compare=None, *, settings: Settings, allowed_models: tuple
+) -> ShareWiring:
+    """The link controls, placed where this is called (above the tabs; built through ``ctx.build``);
+    ``compare``: the compare prompt's box, which a link carries beside the prompt."""
     with gr.Row(elem_id="share-row"):
         gr.Button("🔗 Copy link to this view", size="sm", elem_id="copy-link", scale=0, min_width=220)
         presenter = gr.Checkbox(
@@ -512,7 +513,18 @@ def build_share_row(ctx: AppContext, prompt, model_choice, run_note, compare=Non
     open_tab = gr.Textbox(visible=False, elem_id="share-open-tab")
     note = gr.Markdown(elem_id="share-note")
     return ShareWiring(
-        ctx, prompt, model_choice, run_note, presenter, link_box, token_box, note, open_tab, compare=compare
+        ctx,
+        prompt,
+        model_choice,
+        run_note,
+        presenter,
+        link_box,
+        token_box,
+        note,
+        open_tab,
+        compare=compare,
+        settings=settings,
+        allowed_models=tuple(allowed_models),
     )
 
 
@@ -562,7 +574,7 @@ def wire(share: ShareWiring, demo: gr.Blocks, start_run: Callable, copy_button_i
         [share.token_box],
         outputs,
         js=READ_LINK_JS,
-        **ctx.service.lanes.event(RUN_LANE),
+        **ctx.lane(RUN_LANE),
     ).then(None, [share.open_tab], None, js=OPEN_TAB_JS)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import gradio as gr
 import numpy as np
 import plotly.graph_objects as go
@@ -42,6 +44,7 @@ from gpt2_max.hooks import block_key
 from gpt2_max.modules import Attention
 from gpt2_max.sampling import softmax
 from gpt2_max.scheduling import MODEL_LANE
+from gpt2_max.tokenizer import Tokenizer
 
 TOP_NEXT = 10
 # Each small multiple is drawn at most GRID_BINS x GRID_BINS cells (longer inputs are
@@ -353,7 +356,7 @@ def render_head(
     """-> (AttentionViews of one head: its pattern, q/k/v, ablation, summary and the compare
     panel; the arrays behind them).
 
-    ``after`` is ``service.variant(run, ablate=[(layer, head)])``, or None to show only "before";
+    ``after`` is ``variant(run, ablate=[(layer, head)])``, or None to show only "before";
     ``other``: the compare prompt's Run (``compare.compare_of``), or why it cannot be drawn, or None.
     """
     if run is None:
@@ -421,8 +424,7 @@ def detector_views(run: Run | None) -> tuple[go.Figure, str, dict]:
     return interpret.detector_figure(scores), interpret.detector_summary(scores), scores
 
 
-def build(ctx: AppContext) -> None:
-    service = ctx.service
+def build(ctx: AppContext, *, tokenizer: Tokenizer, model_for: Callable, variant: Callable) -> None:
     with gr.Tab("Attention", elem_id="tab-attention") as tab:
         gr.Markdown(INTRO)
         with gr.Row(elem_id=interpret.HEAD_VIEW_ID):
@@ -456,18 +458,20 @@ def build(ctx: AppContext) -> None:
             attribution.head_scores,
             label="Source of the detectors (on the MAX trace's patterns)",
         )
-        patching = interpret.patching_section(ctx, "heads", "head (its output at every position)", "Patch every head")
+        patching = ctx.build(
+            interpret.patching_section, "heads", "head (its output at every position)", "Patch every head"
+        )
 
     def token_text(token_id: int) -> str:
-        return service.tokenizer.token(token_id).display
+        return tokenizer.token(token_id).display
 
     def ablated_variant(run: Run, layer_value, head_value, on) -> tuple[Run | None, str]:
         if not on:
             return None, ""
-        if service.model_for(run.model_name) is None:
+        if model_for(run.model_name) is None:
             return None, f"⚠️ {NEEDS_MODEL}\n\n"
         pair = (clamp(layer_value, 0, run.config.n_layer - 1), clamp(head_value, 0, run.config.n_head - 1))
-        return service.variant(run, ablate=sorted(set(run.ablate) | {pair})), ""
+        return variant(run, ablate=sorted(set(run.ablate) | {pair})), ""
 
     def refresh(request, layer_value, head_value, on, compare_request=None):
         run = ctx.current(request)
@@ -475,7 +479,7 @@ def build(ctx: AppContext) -> None:
         if run is None:
             return render(None, token_text)._replace(detectors=detector_fig, detector_summary=detector_md)
         after, notice = ablated_variant(run, layer_value, head_value, on)
-        other = compare.compare_of(service, run, compare_request)
+        other = compare.compare_of(ctx.current, run, compare_request)
         views = render(run, token_text, layer_value, head_value, None, after, other)
         L, H = run.config.n_layer, run.config.n_head
         return views._replace(
@@ -493,7 +497,7 @@ def build(ctx: AppContext) -> None:
         if run is None:
             return render_head(None, token_text)
         after, notice = ablated_variant(run, layer_value, head_value, on)
-        other = compare.compare_of(service, run, compare_request)
+        other = compare.compare_of(ctx.current, run, compare_request)
         views, arrays = render_head(run, token_text, layer_value, head_value, position_value, after, other)
         return views._replace(summary=notice + views.summary), arrays
 
@@ -546,7 +550,7 @@ def build(ctx: AppContext) -> None:
         picked,
         [ctx.state, head_pick, position, ablate, ctx.compare],
         ("layer", "head", "pattern", "qkv", "ablation", "summary", "compare_pattern", "difference", "compare_summary"),
-        **ctx.service.lanes.event(MODEL_LANE),
+        **ctx.lane(MODEL_LANE),
         trigger_mode="always_last",
     )
     # Ablating runs the model: share the model's concurrency queue.
@@ -556,7 +560,7 @@ def build(ctx: AppContext) -> None:
         update,
         [ctx.state, layer, head, position, ablate, ctx.compare],
         ("pattern", "qkv", "ablation", "summary", "compare_pattern", "difference", "compare_summary"),
-        **ctx.service.lanes.event(MODEL_LANE),
+        **ctx.lane(MODEL_LANE),
         trigger_mode="always_last",
     )
     ctx.export(view, export, tensors, [layer, head, position, ablate, patching.result])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import gradio as gr
 import numpy as np
 import plotly.graph_objects as go
@@ -38,6 +40,7 @@ from explorer.runs import Run
 from gpt2_max.analysis import Lens
 from gpt2_max.hooks import block_key
 from gpt2_max.modules import Block, GPT2Analysis
+from gpt2_max.tokenizer import Tokenizer
 
 MEAN = "mean"  # the position control's value for "averaged over positions"
 # Okabe-Ito: distinguishable with every common colour-vision deficiency.
@@ -505,8 +508,7 @@ def tensors(run: Run, lens: Lens | str) -> dict[str, np.ndarray]:
     return arrays
 
 
-def build(ctx: AppContext) -> None:
-    service = ctx.service
+def build(ctx: AppContext, *, tokenizer: Tokenizer, analysis: Callable) -> None:
     with gr.Tab("Blocks", elem_id="tab-blocks") as tab:
         gr.Markdown(INTRO)
         with gr.Row():
@@ -542,22 +544,20 @@ def build(ctx: AppContext) -> None:
         source_block(
             Block, GPT2Analysis, label="MAX source of this stage (Block; the analysis graph that runs the lens)"
         )
-        patching = interpret.patching_section(
-            ctx,
+        patching = ctx.build(
+            interpret.patching_section,
             "residual",
             "layer and position (the stream entering that block there)",
             "Patch every layer and position",
         )
 
     def lens_of(run: Run, positions=LENS_DEFAULT_POSITIONS):
-        lens, why = service.analysis(
-            run, "lens", positions=clamp(positions, 1, LENS_MAX_POSITIONS, LENS_DEFAULT_POSITIONS)
-        )
+        lens, why = analysis(run, "lens", positions=clamp(positions, 1, LENS_MAX_POSITIONS, LENS_DEFAULT_POSITIONS))
         return lens if lens is not None else why
 
     def compared(run: Run | None, compare_request, positions):
         """(B's Run or why not, B's lens or None) for a compare request beside ``run``."""
-        other = compare.compare_of(service, run, compare_request)
+        other = compare.compare_of(ctx.current, run, compare_request)
         return other, lens_of(other, positions) if isinstance(other, Run) else None
 
     def refresh(request, leave_out_position_0, positions, compare_request=None):
@@ -566,7 +566,7 @@ def build(ctx: AppContext) -> None:
         views = render(
             run,
             lens_of(run, positions) if run is not None else NO_RUN,
-            service.tokenizer,
+            tokenizer,
             MEAN,
             leave_out_position_0,
             other,
@@ -584,7 +584,7 @@ def build(ctx: AppContext) -> None:
             return BlocksViews(norms=message_figure(NO_RUN), additions=message_figure(NO_RUN), summary=NO_RUN)
         lens = lens_of(run, positions)  # made when the tab rendered: kept with the Run
         where_ = resolve(run, position)
-        display = token_display(service.tokenizer)
+        display = token_display(tokenizer)
         leave_out_position_0 = bool(leave_out_position_0)
         return BlocksViews(
             norms=norms_figure(run, where_, leave_out_position_0),
@@ -602,10 +602,10 @@ def build(ctx: AppContext) -> None:
             return BlocksViews(lens=message_figure(NO_RUN), final=message_figure(NO_RUN))
         other, other_lens = compared(run, compare_request, positions)
         lens = lens_of(run, positions)
-        compare_lens = compare_views(run, lens, other, other_lens, token_display(service.tokenizer)).compare_lens
+        compare_lens = compare_views(run, lens, other, other_lens, token_display(tokenizer)).compare_lens
         if not isinstance(lens, Lens):
             return BlocksViews(lens=message_figure(lens), final=message_figure(lens), compare_lens=compare_lens)
-        display = token_display(service.tokenizer)
+        display = token_display(tokenizer)
         return BlocksViews(
             lens=lens_heatmap(run, lens, display), final=final_figure(run, lens, display), compare_lens=compare_lens
         )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import gradio as gr
 import numpy as np
 import plotly.graph_objects as go
@@ -287,8 +289,7 @@ def position_choices(run: Run) -> list[tuple[str, int]]:
     return [(label, i) for i, label in enumerate(run.labels)]
 
 
-def build(ctx: AppContext) -> None:
-    service = ctx.service
+def build(ctx: AppContext, *, tokenizer: Tokenizer, analysis: Callable, model_for: Callable) -> None:
     with gr.Tab("Embed", elem_id="tab-embed") as tab:
         gr.Markdown(INTRO)
         summary = gr.Markdown()
@@ -315,8 +316,8 @@ def build(ctx: AppContext) -> None:
 
     def inputs_of(run: Run):
         """The nearest-token analysis (or why not yet) and wpe, for a Run."""
-        result, why = service.analysis(run, "nearest")
-        model = service.model_for(run.model_name)
+        result, why = analysis(run, "nearest")
+        model = model_for(run.model_name)
         return dict(
             nearest=result if result is not None else why,
             wpe=model.weights["wpe.weight"] if model is not None else None,
@@ -325,9 +326,9 @@ def build(ctx: AppContext) -> None:
     def refresh(request, leave_out_position_0):
         run = ctx.current(request)
         if run is None:
-            return render(None, service.tokenizer)
+            return render(None, tokenizer)
         extra = inputs_of(run)
-        views = render(run, service.tokenizer, leave_out_position_0=bool(leave_out_position_0), **extra)
+        views = render(run, tokenizer, leave_out_position_0=bool(leave_out_position_0), **extra)
         return views._replace(
             nearest_to=gr.update(choices=position_choices(run), value=run.n_tokens - 1),
             n_positions=gr.update(maximum=max(similarity_limit(run, extra["wpe"]), 2), value=run.n_tokens),
@@ -338,7 +339,7 @@ def build(ctx: AppContext) -> None:
         if run is None:
             return EmbedViews(nearest=message_figure(NO_RUN), similarity=message_figure(NO_RUN), summary=NO_RUN)
         extra = inputs_of(run)
-        nearest_fig, nearest_md, _ = render_nearest(run, extra["nearest"], service.tokenizer, chosen)
+        nearest_fig, nearest_md, _ = render_nearest(run, extra["nearest"], tokenizer, chosen)
         sim_fig, _ = render_similarity(run, extra["wpe"], count)
         markdown = " ".join(m for m in (summary_markdown(embedding_arrays(run)), nearest_md) if m)
         return EmbedViews(nearest=nearest_fig, similarity=sim_fig, summary=markdown)
@@ -353,7 +354,7 @@ def build(ctx: AppContext) -> None:
         return EmbedViews(token=token_fig, position=position_fig, sum=sum_fig, norms=norms_fig)
 
     def tensors(run: Run, chosen, count):
-        _, arrays = render_with_arrays(run, service.tokenizer, chosen, count, **inputs_of(run))
+        _, arrays = render_with_arrays(run, tokenizer, chosen, count, **inputs_of(run))
         return arrays
 
     outputs = EmbedViews(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import gradio as gr
 import numpy as np
 import plotly.graph_objects as go
@@ -398,9 +400,7 @@ def tensors(run: Run, nxt: NextTokens | str, position=None) -> dict[str, np.ndar
     return arrays
 
 
-def build(ctx: AppContext) -> None:
-    service = ctx.service
-    tokenizer = service.tokenizer
+def build(ctx: AppContext, *, tokenizer: Tokenizer, analysis: Callable, model_for: Callable) -> None:
     with gr.Tab("Logits", elem_id="tab-logits") as tab:
         gr.Markdown(INTRO)
         with gr.Row():
@@ -454,14 +454,14 @@ def build(ctx: AppContext) -> None:
         )
 
     def next_of(run: Run):
-        nxt, why = service.analysis(run, "next")
+        nxt, why = analysis(run, "next")
         return nxt if nxt is not None else why
 
     def explained(run: Run | None, position, target_text, minus_text):
         if run is None:
             return attribution_view(None, NO_RUN, None, tokenizer)
         return attribution_view(
-            run, next_of(run), service.model_for(run.model_name), tokenizer, position, target_text, minus_text
+            run, next_of(run), model_for(run.model_name), tokenizer, position, target_text, minus_text
         )
 
     def refresh(request, text, target_text, minus_text, compare_request=None):
@@ -471,7 +471,7 @@ def build(ctx: AppContext) -> None:
             position = gr.update(choices=[], value=None)
             attributed, _ = explained(None, None, "", "")
         else:
-            other = compare.compare_of(service, run, compare_request)
+            other = compare.compare_of(ctx.current, run, compare_request)
             views = render(run, next_of(run), tokenizer, None, text, other)
             choices = [(label, i) for i, label in enumerate(run.labels)]
             position = gr.update(choices=choices, value=run.n_tokens - 1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import gradio as gr
 import numpy as np
@@ -36,6 +37,7 @@ from gpt2_max.hooks import block_key
 from gpt2_max.modules import Attention, GPT2Trace
 from gpt2_max.sampling import softmax
 from gpt2_max.scheduling import MODEL_LANE
+from gpt2_max.tokenizer import Tokenizer
 
 NEEDS_MODEL = (
     "Switching the mask off runs the model again, which needs the live model; it is still loading (or unavailable)."
@@ -247,7 +249,7 @@ def render_with_arrays(
     (the controls unchanged); the arrays behind them, for the export).
 
     ``run`` is the causal Run; ``unmasked`` the same tokens with the mask off
-    (``service.variant(run, causal=False)``), used when ``mask_off`` is set. ``logits`` and
+    (``variant(run, causal=False)``), used when ``mask_off`` is set. ``logits`` and
     ``unmasked_logits``: their [T, V] next-token logits (``NextTokens.logits`` of the analysis
     graph), or why they are missing (the predictions then say so).
     ``tokens(id)`` gives a token id's display text; ``leave_out_position_0``: position 0's
@@ -305,8 +307,7 @@ def render_with_arrays(
 render = views_only(render_with_arrays)
 
 
-def build(ctx: AppContext) -> None:
-    service = ctx.service
+def build(ctx: AppContext, *, tokenizer: Tokenizer, analysis: Callable, model_for: Callable, variant: Callable) -> None:
     with gr.Tab("Mask", elem_id="tab-mask") as tab:
         gr.Markdown(INTRO)
         with gr.Row():
@@ -329,20 +330,20 @@ def build(ctx: AppContext) -> None:
         )
 
     def token_text(token_id: int) -> str:
-        return service.tokenizer.token(token_id).display
+        return tokenizer.token(token_id).display
 
     def runs_of(run: Run, off) -> tuple[Run, Run | None]:
         """(the causal Run, its mask-off variant when asked for and the model can make it)."""
         if not run.causal:
-            run = service.variant(run, causal=True)
-        unmasked = service.variant(run, causal=False) if off and service.model_for(run.model_name) is not None else None
+            run = variant(run, causal=True)
+        unmasked = variant(run, causal=False) if off and model_for(run.model_name) is not None else None
         return run, unmasked
 
     def next_logits(run: Run | None) -> np.ndarray | str:
         """[T, V] of the analysis graph (shared with the Logits tab), or why they are missing."""
         if run is None:
             return ""
-        nxt, why = service.analysis(run, "next")
+        nxt, why = analysis(run, "next")
         return nxt.logits if nxt is not None else why
 
     def view_of(
@@ -406,7 +407,7 @@ def build(ctx: AppContext) -> None:
     )
     view = ctx.view(tab, refresh, [layer, head, mask_off, leave_out], outputs)
     # Turning the mask off runs the model: share the model's concurrency queue.
-    model_queue = dict(**ctx.service.lanes.event(MODEL_LANE), trigger_mode="always_last")
+    model_queue = dict(**ctx.lane(MODEL_LANE), trigger_mode="always_last")
     ctx.control(
         view,
         [slider_moved(layer), slider_moved(head), leave_out.input],

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import gradio as gr
 import numpy as np
 import plotly.graph_objects as go
@@ -262,8 +264,8 @@ def tensors(run: Run, layer=0, position=None) -> dict[str, np.ndarray]:
     }
 
 
-def build(ctx: AppContext) -> None:
-    model = ctx.service.model
+def build(ctx: AppContext, *, model_for: Callable) -> None:
+    model = model_for(None)  # the host's model sets the layer slider's range
     n_layer = model.config.n_layer if model is not None else 12
     with gr.Tab("MLP", elem_id="tab-mlp") as tab:
         gr.Markdown(INTRO)

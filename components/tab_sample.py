@@ -7,7 +7,7 @@ import html
 import math
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 import gradio as gr
@@ -28,7 +28,7 @@ from components.common import (
 )
 from components.plots import GROUPED, figure, log_axis, message_figure, plot_text, plot_texts, value_marks
 from explorer.runs import Run
-from explorer.service import ExplorerService
+from explorer.settings import Settings
 from gpt2_max.errors import InputError
 from gpt2_max.modules import GPT2DecodeStep
 from gpt2_max.sampling import SampleStep, SamplingSettings, choose, filtered_distribution, softmax
@@ -359,10 +359,10 @@ class ActiveStreams:
 ACTIVE_STREAMS = ActiveStreams()
 
 
-def wait_for_decode_graph(service: ExplorerService, model_name: str) -> Iterator[tuple]:
+def wait_for_decode_graph(compiling: Callable, model_name: str) -> Iterator[tuple]:
     """While the decode graph compiles in the background, say so once a second (no figure changes)."""
     while True:
-        waiting = service.loader.compiling("decode", model_name)
+        waiting = compiling("decode", model_name)
         if not waiting:
             return
         status = f"⏳ Generate needs the MAX decode graph, which is compiling: {waiting}. Generation starts by itself when it is ready."
@@ -371,9 +371,20 @@ def wait_for_decode_graph(service: ExplorerService, model_name: str) -> Iterator
 
 
 def stream_views(
-    service: ExplorerService, run: Run | None, temperature, top_k, top_p, seed, max_new
+    run: Run | None,
+    temperature,
+    top_k,
+    top_p,
+    seed,
+    max_new,
+    *,
+    tokenizer: Tokenizer,
+    settings: Settings,
+    model_for: Callable,
+    compiling: Callable,
+    yield_to_runs: Callable,
 ) -> Iterator[tuple]:
-    """Generation after the Run's tokens, one yield per token.
+    """Generation after the Run's tokens, one yield per token (the server's parts as ``build``'s).
 
     Yields (status markdown, step figure, text html, step slider update, generation); the
     last yield carries the stop reason. While the decode graph compiles, the status says so.
@@ -381,28 +392,27 @@ def stream_views(
     if run is None:
         yield NO_RUN, message_figure(NO_RUN), "", gr.update(), None
         return
-    settings = with_seed(sampling_settings(temperature, top_k, top_p, seed))
-    model = service.model_for(run.model_name)
+    limit = settings.max_new_tokens
+    sampling = with_seed(sampling_settings(temperature, top_k, top_p, seed))
+    model = model_for(run.model_name)
     if model is None:
         raise InputError(
             "generation needs the live model, which is still loading (or unavailable); "
             "the chart above shows the first step from the precomputed trace"
         )
-    yield from wait_for_decode_graph(service, run.model_name)
-    limit = service.settings.max_new_tokens
+    yield from wait_for_decode_graph(compiling, run.model_name)
     n = clamp(max_new, 1, limit, default=min(20, limit))
     generation = empty_generation(run.token_ids)
-    generation["settings"] = settings_text(settings)
+    generation["settings"] = settings_text(sampling)
     # The Run's own trace is the prefill when it is the plain causal one (its keys, values and
     # logits are what a prefill would compute): the prompt is not traced a second time.
     prefill = run.trace if run.causal and not run.ablate else None
-    steps = model.stream(list(run.token_ids), n, settings, keep_logits=True, prefill=prefill)
-    tokenizer = service.tokenizer
+    steps = model.stream(list(run.token_ids), n, sampling, keep_logits=True, prefill=prefill)
     sent_at = drawn_at = -math.inf  # when the page was last updated, and when the step chart was
     drawn = 0  # the step the chart shows: the step slider and the marked token follow it, not the newest token
     with ACTIVE_STREAMS.streaming():
         while True:
-            service.yield_to_runs()  # Runs being traced go before the next token
+            yield_to_runs()  # Runs being traced go before the next token
             try:
                 step = next(steps)
             except StopIteration as stop:
@@ -569,10 +579,19 @@ def render_preview(run: Run | None, tokenizer: Tokenizer, temperature, top_k, to
 # -- Gradio -----------------------------------------------------------------
 
 
-def build(ctx: AppContext) -> None:
-    service = ctx.service
-    tokenizer = service.tokenizer
-    limits = service.settings
+def build(
+    ctx: AppContext,
+    *,
+    tokenizer: Tokenizer,
+    settings: Settings,
+    model_for: Callable,
+    compiling: Callable,
+    yield_to_runs: Callable,
+) -> None:
+    limits = settings
+    decoding = dict(
+        tokenizer=tokenizer, settings=settings, model_for=model_for, compiling=compiling, yield_to_runs=yield_to_runs
+    )
     with gr.Tab("Sample", elem_id="tab-sample") as tab:
         gr.Markdown(INTRO)
         with gr.Row():
@@ -636,7 +655,7 @@ def build(ctx: AppContext) -> None:
 
     @guarded(status, step_plot, text, step_slider, generation)
     def run_generation(request, t, k, p, s, n):
-        yield from stream_views(service, ctx.current(request), t, k, p, s, n)
+        yield from stream_views(ctx.current(request), t, k, p, s, n, **decoding)
 
     @guarded(step_plot, text)
     def select_step(state, index):
@@ -662,7 +681,7 @@ def build(ctx: AppContext) -> None:
         run_generation,
         [ctx.state, *knobs, max_new],
         [status, step_plot, text, step_slider, generation],
-        **ctx.service.lanes.event(GENERATE_LANE),
+        **ctx.lane(GENERATE_LANE),
         api_name="generate",
     )
     step_slider.input(select_step, [generation, step_slider], [step_plot, text], trigger_mode="always_last")

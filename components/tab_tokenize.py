@@ -282,9 +282,8 @@ def render_with_chunks(
 render = views_only(render_with_chunks)
 
 
-def build(ctx: AppContext) -> None:
-    tokenizer = ctx.service.tokenizer
-    max_replay_bytes = ctx.service.settings.max_replay_bytes
+def build(ctx: AppContext, *, tokenizer: Tokenizer, settings: Settings) -> None:
+    max_replay_bytes = settings.max_replay_bytes
     with gr.Tab("Tokenize", elem_id="tab-tokenize") as tab:
         gr.Markdown(INTRO)
         counts = gr.Markdown()

@@ -7,16 +7,30 @@ import re
 import numpy as np
 
 
-def build_view(tab_module, service):
-    """Builds one tab inside ``gr.Blocks`` and returns its view (render, controls, outputs, export)."""
+def app_context(service):
+    """The context the app hands its tabs, on ``service`` (call inside ``gr.Blocks``)."""
     import gradio as gr
 
     from components.common import AppContext
+    from explorer.parts import ServerParts
 
-    with gr.Blocks():
-        ctx = AppContext(service=service, state=gr.State(None))
+    return AppContext(parts=ServerParts.of(service), state=gr.State(None))
+
+
+def build_tab(tab_module, service):
+    """Builds one tab as the app does (inside ``gr.Blocks`` and ``gr.Tabs``); -> (demo, its context)."""
+    import gradio as gr
+
+    with gr.Blocks() as demo:
+        ctx = app_context(service)
         with gr.Tabs():
-            tab_module.build(ctx)
+            ctx.build(tab_module.build)
+    return demo, ctx
+
+
+def build_view(tab_module, service):
+    """Builds one tab inside ``gr.Blocks`` and returns its view (render, controls, outputs, export)."""
+    _, ctx = build_tab(tab_module, service)
     (view,) = ctx.views.values()
     return view
 

@@ -94,7 +94,7 @@ def copy_link(demo, ctx, tab, **settings) -> str:
     values = {id(c.component): settings.get(c.key, c.component.value) for c in controls}
     model, prompt, visible, present, compare = fn.inputs[:5]
     args = [
-        ctx.service.model_name,
+        ctx.parts.allowed_models[0],
         settings.get("prompt", app.EXAMPLES[0]),
         tab,
         settings.get("present", False),
@@ -210,7 +210,7 @@ def test_a_bad_or_hostile_link_opens_the_page_with_a_note(page, name):
     assert "Ignored" in note or "could not be applied" in note, (name, note)
     assert "Traceback" not in note and "<" not in note.replace("\\<", "")
     prompt = values.get(id(block(demo, "prompt")))
-    assert prompt is None or len(prompt) <= ctx.service.settings.max_prompt_chars
+    assert prompt is None or len(prompt) <= ctx.parts.settings.max_prompt_chars
 
 
 def test_script_in_a_prompt_is_only_text(page):

@@ -9,20 +9,16 @@ from __future__ import annotations
 
 import gradio as gr
 import numpy as np
-from tab_helpers import build_view
+from tab_helpers import build_tab, build_view
 
 from components import interpret, tab_attention, tab_blocks, tab_logits
-from components.common import AppContext
 from explorer.analyses import LENS_DEFAULT_POSITIONS
 from gpt2_max import attribution
 
 
 def build_with_functions(tab_module, service):
     """(view, {api_name: handler}) of one tab built in its own Blocks."""
-    with gr.Blocks() as demo:
-        ctx = AppContext(service=service, state=gr.State(None))
-        with gr.Tabs():
-            tab_module.build(ctx)
+    demo, ctx = build_tab(tab_module, service)
     (view,) = ctx.views.values()
     functions = {f.api_name: f.fn for f in demo.fns.values() if f.api_name}
     return view, functions, ctx
@@ -164,10 +160,7 @@ def test_token_boxes_say_which_token_they_use(explorer_service):
     assert "type a token" in interpret.token_box_note(tokenizer, "", "answer")
     # The boxes' lines under the patching and attribution inputs, from the first draw on.
     for module, elem_id in ((tab_attention, "patch-heads-tokens"), (tab_logits, "attribution-tokens")):
-        with gr.Blocks() as demo:
-            ctx = AppContext(service=explorer_service, state=gr.State(None))
-            with gr.Tabs():
-                module.build(ctx)
+        demo, _ = build_tab(module, explorer_service)
         echo = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == elem_id)
         assert ("␣Mary" in echo.value) == (module is tab_attention), echo.value
         listeners = [f for f in demo.fns.values() if echo in f.outputs]
@@ -185,10 +178,7 @@ def preset_handlers(demo, undo_id: str):
 
 def test_presets_can_be_undone(explorer_service):
     """Issue 19, item 9: a preset overwrote the student's prompts without a word and no way back."""
-    with gr.Blocks() as demo:
-        ctx = AppContext(service=explorer_service, state=gr.State(None))
-        with gr.Tabs():
-            tab_attention.build(ctx)
+    demo, _ = build_tab(tab_attention, explorer_service)
     apply, restore = preset_handlers(demo, "patch-heads-undo")
     mine = ("Paris is the capital of", "Rome is the capital of", " France", " Italy")
     *filled, saved, button = apply(*mine)

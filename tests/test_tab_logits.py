@@ -222,15 +222,20 @@ def test_without_a_compare_prompt_the_panel_is_hidden_and_nothing_is_drawn(tiny_
     assert compare.WAITS_FOR_MODEL.brief in waiting.a_under_b.layout.annotations[0].text.replace("<br>", " ")
 
 
+def run_both(service, text, model_name, compare_text):
+    """The app's Run of A and B (compare.run_both) on ``service``'s parts."""
+    return compare.run_both(text, model_name, compare_text, run=service.run, settings=service.settings)
+
+
 def test_a_compare_run_is_one_more_trace_through_the_same_batched_path(explorer_service):
     """A and B go through ExplorerService.run together: one trace-graph execution serves both
     (the scheduler's batch), and both are in the trace store for the views."""
-    a, b, why = compare.run_both(explorer_service, "A prompt of its own, never run before", None, "And its B, also new")
+    a, b, why = run_both(explorer_service, "A prompt of its own, never run before", None, "And its B, also new")
     assert why == "" and b is not None
     assert (a.batched, b.batched) == (2, 2)  # one execution for the two Runs
     assert explorer_service.store.get(a.request.key) is a and explorer_service.store.get(b.request.key) is b
-    assert compare.compare_of(explorer_service, a, b.request) is b
-    alone, none, why = compare.run_both(explorer_service, "A prompt of its own, never run before", None, "  \n")
+    assert compare.compare_of(explorer_service.from_request, a, b.request) is b
+    alone, none, why = run_both(explorer_service, "A prompt of its own, never run before", None, "  \n")
     assert none is None and why == "" and alone is a  # an empty compare prompt: A alone, from the store
 
 
@@ -239,7 +244,7 @@ def test_a_compare_run_is_one_more_trace_through_the_same_batched_path(explorer_
     [("x" * 20_001, "the compare prompt has 20,001 characters"), (["a list"], "the compare prompt must be text")],
 )
 def test_a_bad_compare_prompt_is_left_out_with_a_message_and_a_still_runs(explorer_service, bad, said):
-    a, b, why = compare.run_both(explorer_service, EXAMPLE, None, bad)
+    a, b, why = run_both(explorer_service, EXAMPLE, None, bad)
     assert b is None and why.startswith(said) and a.text == EXAMPLE
 
 

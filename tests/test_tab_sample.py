@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import math
 
-import gradio as gr
 import numpy as np
 import plotly.graph_objects as go
 import pytest
+from tab_helpers import build_tab
 
 from components import tab_sample
-from components.common import NO_RUN, AppContext
+from components.common import NO_RUN
+from explorer.parts import ServerParts, parts_for
 from gpt2_max.errors import InputError
 from gpt2_max.sampling import REPORTED_CANDIDATES, SamplingSettings, filtered_distribution, softmax
+
+
+def stream_views(service, run, *values):
+    """The Generate stream of ``run`` with the tab's controls at ``values``, on ``service``'s parts."""
+    yield from tab_sample.stream_views(run, *values, **parts_for(tab_sample.stream_views, ServerParts.of(service)))
 
 
 def test_step_bars_equal_the_sample_steps_probabilities(tiny_model, tiny_run):
@@ -46,7 +52,7 @@ def test_step_bars_equal_the_sample_steps_probabilities(tiny_model, tiny_run):
 
 def test_greedy_stream_equals_generate(explorer_service, tiny_model, tiny_run, monkeypatch):
     monkeypatch.setattr(tab_sample, "STREAM_UPDATE_INTERVAL_S", 0.0)  # every token sent (see the next test)
-    outputs = list(tab_sample.stream_views(explorer_service, tiny_run, 0, 0, 1.0, 0, 8))
+    outputs = list(stream_views(explorer_service, tiny_run, 0, 0, 1.0, 0, 8))
     expected = tiny_model.generate(list(tiny_run.token_ids), max_new_tokens=8, temperature=0).ids
     assert len(outputs) == 8 + 1  # one yield per token, then the summary
     drawn = None  # the step the chart on the page shows
@@ -78,7 +84,7 @@ def test_a_fast_stream_sends_at_most_one_update_per_interval_and_always_the_end(
     drawn, every token in the text); the chart between is redrawn at most every
     STREAM_FIGURE_INTERVAL_S."""
     monkeypatch.setattr(tab_sample, "STREAM_UPDATE_INTERVAL_S", 60.0)
-    outputs = list(tab_sample.stream_views(explorer_service, tiny_run, 0, 0, 1.0, 0, 8))
+    outputs = list(stream_views(explorer_service, tiny_run, 0, 0, 1.0, 0, 8))
     assert len(outputs) == 2
     (first_status, first_fig, _, first_slider, _), (status, fig, html_text, slider, generation) = outputs
     assert "Generating… 1 of" in first_status and first_slider["value"] == 1 and isinstance(first_fig, go.Figure)
@@ -87,7 +93,7 @@ def test_a_fast_stream_sends_at_most_one_update_per_interval_and_always_the_end(
     assert "8 tokens generated" in status and isinstance(fig, go.Figure) and "Step 8 of 8" in fig.layout.title.text
     monkeypatch.setattr(tab_sample, "STREAM_UPDATE_INTERVAL_S", 0.0)
     monkeypatch.setattr(tab_sample, "STREAM_FIGURE_INTERVAL_S", 60.0)
-    outputs = list(tab_sample.stream_views(explorer_service, tiny_run, 0, 0, 1.0, 0, 8))
+    outputs = list(stream_views(explorer_service, tiny_run, 0, 0, 1.0, 0, 8))
     figures = [fig for _, fig, _, _, _ in outputs]
     assert len(outputs) == 9 and isinstance(figures[0], go.Figure) and isinstance(figures[-1], go.Figure)
     assert all(not isinstance(fig, go.Figure) for fig in figures[1:-1])  # text only between
@@ -113,9 +119,9 @@ def test_streams_share_one_update_budget_and_a_lone_stream_keeps_its_pace():
 
 
 def test_seeded_stream_repeats_and_the_preview_is_its_first_step(explorer_service, tiny_run):
-    args = (explorer_service, tiny_run, 1.3, 0, 1.0, 21, 4)
-    first = [s.step.token_id for s in list(tab_sample.stream_views(*args))[-1][4]["shown"]]
-    again = [s.step.token_id for s in list(tab_sample.stream_views(*args))[-1][4]["shown"]]
+    args = (tiny_run, 1.3, 0, 1.0, 21, 4)
+    first = [s.step.token_id for s in list(stream_views(explorer_service, *args))[-1][4]["shown"]]
+    again = [s.step.token_id for s in list(stream_views(explorer_service, *args))[-1][4]["shown"]]
     assert first == again
     preview = tab_sample.render_preview(tiny_run, explorer_service.tokenizer, 1.3, 0, 1.0, 21)
     fig = preview.distribution
@@ -126,7 +132,7 @@ def test_seeded_stream_repeats_and_the_preview_is_its_first_step(explorer_servic
 
 
 def test_step_selection_clamps_and_marks_the_selected_token(explorer_service, tiny_run):
-    generation = list(tab_sample.stream_views(explorer_service, tiny_run, 0, 0, 1.0, 0, 3))[-1][4]
+    generation = list(stream_views(explorer_service, tiny_run, 0, 0, 1.0, 0, 3))[-1][4]
     fig, html_text = tab_sample.step_view(explorer_service.tokenizer, generation, 99)
     assert fig.layout.title.text.startswith("Step 3 of 3")
     fig, _ = tab_sample.step_view(explorer_service.tokenizer, generation, float("nan"))
@@ -206,7 +212,7 @@ def test_bad_settings_give_a_message(explorer_service, tiny_run, temperature, to
     with pytest.raises(InputError, match=message):
         tab_sample.sampling_settings(temperature, top_k, top_p, seed)
     # through the guarded handlers: a message in the status, plots saying it, no exception
-    stream = tab_sample.guarded("text", "plot", "text", "keep", "keep", "keep")(tab_sample.stream_views)
+    stream = tab_sample.guarded("text", "plot", "text", "keep", "keep", "keep")(stream_views)
     outputs = list(stream(explorer_service, tiny_run, temperature, top_k, top_p, seed, 5))
     assert len(outputs) == 1
     status, fig, *_ = outputs[0]
@@ -227,9 +233,9 @@ def test_blank_seed_draws_a_fresh_one_and_says_which():
 
 def test_max_new_tokens_is_capped(explorer_service, tiny_run):
     cap = explorer_service.settings.max_new_tokens
-    outputs = list(tab_sample.stream_views(explorer_service, tiny_run, 0, 0, 1.0, 0, 10**9))
+    outputs = list(stream_views(explorer_service, tiny_run, 0, 0, 1.0, 0, 10**9))
     assert len(outputs[-1][4]["shown"]) <= cap
-    outputs = list(tab_sample.stream_views(explorer_service, tiny_run, 0, 0, 1.0, 0, math.nan))
+    outputs = list(stream_views(explorer_service, tiny_run, 0, 0, 1.0, 0, math.nan))
     assert 1 <= len(outputs[-1][4]["shown"]) <= cap
 
 
@@ -238,7 +244,7 @@ def test_without_a_run_every_view_says_so(explorer_service):
     assert tab_sample.render_preview(None, tokenizer, 1.0, 0, 1.0, 0).status == NO_RUN
     samples = tab_sample.render_samples(None, tokenizer, explorer_service.settings, 1.0, 0, 1.0, 0, 10)
     assert samples.histogram_note == NO_RUN
-    ((status, *_),) = list(tab_sample.stream_views(explorer_service, None, 1.0, 0, 1.0, 0, 5))
+    ((status, *_),) = list(stream_views(explorer_service, None, 1.0, 0, 1.0, 0, 5))
     assert status == NO_RUN
 
 
@@ -251,10 +257,7 @@ def test_text_is_escaped(tiny_model):
 
 
 def test_the_tab_builds(explorer_service):
-    with gr.Blocks():
-        ctx = AppContext(service=explorer_service, state=gr.State(None))
-        with gr.Tabs():
-            tab_sample.build(ctx)
+    _, ctx = build_tab(tab_sample, explorer_service)
     (view,) = ctx.views.values()
     assert view.tab_id == "sample" and len(view.controls) == 5
     assert tab_sample.export_generation(None) is None  # nothing to export before a generation
