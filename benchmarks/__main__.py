@@ -2,6 +2,7 @@
 
     .venv/bin/python -m benchmarks [--torch-python .venv-ref/bin/python] [--skip-cold] [--out FILE]
     .venv/bin/python -m benchmarks classroom --students 30 [...]   # the app under load: benchmarks/classroom.py
+    .venv/bin/python -m benchmarks startup [--starts 3]              # a new app process after warmup: benchmarks/startup.py
 
 Measures for GPT-2 small's shape (the real openai-community/gpt2 when it is in
 the Hugging Face cache, else random weights at std 0.02, as the output says), through the
@@ -235,4 +236,8 @@ if __name__ == "__main__":
         from benchmarks.classroom import main as classroom
 
         sys.exit(classroom(sys.argv[2:]))
+    if sys.argv[1:2] == ["startup"]:
+        from benchmarks.startup import main as startup
+
+        sys.exit(startup(sys.argv[2:]))
     sys.exit(main())
