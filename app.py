@@ -171,7 +171,9 @@ def build_ui(service: ExplorerService) -> tuple[gr.Blocks, AppContext]:
 
         @guarded(state, ctx.compare, note)
         def start_run(text, model_name, compare_text=None):
-            run, other, why = compare.run_both(text, model_name, compare_text, run=service.run, settings=settings)
+            run, other, why = compare.run_both(
+                text, model_name, compare_text, run=service.run, settings=settings, runs_together=service.runs_together
+            )
             note_text = run_note(run, service.tokenizer) + compare_note(other, why)
             return run.request, None if other is None else other.request, note_text
 

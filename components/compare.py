@@ -59,12 +59,12 @@ def build_box() -> gr.Textbox:
 
 
 def run_both(
-    text: str, model_name: str | None, compare_text, *, run: Callable, settings: Settings
+    text: str, model_name: str | None, compare_text, *, run: Callable, settings: Settings, runs_together: Callable
 ) -> tuple[Run, Run | None, str]:
     """-> (A's Run, B's Run or None, why B was left out): the Run of ``text`` and, when
     ``compare_text`` has text, the Run of that, traced beside it so that the scheduler packs both
     into one execution. A bad compare prompt leaves B out with the reason; it never stops A.
-    ``run`` and ``settings``: the server's parts (explorer.parts)."""
+    ``run``, ``settings`` and ``runs_together``: the server's parts (explorer.parts)."""
     if compare_text is None or (isinstance(compare_text, str) and not compare_text.strip()):
         return run(text, model_name=model_name), None, ""
     if not isinstance(compare_text, str):
@@ -87,13 +87,15 @@ def run_both(
         except Exception as error:  # noqa: BLE001 - said in the note under the prompt, never a traceback
             got["error"] = error
 
-    # B in a thread of its own while A is traced here: the scheduler's batcher gathers both.
-    worker = threading.Thread(target=trace_b, name="compare-run", daemon=True)
-    worker.start()
-    try:
-        a = run(text, model_name=model_name)
-    finally:
-        worker.join()
+    # B in a thread of its own while A is traced here, announced together: the scheduler's batcher
+    # gathers both into one execution.
+    with runs_together(2):
+        worker = threading.Thread(target=trace_b, name="compare-run", daemon=True)
+        worker.start()
+        try:
+            a = run(text, model_name=model_name)
+        finally:
+            worker.join()
     if "error" in got:
         return a, None, user_message(got["error"])
     return a, got["run"], ""

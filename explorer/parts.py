@@ -35,6 +35,8 @@ class ServerParts:
     variant: Callable
     # (run, kind, **options) -> (analysis result or None, Reason it is missing)
     analysis: Callable
+    # (count) -> a context in which that many Runs, started from several threads, share one execution
+    runs_together: Callable
     # RunRequest or None -> its Run (from the store, or recomputed)
     from_request: Callable
     # (graph, model name) -> "" when that graph can run now, else what the background load is doing
@@ -54,6 +56,7 @@ class ServerParts:
             model_for=service.model_for,
             run=service.run,
             variant=service.variant,
+            runs_together=service.runs_together,
             analysis=service.analysis,
             from_request=service.from_request,
             compiling=service.loader.compiling,

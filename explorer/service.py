@@ -83,6 +83,11 @@ class ExplorerService:
     def yield_to_runs(self, max_wait_s: float | None = None) -> float:
         return self.scheduler.yield_to_runs(max_wait_s)
 
+    def runs_together(self, count: int):
+        """A context in which ``count`` Runs pressed together (a prompt and its compare prompt)
+        are traced in one execution when they can (gpt2_max.scheduling.RunScheduler.together)."""
+        return self.scheduler.together(count)
+
     def save_examples(self, name: str) -> None:
         """Saves live traces of the examples, so the next start of this host has them at once."""
         for text in self.examples.texts:

@@ -11,9 +11,10 @@ The policy, in one place (tuning for a class means reading this file only):
    before analyses, so generations keep moving while a class opens its Blocks tabs.
 2. **Batching** (``Batcher``): calls that arrive while an execution runs wait, and the first of
    them to find the runner free runs all that wait as one batch. Runs (``RunScheduler.runs``):
-   up to the host's ``max_batch_size`` sequences packed into one trace execution, gathering for
-   ``RUN_GATHER_S`` when the engine is free (a class pressing Run at once shares the first
-   batch). Decode steps (the engine's ``decode_batcher``): up to ``DECODE_MAX_BATCH`` sessions'
+   up to the host's ``max_batch_size`` sequences packed into one trace execution; a Run that
+   finds the engine free gathers for ``RUN_GATHER_S`` only when company is known to come (the
+   previous batch was shared: a class at work; or Runs announced together, ``together``: a
+   prompt and its compare prompt), so a lone Run never waits. Decode steps (the engine's ``decode_batcher``): up to ``DECODE_MAX_BATCH`` sessions'
    next tokens in one execution, which reads the weights once for all; a lone generation never
    waits to gather.
 3. **Runs first** (``RunScheduler.yield_to_runs``): while Runs are being traced, opening a tab,
@@ -58,8 +59,8 @@ DECODE_MAX_BATCH = 32
 DECODE_GATHER_S = 0.005
 
 # -- the app's Runs and views (RunScheduler) --------------------------------------------
-# A Run that finds the engine free waits this long for Runs pressed with it (a class at once): a
-# small fraction of one trace, so a lone Run hardly notices it.
+# A Run that finds the engine free waits at most this long for the Runs known to come with it (a
+# class whose last batch was shared, a compare prompt's B): a small fraction of one trace.
 RUN_GATHER_S = 0.02
 # The longest a view or a generation step waits for Runs being traced: about what a class's 30
 # Runs take together on GPT-2 small.
@@ -98,7 +99,7 @@ class Batcher(Generic[Item, Result]):
         as soon as as many wait as the last batch held (while batches are shared, its callers
         come back, e.g. each generation for its next step), or ``max_batch``.
         ``gather_when_alone=False``: wait only while batches are shared (the previous one held
-        more than one item), so a lone user's steps never wait.
+        more than one item) or items are announced (``expecting``), so a lone user's calls never wait.
         ``hold()``: a context the runner enters before it takes a batch and keeps while the batch
         runs (the engine's lock: a batch formed before waiting there would leave out the items
         that arrive during the wait)."""
@@ -117,6 +118,7 @@ class Batcher(Generic[Item, Result]):
         # Wakes only the caller gathering a batch when another item arrives (the same lock).
         self._arrived = threading.Condition(lock)
         self._running = False  # a batch is being run
+        self._expected = 0  # items announced by ``expecting`` contexts now open
         self.batches: list[int] = []  # sizes of the batches run, in order (for notes, benchmarks, tests)
 
     def submit(self, item: Item) -> tuple[Result, int]:
@@ -148,12 +150,26 @@ class Batcher(Generic[Item, Result]):
             raise slot["error"]
         return slot["result"], slot["served"]
 
+    @contextmanager
+    def expecting(self, count: int) -> Iterator[None]:
+        """Inside it, ``count`` items are about to be submitted together (from several threads):
+        the runner gathers for them (at most ``gather_s``) even when it would not otherwise."""
+        with self._cond:
+            self._expected += count
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._expected -= count
+
     def _take(self) -> list[dict]:
         """The next batch from what waits (the caller holds the lock), after gathering."""
         shared = bool(self.batches) and self.batches[-1] > 1
-        if self.gather_s > 0 and (self.gather_when_alone or shared):
+        if self.gather_s > 0 and (self.gather_when_alone or shared or self._expected):
             # Others may join; the runner stays taken.
             want = min(self.max_batch, self.batches[-1]) if shared else self.max_batch
+            if not self.gather_when_alone and not shared:
+                want = min(self.max_batch, self._expected)  # only the announced ones
             deadline = time.monotonic() + self.gather_s
             while len(self._pending) < want and (left := deadline - time.monotonic()) > 0:
                 self._arrived.wait(left)
@@ -263,7 +279,7 @@ class RunScheduler:
     def __init__(self, trace_batch: Callable[[list], Sequence], lanes: Lanes) -> None:
         """``trace_batch(items) -> traces``: one trace per (model, trace options) item."""
         self.lanes = lanes
-        self.runs = Batcher(trace_batch, lanes.max_batch_size, RUN_GATHER_S)
+        self.runs = Batcher(trace_batch, lanes.max_batch_size, RUN_GATHER_S, gather_when_alone=False)
         self.analyses = threading.BoundedSemaphore(ANALYSES_AT_ONCE)
         self._runs_in_flight = 0
         self._runs_cond = threading.Condition()
@@ -279,6 +295,11 @@ class RunScheduler:
             with self._runs_cond:
                 self._runs_in_flight -= 1
                 self._runs_cond.notify_all()
+
+    def together(self, count: int) -> AbstractContextManager:
+        """A context in which ``count`` Runs are about to be traced together (several threads):
+        they share one execution when they can, even on an idle engine."""
+        return self.runs.expecting(count)
 
     def yield_to_runs(self, max_wait_s: float | None = None) -> float:
         """Waits while Runs are being traced, at most ``max_wait_s`` (default

@@ -218,6 +218,39 @@ def test_a_failed_batch_fails_each_of_its_callers_and_the_next_batch_runs():
     assert batcher.submit("c") == ("C", 1)  # a lone call runs at once, as a batch of one
 
 
+def test_a_lone_run_never_waits_to_gather_and_runs_announced_together_share_one_execution(monkeypatch):
+    """Issue 20: a Run that found the engine free waited RUN_GATHER_S for company that a lone user
+    never has (15% of a GPT-2 small Run here, benchmarks/profile.py). Now only Runs announced
+    together (a prompt and its compare prompt) or a class whose last batch was shared gather. The
+    window is made a minute long here, so a Run that waited in it could not finish in the test."""
+    from gpt2_max import scheduling
+
+    monkeypatch.setattr(scheduling, "RUN_GATHER_S", 60.0)
+    scheduler = scheduling.RunScheduler(lambda items: [item.upper() for item in items], scheduling.Lanes(8, 4, 2))
+    batcher = scheduler.runs
+    results = {}
+    alone = threading.Thread(target=lambda: results.setdefault("alone", scheduler.trace("alone")))
+    alone.start()
+    alone.join(10)
+    assert results["alone"] == ("ALONE", 1) and batcher.batches == [1]
+
+    with scheduler.together(2):
+        first = threading.Thread(target=lambda: results.setdefault("a", scheduler.trace("a")))
+        first.start()
+        deadline = time.monotonic() + 10
+        while not (batcher._running and batcher._pending) and time.monotonic() < deadline:
+            time.sleep(0.001)  # A is the runner, gathering for the announced B
+        assert "a" not in results
+        results["b"] = scheduler.trace("b")
+        first.join(10)
+    assert results["a"] == ("A", 2) and results["b"] == ("B", 2) and batcher.batches == [1, 2]
+
+    # After a shared batch the next Run gathers for as many (a class at work); a lone one then stops waiting.
+    monkeypatch.setattr(batcher, "gather_s", 0.05)
+    assert scheduler.trace("next") == ("NEXT", 1) and scheduler.trace("then") == ("THEN", 1)
+    assert batcher.batches == [1, 2, 1, 1]
+
+
 def test_views_wait_for_runs_being_traced_but_not_forever(explorer_service):
     """While a Run is traced, yield_to_runs (what opening a tab, a control and each generation
     step call first) waits for it; with none in flight it returns at once; its bound holds."""

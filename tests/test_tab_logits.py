@@ -224,7 +224,9 @@ def test_without_a_compare_prompt_the_panel_is_hidden_and_nothing_is_drawn(tiny_
 
 def run_both(service, text, model_name, compare_text):
     """The app's Run of A and B (compare.run_both) on ``service``'s parts."""
-    return compare.run_both(text, model_name, compare_text, run=service.run, settings=service.settings)
+    return compare.run_both(
+        text, model_name, compare_text, run=service.run, settings=service.settings, runs_together=service.runs_together
+    )
 
 
 def test_a_compare_run_is_one_more_trace_through_the_same_batched_path(explorer_service):
