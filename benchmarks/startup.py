@@ -31,7 +31,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -41,45 +40,12 @@ POLL_S = 0.2
 START_TIMEOUT_S = 600.0
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def status_text(url: str) -> str | None:
-    """The app's status line for its model (what deploy/replica_ready.py asks), None if no answer."""
-    request = urllib.request.Request(
-        url + "gradio_api/run/status",
-        data=json.dumps({"data": [None]}).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=5) as response:
-            return str(json.load(response)["data"][0])
-    except (OSError, ValueError, KeyError, IndexError):
-        return None
-
-
 def page_answers(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=5) as response:
             return response.status == 200
-    except (OSError, urllib.error.HTTPError):
+    except OSError:
         return False
-
-
-def app_environment(model: str, cache_dir: Path) -> dict[str, str]:
-    return {
-        **os.environ,
-        "HF_HUB_OFFLINE": "1",
-        "GRADIO_ANALYTICS_ENABLED": "False",
-        "MODULAR_TELEMETRY_ENABLED": "0",
-        "GPT2_EXPLORER_CACHE_DIR": str(cache_dir),
-        "GPT2_EXPLORER_ALLOWED_MODELS": model,
-    }
 
 
 def warmup(model: str) -> dict:
@@ -90,7 +56,7 @@ def warmup(model: str) -> dict:
         cwd=REPO,
         capture_output=True,
         text=True,
-        env=app_environment(model, Path(tempfile.gettempdir())),
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "MODULAR_TELEMETRY_ENABLED": "0"},
         check=False,
     )
     if done.returncode != 0:
@@ -98,44 +64,44 @@ def warmup(model: str) -> dict:
     return {"wall_s": time.perf_counter() - started, "said": done.stdout.strip().splitlines()[-1]}
 
 
-def one_start(model: str, cache_dir: Path, log_path: Path) -> dict:
-    """Starts app.py, polls it until its background load is done, stops it; -> the times (s from launch)."""
+def one_start(model: str, cache_dir: Path) -> dict:
+    """Starts app.py (the classroom benchmark's Server), polls it until its background load is
+    done, stops it; -> the times (s from launch) and the app's stage record."""
+    from benchmarks.classroom import SERVER_LOG, Server, deploy_scripts, free_port
     from explorer.loading import STAGES
-    from tests.app_process import stop_app
 
-    port = free_port()
-    url = f"http://127.0.0.1:{port}/"
-    command = [sys.executable, "app.py", "--model", model, "--port", str(port), "--host", "127.0.0.1"]
+    deploy_scripts()  # deploy/ on the path: its replica_ready asks what HAProxy's check asks
+    from replica_ready import READY_MARK, status
+
     times: dict[str, float] = {}
-    with log_path.open("w") as log:
-        launched = time.perf_counter()
-        process = subprocess.Popen(
-            command, cwd=REPO, env=app_environment(model, cache_dir), stdout=log, stderr=subprocess.STDOUT
-        )
-        try:
-            while "background_done_s" not in times:
-                if process.poll() is not None:
-                    raise RuntimeError(f"the app exited with {process.returncode}; see {log_path}")
-                now = time.perf_counter() - launched
-                if now > START_TIMEOUT_S:
-                    raise RuntimeError(f"not ready within {START_TIMEOUT_S:.0f} s; see {log_path}")
-                if "page_s" not in times:
-                    if page_answers(url):
-                        times["page_s"] = now
-                else:
-                    status = status_text(url) or ""
-                    if "not available" in status:
-                        raise RuntimeError(f"the model did not load: {status}")
-                    if "` ready" in status:
-                        times.setdefault("runs_live_s", now)
-                        if not any(STAGES[stage][0] in status for stage in GRAPH_STAGES):
-                            times.setdefault("graphs_ready_s", now)
-                        if "In the background" not in status:
-                            times["background_done_s"] = now
-                            times["status"] = status
-                time.sleep(POLL_S)
-        finally:
-            stop_app(process, timeout_s=30)
+    launched = time.perf_counter()
+    server = Server(REPO, model, free_port(), str(cache_dir))
+    try:
+        while "background_done_s" not in times:
+            server.check_alive()
+            now = time.perf_counter() - launched
+            if now > START_TIMEOUT_S:
+                raise RuntimeError(f"not ready within {START_TIMEOUT_S:.0f} s; see {SERVER_LOG}")
+            if "page_s" not in times:
+                if page_answers(server.url):
+                    times["page_s"] = now
+            else:
+                try:
+                    text = status(server.url)
+                except (OSError, ValueError, KeyError, IndexError):
+                    text = ""
+                if "not available" in text:
+                    raise RuntimeError(f"the model did not load: {text}")
+                if READY_MARK in text:
+                    times.setdefault("runs_live_s", now)
+                    if not any(STAGES[stage][0] in text for stage in GRAPH_STAGES):
+                        times.setdefault("graphs_ready_s", now)
+                    if "In the background" not in text:
+                        times["background_done_s"] = now
+                        times["status"] = text
+            time.sleep(POLL_S)
+    finally:
+        server.stop()
     record = json.loads((cache_dir / "load-seconds.json").read_text())
     times["stages_s"] = record.get(model, {})
     return times
@@ -158,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         starts = []
         for index in range(args.starts):
             kind = "first start (empty app cache)" if index == 0 else "restart (app cache kept)"
-            times = one_start(model, cache_dir, Path(workdir) / f"app-{index}.log")
+            times = one_start(model, cache_dir)
             times["kind"] = kind
             starts.append(times)
             print(f"{kind}: graphs ready {times['graphs_ready_s']:.1f} s", flush=True)

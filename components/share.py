@@ -213,8 +213,8 @@ class ShareWiring:
     token_box: gr.Textbox  # hidden: the token between the server and the page's script
     note: gr.Markdown  # what a link or lesson set, and what it ignored
     open_tab: gr.Textbox  # hidden: the tab to open once a view is applied (the page's script clicks it)
-    settings: Settings = None  # the host's limits (the request size bounds a link's token)
-    allowed_models: tuple[str, ...] = ()  # what a link's model may be
+    settings: Settings  # the host's limits (the request size bounds a link's token)
+    allowed_models: tuple[str, ...]  # what a link's model may be
     # (text, model name, compare text) -> (the Run's request, B's request, the note under the prompt); set by ``wire``
     start_run: Callable | None = None
     controls: list[SharedControl] = field(default_factory=list)  # found by ``wire`` once every tab is built
@@ -522,9 +522,9 @@ def build_share_row(
         token_box,
         note,
         open_tab,
+        settings,
+        tuple(allowed_models),
         compare=compare,
-        settings=settings,
-        allowed_models=tuple(allowed_models),
     )
 
 

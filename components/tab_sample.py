@@ -588,7 +588,6 @@ def build(
     compiling: Callable,
     yield_to_runs: Callable,
 ) -> None:
-    limits = settings
     decoding = dict(
         tokenizer=tokenizer, settings=settings, model_for=model_for, compiling=compiling, yield_to_runs=yield_to_runs
     )
@@ -604,10 +603,10 @@ def build(
             seed = gr.Number(value=0, precision=0, minimum=0, label="Seed (blank = a fresh one)", elem_id="sample-seed")
             max_new = gr.Slider(
                 1,
-                max(2, limits.max_new_tokens),
-                value=min(20, limits.max_new_tokens),
+                max(2, settings.max_new_tokens),
+                value=min(20, settings.max_new_tokens),
                 step=1,
-                label=f"Max new tokens (up to {limits.max_new_tokens})",
+                label=f"Max new tokens (up to {settings.max_new_tokens})",
                 elem_id="sample-max-new",
             )
             generate = gr.Button("Generate", variant="primary", elem_id="sample-generate")
@@ -625,10 +624,10 @@ def build(
         with gr.Row():
             n_draws = gr.Slider(
                 1,
-                max(2, limits.max_sample_draws),
-                value=min(200, limits.max_sample_draws),
+                max(2, settings.max_sample_draws),
+                value=min(200, settings.max_sample_draws),
                 step=1,
-                label=f"N (up to {limits.max_sample_draws})",
+                label=f"N (up to {settings.max_sample_draws})",
                 elem_id="sample-n",
             )
             sample_button = gr.Button("Sample N times", elem_id="sample-n-button")
@@ -645,7 +644,7 @@ def build(
     def refresh(request, t, k, p, s, n):
         run = ctx.current(request)
         preview = render_preview(run, tokenizer, t, k, p, s)
-        samples = render_samples(run, tokenizer, limits, t, k, p, s, n)
+        samples = render_samples(run, tokenizer, settings, t, k, p, s, n)
         return preview._replace(
             step=gr.update(maximum=2, value=1, interactive=False),
             generation=empty_generation(run.token_ids) if run else None,
@@ -662,7 +661,7 @@ def build(
         return step_view(tokenizer, state, index)
 
     def sample(request, t, k, p, s, n):
-        return render_samples(ctx.current(request), tokenizer, limits, t, k, p, s, n)
+        return render_samples(ctx.current(request), tokenizer, settings, t, k, p, s, n)
 
     outputs = SampleViews(
         status=status,

@@ -167,8 +167,11 @@ class Batcher(Generic[Item, Result]):
         shared = bool(self.batches) and self.batches[-1] > 1
         if self.gather_s > 0 and (self.gather_when_alone or shared or self._expected):
             # Others may join; the runner stays taken.
-            want = min(self.max_batch, self.batches[-1]) if shared else self.max_batch
-            if not self.gather_when_alone and not shared:
+            if shared:
+                want = min(self.max_batch, self.batches[-1])
+            elif self.gather_when_alone:
+                want = self.max_batch
+            else:
                 want = min(self.max_batch, self._expected)  # only the announced ones
             deadline = time.monotonic() + self.gather_s
             while len(self._pending) < want and (left := deadline - time.monotonic()) > 0:
